@@ -187,3 +187,262 @@ pub fn run_with_timeout(cmd: &mut Command, secs: u64) -> Output {
         stderr,
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound then released; the tests that use it
+/// start their server right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A running `luahost -f CFG` process, killed when dropped. Its stderr goes
+/// to a file that [`Proxy::log`] reads.
+pub struct Proxy {
+    child: std::process::Child,
+    log_path: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Proxy {
+    /// Writes `files` (name, content) into a scratch dir named `name`, starts
+    /// luahost on `cfg` (one of the files) with `extra_args`, and waits until
+    /// every port in `ports` accepts connections.
+    pub fn start(
+        name: &str,
+        files: &[(&str, &str)],
+        cfg: &str,
+        extra_args: &[&str],
+        ports: &[u16],
+    ) -> Proxy {
+        let dir = scratch_dir(name);
+        for (f, content) in files {
+            std::fs::write(dir.join(f), content).expect("write test file");
+        }
+        let log_path = dir.join("luahost.stderr");
+        let log = std::fs::File::create(&log_path).expect("create log");
+        let child = Command::new(artifacts().luahost())
+            .arg("-f")
+            .arg(cfg)
+            .args(extra_args)
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start luahost");
+        let mut p = Proxy {
+            child,
+            log_path,
+            dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        for port in ports {
+            loop {
+                if std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok() {
+                    break;
+                }
+                if let Ok(Some(st)) = p.child.try_wait() {
+                    panic!(
+                        "luahost exited ({st}) before listening on {port}:\n{}",
+                        p.log()
+                    );
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "luahost did not listen on {port}:\n{}",
+                    p.log()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        p
+    }
+
+    /// Everything luahost wrote on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (up to `secs`), returning the log.
+    pub fn wait_log(&self, needle: &str, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits for the process to exit (up to `secs`), returning its status code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP/1.x response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// (lower-case name, value) in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub chunked: bool,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads HTTP/1.x responses from a connection (keeps leftover bytes, so
+/// pipelined responses can be read one after the other).
+pub struct HttpReader {
+    pub stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl HttpReader {
+    pub fn connect(port: u16) -> HttpReader {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .expect("timeout");
+        HttpReader {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(raw).expect("write request");
+    }
+
+    fn fill(&mut self) -> bool {
+        use std::io::Read;
+        let mut tmp = [0u8; 16384];
+        match self.stream.read(&mut tmp) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                true
+            }
+        }
+    }
+
+    fn take_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Some(line);
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    fn take_exact(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            if !self.fill() {
+                return None;
+            }
+        }
+        Some(self.buf.drain(..n).collect())
+    }
+
+    /// Reads one response; None if the connection closed first. For a
+    /// response to HEAD, pass `head = true` (no body follows).
+    pub fn read_response(&mut self, head: bool) -> Option<HttpResponse> {
+        let status_line = self.take_line()?;
+        let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let line = self.take_line()?;
+            if line.is_empty() {
+                break;
+            }
+            let (n, v) = line.split_once(':')?;
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let chunked = get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let mut body = Vec::new();
+        if head || status == 204 || status == 304 {
+        } else if chunked {
+            loop {
+                let size_line = self.take_line()?;
+                let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
+                if size == 0 {
+                    // Trailers until an empty line.
+                    while !self.take_line()?.is_empty() {}
+                    break;
+                }
+                body.extend(self.take_exact(size)?);
+                self.take_line()?;
+            }
+        } else if let Some(len) = get("content-length") {
+            body = self.take_exact(len.parse().ok()?)?;
+        } else {
+            while self.fill() {}
+            body = std::mem::take(&mut self.buf);
+        }
+        Some(HttpResponse {
+            status,
+            headers,
+            body,
+            chunked,
+        })
+    }
+}
+
+/// One GET request on a fresh connection.
+pub fn http_get(port: u16, path: &str) -> HttpResponse {
+    let mut c = HttpReader::connect(port);
+    c.send(format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").as_bytes());
+    c.read_response(false).expect("a response")
+}

@@ -1,8 +1,14 @@
 //! `luahost`: a Lua-scriptable proxy that runs HAProxy Lua scripts, a stock-lua
 //! compatible script runner, and a checker for native Lua modules.
 
+#[allow(dead_code)]
+mod config;
+mod log;
+mod lua;
 mod module_check;
+mod proxy;
 mod run_script;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -12,9 +18,22 @@ use std::process::ExitCode;
 #[command(
     name = "luahost",
     about = "A Lua-scriptable proxy that runs HAProxy Lua scripts, built in Rust",
+    override_usage = "luahost -f FILE [-f FILE ...] [-c] [-d] [-p PIDFILE]\n       luahost run SCRIPT [ARGS...]\n       luahost module check FILE.so",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Configuration file (HAProxy syntax); may be given several times.
+    #[arg(short = 'f', value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Check the configuration (and load its Lua files), then exit 0 or 1.
+    #[arg(short = 'c')]
+    check: bool,
+    /// Foreground with debug logging and an access log line per request.
+    #[arg(short = 'd')]
+    debug: bool,
+    /// Write the process id to this file.
+    #[arg(short = 'p', value_name = "PIDFILE")]
+    pidfile: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -70,6 +89,12 @@ fn main() -> ExitCode {
         Some(Command::Module {
             command: ModuleCommand::Check { file },
         }) => module_check::run(&file),
+        None if !cli.files.is_empty() => proxy::run(proxy::Options {
+            files: cli.files,
+            check_only: cli.check,
+            debug: cli.debug,
+            pidfile: cli.pidfile,
+        }),
         None => {
             let _ = Cli::command().print_help();
             ExitCode::from(1)

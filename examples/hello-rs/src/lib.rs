@@ -1,1 +1,84 @@
+//! `hello_rs`: an example Lua module written with luahost-modules.
+//!
+//! Build with `cargo build -p hello-rs`; cargo writes
+//! `target/debug/libhello_rs.so`. Load it with `require "hello_rs"` after
+//! adding `<dir>/lib?.so` to package.cpath, or after renaming (or
+//! symlinking) the file to `hello_rs.so` (docs/modules.md).
+//!
+//! ```lua
+//! local hello = require "hello_rs"
+//! print(hello.greet("world"))          --> hello, world!
+//! print(hello.add(2, 3))               --> 5
+//! local c = hello.counter(10)
+//! c:add(5)                             -- methods on a HAProxy-style object
+//! print(c:get(), tostring(c))          --> 15    Counter(15)
+//! print(hello.greet())  -- error: bad argument #1 to 'greet' (string expected, got no value)
+//! ```
 
+use luahost_modules::{module, Error};
+
+/// The native state of a `hello_rs.counter()` object.
+struct Counter {
+    value: i64,
+}
+
+module!(hello_rs, |m| {
+    m.set("version", env!("CARGO_PKG_VERSION"))?;
+
+    // greet(name) -> "hello, <name>!"; numbers are accepted as strings, as
+    // luaL_checkstring accepts them.
+    m.function("greet", |_, args| {
+        let who = args.check_str(1)?;
+        Ok(format!("hello, {who}!"))
+    })?;
+
+    // add(a, b): integer addition with Lua's wrap-around semantics.
+    m.function("add", |_, args| {
+        Ok(args.check_integer(1)?.wrapping_add(args.check_integer(2)?))
+    })?;
+
+    // fail(message): raises `message` with the caller's position, as
+    // luaL_error (or error(message) in Lua) would.
+    m.function("fail", |_, args| -> luahost_modules::Result<()> {
+        Err(Error::runtime(args.check_str(1)?))
+    })?;
+
+    // pick(option [, fallback]): luaL_checkoption-style choice.
+    m.function("pick", |_, args| {
+        let i = args.check_option(1, Some("first"), &["first", "second", "third"])?;
+        Ok(i + 1)
+    })?;
+
+    // map(t, f): calls f on each element; an error raised by f propagates
+    // unchanged.
+    m.function("map", |lua, args| {
+        let t = args.check_table(1)?;
+        let f = args.check_function(2)?;
+        let out = lua.create_table()?;
+        for (i, v) in t.sequence_values::<mlua::Value>().enumerate() {
+            let mapped: mlua::Value = f.call(v?)?;
+            out.raw_set(i + 1, mapped)?;
+        }
+        Ok(out)
+    })?;
+
+    let counter = m
+        .class::<Counter>("Counter")?
+        .method("add", |_, this, args| {
+            this.value = this.value.wrapping_add(args.opt_integer(2, 1)?);
+            Ok(this.value)
+        })?
+        .method("get", |_, this, _| Ok(this.value))?
+        .metamethod("__tostring", |_, this, _| {
+            Ok(format!("Counter({})", this.value))
+        })?
+        .build();
+
+    // counter([start]) -> a Counter object: { [0] = <native> } with methods.
+    m.function("counter", move |lua, args| {
+        let start = args.opt_integer(1, 0)?;
+        counter.wrap(lua, Counter { value: start })
+    })?;
+
+    Ok(())
+});

@@ -1,0 +1,343 @@
+//! Keywords of the `global` section, and the `log` line shared with proxies.
+
+use super::units::{int_arg, size_arg, time_arg};
+use super::{
+    BlockingCalls, Global, Location, LogDest, LogLevel, LogTarget, LuaLoad, LuaPrependPath,
+    PathKind,
+};
+use std::path::PathBuf;
+
+/// The `global` keywords luahost supports, listed in messages.
+pub(crate) const KEYWORDS: &[&str] = &[
+    "lua-load",
+    "lua-load-per-thread",
+    "lua-prepend-path",
+    "nbthread",
+    "maxconn",
+    "pidfile",
+    "log",
+    "tune.bufsize",
+    "tune.lua.forced-yield",
+    "tune.lua.maxmem",
+    "tune.lua.session-timeout",
+    "tune.lua.service-timeout",
+    "tune.lua.task-timeout",
+    "tune.lua.burst-timeout",
+    "tune.lua.blocking-calls",
+];
+
+/// HAProxy `global` keywords that luahost recognises but does not implement.
+pub(crate) const UNSUPPORTED: &[&str] = &[
+    "daemon",
+    "master-worker",
+    "stats",
+    "user",
+    "group",
+    "uid",
+    "gid",
+    "chroot",
+    "nbproc",
+    "cpu-map",
+    "ulimit-n",
+    "node",
+    "description",
+    "localpeer",
+    "hard-stop-after",
+    "grace",
+    "external-check",
+    "insecure-fork-wanted",
+    "expose-experimental-directives",
+    "setenv",
+    "presetenv",
+    "resetenv",
+    "unsetenv",
+    "log-send-hostname",
+    "log-tag",
+    "quiet",
+    "zero-warning",
+    "ca-base",
+    "crt-base",
+    "ssl-default-bind-ciphers",
+    "ssl-default-bind-ciphersuites",
+    "ssl-default-bind-options",
+    "ssl-default-server-ciphers",
+    "ssl-default-server-options",
+    "ssl-dh-param-file",
+    "spread-checks",
+    "maxsslconn",
+    "maxconnrate",
+    "maxsessrate",
+    "tune.maxrewrite",
+    "tune.http.maxhdr",
+    "tune.ssl.default-dh-param",
+    "tune.lua.log.loggers",
+    "tune.lua.log.stderr",
+    "tune.lua.bool-sample-conversion",
+];
+
+const FACILITIES: &[&str] = &[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2",
+    "ftp", "ntp", "audit", "alert", "cron2", "local0", "local1", "local2", "local3", "local4",
+    "local5", "local6", "local7",
+];
+
+const FORMATS: &[&str] = &[
+    "local", "rfc3164", "rfc5424", "priority", "short", "timed", "iso", "raw",
+];
+
+fn log_level(word: &str) -> Option<LogLevel> {
+    Some(match word {
+        "emerg" => LogLevel::Emerg,
+        "alert" => LogLevel::Alert,
+        "crit" => LogLevel::Crit,
+        "err" => LogLevel::Err,
+        "warning" => LogLevel::Warning,
+        "notice" => LogLevel::Notice,
+        "info" => LogLevel::Info,
+        "debug" => LogLevel::Debug,
+        _ => return None,
+    })
+}
+
+const LEVELS: &str = "emerg, alert, crit, err, warning, notice, info, debug";
+
+/// Fails unless `words` (keyword included) has at most `max` words.
+pub(crate) fn at_most(words: &[&str], max: usize) -> Result<(), String> {
+    match words.get(max) {
+        None => Ok(()),
+        Some(extra) => Err(format!(
+            "'{}' does not take the argument '{extra}'",
+            words.first().copied().unwrap_or_default()
+        )),
+    }
+}
+
+/// Handles one `global` line; `words[0]` is the keyword.
+pub(crate) fn keyword(g: &mut Global, words: &[&str], loc: &Location) -> Result<(), String> {
+    let kw = words.first().copied().unwrap_or_default();
+    let arg = words.get(1).copied();
+    match kw {
+        "lua-load" | "lua-load-per-thread" => {
+            let file = match arg {
+                Some(f) if !f.is_empty() => f,
+                _ => return Err(format!("'{kw}' expects a Lua file name")),
+            };
+            g.lua_loads.push(LuaLoad {
+                file: PathBuf::from(file),
+                args: words[2..].iter().map(|w| w.to_string()).collect(),
+                per_thread: kw == "lua-load-per-thread",
+                location: loc.clone(),
+            });
+        }
+        "lua-prepend-path" => {
+            let path = match arg {
+                Some(p) if !p.is_empty() => p,
+                _ => {
+                    return Err(
+                        "'lua-prepend-path' expects a search path template such as /usr/share/lua/?.lua"
+                            .to_string(),
+                    )
+                }
+            };
+            let kind = match words.get(2).copied() {
+                None | Some("path") => PathKind::Path,
+                Some("cpath") => PathKind::Cpath,
+                Some(other) => {
+                    return Err(format!(
+                        "'lua-prepend-path' expects 'path' or 'cpath' after the template, got '{other}'"
+                    ))
+                }
+            };
+            at_most(words, 3)?;
+            g.lua_prepend_paths.push(LuaPrependPath {
+                path: path.to_string(),
+                kind,
+                location: loc.clone(),
+            });
+        }
+        "nbthread" => {
+            g.nbthread = Some(int_arg(kw, "a number of threads", arg, 1, 4096)?);
+            at_most(words, 2)?;
+        }
+        "maxconn" => {
+            g.maxconn = Some(int_arg(kw, "a number of connections", arg, 1, u64::MAX)?);
+            at_most(words, 2)?;
+        }
+        "tune.bufsize" => {
+            let size = size_arg(kw, arg)?;
+            if !(1024..=i32::MAX as u64).contains(&size) {
+                return Err(format!(
+                    "'tune.bufsize' must be between 1024 and 2147483647 bytes, got '{}'",
+                    arg.unwrap_or_default()
+                ));
+            }
+            g.bufsize = usize::try_from(size).ok();
+            at_most(words, 2)?;
+        }
+        "tune.lua.forced-yield" => {
+            g.lua.forced_yield = Some(int_arg(
+                kw,
+                "a number of instructions",
+                arg,
+                1,
+                u32::MAX as u64,
+            )?);
+            at_most(words, 2)?;
+        }
+        "tune.lua.maxmem" => {
+            // Megabytes; the bound keeps the byte count within a u64.
+            g.lua.maxmem_mb = Some(int_arg(
+                kw,
+                "a size in megabytes (0 for unlimited)",
+                arg,
+                0,
+                u64::MAX >> 20,
+            )?);
+            at_most(words, 2)?;
+        }
+        "tune.lua.session-timeout" => {
+            g.lua.session_timeout = Some(time_arg(kw, arg)?);
+            at_most(words, 2)?;
+        }
+        "tune.lua.service-timeout" => {
+            g.lua.service_timeout = Some(time_arg(kw, arg)?);
+            at_most(words, 2)?;
+        }
+        "tune.lua.task-timeout" => {
+            g.lua.task_timeout = Some(time_arg(kw, arg)?);
+            at_most(words, 2)?;
+        }
+        "tune.lua.burst-timeout" => {
+            g.lua.burst_timeout = Some(time_arg(kw, arg)?);
+            at_most(words, 2)?;
+        }
+        "tune.lua.blocking-calls" => {
+            g.lua.blocking_calls = Some(match arg {
+                Some("warn") => BlockingCalls::Warn,
+                Some("deny") => BlockingCalls::Deny,
+                Some("allow") => BlockingCalls::Allow,
+                _ => {
+                    return Err(format!(
+                        "'tune.lua.blocking-calls' expects 'warn', 'deny' or 'allow'{}",
+                        arg.map(|a| format!(", got '{a}'")).unwrap_or_default()
+                    ))
+                }
+            });
+            at_most(words, 2)?;
+        }
+        "pidfile" => {
+            match arg {
+                Some(f) if !f.is_empty() => g.pidfile = Some(PathBuf::from(f)),
+                _ => return Err("'pidfile' expects a file name".to_string()),
+            }
+            at_most(words, 2)?;
+        }
+        "log" => match parse_log(words, loc)? {
+            Some(target) => g.logs.push(target),
+            None => {
+                return Err(
+                    "'log global' only makes sense in a proxy section; in 'global', name a target such as 'stderr local0'"
+                        .to_string(),
+                )
+            }
+        },
+        _ if UNSUPPORTED.contains(&kw) => {
+            return Err(format!(
+                "'{kw}' is not supported yet by luahost"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "unknown keyword '{kw}' in 'global' section; expected one of: {}",
+                KEYWORDS.join(", ")
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Reads `log TARGET [len N] [format F] FACILITY [LEVEL [MINLEVEL]]`; returns
+/// `None` for `log global`.
+pub(crate) fn parse_log(words: &[&str], loc: &Location) -> Result<Option<LogTarget>, String> {
+    let dest =
+        match words.get(1).copied() {
+            Some("global") => {
+                at_most(words, 2)?;
+                return Ok(None);
+            }
+            Some("stdout") => LogDest::Stdout,
+            Some("stderr") => LogDest::Stderr,
+            Some(other) => {
+                return Err(format!(
+                    "log target '{other}' is not supported yet: luahost logs only to stderr/stdout"
+                ))
+            }
+            None => return Err(
+                "'log' expects a target ('stderr' or 'stdout') and a syslog facility, or 'global'"
+                    .to_string(),
+            ),
+        };
+    let mut max_len = None;
+    let mut format = None;
+    let mut i = 2;
+    loop {
+        match words.get(i).copied() {
+            Some("len") => {
+                max_len = Some(int_arg(
+                    "log len",
+                    "a line length",
+                    words.get(i + 1).copied(),
+                    80,
+                    65535,
+                )?);
+                i += 2;
+            }
+            Some("format") => {
+                let f = words.get(i + 1).copied();
+                match f {
+                    Some(f) if FORMATS.contains(&f) => format = Some(f.to_string()),
+                    _ => {
+                        return Err(format!(
+                            "'log format' expects one of: {}{}",
+                            FORMATS.join(", "),
+                            f.map(|f| format!("; got '{f}'")).unwrap_or_default()
+                        ))
+                    }
+                }
+                i += 2;
+            }
+            Some("sample") => return Err("'log ... sample' is not supported yet".to_string()),
+            _ => break,
+        }
+    }
+    let facility = match words.get(i).copied() {
+        Some(f) if FACILITIES.contains(&f) => f.to_string(),
+        other => {
+            return Err(format!(
+                "'log' expects a syslog facility (one of: {}){}",
+                FACILITIES.join(", "),
+                other.map(|f| format!(", got '{f}'")).unwrap_or_default()
+            ))
+        }
+    };
+    let mut levels = [None, None];
+    for (slot, word) in levels
+        .iter_mut()
+        .zip(words.get(i + 1..).unwrap_or_default())
+    {
+        *slot =
+            Some(log_level(word).ok_or_else(|| {
+                format!("'log' expects a level (one of: {LEVELS}), got '{word}'")
+            })?);
+    }
+    at_most(words, i + 3)?;
+    Ok(Some(LogTarget {
+        dest,
+        format,
+        max_len,
+        facility,
+        level: levels[0],
+        min_level: levels[1],
+        location: loc.clone(),
+    }))
+}

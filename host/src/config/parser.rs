@@ -1,0 +1,324 @@
+//! Drives parsing: walks the lines of every file, tracks the current section
+//! and the defaults in force, dispatches keywords, and runs the checks of
+//! `checks` when sections close and when everything is read.
+
+use super::checks::{self, Names};
+use super::global;
+use super::lexer::{self, Env, LineInfo, Words};
+use super::proxy::{self, builtin_defaults, check_name, inherit, SectionKind};
+use super::{Config, ConfigError, ConfigWarning, Global, Location, Proxy, ProxyKind};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// HAProxy sections that luahost does not implement; their lines are skipped.
+const OTHER_SECTIONS: &[&str] = &[
+    "userlist",
+    "peers",
+    "resolvers",
+    "mailers",
+    "program",
+    "http-errors",
+    "ring",
+    "cache",
+    "crt-store",
+    "traces",
+    "log-forward",
+    "acme",
+];
+
+/// The section the current line belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    /// Before the first section of a file.
+    None,
+    Global,
+    Defaults,
+    /// A proxy, by index in `Parser::proxies`.
+    Proxy(usize),
+    /// A section luahost skips (already reported).
+    Skipped,
+}
+
+struct Parser<'e> {
+    env: &'e dyn Env,
+    global: Global,
+    proxies: Vec<Proxy>,
+    /// The defaults in force: the last `defaults` section read.
+    defaults: Proxy,
+    /// The name of the `defaults` section being read, if it has one.
+    defaults_name: Option<String>,
+    /// Named defaults sections, for `from NAME`.
+    named_defaults: HashMap<String, Proxy>,
+    section: Section,
+    /// The current proxy has a `bind` line, valid or not (an invalid one is
+    /// already reported; "no bind" would only repeat it).
+    bind_written: bool,
+    /// Proxy names, to find clashes and backend references.
+    names: Names,
+    /// Indexes of the proxies with frontend capability.
+    frontends: Vec<usize>,
+    /// Every file name seen, in order, to sort messages by position.
+    files: Vec<Arc<str>>,
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigWarning>,
+}
+
+/// Parses `sources` (file name, contents) in order as one configuration.
+pub(crate) fn parse<'a>(
+    sources: impl IntoIterator<Item = (Arc<str>, &'a [u8])>,
+    env: &dyn Env,
+) -> Result<Config, Vec<ConfigError>> {
+    let mut p = Parser {
+        env,
+        global: Global::default(),
+        proxies: Vec::new(),
+        defaults: builtin_defaults(&Location {
+            file: Arc::from(""),
+            line: 0,
+        }),
+        defaults_name: None,
+        named_defaults: HashMap::new(),
+        section: Section::None,
+        bind_written: false,
+        names: Names::default(),
+        frontends: Vec::new(),
+        files: Vec::new(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for (name, text) in sources {
+        p.file(name, text);
+    }
+    p.finish()
+}
+
+/// Empties a vector of borrowed words and returns its allocation with a new
+/// lifetime, so each line reuses one vector instead of allocating its own.
+/// (Collecting a `Map` over `vec::IntoIter` into a vector of a same-sized type
+/// reuses the buffer in place.)
+fn recycle<'b>(mut v: Vec<&str>) -> Vec<&'b str> {
+    v.clear();
+    v.into_iter().map(|_| "").collect()
+}
+
+impl Parser<'_> {
+    fn error(&mut self, loc: &Location, message: String) {
+        self.errors.push(ConfigError {
+            location: Some(loc.clone()),
+            message,
+        });
+    }
+
+    /// The current section's name, for `${.SECTION}`.
+    fn section_label(&self) -> &str {
+        match self.section {
+            Section::None | Section::Skipped => "",
+            Section::Global => "global",
+            Section::Defaults => self.defaults_name.as_deref().unwrap_or("defaults"),
+            Section::Proxy(i) => self.proxies.get(i).map(|p| p.name.as_str()).unwrap_or(""),
+        }
+    }
+
+    fn file(&mut self, name: Arc<str>, text: &[u8]) {
+        self.files.push(name.clone());
+        // Like HAProxy, every file starts outside any section, while the
+        // defaults in force carry over from the previous file.
+        self.section = Section::None;
+        let mut words = Words::default();
+        let mut scratch: Vec<&str> = Vec::new();
+        for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
+            let line = index + 1;
+            let info = LineInfo {
+                file: &name,
+                line,
+                section: self.section_label(),
+            };
+            let split = lexer::split(raw, self.env, &info, &mut words);
+            if let Err(message) = split {
+                self.error(&super::location(&name, line), message);
+                continue;
+            }
+            if words.is_empty() {
+                continue;
+            }
+            let mut refs = recycle(std::mem::take(&mut scratch));
+            refs.extend(words.iter());
+            self.line(&refs, &super::location(&name, line));
+            scratch = recycle(refs);
+        }
+        self.close_section();
+    }
+
+    /// Handles one non-empty line.
+    fn line(&mut self, words: &[&str], loc: &Location) {
+        let Some(&kw) = words.first() else {
+            return;
+        };
+        let result = match kw {
+            "global" | "defaults" | "frontend" | "backend" | "listen" => {
+                self.start_section(words, loc)
+            }
+            _ if OTHER_SECTIONS.contains(&kw) => {
+                self.close_section();
+                self.section = Section::Skipped;
+                Err(format!(
+                    "'{kw}' sections are not supported yet by luahost; the lines of this section are ignored"
+                ))
+            }
+            _ if kw.starts_with('.') => Err(format!(
+                "'{kw}': conditional blocks and diagnostic directives are not supported yet"
+            )),
+            _ => match self.section {
+                Section::None => Err(format!(
+                    "unknown keyword '{kw}' out of section; a configuration file starts with a section keyword: global, defaults, frontend, backend or listen"
+                )),
+                Section::Skipped => Ok(()),
+                Section::Global => global::keyword(&mut self.global, words, loc),
+                Section::Defaults => {
+                    proxy::keyword(&mut self.defaults, SectionKind::Defaults, words, loc)
+                }
+                Section::Proxy(i) => match self.proxies.get_mut(i) {
+                    Some(p) => {
+                        self.bind_written |= kw == "bind";
+                        let sect = SectionKind::from(p.kind);
+                        proxy::keyword(p, sect, words, loc)
+                    }
+                    None => Ok(()),
+                },
+            },
+        };
+        if let Err(message) = result {
+            self.error(loc, message);
+        }
+    }
+
+    /// Leaves the current section; a named defaults section becomes available
+    /// to `from NAME` once it is complete.
+    fn close_section(&mut self) {
+        match self.section {
+            Section::Defaults => {
+                if let Some(name) = self.defaults_name.take() {
+                    self.named_defaults.insert(name, self.defaults.clone());
+                }
+            }
+            Section::Proxy(i) => {
+                if let Some(p) = self.proxies.get(i) {
+                    let (errors, warnings) = (&mut self.errors, &mut self.warnings);
+                    checks::check_proxy(p, self.bind_written, errors, warnings);
+                }
+                self.bind_written = false;
+            }
+            _ => {}
+        }
+        self.section = Section::None;
+    }
+
+    /// Handles a section header line.
+    fn start_section(&mut self, words: &[&str], loc: &Location) -> Result<(), String> {
+        self.close_section();
+        let kw = words.first().copied().unwrap_or_default();
+        if kw == "global" {
+            self.section = Section::Global;
+            return global::at_most(words, 1);
+        }
+        // NAME [from DEFAULTS]; defaults may omit NAME.
+        let (name, from, extra) = match words.get(1..).unwrap_or_default() {
+            [] => (None, None, None),
+            ["from", d, rest @ ..] if kw == "defaults" => (None, Some(*d), rest.first()),
+            [n, "from", d, rest @ ..] => (Some(*n), Some(*d), rest.first()),
+            [n, rest @ ..] => (Some(*n), None, rest.first()),
+        };
+        // The section is entered even when its header is wrong, so that the
+        // lines below are still checked rather than reported as out of section.
+        let mut problem = None;
+        let template = match from {
+            Some(d) => match self.named_defaults.get(d) {
+                Some(t) => t,
+                None => {
+                    problem = Some(format!(
+                        "'from {d}': no defaults section named '{d}' is declared above"
+                    ));
+                    &self.defaults
+                }
+            },
+            None => &self.defaults,
+        };
+        if kw == "defaults" {
+            // A new defaults section replaces the previous one entirely.
+            self.defaults = if from.is_some() {
+                template.clone()
+            } else {
+                builtin_defaults(loc)
+            };
+            self.defaults.location = loc.clone();
+            self.defaults_name = name.map(str::to_string);
+            self.section = Section::Defaults;
+            if let Some(n) = name {
+                check_name("defaults section", n)?;
+            }
+        } else {
+            let kind = match kw {
+                "frontend" => ProxyKind::Frontend,
+                "backend" => ProxyKind::Backend,
+                _ => ProxyKind::Listen,
+            };
+            let proxy = inherit(template, name.unwrap_or_default(), kind, loc);
+            let index = self.proxies.len();
+            self.proxies.push(proxy);
+            self.section = Section::Proxy(index);
+            if kind.has_frontend() {
+                self.frontends.push(index);
+            }
+            let Some(n) = name else {
+                return Err(format!("'{kw}' expects a name"));
+            };
+            // Registered even when invalid, so that references to it do not
+            // add a second error. Clashes are found once all files are read.
+            self.names.register(n, index);
+            check_name(kw, n)?;
+        }
+        if let Some(problem) = problem {
+            return Err(problem);
+        }
+        if let Some(extra) = extra {
+            return Err(format!(
+                "'{kw}' takes a name and an optional 'from DEFAULTS'; unexpected '{extra}' (listening addresses go on 'bind' lines)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The checks that need the whole configuration, then the result.
+    fn finish(mut self) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = std::mem::take(&mut self.errors);
+        let mut warnings = std::mem::take(&mut self.warnings);
+        checks::check_references(&self.proxies, &self.frontends, &mut self.names, &mut errors);
+        if errors.is_empty() {
+            sort_by_position(&mut warnings, &self.files, |w| w.location.as_ref());
+            return Ok(Config {
+                global: self.global,
+                proxies: self.proxies,
+                warnings,
+            });
+        }
+        sort_by_position(&mut errors, &self.files, |e| e.location.as_ref());
+        Err(errors)
+    }
+}
+
+/// Orders messages by file (in parsing order) then line, keeping the order of
+/// messages about the same line; messages without a location come first.
+fn sort_by_position<T>(items: &mut [T], files: &[Arc<str>], loc: impl Fn(&T) -> Option<&Location>) {
+    items.sort_by_key(|item| match loc(item) {
+        None => (0, 0),
+        Some(l) => {
+            // Pointer equality tells apart a file given twice.
+            let file = files
+                .iter()
+                .position(|f| Arc::ptr_eq(f, &l.file))
+                .or_else(|| files.iter().position(|f| *f == l.file))
+                .unwrap_or(files.len());
+            (file + 1, l.line)
+        }
+    });
+}

@@ -1,0 +1,707 @@
+//! Keywords of `defaults`, `frontend`, `backend` and `listen` sections, and
+//! how a new proxy inherits from the defaults section above it.
+
+use super::acl::{is_name_char, parse_acl_line};
+use super::addr::{parse_bind, parse_server};
+use super::global::{at_most, parse_log};
+use super::rules::{parse_rule, RuleSet};
+use super::units::{int_arg, time_arg};
+use super::{
+    Balance, Bind, ForwardFor, Location, Mode, Proxy, ProxyKind, ProxyOptions, ServerDef, Timeouts,
+    UseBackend,
+};
+
+/// The section a proxy keyword appears in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SectionKind {
+    Defaults,
+    Frontend,
+    Backend,
+    Listen,
+}
+
+impl SectionKind {
+    /// The section keyword.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SectionKind::Defaults => "defaults",
+            SectionKind::Frontend => "frontend",
+            SectionKind::Backend => "backend",
+            SectionKind::Listen => "listen",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            SectionKind::Defaults => D,
+            SectionKind::Frontend => F,
+            SectionKind::Backend => B,
+            SectionKind::Listen => L,
+        }
+    }
+}
+
+impl From<ProxyKind> for SectionKind {
+    fn from(kind: ProxyKind) -> SectionKind {
+        match kind {
+            ProxyKind::Frontend => SectionKind::Frontend,
+            ProxyKind::Backend => SectionKind::Backend,
+            ProxyKind::Listen => SectionKind::Listen,
+        }
+    }
+}
+
+// Section bits for the applicability tables (HAProxy's keyword matrix).
+const D: u8 = 1;
+const F: u8 = 2;
+const B: u8 = 4;
+const L: u8 = 8;
+const ALL: u8 = D | F | B | L;
+
+/// The proxy keywords luahost supports and the sections each may appear in.
+const KEYWORDS: &[(&str, u8)] = &[
+    ("mode", ALL),
+    ("bind", F | L),
+    ("timeout", ALL),
+    ("maxconn", D | F | L),
+    ("default_backend", D | F | L),
+    ("use_backend", F | L),
+    ("acl", F | B | L),
+    ("http-request", F | B | L),
+    ("http-response", F | B | L),
+    ("http-after-response", F | B | L),
+    ("tcp-request", ALL),
+    ("tcp-response", B | L),
+    ("server", B | L),
+    ("balance", D | B | L),
+    ("option", ALL),
+    ("no", ALL),
+    ("retries", D | B | L),
+    ("log", ALL),
+    ("description", F | B | L),
+];
+
+/// The `timeout` kinds and where each applies.
+const TIMEOUTS: &[(&str, u8)] = &[
+    ("client", D | F | L),
+    ("server", D | B | L),
+    ("connect", D | B | L),
+    ("http-request", ALL),
+    ("http-keep-alive", ALL),
+    ("queue", D | B | L),
+    ("tunnel", D | B | L),
+];
+
+/// The `option` names and where each applies.
+const OPTIONS: &[(&str, u8)] = &[
+    ("forwardfor", ALL),
+    ("http-keep-alive", ALL),
+    ("httpclose", ALL),
+    ("httplog", D | F | L),
+    ("tcplog", D | F | L),
+    ("dontlognull", D | F | L),
+];
+
+/// The `option` names that only make sense in HTTP mode.
+pub(crate) const HTTP_OPTIONS: &[&str] = &["forwardfor", "http-keep-alive", "httpclose", "httplog"];
+
+/// HAProxy proxy keywords that luahost recognises but does not implement.
+const UNSUPPORTED: &[&str] = &[
+    "backlog",
+    "bind-process",
+    "capture",
+    "clitimeout",
+    "compression",
+    "contimeout",
+    "cookie",
+    "declare",
+    "default-server",
+    "disabled",
+    "dispatch",
+    "email-alert",
+    "enabled",
+    "errorfile",
+    "errorfiles",
+    "errorloc",
+    "errorloc302",
+    "errorloc303",
+    "error-log-format",
+    "external-check",
+    "filter",
+    "force-persist",
+    "fullconn",
+    "guid",
+    "hash-type",
+    "http-check",
+    "http-error",
+    "http-reuse",
+    "http-send-name-header",
+    "id",
+    "ignore-persist",
+    "load-server-state-from-file",
+    "log-format",
+    "log-format-sd",
+    "log-tag",
+    "max-keep-alive-queue",
+    "monitor-uri",
+    "persist",
+    "rate-limit",
+    "redirect",
+    "retry-on",
+    "server-state-file-name",
+    "server-template",
+    "source",
+    "srvtimeout",
+    "stats",
+    "stick",
+    "stick-table",
+    "tcp-check",
+    "unique-id-format",
+    "unique-id-header",
+    "use-server",
+];
+
+/// Section names joined for "allowed in" messages.
+fn sections(mask: u8) -> String {
+    let names: Vec<&str> = [
+        SectionKind::Defaults,
+        SectionKind::Frontend,
+        SectionKind::Backend,
+        SectionKind::Listen,
+    ]
+    .iter()
+    .filter(|s| mask & s.bit() != 0)
+    .map(|s| s.name())
+    .collect();
+    names.join(", ")
+}
+
+/// Fails when `what` (with applicability `mask`) is used in `sect`.
+fn check_section(what: &str, mask: u8, sect: SectionKind) -> Result<(), String> {
+    if mask & sect.bit() != 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "'{what}' is not allowed in a '{}' section (allowed in: {})",
+        sect.name(),
+        sections(mask)
+    ))
+}
+
+/// A fresh defaults template: HAProxy's built-in defaults.
+pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
+    Proxy {
+        name: String::new(),
+        kind: ProxyKind::Listen,
+        location: loc.clone(),
+        mode: Mode::default(),
+        binds: Vec::new(),
+        timeouts: Timeouts::default(),
+        maxconn: None,
+        default_backend: None,
+        use_backends: Vec::new(),
+        acls: Vec::new(),
+        http_request: Vec::new(),
+        http_response: Vec::new(),
+        http_after_response: Vec::new(),
+        tcp_request_content: Vec::new(),
+        tcp_response_content: Vec::new(),
+        tcp_request_inspect_delay: None,
+        servers: Vec::new(),
+        balance: Balance::default(),
+        options: ProxyOptions::default(),
+        retries: None,
+        log_global: false,
+        logs: Vec::new(),
+        description: None,
+    }
+}
+
+/// A new proxy that takes from `defaults` what HAProxy copies for its kind:
+/// frontend settings only with frontend capability, backend settings only
+/// with backend capability, the rest always.
+pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Location) -> Proxy {
+    let fe = kind.has_frontend();
+    let be = kind.has_backend();
+    let d = &defaults.timeouts;
+    let pick = |cap: bool, v: Option<std::time::Duration>| if cap { v } else { None };
+    Proxy {
+        name: name.to_string(),
+        kind,
+        location: loc.clone(),
+        mode: defaults.mode,
+        timeouts: Timeouts {
+            client: pick(fe, d.client),
+            server: pick(be, d.server),
+            connect: pick(be, d.connect),
+            http_request: d.http_request,
+            http_keep_alive: d.http_keep_alive,
+            queue: pick(be, d.queue),
+            tunnel: pick(be, d.tunnel),
+        },
+        maxconn: if fe { defaults.maxconn } else { None },
+        default_backend: if fe {
+            defaults.default_backend.clone()
+        } else {
+            None
+        },
+        tcp_request_inspect_delay: defaults.tcp_request_inspect_delay,
+        balance: if be {
+            defaults.balance
+        } else {
+            Balance::default()
+        },
+        options: defaults.options.clone(),
+        retries: if be { defaults.retries } else { None },
+        log_global: defaults.log_global,
+        logs: defaults.logs.clone(),
+        ..builtin_defaults(loc)
+    }
+}
+
+/// Checks a proxy, server or backend name against HAProxy's character rule.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} name must not be empty"));
+    }
+    match name.chars().find(|&c| !is_name_char(c)) {
+        Some(c) => Err(format!(
+            "character '{c}' is not permitted in {what} name '{name}' (letters, digits, '-', '_', '.' and ':' are)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Handles one line of a proxy or defaults section; `words[0]` is the keyword.
+pub(crate) fn keyword(
+    p: &mut Proxy,
+    sect: SectionKind,
+    words: &[&str],
+    loc: &Location,
+) -> Result<(), String> {
+    let kw = words.first().copied().unwrap_or_default();
+    let Some(&(_, mask)) = KEYWORDS.iter().find(|(k, _)| *k == kw) else {
+        return Err(unknown_keyword(kw, sect));
+    };
+    check_section(kw, mask, sect)?;
+    let arg = words.get(1).copied();
+    match kw {
+        "mode" => {
+            p.mode = match arg {
+                Some("http") => Mode::Http,
+                Some("tcp") => Mode::Tcp,
+                _ => return Err(format!("'mode' expects 'http' or 'tcp'{}", got(arg))),
+            };
+            at_most(words, 2)?;
+        }
+        "bind" => bind(p, words, loc)?,
+        "timeout" => timeout(p, sect, words)?,
+        "maxconn" => {
+            p.maxconn = Some(int_arg(kw, "a number of connections", arg, 1, u64::MAX)?);
+            at_most(words, 2)?;
+        }
+        "default_backend" => {
+            let name = arg.ok_or("'default_backend' expects a backend name")?;
+            check_name("backend", name)?;
+            at_most(words, 2)?;
+            p.default_backend = Some((name.to_string(), loc.clone()));
+        }
+        "use_backend" => use_backend(p, words, loc)?,
+        "acl" => {
+            let acl = parse_acl_line(words, loc)?;
+            push(&mut p.acls, acl);
+        }
+        "http-request" => rule(p, RuleSet::HttpRequest, &words[1..], sect, loc)?,
+        "http-response" => rule(p, RuleSet::HttpResponse, &words[1..], sect, loc)?,
+        "http-after-response" => rule(p, RuleSet::HttpAfterResponse, &words[1..], sect, loc)?,
+        "tcp-request" => match arg {
+            Some("content") => {
+                check_section("tcp-request content", F | B | L, sect)?;
+                rule(p, RuleSet::TcpRequestContent, &words[2..], sect, loc)?;
+            }
+            Some("inspect-delay") => {
+                p.tcp_request_inspect_delay = Some(time_arg(
+                    "tcp-request inspect-delay",
+                    words.get(2).copied(),
+                )?);
+                at_most(words, 3)?;
+            }
+            Some(other @ ("connection" | "session")) => {
+                return Err(format!("'tcp-request {other}' is not supported yet"))
+            }
+            _ => {
+                return Err(format!(
+                    "'tcp-request' expects 'content' or 'inspect-delay'{}",
+                    got(arg)
+                ))
+            }
+        },
+        "tcp-response" => match arg {
+            Some("content") => rule(p, RuleSet::TcpResponseContent, &words[2..], sect, loc)?,
+            Some("inspect-delay") => {
+                return Err("'tcp-response inspect-delay' is not supported yet".to_string())
+            }
+            _ => return Err(format!("'tcp-response' expects 'content'{}", got(arg))),
+        },
+        "server" => server(p, words, loc)?,
+        "balance" => {
+            p.balance = balance(arg)?;
+            at_most(words, 2)?;
+        }
+        "option" => option(p, sect, &words[1..], true)?,
+        "no" => match arg {
+            Some("option") => option(p, sect, &words[2..], false)?,
+            Some("log") => {
+                at_most(words, 2)?;
+                p.log_global = false;
+                p.logs.clear();
+            }
+            _ => {
+                return Err(format!(
+                    "'no' only applies to 'option' and 'log'{}",
+                    got(arg)
+                ))
+            }
+        },
+        "retries" => {
+            p.retries = Some(int_arg(kw, "a number of retries", arg, 0, u32::MAX as u64)?);
+            at_most(words, 2)?;
+        }
+        "log" => match parse_log(words, loc)? {
+            Some(target) => push(&mut p.logs, target),
+            None => p.log_global = true,
+        },
+        "description" => {
+            if words.len() < 2 {
+                return Err("'description' expects a text".to_string());
+            }
+            p.description = Some(words[1..].join(" "));
+        }
+        _ => return Err(unknown_keyword(kw, sect)),
+    }
+    Ok(())
+}
+
+/// HAProxy algorithms luahost does not implement (some take arguments).
+const UNSUPPORTED_BALANCE: &[&str] = &[
+    "static-rr",
+    "uri",
+    "url_param",
+    "random",
+    "rdp-cookie",
+    "hash",
+    "hdr(",
+    "random(",
+    "rdp-cookie(",
+    "hash(",
+];
+
+/// Reads the `balance` algorithm.
+fn balance(arg: Option<&str>) -> Result<Balance, String> {
+    Ok(match arg {
+        Some("roundrobin") => Balance::RoundRobin,
+        Some("leastconn") => Balance::LeastConn,
+        Some("first") => Balance::First,
+        Some("source") => Balance::Source,
+        Some(other)
+            if UNSUPPORTED_BALANCE
+                .iter()
+                .any(|u| other == *u || (u.ends_with('(') && other.starts_with(u))) =>
+        {
+            return Err(format!(
+                "'balance {other}' is not supported yet; supported: roundrobin, leastconn, first, source"
+            ));
+        }
+        _ => {
+            let expected = "roundrobin, leastconn, first or source";
+            return Err(format!("'balance' expects {expected}{}", got(arg)));
+        }
+    })
+}
+
+/// Appends to a per-proxy list. Most proxies hold one item per list (a
+/// backend with one server), and an empty vector's first push would reserve
+/// room for four: about 140 MB more for 300,000 one-server backends.
+fn push<T>(list: &mut Vec<T>, item: T) {
+    if list.is_empty() {
+        list.reserve_exact(1);
+    }
+    list.push(item);
+}
+
+/// ", got 'X'" when there was a word, for messages.
+fn got(word: Option<&str>) -> String {
+    word.map(|w| format!(", got '{w}'")).unwrap_or_default()
+}
+
+/// The message for a keyword with no entry in [`KEYWORDS`].
+fn unknown_keyword(kw: &str, sect: SectionKind) -> String {
+    let section = sect.name();
+    if super::global::KEYWORDS.contains(&kw) || super::global::UNSUPPORTED.contains(&kw) {
+        return format!("'{kw}' is a 'global' keyword; it is not allowed in a '{section}' section");
+    }
+    if UNSUPPORTED.contains(&kw) {
+        return format!("'{kw}' is not supported yet by luahost");
+    }
+    let allowed: Vec<&str> = KEYWORDS
+        .iter()
+        .filter(|(_, m)| m & sect.bit() != 0)
+        .map(|(k, _)| *k)
+        .collect();
+    format!(
+        "unknown keyword '{kw}' in '{section}' section; expected one of: {}",
+        allowed.join(", ")
+    )
+}
+
+/// `bind ADDR[,ADDR...]`; bind options are refused.
+fn bind(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
+    let Some(list) = words.get(1) else {
+        return Err(
+            "'bind' expects an address such as :80, 127.0.0.1:8080 or [::1]:443".to_string(),
+        );
+    };
+    if let Some(opt) = words.get(2) {
+        return Err(format!(
+            "bind option '{opt}' is not supported yet; give only the address"
+        ));
+    }
+    // Parse the whole list before adding anything, so an error adds nothing.
+    let addrs = list
+        .split(',')
+        .map(|a| parse_bind(a).map_err(|e| format!("'bind': {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    for addr in addrs {
+        let location = loc.clone();
+        push(&mut p.binds, Bind { addr, location });
+    }
+    Ok(())
+}
+
+/// `timeout KIND VALUE`.
+fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<(), String> {
+    let kind = words.get(1).copied();
+    let Some(&(name, mask)) = TIMEOUTS.iter().find(|(k, _)| Some(*k) == kind) else {
+        let known: Vec<&str> = TIMEOUTS.iter().map(|(k, _)| *k).collect();
+        return Err(match kind {
+            Some(k @ ("check" | "tarpit" | "client-fin" | "server-fin" | "client-hs")) => {
+                format!("'timeout {k}' is not supported yet")
+            }
+            _ => format!(
+                "'timeout' expects one of: {}{}",
+                known.join(", "),
+                got(kind)
+            ),
+        });
+    };
+    let what = format!("timeout {name}");
+    check_section(&what, mask, sect)?;
+    let value = time_arg(&what, words.get(2).copied())?;
+    at_most(words, 3)?;
+    let t = &mut p.timeouts;
+    let slot = match name {
+        "client" => &mut t.client,
+        "server" => &mut t.server,
+        "connect" => &mut t.connect,
+        "http-request" => &mut t.http_request,
+        "http-keep-alive" => &mut t.http_keep_alive,
+        "queue" => &mut t.queue,
+        _ => &mut t.tunnel,
+    };
+    *slot = Some(value);
+    Ok(())
+}
+
+/// `use_backend NAME [if|unless COND]`.
+fn use_backend(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
+    let Some(&name) = words.get(1) else {
+        return Err(
+            "'use_backend' expects a backend name and an optional 'if' or 'unless' condition"
+                .to_string(),
+        );
+    };
+    // A name with %[...] is computed per request and cannot be checked here.
+    if !name.contains("%[") {
+        check_name("backend", name)?;
+    }
+    let cond = match words.get(2) {
+        None => None,
+        Some(&("if" | "unless")) => Some(super::acl::parse_condition(&words[2..], &p.acls, loc)?),
+        Some(other) => {
+            return Err(format!(
+                "'use_backend': unexpected argument '{other}'; expected 'if' or 'unless'"
+            ))
+        }
+    };
+    push(
+        &mut p.use_backends,
+        UseBackend {
+            name: name.to_string(),
+            cond,
+            location: loc.clone(),
+        },
+    );
+    Ok(())
+}
+
+/// One rule of `set`; `words` starts at the action.
+fn rule(
+    p: &mut Proxy,
+    set: RuleSet,
+    words: &[&str],
+    sect: SectionKind,
+    loc: &Location,
+) -> Result<(), String> {
+    let rule = parse_rule(set, words, sect == SectionKind::Backend, &p.acls, loc)?;
+    let list = match set {
+        RuleSet::HttpRequest => &mut p.http_request,
+        RuleSet::HttpResponse => &mut p.http_response,
+        RuleSet::HttpAfterResponse => &mut p.http_after_response,
+        RuleSet::TcpRequestContent => &mut p.tcp_request_content,
+        RuleSet::TcpResponseContent => &mut p.tcp_response_content,
+    };
+    push(list, rule);
+    Ok(())
+}
+
+/// `option NAME [args]` (`enable`) or `no option NAME` (not `enable`);
+/// `words` starts at the option name.
+fn option(p: &mut Proxy, sect: SectionKind, words: &[&str], enable: bool) -> Result<(), String> {
+    let prefix = if enable { "option" } else { "no option" };
+    let name = words.first().copied();
+    let Some(&(name, mask)) = OPTIONS.iter().find(|(k, _)| Some(*k) == name) else {
+        let known: Vec<&str> = OPTIONS.iter().map(|(k, _)| *k).collect();
+        return Err(format!(
+            "'{prefix}' expects one of: {}{}",
+            known.join(", "),
+            name.map(|n| format!("; '{n}' is not supported (yet)"))
+                .unwrap_or_default()
+        ));
+    };
+    let what = format!("option {name}");
+    check_section(&what, mask, sect)?;
+    let o = &mut p.options;
+    if name == "forwardfor" && enable {
+        o.forwardfor = Some(forwardfor(&words[1..])?);
+        return Ok(());
+    }
+    if let Some(extra) = words.get(1) {
+        return Err(format!(
+            "'{prefix} {name}' does not take the argument '{extra}'"
+        ));
+    }
+    match name {
+        "forwardfor" => o.forwardfor = None,
+        // These pairs are one setting in HAProxy: the last line wins.
+        "http-keep-alive" => {
+            o.http_keep_alive = enable;
+            o.httpclose &= !enable;
+        }
+        "httpclose" => {
+            o.httpclose = enable;
+            o.http_keep_alive &= !enable;
+        }
+        "httplog" => {
+            o.httplog = enable;
+            o.tcplog &= !enable;
+        }
+        "tcplog" => {
+            o.tcplog = enable;
+            o.httplog &= !enable;
+        }
+        _ => o.dontlognull = enable,
+    }
+    Ok(())
+}
+
+/// The arguments of `option forwardfor`.
+fn forwardfor(args: &[&str]) -> Result<ForwardFor, String> {
+    const WHAT: &str = "'option forwardfor'";
+    let mut ff = ForwardFor::default();
+    let mut i = 0;
+    while let Some(&key) = args.get(i) {
+        if key == "if-none" {
+            ff.if_none = true;
+            i += 1;
+            continue;
+        }
+        let value = args.get(i + 1).map(|v| v.to_string());
+        let (slot, expects) = match key {
+            "except" => (&mut ff.except, "a network such as 10.0.0.0/8"),
+            "header" => (&mut ff.header, "a header name"),
+            other => {
+                return Err(format!(
+                    "{WHAT}: unknown argument '{other}'; expected except NETWORK, header NAME or if-none"
+                ))
+            }
+        };
+        *slot = Some(value.ok_or_else(|| format!("'option forwardfor {key}' expects {expects}"))?);
+        i += 2;
+    }
+    Ok(ff)
+}
+
+/// The server options luahost supports, listed in messages.
+const SERVER_OPTIONS: &str = "weight, maxconn, disabled, enabled, backup, check, inter, rise, fall";
+
+/// `server NAME ADDR [options]`.
+fn server(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
+    let (Some(&name), Some(&addr)) = (words.get(1), words.get(2)) else {
+        return Err("'server' expects a name and an address such as 10.0.0.1:8080".to_string());
+    };
+    // Duplicate names are checked once the whole configuration is read, with
+    // a hash set, so that huge backends stay linear.
+    check_name("server", name)?;
+    let mut s = ServerDef {
+        name: name.to_string(),
+        addr: parse_server(addr).map_err(|e| format!("server '{name}': {e}"))?,
+        weight: None,
+        maxconn: None,
+        disabled: false,
+        backup: false,
+        check: false,
+        inter: None,
+        rise: None,
+        fall: None,
+        location: loc.clone(),
+    };
+    let mut i = 3;
+    while let Some(&opt) = words.get(i) {
+        let value = words.get(i + 1).copied();
+        let checks = "a number of checks";
+        let max32 = u64::from(u32::MAX);
+        // Flags take no value; the other options take one.
+        let flag = match opt {
+            "disabled" => Some((&mut s.disabled, true)),
+            "enabled" => Some((&mut s.disabled, false)),
+            "backup" => Some((&mut s.backup, true)),
+            "no-backup" => Some((&mut s.backup, false)),
+            "check" => Some((&mut s.check, true)),
+            "no-check" => Some((&mut s.check, false)),
+            _ => None,
+        };
+        if let Some((field, on)) = flag {
+            *field = on;
+            i += 1;
+            continue;
+        }
+        match opt {
+            "weight" => s.weight = Some(int_arg("server weight", "a weight", value, 0, 256)?),
+            "maxconn" => {
+                let noun = "a number of connections";
+                s.maxconn = Some(int_arg("server maxconn", noun, value, 0, u64::MAX)?);
+            }
+            "inter" => s.inter = Some(time_arg("server inter", value)?),
+            "rise" => s.rise = Some(int_arg("server rise", checks, value, 1, max32)?),
+            "fall" => s.fall = Some(int_arg("server fall", checks, value, 1, max32)?),
+            other => {
+                return Err(format!(
+                    "server '{name}': option '{other}' is not supported yet; supported: {SERVER_OPTIONS}"
+                ))
+            }
+        }
+        i += 2;
+    }
+    push(&mut p.servers, s);
+    Ok(())
+}

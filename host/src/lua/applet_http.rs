@@ -1,0 +1,386 @@
+//! AppletHTTP: a Lua HTTP service (`core.register_service(name, "http", fn)`).
+//!
+//! The service runs on the worker that owns its Lua state, which may not be
+//! the worker that owns the client connection (the shared `lua-load` state
+//! lives on worker 0). It therefore talks to the connection only through
+//! `Send` values: the request head and body come in an [`HttpAppletRequest`],
+//! the response head leaves through a oneshot and the body through a bounded
+//! channel (so a fast producer waits for a slow client instead of buffering).
+
+use crate::lua::class::{native, Class};
+use crate::lua::errors::done_error;
+use crate::lua::exec::{self, ExecCtx, ExecError};
+use crate::lua::state::HostState;
+use crate::lua::vars::{VarScopes, VarValue};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use mlua::{Lua, Table, Value};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The request as the applet sees it (built by the HTTP front end).
+pub struct HttpAppletRequest {
+    pub method: String,
+    pub path: String,
+    pub qs: String,
+    pub version: String,
+    /// Lower-case names, in order of appearance.
+    pub headers: Vec<(String, Bytes)>,
+    pub content_length: Option<u64>,
+    pub body: Option<Incoming>,
+}
+
+/// The response head an applet produces.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub reason: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A body frame, or an error that aborts the response.
+pub type BodyChunk = Result<Bytes, std::io::Error>;
+
+/// Where the applet's response goes.
+pub struct HttpReply {
+    pub head: oneshot::Sender<ResponseHead>,
+    pub body: mpsc::Sender<BodyChunk>,
+}
+
+/// Reads the request body on demand, never holding more than one frame
+/// beyond what the script asked for.
+struct BodyReader {
+    body: Option<Incoming>,
+    buf: BytesMut,
+}
+
+impl BodyReader {
+    /// Pulls the next data frame into `buf`; false at the end of the body.
+    async fn fill(&mut self) -> bool {
+        loop {
+            let Some(body) = self.body.as_mut() else {
+                return false;
+            };
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                        return true;
+                    }
+                    // Trailers: skip.
+                }
+                Some(Err(_)) | None => {
+                    self.body = None;
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// The native object at [0] of an AppletHTTP.
+pub struct HttpApplet {
+    status: Cell<u16>,
+    reason: RefCell<Option<String>>,
+    headers: RefCell<Vec<(String, String)>>,
+    head_tx: RefCell<Option<oneshot::Sender<ResponseHead>>>,
+    /// Taken when the service ends: the Lua object may outlive the request
+    /// (until the next GC, or longer if a script keeps it), but the response
+    /// must end when the service does.
+    body_tx: RefCell<Option<mpsc::Sender<BodyChunk>>>,
+    reader: RefCell<Option<BodyReader>>,
+    private: RefCell<Value>,
+    vars: VarScopes,
+}
+
+/// Userdata wrapper: methods clone the Rc so no borrow is held across an await.
+struct Handle(Rc<HttpApplet>);
+
+impl HttpApplet {
+    /// Sends the response head (once).
+    fn start_response(&self) {
+        if let Some(tx) = self.head_tx.borrow_mut().take() {
+            let _ = tx.send(ResponseHead {
+                status: self.status.get(),
+                reason: self.reason.borrow_mut().take(),
+                headers: std::mem::take(&mut *self.headers.borrow_mut()),
+            });
+        }
+    }
+
+    async fn send(&self, data: Bytes) -> mlua::Result<()> {
+        self.start_response();
+        if data.is_empty() {
+            return Ok(());
+        }
+        let Some(tx) = self.body_tx.borrow().clone() else {
+            return Err(mlua::Error::runtime(
+                "AppletHTTP: the response is already complete",
+            ));
+        };
+        // The client is gone: stop the service quietly, as HAProxy does.
+        tx.send(Ok(data)).await.map_err(|_| done_error())
+    }
+
+    /// Ends the response: sends the head if the service never did, and closes
+    /// the body.
+    fn finish(&self) {
+        self.start_response();
+        self.body_tx.borrow_mut().take();
+    }
+
+    /// Ends a failed service: before the head, dropping the head sender makes
+    /// the front end answer 500; after it, the body is aborted so the client
+    /// sees a truncated message rather than a complete-looking one.
+    fn fail(&self) {
+        if self.head_tx.borrow_mut().take().is_none() {
+            if let Some(tx) = self.body_tx.borrow_mut().take() {
+                let _ = tx.try_send(Err(std::io::Error::other("Lua applet failed")));
+            }
+        }
+        self.body_tx.borrow_mut().take();
+    }
+
+    fn take_reader(&self) -> Option<BodyReader> {
+        self.reader.borrow_mut().take()
+    }
+
+    fn put_reader(&self, r: BodyReader) {
+        *self.reader.borrow_mut() = Some(r);
+    }
+}
+
+fn this(v: &Value, method: &str) -> mlua::Result<Rc<HttpApplet>> {
+    Ok(native::<Handle>(v, "AppletHTTP", method)?.0.clone())
+}
+
+/// The AppletHTTP class.
+pub fn class(lua: &Lua) -> mlua::Result<Class> {
+    let c = Class::new(lua, "AppletHTTP")?;
+    c.method(
+        "set_status",
+        lua.create_function(|_, (s, status, reason): (Value, i64, Option<String>)| {
+            let a = this(&s, "set_status")?;
+            if !(100..=999).contains(&status) {
+                return Err(mlua::Error::runtime(format!(
+                    "set_status: invalid status code {status}"
+                )));
+            }
+            a.status.set(status as u16);
+            *a.reason.borrow_mut() = reason;
+            Ok(())
+        })?,
+    )?;
+    c.method(
+        "add_header",
+        lua.create_function(|_, (s, name, value): (Value, String, Value)| {
+            let a = this(&s, "add_header")?;
+            let value = match value {
+                Value::String(v) => v.to_str()?.to_string(),
+                Value::Integer(i) => i.to_string(),
+                Value::Number(n) => n.to_string(),
+                other => {
+                    return Err(mlua::Error::runtime(format!(
+                        "bad argument #3 to 'add_header' (string expected, got {})",
+                        other.type_name()
+                    )))
+                }
+            };
+            a.headers
+                .borrow_mut()
+                .push((name.to_ascii_lowercase(), value));
+            Ok(())
+        })?,
+    )?;
+    c.method(
+        "start_response",
+        lua.create_function(|_, s: Value| {
+            this(&s, "start_response")?.start_response();
+            Ok(())
+        })?,
+    )?;
+    c.method(
+        "send",
+        lua.create_async_function(|_, (s, data): (Value, mlua::LuaString)| async move {
+            let a = this(&s, "send")?;
+            a.send(Bytes::copy_from_slice(&data.as_bytes())).await
+        })?,
+    )?;
+    c.method(
+        "getline",
+        lua.create_async_function(|lua, s: Value| async move {
+            let a = this(&s, "getline")?;
+            let Some(mut r) = a.take_reader() else {
+                return lua.create_string("");
+            };
+            loop {
+                if let Some(pos) = r.buf.iter().position(|&b| b == b'\n') {
+                    let line = r.buf.split_to(pos + 1);
+                    a.put_reader(r);
+                    return lua.create_string(&line);
+                }
+                if !r.fill().await {
+                    let rest = r.buf.split();
+                    a.put_reader(r);
+                    return lua.create_string(&rest);
+                }
+            }
+        })?,
+    )?;
+    c.method(
+        "receive",
+        lua.create_async_function(|lua, (s, n): (Value, Option<i64>)| async move {
+            let a = this(&s, "receive")?;
+            let Some(mut r) = a.take_reader() else {
+                return lua.create_string("");
+            };
+            let out = match n {
+                Some(n) if n >= 0 => {
+                    let n = n as usize;
+                    while r.buf.len() < n && r.fill().await {}
+                    let take = n.min(r.buf.len());
+                    r.buf.split_to(take)
+                }
+                _ => {
+                    while r.fill().await {}
+                    r.buf.split()
+                }
+            };
+            a.put_reader(r);
+            lua.create_string(&out)
+        })?,
+    )?;
+    c.method(
+        "get_priv",
+        lua.create_function(|_, s: Value| Ok(this(&s, "get_priv")?.private.borrow().clone()))?,
+    )?;
+    c.method(
+        "set_priv",
+        lua.create_function(|_, (s, v): (Value, Value)| {
+            *this(&s, "set_priv")?.private.borrow_mut() = v;
+            Ok(())
+        })?,
+    )?;
+    c.method(
+        "set_var",
+        lua.create_function(
+            |_, (s, name, v, ifexist): (Value, String, Value, Option<bool>)| {
+                let a = this(&s, "set_var")?;
+                Ok(a.vars
+                    .set(&name, VarValue::from_lua(&v), ifexist.unwrap_or(false)))
+            },
+        )?,
+    )?;
+    c.method(
+        "get_var",
+        lua.create_function(|lua, (s, name): (Value, String)| {
+            let a = this(&s, "get_var")?;
+            match a.vars.get(&name) {
+                Some(v) => v.into_lua(lua),
+                None => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    c.method(
+        "unset_var",
+        lua.create_function(|_, (s, name): (Value, String)| {
+            Ok(this(&s, "unset_var")?.vars.unset(&name))
+        })?,
+    )?;
+    Ok(c)
+}
+
+/// Builds the Lua object for a request.
+fn instantiate(
+    lua: &Lua,
+    class: &Class,
+    req: &HttpAppletRequest,
+    applet: Rc<HttpApplet>,
+) -> mlua::Result<Table> {
+    let obj = class.instantiate(lua, Handle(applet))?;
+    obj.raw_set("method", req.method.as_str())?;
+    obj.raw_set("path", req.path.as_str())?;
+    obj.raw_set("qs", req.qs.as_str())?;
+    obj.raw_set("version", req.version.as_str())?;
+    obj.raw_set("length", req.content_length.unwrap_or(0) as i64)?;
+    // headers[name][0..n]: HAProxy's 0-indexed values per lower-case name.
+    let headers = lua.create_table()?;
+    for (name, value) in &req.headers {
+        let values = match headers.raw_get::<Option<Table>>(name.as_str())? {
+            Some(t) => t,
+            None => {
+                let t = lua.create_table()?;
+                headers.raw_set(name.as_str(), &t)?;
+                t
+            }
+        };
+        let next = values.raw_len() as i64
+            + if values.raw_get::<Value>(0)?.is_nil() {
+                0
+            } else {
+                1
+            };
+        values.raw_set(next, lua.create_string(value)?)?;
+    }
+    obj.raw_set("headers", headers)?;
+    Ok(obj)
+}
+
+/// Runs service `name` of `state` for one request until it ends.
+pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, reply: HttpReply) {
+    let func = state
+        .info
+        .regs
+        .borrow()
+        .services
+        .get(&*name)
+        .map(|s| s.func.clone());
+    let Some(func) = func else {
+        // The head sender is dropped: the front end answers 500.
+        crate::log::alert(&format!("Lua applet http '{name}': no such service."));
+        return;
+    };
+    let mut req = req;
+    let applet = Rc::new(HttpApplet {
+        status: Cell::new(200),
+        reason: RefCell::new(None),
+        headers: RefCell::new(Vec::new()),
+        head_tx: RefCell::new(Some(reply.head)),
+        body_tx: RefCell::new(Some(reply.body)),
+        reader: RefCell::new(Some(BodyReader {
+            body: req.body.take(),
+            buf: BytesMut::new(),
+        })),
+        private: RefCell::new(Value::Nil),
+        vars: VarScopes::default(),
+    });
+    let obj = match instantiate(
+        &state.lua,
+        &state.info.classes.applet_http,
+        &req,
+        applet.clone(),
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            crate::log::alert(&format!(
+                "Lua applet http '{name}': {}.",
+                crate::lua::errors::message(&e)
+            ));
+            return;
+        }
+    };
+    let ctx = ExecCtx::new(state.info.settings.service_budget(), true);
+    let result = exec::run_coroutine::<()>(&state.lua, ctx, func, obj).await;
+    match result {
+        Ok(()) | Err(ExecError::Done) => applet.finish(),
+        Err(e) => {
+            crate::log::log(
+                crate::log::ERR,
+                &format!("Lua applet http '{name}': {}.", e.message()),
+            );
+            applet.fail();
+        }
+    }
+}

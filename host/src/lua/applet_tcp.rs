@@ -1,0 +1,261 @@
+//! AppletTCP: a Lua TCP service (`core.register_service(name, "tcp", fn)`),
+//! attached with `tcp-request content use-service lua.NAME`.
+//!
+//! The applet owns the client socket for the rest of the connection. It runs
+//! on the worker owning its Lua state; the socket arrives as a std socket and
+//! is registered with that worker's event loop.
+
+use crate::lua::class::{native, Class};
+use crate::lua::errors::done_error;
+use crate::lua::exec::{self, ExecCtx, ExecError};
+use crate::lua::state::HostState;
+use crate::lua::vars::{VarScopes, VarValue};
+use bytes::BytesMut;
+use mlua::{Lua, Value};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Read side state: the socket and what was read but not yet returned.
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl Conn {
+    /// Reads more into `buf`; false at end of stream (or on error).
+    async fn fill(&mut self) -> bool {
+        if self.eof {
+            return false;
+        }
+        self.buf.reserve(16 * 1024);
+        match self.stream.read_buf(&mut self.buf).await {
+            Ok(0) | Err(_) => {
+                self.eof = true;
+                false
+            }
+            Ok(_) => true,
+        }
+    }
+}
+
+pub struct TcpApplet {
+    conn: RefCell<Option<Conn>>,
+    private: RefCell<Value>,
+    vars: VarScopes,
+}
+
+struct Handle(Rc<TcpApplet>);
+
+fn this(v: &Value, method: &str) -> mlua::Result<Rc<TcpApplet>> {
+    Ok(native::<Handle>(v, "AppletTCP", method)?.0.clone())
+}
+
+impl TcpApplet {
+    /// Takes the connection out for an await (put back with `put`).
+    fn take(&self) -> mlua::Result<Conn> {
+        self.conn.borrow_mut().take().ok_or_else(|| {
+            mlua::Error::runtime("AppletTCP: the connection is busy in another call")
+        })
+    }
+
+    fn put(&self, c: Conn) {
+        *self.conn.borrow_mut() = Some(c);
+    }
+}
+
+/// The AppletTCP class.
+pub fn class(lua: &Lua) -> mlua::Result<Class> {
+    let c = Class::new(lua, "AppletTCP")?;
+    c.method(
+        "getline",
+        lua.create_async_function(|lua, s: Value| async move {
+            let a = this(&s, "getline")?;
+            let mut conn = a.take()?;
+            let line = loop {
+                if let Some(pos) = conn.buf.iter().position(|&b| b == b'\n') {
+                    break conn.buf.split_to(pos + 1);
+                }
+                if !conn.fill().await {
+                    break conn.buf.split();
+                }
+            };
+            a.put(conn);
+            lua.create_string(&line)
+        })?,
+    )?;
+    c.method(
+        "receive",
+        lua.create_async_function(
+            |lua, (s, size, timeout): (Value, Option<i64>, Option<i64>)| async move {
+                let a = this(&s, "receive")?;
+                let mut conn = a.take()?;
+                let want = size.filter(|n| *n >= 0).map(|n| n as usize);
+                let read = async {
+                    match want {
+                        Some(n) => while conn.buf.len() < n && conn.fill().await {},
+                        None => while conn.fill().await {},
+                    }
+                };
+                let timed_out = match timeout.filter(|t| *t >= 0) {
+                    Some(ms) => tokio::time::timeout(Duration::from_millis(ms as u64), read)
+                        .await
+                        .is_err(),
+                    None => {
+                        read.await;
+                        false
+                    }
+                };
+                let result = if timed_out && conn.buf.is_empty() && !conn.eof {
+                    Value::Nil
+                } else {
+                    let take = want.unwrap_or(usize::MAX).min(conn.buf.len());
+                    Value::String(lua.create_string(&conn.buf.split_to(take))?)
+                };
+                a.put(conn);
+                Ok(result)
+            },
+        )?,
+    )?;
+    c.method(
+        "try_receive",
+        lua.create_function(|lua, s: Value| {
+            let a = this(&s, "try_receive")?;
+            let mut conn = a.take()?;
+            if !conn.eof {
+                let mut tmp = [0u8; 16 * 1024];
+                match conn.stream.try_read(&mut tmp) {
+                    Ok(0) => conn.eof = true,
+                    Ok(n) => conn.buf.extend_from_slice(&tmp[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => conn.eof = true,
+                }
+            }
+            let result = if conn.buf.is_empty() && !conn.eof {
+                Value::Nil
+            } else {
+                Value::String(lua.create_string(&conn.buf.split())?)
+            };
+            a.put(conn);
+            Ok(result)
+        })?,
+    )?;
+    c.method(
+        "send",
+        lua.create_async_function(|_, (s, data): (Value, mlua::LuaString)| async move {
+            let a = this(&s, "send")?;
+            let mut conn = a.take()?;
+            let r = conn.stream.write_all(&data.as_bytes()).await;
+            a.put(conn);
+            // A client that went away ends the service quietly.
+            r.map_err(|_| done_error())
+        })?,
+    )?;
+    c.method(
+        "get_priv",
+        lua.create_function(|_, s: Value| Ok(this(&s, "get_priv")?.private.borrow().clone()))?,
+    )?;
+    c.method(
+        "set_priv",
+        lua.create_function(|_, (s, v): (Value, Value)| {
+            *this(&s, "set_priv")?.private.borrow_mut() = v;
+            Ok(())
+        })?,
+    )?;
+    c.method(
+        "set_var",
+        lua.create_function(
+            |_, (s, name, v, ifexist): (Value, String, Value, Option<bool>)| {
+                Ok(this(&s, "set_var")?.vars.set(
+                    &name,
+                    VarValue::from_lua(&v),
+                    ifexist.unwrap_or(false),
+                ))
+            },
+        )?,
+    )?;
+    c.method(
+        "get_var",
+        lua.create_function(|lua, (s, name): (Value, String)| {
+            match this(&s, "get_var")?.vars.get(&name) {
+                Some(v) => v.into_lua(lua),
+                None => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    c.method(
+        "unset_var",
+        lua.create_function(|_, (s, name): (Value, String)| {
+            Ok(this(&s, "unset_var")?.vars.unset(&name))
+        })?,
+    )?;
+    Ok(c)
+}
+
+/// Runs TCP service `name` of `state` on `stream` until it ends, then closes
+/// the connection.
+pub async fn run(state: Rc<HostState>, name: Rc<str>, stream: std::net::TcpStream) {
+    let func = state
+        .info
+        .regs
+        .borrow()
+        .services
+        .get(&*name)
+        .map(|s| s.func.clone());
+    let Some(func) = func else {
+        crate::log::alert(&format!("Lua applet tcp '{name}': no such service."));
+        return;
+    };
+    let stream = match stream
+        .set_nonblocking(true)
+        .and_then(|_| TcpStream::from_std(stream))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            crate::log::alert(&format!(
+                "Lua applet tcp '{name}': cannot take the connection: {e}."
+            ));
+            return;
+        }
+    };
+    let applet = Rc::new(TcpApplet {
+        conn: RefCell::new(Some(Conn {
+            stream,
+            buf: BytesMut::new(),
+            eof: false,
+        })),
+        private: RefCell::new(Value::Nil),
+        vars: VarScopes::default(),
+    });
+    let obj = match state
+        .info
+        .classes
+        .applet_tcp
+        .instantiate(&state.lua, Handle(applet.clone()))
+    {
+        Ok(o) => o,
+        Err(e) => {
+            crate::log::alert(&format!(
+                "Lua applet tcp '{name}': {}.",
+                crate::lua::errors::message(&e)
+            ));
+            return;
+        }
+    };
+    let ctx = ExecCtx::new(state.info.settings.service_budget(), true);
+    match exec::run_coroutine::<()>(&state.lua, ctx, func, obj).await {
+        Ok(()) | Err(ExecError::Done) => {}
+        Err(e) => crate::log::log(
+            crate::log::ERR,
+            &format!("Lua applet tcp '{name}': {}.", e.message()),
+        ),
+    }
+    // Flush and close: the applet is the end of this connection.
+    let conn = applet.conn.borrow_mut().take();
+    if let Some(mut conn) = conn {
+        let _ = conn.stream.shutdown().await;
+    }
+}

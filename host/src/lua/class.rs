@@ -1,0 +1,70 @@
+//! HAProxy's object model: a Lua object is a table whose index [0] holds the
+//! native object (a userdata) and whose metatable is the class's, shared by
+//! all its objects. Methods live in the class table (`__index`), so
+//! `obj:method()` finds them without a per-object copy; `tostring(obj)` names
+//! the class.
+
+use mlua::{AnyUserData, Lua, Table, UserDataRef, Value};
+
+/// A class: its metatable, with the methods table at `__index`.
+#[derive(Clone)]
+pub struct Class {
+    pub name: &'static str,
+    pub meta: Table,
+    pub methods: Table,
+}
+
+impl Class {
+    /// Creates a class; `__tostring` prints "Name: 0x...".
+    pub fn new(lua: &Lua, name: &'static str) -> mlua::Result<Class> {
+        let meta = lua.create_table()?;
+        let methods = lua.create_table()?;
+        meta.raw_set("__index", &methods)?;
+        meta.raw_set("__name", name)?;
+        let tostring = lua.create_function(move |_, this: Table| {
+            Ok(format!("{name}: {:p}", this.to_pointer()))
+        })?;
+        meta.raw_set("__tostring", tostring)?;
+        Ok(Class {
+            name,
+            meta,
+            methods,
+        })
+    }
+
+    /// Adds a method.
+    pub fn method(&self, name: &str, f: mlua::Function) -> mlua::Result<()> {
+        self.methods.raw_set(name, f)
+    }
+
+    /// A new object of this class around `native`.
+    pub fn instantiate<T: 'static>(&self, lua: &Lua, native: T) -> mlua::Result<Table> {
+        let t = lua.create_table()?;
+        t.raw_set(0, lua.create_any_userdata(native)?)?;
+        t.set_metatable(Some(self.meta.clone()))?;
+        Ok(t)
+    }
+}
+
+/// The native object of `this`, checked to be of type T; a wrong `self`
+/// raises "bad argument #1 to 'method' (Class expected, got ...)".
+pub fn native<T: 'static>(this: &Value, class: &str, method: &str) -> mlua::Result<UserDataRef<T>> {
+    let bad = |got: &str| {
+        mlua::Error::runtime(format!(
+            "bad argument #1 to '{method}' ({class} expected, got {got})"
+        ))
+    };
+    let Value::Table(t) = this else {
+        return Err(bad(this.type_name()));
+    };
+    match t.raw_get::<Value>(0)? {
+        Value::UserData(ud) => ud.borrow::<T>().map_err(|_| bad("userdata")),
+        other => Err(bad(other.type_name())),
+    }
+}
+
+/// The userdata at [0] of an object, unchecked in type.
+#[allow(dead_code)]
+pub fn userdata(this: &Table) -> mlua::Result<AnyUserData> {
+    this.raw_get::<AnyUserData>(0)
+}

@@ -1,0 +1,261 @@
+//! Running Lua as preemptible, budgeted coroutines.
+//!
+//! Every Lua invocation at runtime (service, action, task, init, fetch,
+//! converter) runs under an [`ExecCtx`]. The instruction-count hook installed
+//! by [`install_hook`] fires every `tune.lua.forced-yield` instructions and:
+//! - charges the time spent and stops the context when its budget
+//!   (`execution timeout`) or the length of one uninterrupted run
+//!   (`burst timeout`) is exceeded;
+//! - otherwise, when the running coroutine is the host's own and may yield,
+//!   yields it so that the worker serves other work before resuming it.
+//!
+//! Coroutines that scripts create themselves (e.g. `coroutine.wrap`
+//! generators) inherit the hook (Lua copies it to new threads), but are never
+//! preempted: a forced yield would be delivered to the script's own
+//! `coroutine.resume` and break the generator. Their time is still charged.
+//!
+//! Budgets count Lua execution time only: the time inside each poll of the
+//! coroutine. Sleeping and waiting for I/O happen between polls.
+
+use mlua::{FromLuaMulti, HookTriggers, IntoLuaMulti, Lua, Thread, VmState};
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Limits of one Lua context.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Budget {
+    /// Total Lua execution time, cumulative across yields (None: unlimited).
+    pub total: Option<Duration>,
+    /// Longest uninterrupted run (None: unlimited).
+    pub burst: Option<Duration>,
+}
+
+/// Why a context was stopped by the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    Execution,
+    Burst,
+}
+
+impl Expiry {
+    pub fn message(self) -> &'static str {
+        match self {
+            Expiry::Execution => "execution timeout",
+            Expiry::Burst => "burst timeout",
+        }
+    }
+}
+
+/// The accounting of one running Lua context.
+pub struct ExecCtx {
+    budget: Budget,
+    /// The host coroutine of this context (null while not started or when
+    /// the context runs on the caller's coroutine, e.g. a fetch).
+    thread: Cell<*const c_void>,
+    /// Whether forced yields are allowed (false for fetches and converters).
+    yieldable: bool,
+    used: Cell<Duration>,
+    run_start: Cell<Option<Instant>>,
+    expired: Cell<Option<Expiry>>,
+}
+
+impl ExecCtx {
+    pub fn new(budget: Budget, yieldable: bool) -> Rc<ExecCtx> {
+        Rc::new(ExecCtx {
+            budget,
+            thread: Cell::new(std::ptr::null()),
+            yieldable,
+            used: Cell::new(Duration::ZERO),
+            run_start: Cell::new(None),
+            expired: Cell::new(None),
+        })
+    }
+
+    /// Lua time charged so far.
+    pub fn used(&self) -> Duration {
+        self.used.get()
+    }
+
+    pub fn expired(&self) -> Option<Expiry> {
+        self.expired.get()
+    }
+
+    /// Checks the budgets at `now`; records and returns an expiry.
+    fn check(&self, now: Instant) -> Option<Expiry> {
+        if let Some(e) = self.expired.get() {
+            return Some(e);
+        }
+        let run = self.run_start.get().map_or(Duration::ZERO, |s| now - s);
+        let expiry = if self.budget.burst.is_some_and(|b| run > b) {
+            Some(Expiry::Burst)
+        } else if self.budget.total.is_some_and(|t| self.used.get() + run > t) {
+            Some(Expiry::Execution)
+        } else {
+            None
+        };
+        if expiry.is_some() {
+            self.expired.set(expiry);
+        }
+        expiry
+    }
+}
+
+thread_local! {
+    /// The context whose Lua code is running on this OS thread right now.
+    static CURRENT: Cell<*const ExecCtx> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Marks `ctx` as running for the duration of the guard, restoring the
+/// previous one after (contexts nest: an action may call a Lua fetch).
+struct Running<'a> {
+    ctx: &'a ExecCtx,
+    prev: *const ExecCtx,
+    start: Instant,
+}
+
+impl<'a> Running<'a> {
+    fn enter(ctx: &'a ExecCtx) -> Running<'a> {
+        let start = Instant::now();
+        ctx.run_start.set(Some(start));
+        let prev = CURRENT.with(|c| c.replace(ctx as *const ExecCtx));
+        Running { ctx, prev, start }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.prev));
+        self.ctx
+            .used
+            .set(self.ctx.used.get() + self.start.elapsed());
+        self.ctx.run_start.set(None);
+    }
+}
+
+/// Installs the preemption and budget hook on a state. `every` is
+/// `tune.lua.forced-yield`.
+pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
+    let triggers = HookTriggers::new().every_nth_instruction(every.max(1));
+    lua.set_global_hook(triggers, |lua, _debug| {
+        let ptr = CURRENT.with(|c| c.get());
+        if ptr.is_null() {
+            // Body and start-up code: no budget applies.
+            return Ok(VmState::Continue);
+        }
+        // SAFETY: CURRENT only holds a context for the lifetime of the
+        // `Running` guard that set it, and the hook runs on the same OS thread
+        // inside that guard's scope (Lua code only runs inside a poll).
+        let ctx = unsafe { &*ptr };
+        let own_thread = ctx.yieldable
+            && !ctx.thread.get().is_null()
+            && lua.current_thread().to_pointer() == ctx.thread.get();
+        if let Some(expiry) = ctx.check(Instant::now()) {
+            // Yielding hands control back to the runner, which stops the
+            // coroutine for good; an error could be caught by a pcall.
+            if own_thread {
+                return Ok(VmState::Yield);
+            }
+            return Err(mlua::Error::runtime(expiry.message()));
+        }
+        Ok(if own_thread {
+            VmState::Yield
+        } else {
+            VmState::Continue
+        })
+    })
+}
+
+/// How a context ended without returning normally.
+#[derive(Debug)]
+pub enum ExecError {
+    /// Stopped by the host: the budget ran out.
+    Timeout(Expiry),
+    /// `core.done()` was called.
+    Done,
+    /// A Lua error (including "not enough memory").
+    Lua(mlua::Error),
+}
+
+impl ExecError {
+    /// The message for the log, without mlua's decorations.
+    pub fn message(&self) -> String {
+        match self {
+            ExecError::Timeout(e) => e.message().to_string(),
+            ExecError::Done => "done".to_string(),
+            ExecError::Lua(e) => crate::lua::errors::message(e),
+        }
+    }
+}
+
+/// Runs `func(args)` as a new host coroutine under `ctx`, preempted by the
+/// hook, until it returns, fails or exhausts its budget.
+pub async fn run_coroutine<R: FromLuaMulti>(
+    lua: &Lua,
+    ctx: Rc<ExecCtx>,
+    func: mlua::Function,
+    args: impl IntoLuaMulti,
+) -> Result<R, ExecError> {
+    let thread: Thread = lua.create_thread(func).map_err(ExecError::Lua)?;
+    ctx.thread.set(thread.to_pointer());
+    let inner = thread.into_async::<R>(args).map_err(ExecError::Lua)?;
+    Budgeted { ctx, inner }.await
+}
+
+/// Polls a Lua coroutine under its context's accounting.
+struct Budgeted<F> {
+    ctx: Rc<ExecCtx>,
+    inner: F,
+}
+
+impl<R, F: Future<Output = mlua::Result<R>> + Unpin> Future for Budgeted<F> {
+    type Output = Result<R, ExecError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let ctx = self.ctx.clone();
+        let polled = {
+            let _running = Running::enter(&ctx);
+            Pin::new(&mut self.inner).poll(cx)
+        };
+        // A context past its budget is stopped here, whatever it returned:
+        // dropping the coroutine is what makes the stop final.
+        if let Some(expiry) = ctx.expired() {
+            return Poll::Ready(Err(ExecError::Timeout(expiry)));
+        }
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(r)) => Poll::Ready(Ok(r)),
+            Poll::Ready(Err(e)) if crate::lua::errors::is_done(&e) => {
+                Poll::Ready(Err(ExecError::Done))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(ExecError::Lua(e))),
+        }
+    }
+}
+
+/// Calls `func` synchronously (a fetch or converter, which may not yield)
+/// under `ctx`'s budget.
+pub fn call_sync<R: FromLuaMulti>(
+    ctx: &ExecCtx,
+    func: &mlua::Function,
+    args: impl IntoLuaMulti,
+) -> Result<R, ExecError> {
+    let r = {
+        let _running = Running::enter(ctx);
+        func.call::<R>(args)
+    };
+    if let Some(expiry) = ctx.expired() {
+        return Err(ExecError::Timeout(expiry));
+    }
+    r.map_err(|e| {
+        if crate::lua::errors::is_done(&e) {
+            ExecError::Done
+        } else {
+            ExecError::Lua(e)
+        }
+    })
+}

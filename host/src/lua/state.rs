@@ -1,0 +1,207 @@
+//! One Lua state of the host: its creation (allocator cap, hook, `core`,
+//! blocking-call guard), the files it loads, what they register, and the
+//! phases it goes through (body, init, runtime).
+
+use crate::lua::blocking::{self, BlockingMode};
+use crate::lua::exec::{self, Budget, ExecCtx, ExecError};
+use crate::lua::{applet_http, applet_tcp, class::Class, core_api, memory};
+use mlua::{Function, Lua, MultiValue, Value};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The settings that apply to a state (from `global`).
+#[derive(Clone, Debug)]
+pub struct LuaSettings {
+    pub forced_yield: u32,
+    pub session_timeout: Option<Duration>,
+    pub service_timeout: Option<Duration>,
+    pub task_timeout: Option<Duration>,
+    pub burst_timeout: Option<Duration>,
+    pub blocking: BlockingMode,
+    /// `lua-prepend-path` entries: (pattern, is_cpath).
+    pub prepend_paths: Vec<(String, bool)>,
+    pub nbthread: usize,
+}
+
+impl LuaSettings {
+    pub fn service_budget(&self) -> Budget {
+        Budget {
+            total: self.service_timeout,
+            burst: self.burst_timeout,
+        }
+    }
+    pub fn session_budget(&self) -> Budget {
+        Budget {
+            total: self.session_timeout,
+            burst: self.burst_timeout,
+        }
+    }
+    pub fn task_budget(&self) -> Budget {
+        Budget {
+            total: self.task_timeout,
+            burst: self.burst_timeout,
+        }
+    }
+}
+
+/// Where a state is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Running the top level of lua-load files: registration allowed.
+    Body,
+    /// Running register_init functions.
+    Init,
+    /// Serving.
+    Runtime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceMode {
+    Http,
+    Tcp,
+}
+
+pub struct ServiceReg {
+    pub func: Function,
+    pub mode: ServiceMode,
+}
+
+pub struct ActionReg {
+    pub func: Function,
+    pub kinds: Vec<String>,
+    pub nb_args: usize,
+}
+
+/// What the scripts of a state registered.
+#[derive(Default)]
+pub struct Registrations {
+    pub services: HashMap<String, ServiceReg>,
+    pub actions: HashMap<String, ActionReg>,
+    pub fetches: HashMap<String, Function>,
+    pub converters: HashMap<String, Function>,
+    pub inits: Vec<Function>,
+    /// Tasks registered in the body, started after the init functions.
+    pub pending_tasks: Vec<(Function, Vec<Value>)>,
+}
+
+/// The class metatables of a state.
+pub struct Classes {
+    pub applet_http: Class,
+    pub applet_tcp: Class,
+}
+
+/// Per-state data reachable from Lua callbacks (through app data).
+pub struct StateInfo {
+    /// `core.thread`: 0 for the shared state, 1..=nbthread per thread.
+    pub thread_num: usize,
+    pub settings: Rc<LuaSettings>,
+    pub phase: Cell<Phase>,
+    pub regs: RefCell<Registrations>,
+    pub blocking_sites: RefCell<HashSet<String>>,
+    pub classes: Classes,
+}
+
+/// A Lua state with its bookkeeping.
+pub struct HostState {
+    pub lua: Lua,
+    pub info: Rc<StateInfo>,
+}
+
+impl HostState {
+    pub fn new(settings: Rc<LuaSettings>, thread_num: usize) -> mlua::Result<Rc<HostState>> {
+        // SAFETY: unsafe_new opens all standard libraries and allows C
+        // modules, as HAProxy's Lua does; scripts are the operator's code.
+        let lua = unsafe { Lua::unsafe_new() };
+        memory::install(&lua);
+        let classes = Classes {
+            applet_http: applet_http::class(&lua)?,
+            applet_tcp: applet_tcp::class(&lua)?,
+        };
+        let info = Rc::new(StateInfo {
+            thread_num,
+            settings: settings.clone(),
+            phase: Cell::new(Phase::Body),
+            regs: RefCell::new(Registrations::default()),
+            blocking_sites: RefCell::new(HashSet::new()),
+            classes,
+        });
+        lua.set_app_data(info.clone());
+        core_api::install(&lua, &info)?;
+        crate::lua::errors::install_normalizer(&lua)?;
+        blocking::install(&lua, &info)?;
+        prepend_paths(&lua, &settings.prepend_paths)?;
+        exec::install_hook(&lua, settings.forced_yield)?;
+        Ok(Rc::new(HostState { lua, info }))
+    }
+
+    /// Runs a lua-load file's body with its arguments as `...`. The error
+    /// is Lua's own message (file:line: ...).
+    pub fn load_file(&self, path: &Path, args: &[String]) -> Result<(), String> {
+        let source =
+            std::fs::read(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let chunk = self
+            .lua
+            .load(source)
+            .set_name(format!("@{}", path.display()))
+            .into_function()
+            .map_err(|e| crate::lua::errors::message(&e))?;
+        let args: MultiValue = args
+            .iter()
+            .map(|a| self.lua.create_string(a).map(Value::String))
+            .collect::<mlua::Result<_>>()
+            .map_err(|e| crate::lua::errors::message(&e))?;
+        chunk
+            .call::<()>(args)
+            .map_err(|e| crate::lua::errors::message(&e))
+    }
+
+    /// Runs the init functions in order (each may yield), then enters the
+    /// runtime phase and starts the tasks registered so far.
+    pub async fn run_inits_and_start(self: &Rc<Self>) -> Result<(), String> {
+        self.info.phase.set(Phase::Init);
+        let inits = self.info.regs.borrow().inits.clone();
+        for f in inits {
+            let ctx = ExecCtx::new(Budget::default(), true);
+            match exec::run_coroutine::<()>(&self.lua, ctx, f, ()).await {
+                Ok(()) | Err(ExecError::Done) => {}
+                Err(e) => return Err(format!("Lua init: {}.", e.message())),
+            }
+        }
+        self.info.phase.set(Phase::Runtime);
+        let tasks = std::mem::take(&mut self.info.regs.borrow_mut().pending_tasks);
+        for (f, args) in tasks {
+            spawn_task(self.lua.clone(), self.info.clone(), f, args);
+        }
+        Ok(())
+    }
+
+    /// Names of registered services and their modes.
+    pub fn service_mode(&self, name: &str) -> Option<ServiceMode> {
+        self.info.regs.borrow().services.get(name).map(|s| s.mode)
+    }
+}
+
+/// Runs a task (register_task) on the current worker until it ends.
+pub fn spawn_task(lua: Lua, info: Rc<StateInfo>, func: Function, args: Vec<Value>) {
+    tokio::task::spawn_local(async move {
+        let ctx = ExecCtx::new(info.settings.task_budget(), true);
+        match exec::run_coroutine::<()>(&lua, ctx, func, MultiValue::from_vec(args)).await {
+            Ok(()) | Err(ExecError::Done) => {}
+            Err(e) => crate::log::log(crate::log::ERR, &format!("Lua task: {}.", e.message())),
+        }
+    });
+}
+
+/// Applies `lua-prepend-path`.
+fn prepend_paths(lua: &Lua, paths: &[(String, bool)]) -> mlua::Result<()> {
+    let package: mlua::Table = lua.globals().get("package")?;
+    for (p, cpath) in paths {
+        let key = if *cpath { "cpath" } else { "path" };
+        let cur: String = package.get(key)?;
+        package.set(key, format!("{p};{cur}"))?;
+    }
+    Ok(())
+}

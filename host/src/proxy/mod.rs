@@ -1,0 +1,400 @@
+//! The proxy: start-up (configuration to running workers), signals, and stop.
+//!
+//! Start-up order, as HAProxy's: parse the configuration; bind every
+//! listener; load the Lua files (bodies run, registrations happen); check
+//! that every `lua.NAME` the configuration uses exists; run the init
+//! functions; start the tasks; serve. Any error before serving is reported
+//! and the process exits 1 without serving anything.
+
+pub mod body;
+pub mod error_pages;
+pub mod http_front;
+pub mod plan;
+pub mod tcp_front;
+pub mod worker;
+
+use crate::lua::state::{LuaSettings, ServiceMode};
+use plan::{Plan, StateKind};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::{mpsc as std_mpsc, Arc};
+use tokio::sync::{mpsc, watch, Semaphore};
+use worker::{SharedJob, SharedLua, Worker};
+
+/// The process's run state, broadcast to the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    Running,
+    /// SIGUSR1: stop accepting, exit once idle.
+    Soft,
+    /// SIGTERM/SIGINT: stop accepting, finish requests in flight (bounded by
+    /// the grace period), exit.
+    Hard,
+}
+
+/// Command-line options of the proxy mode.
+pub struct Options {
+    pub files: Vec<PathBuf>,
+    pub check_only: bool,
+    pub debug: bool,
+    pub pidfile: Option<PathBuf>,
+}
+
+/// What a worker reports after loading its Lua states.
+type Loaded = Result<Vec<(String, ServiceMode, StateKind)>, String>;
+
+/// What the main thread tells a worker after the checks.
+enum Go {
+    Serve(Arc<Plan>),
+    Abort,
+}
+
+pub fn run(opts: Options) -> ExitCode {
+    let cfg = match crate::config::parse_files(&opts.files) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            eprintln!("[ALERT] Fatal errors found in configuration.");
+            return ExitCode::from(1);
+        }
+    };
+    let mut plan = match plan::build(&cfg) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            eprintln!("[ALERT] Fatal errors found in configuration.");
+            return ExitCode::from(1);
+        }
+    };
+    if opts.debug {
+        crate::log::set_max_level(crate::log::DEBUG);
+        crate::log::set_access_log(true);
+    } else if let Some(level) = plan.log_level {
+        crate::log::set_max_level(level);
+    }
+    crate::lua::memory::set_limit(plan.maxmem_bytes);
+    crate::stats::init(plan.maxconn);
+    if opts.check_only {
+        // Checking loads the Lua files once, on one worker.
+        plan.nbthread = 1;
+    }
+
+    // Bind before loading Lua so a busy port is reported like any other error.
+    let mut listeners = Vec::new();
+    let mut errors = Vec::new();
+    if !opts.check_only {
+        for fe in &plan.frontends {
+            for (addr, loc) in &fe.binds {
+                match bind(*addr) {
+                    Ok(l) => listeners.push((fe.name.clone(), l)),
+                    Err(e) => {
+                        errors.push(format!("[ALERT] parsing [{loc}] : cannot bind {addr}: {e}"))
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        for e in errors {
+            eprintln!("{e}");
+        }
+        return ExitCode::from(1);
+    }
+
+    let nb = plan.nbthread;
+    let (loaded_tx, loaded_rx) = std_mpsc::channel::<(usize, Loaded)>();
+    let (shutdown_tx, shutdown_rx) = watch::channel(Shutdown::Running);
+    let (shared_tx, shared_rx) = mpsc::unbounded_channel::<SharedJob>();
+    let has_shared = !plan.shared_files.is_empty();
+    let maxconn = Arc::new(Semaphore::new(plan.maxconn));
+    let settings = plan.settings.clone();
+    let shared_settings = plan.shared_settings.clone();
+    let load_plan = Arc::new(plan::Plan {
+        frontends: Vec::new(),
+        ..clone_plan(&plan)
+    });
+
+    let mut go_txs = Vec::new();
+    let mut handles = Vec::new();
+    let mut shared_rx = Some(shared_rx);
+    for id in 0..nb {
+        let (go_tx, go_rx) = std_mpsc::channel::<Go>();
+        go_txs.push(go_tx);
+        let worker_listeners: Vec<_> = listeners
+            .iter()
+            .filter_map(|(name, l): &(Arc<str>, std::net::TcpListener)| {
+                Some((name.clone(), l.try_clone().ok()?))
+            })
+            .collect();
+        let ctx = WorkerStart {
+            id,
+            load_plan: load_plan.clone(),
+            settings: settings.clone(),
+            shared_settings: shared_settings.clone(),
+            loaded_tx: loaded_tx.clone(),
+            go_rx,
+            shutdown_rx: shutdown_rx.clone(),
+            shared_rx: if id == 0 { shared_rx.take() } else { None },
+            shared_tx: if has_shared && id != 0 {
+                Some(shared_tx.clone())
+            } else {
+                None
+            },
+            listeners: worker_listeners,
+            maxconn: maxconn.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("luahost-worker-{id}"))
+            .spawn(move || worker_main(ctx));
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                eprintln!("[ALERT] cannot start worker thread {id}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    drop(loaded_tx);
+    drop(shared_tx);
+    // The workers hold their own copies: the sockets close when the workers
+    // stop accepting (soft stop), not when this thread exits.
+    drop(listeners);
+    // Only the workers hold receivers now: the sender sees them all gone once
+    // every worker has finished.
+    drop(shutdown_rx);
+
+    // Collect what the workers loaded.
+    let mut registered = Vec::new();
+    let mut failed = false;
+    for _ in 0..nb {
+        match loaded_rx.recv() {
+            Ok((0, Ok(list))) => registered = list,
+            Ok((_, Ok(_))) => {}
+            Ok((_, Err(e))) => {
+                if !failed {
+                    eprintln!("[ALERT] {e}");
+                }
+                failed = true;
+            }
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if !failed {
+        if let Err(errors) = plan::resolve_services(&mut plan, &registered) {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            failed = true;
+        }
+    }
+    if failed || opts.check_only {
+        for tx in &go_txs {
+            let _ = tx.send(Go::Abort);
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        if failed {
+            eprintln!("[ALERT] Fatal errors found in configuration.");
+            return ExitCode::from(1);
+        }
+        println!("Configuration file is valid");
+        return ExitCode::SUCCESS;
+    }
+
+    let pidfile = opts.pidfile.or(plan.pidfile.clone());
+    if let Some(p) = &pidfile {
+        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+            eprintln!("[ALERT] cannot write pid file {}: {e}", p.display());
+        }
+    }
+    let plan = Arc::new(plan);
+    for tx in &go_txs {
+        let _ = tx.send(Go::Serve(plan.clone()));
+    }
+    crate::log::notice(&format!(
+        "luahost {} started: {} worker thread(s), {} frontend(s)",
+        env!("CARGO_PKG_VERSION"),
+        plan.nbthread,
+        plan.frontends.len()
+    ));
+    wait_for_signals(shutdown_tx, handles.len());
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    ExitCode::SUCCESS
+}
+
+/// A copy of the plan without the frontends (workers load Lua from it before
+/// the services are resolved).
+fn clone_plan(p: &Plan) -> Plan {
+    Plan {
+        frontends: Vec::new(),
+        shared_files: p.shared_files.clone(),
+        per_thread_files: p.per_thread_files.clone(),
+        nbthread: p.nbthread,
+        maxconn: p.maxconn,
+        bufsize: p.bufsize,
+        grace: p.grace,
+        settings: p.settings.clone(),
+        shared_settings: p.shared_settings.clone(),
+        maxmem_bytes: p.maxmem_bytes,
+        log_level: p.log_level,
+        pidfile: p.pidfile.clone(),
+    }
+}
+
+/// Binds a listening socket (std sets SO_REUSEADDR on Unix, so a restart
+/// does not wait for TIME_WAIT sockets to expire).
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+struct WorkerStart {
+    id: usize,
+    load_plan: Arc<Plan>,
+    settings: LuaSettings,
+    shared_settings: LuaSettings,
+    loaded_tx: std_mpsc::Sender<(usize, Loaded)>,
+    go_rx: std_mpsc::Receiver<Go>,
+    shutdown_rx: watch::Receiver<Shutdown>,
+    shared_rx: Option<mpsc::UnboundedReceiver<SharedJob>>,
+    shared_tx: Option<mpsc::UnboundedSender<SharedJob>>,
+    listeners: Vec<(Arc<str>, std::net::TcpListener)>,
+    maxconn: Arc<Semaphore>,
+}
+
+fn worker_main(w: WorkerStart) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = w
+                .loaded_tx
+                .send((w.id, Err(format!("cannot create the event loop: {e}"))));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let settings = Rc::new(w.settings);
+        let shared_settings = Rc::new(w.shared_settings);
+        let (per_thread, shared) =
+            match worker::load_states(w.id, &w.load_plan, &settings, &shared_settings) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = w.loaded_tx.send((w.id, Err(e)));
+                    return;
+                }
+            };
+        let mut registered = Vec::new();
+        for (state, kind) in [
+            (&shared, StateKind::Shared),
+            (&per_thread, StateKind::PerThread),
+        ] {
+            if let Some(s) = state {
+                for (name, reg) in s.info.regs.borrow().services.iter() {
+                    registered.push((name.clone(), reg.mode, kind));
+                }
+            }
+        }
+        let _ = w.loaded_tx.send((w.id, Ok(registered)));
+        let plan = match w.go_rx.recv() {
+            Ok(Go::Serve(plan)) => plan,
+            _ => return,
+        };
+        // Init functions: the shared state's once (here on worker 0), each
+        // per-thread state's on its own worker.
+        for s in [&shared, &per_thread].into_iter().flatten() {
+            if let Err(e) = s.run_inits_and_start().await {
+                crate::log::alert(&e);
+            }
+        }
+        let shared_lua = match (&shared, w.shared_tx) {
+            (Some(s), _) => SharedLua::Local(s.clone()),
+            (None, Some(tx)) => SharedLua::Remote(tx),
+            (None, None) => SharedLua::None,
+        };
+        if let (Some(s), Some(mut rx)) = (shared.clone(), w.shared_rx) {
+            // Jobs from other workers for the shared state.
+            tokio::task::spawn_local(async move {
+                while let Some(job) = rx.recv().await {
+                    job(s.clone());
+                }
+            });
+        }
+        let worker = Rc::new(Worker {
+            id: w.id,
+            per_thread,
+            shared: shared_lua,
+            plan: plan.clone(),
+        });
+        let listeners = w
+            .listeners
+            .into_iter()
+            .filter_map(|(name, l)| {
+                Some((plan.frontends.iter().find(|f| f.name == name)?.clone(), l))
+            })
+            .collect();
+        worker::serve(worker, listeners, w.shutdown_rx, w.maxconn).await;
+    });
+}
+
+/// Waits for SIGTERM/SIGINT (hard stop) or SIGUSR1 (soft stop) and tells the
+/// workers; returns when they may be joined.
+fn wait_for_signals(tx: watch::Sender<Shutdown>, _workers: usize) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            crate::log::alert(&format!("cannot watch signals: {e}"));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined1()),
+        ) else {
+            crate::log::alert("cannot install signal handlers");
+            return;
+        };
+        let mode = tokio::select! {
+            _ = term.recv() => Shutdown::Hard,
+            _ = int.recv() => Shutdown::Hard,
+            _ = usr1.recv() => Shutdown::Soft,
+        };
+        crate::log::notice(match mode {
+            Shutdown::Soft => "soft stop: no longer accepting connections; exiting when idle",
+            _ => "stopping: finishing the requests in flight",
+        });
+        let _ = tx.send(mode);
+        if mode == Shutdown::Soft {
+            // A later SIGTERM/SIGINT turns a soft stop into a hard one.
+            tokio::select! {
+                _ = term.recv() => { let _ = tx.send(Shutdown::Hard); }
+                _ = int.recv() => { let _ = tx.send(Shutdown::Hard); }
+                _ = tx.closed() => {}
+            }
+        }
+    });
+}

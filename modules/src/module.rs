@@ -1,0 +1,331 @@
+//! Functions, module tables and HAProxy-style classes.
+
+use std::cell::Cell;
+use std::ffi::c_int;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, UserDataRefMut, Value};
+
+use crate::args::Args;
+use crate::error::{Error, Result};
+use crate::raw::{self, Status};
+
+/// Makes a Lua function from a Rust body. Errors the body returns, and
+/// panics, reach Lua as plain strings worded like Lua's C library (see
+/// [`Error`]); the argument numbering and the function name in messages come
+/// from the call site, as for any C function.
+///
+/// Bodies cannot yield (they run under a plain `lua_call`); register async
+/// functions with mlua directly.
+pub fn function<F, R>(lua: &Lua, body: F) -> Result<Function>
+where
+    F: Fn(&Lua, Args) -> Result<R> + 'static,
+    R: IntoLuaMulti,
+{
+    let inner = inner_function(lua, body)?;
+    Ok(raw::wrap_inner(lua, inner)?)
+}
+
+/// The mlua half of a function: runs the body and returns its results, or
+/// an error record that `raw::finish` raises. It never returns an mlua error
+/// for the body's own failures, so mlua never raises its error userdata for
+/// them; by the time it returns, every Rust value of the call is dropped.
+fn inner_function<F, R>(lua: &Lua, body: F) -> mlua::Result<Function>
+where
+    F: Fn(&Lua, Args) -> Result<R> + 'static,
+    R: IntoLuaMulti,
+{
+    lua.create_function(move |lua, args: MultiValue| {
+        // No panic may cross into Lua (the trampoline is a C frame): turn it
+        // into an error message here.
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let results = body(lua, Args::new(lua, args))?;
+            results.into_lua_multi(lua).map_err(Error::from)
+        }));
+        let err = match outcome {
+            Ok(Ok(values)) => return Ok(values),
+            Ok(Err(err)) => err,
+            Err(panic) => {
+                Error::Runtime(format!("panic in native function: {}", panic_text(&*panic)))
+            }
+        };
+        let (status, arg, text) = match err {
+            Error::Type { arg, expected } => (Status::Type, arg, expected),
+            Error::Arg { arg, message } => (Status::Arg, arg, message),
+            Error::Runtime(m) => (Status::Runtime, 0, m),
+            Error::Message(m) => (Status::Message, 0, m),
+        };
+        Ok(MultiValue::from_vec(vec![
+            Value::LightUserData(mlua::LightUserData(raw::error_marker())),
+            Value::Integer(status as i64),
+            // An absurd argument number becomes 0 rather than wrapping.
+            Value::Integer(
+                i64::try_from(arg)
+                    .ok()
+                    .filter(|a| *a <= i64::from(c_int::MAX))
+                    .unwrap_or(0),
+            ),
+            Value::String(lua.create_string(text)?),
+        ]))
+    })
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+/// What a module's init closure gets: the Lua state and the table that
+/// `require` returns.
+pub struct Module<'lua> {
+    lua: &'lua Lua,
+    exports: Table,
+    name: Option<String>,
+}
+
+impl<'lua> Module<'lua> {
+    /// The Lua state the module is loaded into.
+    pub fn lua(&self) -> &'lua Lua {
+        self.lua
+    }
+
+    /// The module table (the value `require` returns).
+    pub fn exports(&self) -> &Table {
+        &self.exports
+    }
+
+    /// The name `require` was called with, when the module is loaded through
+    /// `require` (e.g. "hello_rs", or "v2-hello_rs" for a versioned file).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Adds a function (see [`function`]) to the module table.
+    pub fn function<F, R>(&self, name: &str, body: F) -> Result<()>
+    where
+        F: Fn(&Lua, Args) -> Result<R> + 'static,
+        R: IntoLuaMulti,
+    {
+        let f = function(self.lua, body)?;
+        self.exports.raw_set(name, f)?;
+        Ok(())
+    }
+
+    /// Sets any other field of the module table (constants, sub-tables).
+    pub fn set(&self, key: &str, value: impl IntoLua) -> Result<()> {
+        self.exports.raw_set(key, value)?;
+        Ok(())
+    }
+
+    /// Starts a class whose instances are HAProxy-style object tables (see
+    /// [`Class`]). `name` is the metatable's `__name`, which Lua shows in
+    /// messages ("Counter expected, got nil", "got Counter") and `tostring`.
+    pub fn class<T: 'static>(&self, name: &str) -> Result<ClassBuilder<'lua, T>> {
+        let methods = self.lua.create_table()?;
+        let metatable = self.lua.create_table()?;
+        metatable.raw_set("__index", &methods)?;
+        metatable.raw_set("__name", name)?;
+        Ok(ClassBuilder {
+            lua: self.lua,
+            class: Class {
+                shared: Rc::new(ClassShared {
+                    name: name.to_owned(),
+                    metatable,
+                    methods,
+                }),
+                _type: PhantomData,
+            },
+        })
+    }
+}
+
+/// Entry used by [`crate::module!`]; not a public API.
+///
+/// # Safety
+/// `state` must be the state Lua passed to the `luaopen_*` function.
+#[doc(hidden)]
+pub unsafe fn open_module<F>(state: *mut mlua::lua_State, init: F) -> c_int
+where
+    F: FnOnce(&Module<'_>) -> Result<()> + 'static,
+{
+    let init = Cell::new(Some(init));
+    let make_inner = move |lua: &Lua| {
+        inner_function(lua, move |lua, args| {
+            let init = init
+                .take()
+                .ok_or_else(|| Error::message("module initialisation entered twice"))?;
+            let name = match args.get(1) {
+                Value::String(s) => s.to_str().ok().map(|s| s.to_owned()),
+                _ => None,
+            };
+            let module = Module {
+                lua,
+                exports: lua.create_table()?,
+                name,
+            };
+            init(&module)?;
+            Ok(module.exports)
+        })
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { raw::open(state, make_inner) }
+}
+
+/// A class of HAProxy-style objects: each instance is a Lua table whose `[0]`
+/// holds the native value (an mlua userdata) and whose metatable has
+/// `__index` = the methods table and `__name` = the class name.
+///
+/// Scripts can add their own fields to an instance, as with HAProxy's
+/// objects. A method finds its object with [`Args::check_object`], which
+/// checks the metatable *and* the Rust type of `[0]`, so a hand-made table
+/// (`setmetatable({[0] = x}, getmetatable(obj))`) can never pass for an
+/// instance unless `x` really is a `T`.
+///
+/// A class lives as long as the Lua state: its methods refer back to it.
+pub struct Class<T> {
+    shared: Rc<ClassShared>,
+    _type: PhantomData<fn() -> T>,
+}
+
+struct ClassShared {
+    name: String,
+    metatable: Table,
+    methods: Table,
+}
+
+impl<T> Clone for Class<T> {
+    fn clone(&self) -> Self {
+        Class {
+            shared: Rc::clone(&self.shared),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: 'static> Class<T> {
+    /// The class name (`__name`).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The metatable shared by all instances.
+    pub fn metatable(&self) -> &Table {
+        &self.shared.metatable
+    }
+
+    /// The methods table (the metatable's `__index`).
+    pub fn methods(&self) -> &Table {
+        &self.shared.methods
+    }
+
+    /// A new instance holding `value` at `[0]`.
+    pub fn wrap(&self, lua: &Lua, value: T) -> Result<Table> {
+        let native = lua.create_any_userdata(value)?;
+        let object = lua.create_table_with_capacity(0, 1)?;
+        object.raw_set(0, native)?;
+        object.set_metatable(Some(self.shared.metatable.clone()))?;
+        Ok(object)
+    }
+
+    /// True when `object` has this class's metatable.
+    pub fn is_instance(&self, object: &Table) -> bool {
+        object
+            .metatable()
+            .is_some_and(|mt| mt.to_pointer() == self.shared.metatable.to_pointer())
+    }
+
+    /// Borrows the native value of an instance: the table must have this
+    /// class's metatable and a `T` at `[0]`.
+    pub(crate) fn borrow_mut(
+        &self,
+        object: &Table,
+    ) -> std::result::Result<UserDataRefMut<T>, NotBorrowed> {
+        if !self.is_instance(object) {
+            return Err(NotBorrowed::NotInstance);
+        }
+        match object.raw_get::<Value>(0) {
+            Ok(Value::UserData(native)) => match native.borrow_mut::<T>() {
+                Ok(guard) => Ok(guard),
+                Err(mlua::Error::UserDataTypeMismatch) => Err(NotBorrowed::NoNativeValue),
+                Err(e) => Err(NotBorrowed::Failed(Error::from(e))),
+            },
+            Ok(_) => Err(NotBorrowed::NoNativeValue),
+            Err(e) => Err(NotBorrowed::Failed(Error::from(e))),
+        }
+    }
+}
+
+/// Why [`Class::borrow_mut`] gave no value.
+pub(crate) enum NotBorrowed {
+    /// Not a table of this class.
+    NotInstance,
+    /// The class's metatable, but `[0]` is missing or of another type (a
+    /// script replaced it, or built the table by hand).
+    NoNativeValue,
+    /// An instance that cannot be borrowed now (already borrowed, destroyed).
+    Failed(Error),
+}
+
+/// Adds methods to a [`Class`]; from [`Module::class`].
+pub struct ClassBuilder<'lua, T> {
+    lua: &'lua Lua,
+    class: Class<T>,
+}
+
+impl<'lua, T: 'static> ClassBuilder<'lua, T> {
+    /// Adds a method called as `obj:name(...)`. The body gets the native
+    /// value, mutably borrowed for the call, and all arguments with the
+    /// object as #1 (so the first parameter is `args.check_*(2)`).
+    pub fn method<F, R>(self, name: &str, body: F) -> Result<Self>
+    where
+        F: Fn(&Lua, &mut T, Args) -> Result<R> + 'static,
+        R: IntoLuaMulti,
+    {
+        let f = self.bound_function(body)?;
+        self.class.shared.methods.raw_set(name, f)?;
+        Ok(self)
+    }
+
+    /// Adds a metamethod such as `__tostring`, `__len` or `__eq`, with the
+    /// same body signature as [`ClassBuilder::method`]. `__index` and
+    /// `__name` belong to the class machinery and are refused.
+    pub fn metamethod<F, R>(self, name: &str, body: F) -> Result<Self>
+    where
+        F: Fn(&Lua, &mut T, Args) -> Result<R> + 'static,
+        R: IntoLuaMulti,
+    {
+        if name == "__index" || name == "__name" {
+            return Err(Error::message(format!(
+                "class {}: {name} is set by luahost_modules",
+                self.class.name()
+            )));
+        }
+        let f = self.bound_function(body)?;
+        self.class.shared.metatable.raw_set(name, f)?;
+        Ok(self)
+    }
+
+    fn bound_function<F, R>(&self, body: F) -> Result<Function>
+    where
+        F: Fn(&Lua, &mut T, Args) -> Result<R> + 'static,
+        R: IntoLuaMulti,
+    {
+        let class = self.class.clone();
+        function(self.lua, move |lua, args| {
+            let mut this = args.check_object(1, &class)?;
+            body(lua, &mut this, args)
+        })
+    }
+
+    /// The finished class, used to make instances with [`Class::wrap`].
+    pub fn build(self) -> Class<T> {
+        self.class
+    }
+}

@@ -1,0 +1,237 @@
+//! The only code in this crate that talks to the Lua C API directly.
+//!
+//! # Why a trampoline
+//!
+//! An error returned from an mlua `create_function` callback reaches Lua as a
+//! userdata (mlua's wrapped error), not a string, and its text is mlua's
+//! `Display` ("runtime error: ..." plus a traceback). Lua code expects the
+//! strings that `luaL_argerror`/`luaL_error` produce, e.g.
+//! `input:3: bad argument #1 to 'greet' (string expected, got nil)`.
+//!
+//! A body written in Rust cannot call `lua_error` itself: that longjmps, and a
+//! longjmp must never skip Rust frames that own values with destructors. So
+//! every function is split in two:
+//!
+//! * the *inner* function, an ordinary mlua function: it runs the Rust body
+//!   (with `&Lua`, conversions, everything mlua offers), catches its error or
+//!   panic, and *returns* the outcome as plain values: the body's results,
+//!   or an error record (see [`Status`]). mlua drops every Rust value before
+//!   that function returns.
+//! * the *trampoline*, a raw C closure holding the inner function as upvalue 1.
+//!   This is the function Lua code sees and calls. It calls the inner function
+//!   and then, with no Rust value alive in its frame, raises the error with
+//!   lauxlib's own functions (`luaL_typeerror`, `luaL_argerror`, `luaL_where`)
+//!   so the wording, the function name ('greet', "calling 'x' on bad self")
+//!   and the caller's position are exactly what stock Lua produces.
+//!
+//! Why not run the body in the trampoline itself: mlua may only be used
+//! inside its own callbacks, where it knows which thread (coroutine) is
+//! running; a `Lua` obtained outside one can point at another thread, even a
+//! dead coroutine. The inner function gives bodies that context for free.
+//!
+//! # Invariants the unsafe code here relies on
+//!
+//! 1. `trampoline` and `finish` hold only `Copy` values (integers, raw
+//!    pointers) while calling any Lua function that may raise (`lua_call`,
+//!    `luaL_checkstack`, `luaL_argerror`, `luaL_typeerror`, `lua_error`,
+//!    `lua_pushfstring`). Their frames are "plain old frames": a longjmp across
+//!    them skips no destructor.
+//! 2. No Rust panic can leave these functions: they contain no code that
+//!    panics, and the Rust bodies run under `catch_unwind` inside the inner
+//!    function (see `crate::function`).
+//! 3. Every `const char *` handed to Lua points into a Lua string that stays on
+//!    the stack until Lua has copied it (strings from `lua_tolstring` are
+//!    NUL-terminated), or into a `'static` C string literal.
+//! 4. The inner function may have been swapped by `debug.setupvalue`; the
+//!    trampoline checks the shape of an error record and never trusts it.
+//!    Its marker (a light userdata holding the address of a private static)
+//!    is not something Lua code can make, so what a replacement returns is
+//!    passed on as results; and a record forged anyway (by C code, or by
+//!    reading a C function's temporaries with the debug library) can only
+//!    raise an error.
+
+use std::ffi::{c_char, c_int};
+use std::ptr;
+
+use mlua::ffi::{self, lua_State};
+
+// lauxlib's `luaL_typeerror` (Lua 5.4) is not declared by mlua-sys. It is part
+// of every Lua 5.4 library and of the API luahost exports (luaL_*).
+unsafe extern "C-unwind" {
+    fn luaL_typeerror(state: *mut lua_State, arg: c_int, tname: *const c_char) -> c_int;
+}
+
+/// The kind of an error record. The inner function returns, on failure,
+/// exactly four values: the [`error_marker`], the kind, an argument number
+/// (0 when none) and a message; on success, the body's results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i64)]
+pub(crate) enum Status {
+    /// Argument number and expected type name: raised with `luaL_typeerror`.
+    Type = 1,
+    /// Argument number and message: `luaL_argerror`.
+    Arg = 2,
+    /// Message raised with the caller's position in front, as `luaL_error`
+    /// does.
+    Runtime = 3,
+    /// Message raised as it is, like `error(msg, 0)`.
+    Message = 4,
+}
+
+impl Status {
+    fn from_code(code: ffi::lua_Integer) -> Option<Status> {
+        Some(match code {
+            1 => Status::Type,
+            2 => Status::Arg,
+            3 => Status::Runtime,
+            4 => Status::Message,
+            _ => return None,
+        })
+    }
+}
+
+/// Its address marks an error record; nothing else can produce it.
+static ERROR_MARKER: u8 = 0;
+
+/// The light userdata value that starts an error record.
+pub(crate) fn error_marker() -> *mut std::ffi::c_void {
+    ptr::addr_of!(ERROR_MARKER).cast_mut().cast()
+}
+
+/// The C function Lua code calls: upvalue 1 is the inner mlua function.
+pub(crate) unsafe extern "C-unwind" fn trampoline(state: *mut lua_State) -> c_int {
+    // SAFETY: Lua calls C functions with a valid state; this closure was made
+    // by `crate::function` with the inner function as upvalue 1. Only Copy
+    // values live in this frame (invariant 1).
+    unsafe {
+        let nargs = ffi::lua_gettop(state);
+        // Room for the inner function and a copy of each argument. Raises a
+        // Lua error (no Rust resources in flight) if the stack cannot grow.
+        ffi::luaL_checkstack(state, nargs + 1, c"too many arguments".as_ptr());
+        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
+        // The inner function gets copies: the originals stay at 1..=nargs so
+        // that luaL_typeerror can inspect the offending value (__name, light
+        // userdata) exactly as a C function's own luaL_check* would.
+        for i in 1..=nargs {
+            ffi::lua_pushvalue(state, i);
+        }
+        ffi::lua_call(state, nargs, ffi::LUA_MULTRET);
+        finish(state, nargs)
+    }
+}
+
+/// Turns the inner function's results, which start at `nargs + 1`, into the
+/// C function's results or a raised error.
+///
+/// # Safety
+/// `state` is the running state; the values above `nargs` are what the inner
+/// function returned. May longjmp (invariant 1 holds: only Copy locals).
+pub(crate) unsafe fn finish(state: *mut lua_State, nargs: c_int) -> c_int {
+    unsafe {
+        let first = nargs + 1;
+        let nresults = ffi::lua_gettop(state) - nargs;
+        let is_error = nresults == 4
+            && ffi::lua_type(state, first) == ffi::LUA_TLIGHTUSERDATA
+            && ffi::lua_touserdata(state, first) == error_marker();
+        if !is_error {
+            // Lua takes the top `nresults` values as the results.
+            return nresults;
+        }
+
+        let (kind_index, arg_index, msg_index) = (first + 1, first + 2, first + 3);
+        let status = if ffi::lua_isinteger(state, kind_index) != 0 {
+            Status::from_code(ffi::lua_tointeger(state, kind_index))
+        } else {
+            None
+        };
+        let Some(status) = status else {
+            protocol_error(state)
+        };
+        if ffi::lua_isinteger(state, arg_index) == 0
+            || ffi::lua_type(state, msg_index) != ffi::LUA_TSTRING
+        {
+            protocol_error(state);
+        }
+        // Make sure lauxlib has the stack space a C function normally starts
+        // with (raises "stack overflow" otherwise).
+        ffi::luaL_checkstack(state, ffi::LUA_MINSTACK, ptr::null());
+        // Anchored at msg_index until the error is raised (invariant 3).
+        let msg = ffi::lua_tolstring(state, msg_index, ptr::null_mut());
+        let arg = c_int::try_from(ffi::lua_tointeger(state, arg_index)).unwrap_or(0);
+
+        match status {
+            Status::Type if arg >= 1 && arg <= nargs => {
+                luaL_typeerror(state, arg, msg);
+            }
+            Status::Type => {
+                // The argument is absent. luaL_typeerror would look at stack
+                // slot `arg`, which now holds our own values, so build the
+                // same message it would build for a missing value.
+                let full = ffi::lua_pushfstring(state, c"%s expected, got no value".as_ptr(), msg);
+                ffi::luaL_argerror(state, arg, full);
+            }
+            Status::Arg => {
+                ffi::luaL_argerror(state, arg, msg);
+            }
+            Status::Runtime => {
+                ffi::luaL_where(state, 1);
+                ffi::lua_pushvalue(state, msg_index);
+                ffi::lua_concat(state, 2);
+                ffi::lua_error(state);
+            }
+            Status::Message => {
+                ffi::lua_pushvalue(state, msg_index);
+                ffi::lua_error(state);
+            }
+        }
+        // luaL_typeerror and luaL_argerror do not return.
+        ffi::lua_error(state)
+    }
+}
+
+/// A marked error record with a malformed body: only C code could build one.
+unsafe fn protocol_error(state: *mut lua_State) -> ! {
+    unsafe {
+        ffi::lua_settop(state, 0);
+        ffi::lua_pushstring(state, c"luahost_modules: malformed error record".as_ptr());
+        ffi::lua_error(state)
+    }
+}
+
+/// Wraps the inner function that is on top of mlua's current stack into a
+/// trampoline closure and returns it.
+pub(crate) fn wrap_inner(lua: &mlua::Lua, inner: mlua::Function) -> mlua::Result<mlua::Function> {
+    // SAFETY: exec_raw pushes `inner` (one value) on the stack of the running
+    // state and runs the closure in protected mode; lua_pushcclosure pops that
+    // value as upvalue 1 and pushes the closure, which exec_raw converts back.
+    // lua_pushcclosure can only fail by raising out-of-memory, which the
+    // protected call turns into an mlua error.
+    unsafe {
+        lua.exec_raw::<mlua::Function>(inner, |state| {
+            ffi::lua_pushcclosure(state, trampoline, 1);
+        })
+    }
+}
+
+/// The body of every `luaopen_*` function generated by [`crate::module!`]:
+/// `make_inner` builds the inner function that runs the module's init.
+///
+/// # Safety
+/// `state` must be the state Lua passed to the `luaopen_*` C function.
+pub(crate) unsafe fn open<F>(state: *mut lua_State, make_inner: F) -> c_int
+where
+    F: FnOnce(&mlua::Lua) -> mlua::Result<mlua::Function>,
+{
+    unsafe {
+        // mlua's module entry point (what `#[mlua::lua_module]` expands to)
+        // sets up mlua for this state and runs `make_inner` inside its guarded
+        // callback context; it pushes the inner function, or raises.
+        mlua::Lua::entrypoint1(state, make_inner);
+        // Call it with whatever arguments require passed (name, file name);
+        // the results start at index 1.
+        ffi::lua_insert(state, 1);
+        let nargs = ffi::lua_gettop(state) - 1;
+        ffi::lua_call(state, nargs, ffi::LUA_MULTRET);
+        finish(state, 0)
+    }
+}

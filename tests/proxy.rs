@@ -1,0 +1,720 @@
+//! The proxy over real sockets: a real luahost process per test, loopback
+//! only, bounded counts and times.
+
+use luahost_suite::{artifacts, free_port, http_get, run_with_timeout, HttpReader, Proxy};
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn cfg(port: u16, global: &str, frontend: &str) -> String {
+    format!(
+        "global\n  lua-load svc.lua\n{global}\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n{frontend}\n"
+    )
+}
+
+const SERVICES: &str = r#"
+core.register_service("hello", "http", function(applet)
+  local body = "hello " .. applet.path .. " " .. applet.qs
+  applet:set_status(200)
+  applet:add_header("content-type", "text/plain")
+  applet:add_header("content-length", #body)
+  applet:start_response()
+  applet:send(body)
+end)
+"#;
+
+#[test]
+fn http_service_answers_with_keepalive_and_pipelining() {
+    let port = free_port();
+    let config = cfg(port, "  nbthread 1", "  http-request use-service lua.hello");
+    let _p = Proxy::start(
+        "proxy_keepalive",
+        &[("svc.lua", SERVICES), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+
+    let r = http_get(port, "/abc?x=1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello /abc x=1");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+
+    // Keep-alive: several requests, one connection.
+    let mut c = HttpReader::connect(port);
+    for i in 0..5 {
+        c.send(format!("GET /k{i} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes());
+        let r = c
+            .read_response(false)
+            .expect("response on the kept-alive connection");
+        assert_eq!(r.text(), format!("hello /k{i} "));
+    }
+
+    // Pipelining: three requests in one write, answered in order.
+    let mut c = HttpReader::connect(port);
+    c.send(b"GET /p1 HTTP/1.1\r\nhost: t\r\n\r\nGET /p2 HTTP/1.1\r\nhost: t\r\n\r\nGET /p3 HTTP/1.1\r\nhost: t\r\n\r\n");
+    for i in 1..=3 {
+        let r = c.read_response(false).expect("pipelined response");
+        assert_eq!(r.text(), format!("hello /p{i} "));
+    }
+}
+
+#[test]
+fn chunked_response_and_streamed_request_body() {
+    let port = free_port();
+    let lua = r#"
+core.register_service("chunks", "http", function(applet)
+  applet:set_status(201)
+  applet:start_response()
+  for i = 1, 5 do applet:send("part" .. i .. ";") end
+end)
+core.register_service("upload", "http", function(applet)
+  -- read the body in pieces, never all at once
+  local total, lines, first = 0, 0, applet:getline()
+  total = #first
+  while true do
+    local piece = applet:receive(1000)
+    if piece == "" then break end
+    total = total + #piece
+  end
+  local body = string.format("len=%d declared=%d first=%s", total, applet.length, first:gsub("\n", ""))
+  applet:add_header("content-length", #body)
+  applet:start_response()
+  applet:send(body)
+end)
+"#;
+    let config = format!(
+        "global\n  lua-load svc.lua\n  nbthread 1\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend a\n  bind 127.0.0.1:{port}\n  http-request use-service lua.chunks\n\
+         frontend b\n  bind 127.0.0.1:{}\n  http-request use-service lua.upload\n",
+        port + 1
+    );
+    // The second port might be taken; pick both freshly if so.
+    let _ = std::net::TcpListener::bind(("127.0.0.1", port + 1)).expect("port+1 free");
+    let _p = Proxy::start(
+        "proxy_chunked",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port, port + 1],
+    );
+
+    let r = http_get(port, "/");
+    assert_eq!(r.status, 201);
+    assert!(
+        r.chunked,
+        "no content-length set: the response must be chunked: {:?}",
+        r.headers
+    );
+    assert_eq!(r.text(), "part1;part2;part3;part4;part5;");
+
+    let mut body = b"first line\n".to_vec();
+    body.extend(std::iter::repeat_n(b'x', 300_000));
+    let mut c = HttpReader::connect(port + 1);
+    c.send(
+        format!(
+            "POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.send(&body);
+    let r = c.read_response(false).expect("upload response");
+    assert_eq!(
+        r.text(),
+        format!(
+            "len={} declared={} first=first line",
+            body.len(),
+            body.len()
+        )
+    );
+
+    // A chunked request body is streamed the same way.
+    let mut c = HttpReader::connect(port + 1);
+    c.send(b"POST /up HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n6\r\nab\ncde\r\n3\r\nfgh\r\n0\r\n\r\n");
+    let r = c.read_response(false).expect("chunked upload response");
+    assert_eq!(r.text(), "len=9 declared=0 first=ab");
+}
+
+#[test]
+fn oversized_and_malformed_requests_get_431_and_400() {
+    let port = free_port();
+    let config = cfg(
+        port,
+        "  nbthread 1\n  tune.bufsize 16384",
+        "  http-request use-service lua.hello",
+    );
+    let _p = Proxy::start(
+        "proxy_limits",
+        &[("svc.lua", SERVICES), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    let mut c = HttpReader::connect(port);
+    let big = "a".repeat(40_000);
+    c.send(format!("GET / HTTP/1.1\r\nhost: t\r\nx-big: {big}\r\n\r\n").as_bytes());
+    assert_eq!(c.read_response(false).expect("431").status, 431);
+
+    let mut c = HttpReader::connect(port);
+    c.send(b"GET / HTTP/1.1\r\nbad header line\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("400").status, 400);
+
+    // Pipelined good requests before a malformed one are all answered.
+    let mut c = HttpReader::connect(port);
+    c.send(b"GET /a HTTP/1.1\r\nhost: t\r\n\r\nGET /b HTTP/1.1\r\nhost: t\r\n\r\nGARBAGE\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("a").text(), "hello /a ");
+    assert_eq!(c.read_response(false).expect("b").text(), "hello /b ");
+    assert_eq!(c.read_response(false).expect("400").status, 400);
+
+    // Still serving.
+    assert_eq!(http_get(port, "/ok").status, 200);
+}
+
+#[test]
+fn spinning_service_is_cut_while_others_are_served() {
+    let port = free_port();
+    let lua = format!(
+        "{SERVICES}\ncore.register_service('spin', 'http', function(applet) while true do end end)\n"
+    );
+    let config = format!(
+        "global\n  lua-load svc.lua\n  nbthread 1\n  tune.lua.service-timeout 1500\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend spin\n  bind 127.0.0.1:{port}\n  http-request use-service lua.spin\n\
+         frontend hello\n  bind 127.0.0.1:{}\n  http-request use-service lua.hello\n",
+        port + 1
+    );
+    let p = Proxy::start(
+        "proxy_spin",
+        &[("svc.lua", &lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port, port + 1],
+    );
+    let spinner = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = http_get(port, "/");
+        (r.status, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // The same (single) worker keeps answering while the spinner runs.
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let t = Instant::now();
+        let r = http_get(port + 1, &format!("/during{i}"));
+        worst = worst.max(t.elapsed());
+        assert_eq!(r.status, 200);
+    }
+    let (status, took) = spinner.join().expect("spinner thread");
+    assert_eq!(status, 500, "a service past its budget gets 500");
+    assert!(
+        took >= Duration::from_millis(1400),
+        "cut too early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(8), "not cut: {took:?}");
+    // Generous bound: the point is that the worker was not stalled for the
+    // whole spin; the real latency figure belongs to the benchmark.
+    assert!(
+        worst < Duration::from_millis(1000),
+        "a request waited {worst:?} behind the spinner"
+    );
+    let log = p.wait_log("execution timeout", 5);
+    assert!(
+        log.contains("Lua applet http 'spin': execution timeout"),
+        "{log}"
+    );
+}
+
+#[test]
+fn memory_cap_fails_only_the_offending_request() {
+    let port = free_port();
+    let lua = format!(
+        "{SERVICES}\ncore.register_service('bomb', 'http', function(applet)\n  local t = {{}}\n  for i = 1, 1e9 do t[i] = string.rep('x', 1000) .. i end\nend)\n"
+    );
+    let config = format!(
+        "global\n  lua-load svc.lua\n  nbthread 1\n  tune.lua.maxmem 64\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend bomb\n  bind 127.0.0.1:{port}\n  http-request use-service lua.bomb\n\
+         frontend hello\n  bind 127.0.0.1:{}\n  http-request use-service lua.hello\n",
+        port + 1
+    );
+    let p = Proxy::start(
+        "proxy_maxmem",
+        &[("svc.lua", &lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port, port + 1],
+    );
+    let r = http_get(port, "/");
+    assert_eq!(r.status, 500);
+    let log = p.wait_log("not enough memory", 5);
+    assert!(
+        log.contains("Lua applet http 'bomb': not enough memory"),
+        "{log}"
+    );
+    // The process goes on, and the memory came back.
+    for _ in 0..3 {
+        assert_eq!(http_get(port + 1, "/after").text(), "hello /after ");
+    }
+    assert_eq!(
+        http_get(port, "/").status,
+        500,
+        "the cap applies again to the next bomb"
+    );
+}
+
+#[test]
+fn runtime_error_gives_500_and_a_log_line_then_serving_continues() {
+    let port = free_port();
+    let lua = "core.register_service('oops', 'http', function(applet)\n  if applet.path == '/ok' then\n    applet:send('fine')\n    return\n  end\n  local x = nil\n  return x.field\nend)\n";
+    let config = cfg(port, "  nbthread 1", "  http-request use-service lua.oops");
+    let p = Proxy::start(
+        "proxy_error",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    assert_eq!(http_get(port, "/bad").status, 500);
+    let log = p.wait_log("attempt to index", 5);
+    assert!(
+        log.contains("Lua applet http 'oops': svc.lua:7: attempt to index a nil value"),
+        "{log}"
+    );
+    let ok = http_get(port, "/ok");
+    assert_eq!((ok.status, ok.text()), (200, "fine".to_string()));
+}
+
+#[test]
+fn coroutine_generators_work_under_tiny_forced_yield() {
+    let port = free_port();
+    let lua = r#"
+core.register_service("gen", "http", function(applet)
+  local function range(n)
+    return coroutine.wrap(function() for i = 1, n do coroutine.yield(i) end end)
+  end
+  local sum = 0
+  for i in range(2000) do sum = sum + i end
+  local co = coroutine.create(function(a) local b = coroutine.yield(a * 2) return a + b end)
+  local _, first = coroutine.resume(co, 5)
+  local _, second = coroutine.resume(co, 7)
+  local body = sum .. " " .. first .. " " .. second
+  applet:add_header("content-length", #body)
+  applet:send(body)
+end)
+"#;
+    let config = cfg(
+        port,
+        "  nbthread 1\n  tune.lua.forced-yield 10",
+        "  http-request use-service lua.gen",
+    );
+    let _p = Proxy::start(
+        "proxy_gen",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    for _ in 0..3 {
+        assert_eq!(http_get(port, "/").text(), "2001000 10 12");
+    }
+}
+
+const COUNTER: &str = r#"
+counter = 0
+core.register_service("count", "http", function(applet)
+  counter = counter + 1
+  local body = core.thread .. " " .. counter
+  applet:add_header("content-length", #body)
+  applet:send(body)
+end)
+"#;
+
+fn thread_counts(port: u16, n: usize) -> Vec<(u32, u32)> {
+    // Hold many connections open at once so that both workers accept some.
+    let conns: Vec<_> = (0..n).map(|_| HttpReader::connect(port)).collect();
+    let mut out = Vec::new();
+    for mut c in conns {
+        c.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+        let r = c.read_response(false).expect("response");
+        let t = r.text();
+        let mut it = t.split(' ').map(|x| x.parse::<u32>().expect("number"));
+        out.push((it.next().unwrap_or(99), it.next().unwrap_or(0)));
+    }
+    out
+}
+
+#[test]
+fn shared_state_sees_one_global_across_workers() {
+    let port = free_port();
+    let config = format!(
+        "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.count\n"
+    );
+    let _p = Proxy::start(
+        "proxy_shared",
+        &[("svc.lua", COUNTER), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    let results = thread_counts(port, 40);
+    // One state: core.thread is 0 and the counter takes every value once.
+    assert!(results.iter().all(|(t, _)| *t == 0), "{results:?}");
+    let mut counts: Vec<u32> = results.iter().map(|(_, c)| *c).collect();
+    counts.sort();
+    assert_eq!(counts, (1..=40).collect::<Vec<_>>());
+}
+
+#[test]
+fn per_thread_states_do_not_share_globals() {
+    let port = free_port();
+    let config = format!(
+        "global\n  lua-load-per-thread svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.count\n"
+    );
+    let _p = Proxy::start(
+        "proxy_per_thread",
+        &[("svc.lua", COUNTER), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    let mut all = Vec::new();
+    for _ in 0..5 {
+        all.extend(thread_counts(port, 40));
+        if all.iter().any(|(t, _)| *t == 1) && all.iter().any(|(t, _)| *t == 2) {
+            break;
+        }
+    }
+    let threads: std::collections::BTreeSet<u32> = all.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        threads,
+        [1, 2].into_iter().collect(),
+        "both workers served: {all:?}"
+    );
+    // Each state counts only its own requests: the counters of each thread
+    // are exactly 1..=k for its k requests.
+    for t in [1, 2] {
+        let mut mine: Vec<u32> = all
+            .iter()
+            .filter(|(x, _)| *x == t)
+            .map(|(_, c)| *c)
+            .collect();
+        mine.sort();
+        assert_eq!(
+            mine,
+            (1..=mine.len() as u32).collect::<Vec<_>>(),
+            "thread {t}"
+        );
+    }
+}
+
+#[test]
+fn tcp_echo_service() {
+    let port = free_port();
+    let lua = r#"
+core.register_service("echo", "tcp", function(applet)
+  applet:send("welcome\n")
+  while true do
+    local line = applet:getline()
+    if line == "" then break end
+    applet:send("echo: " .. line)
+  end
+end)
+"#;
+    let config = format!(
+        "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode tcp\n  timeout client 10s\n\
+         listen echo\n  bind 127.0.0.1:{port}\n  tcp-request content use-service lua.echo\n"
+    );
+    let _p = Proxy::start(
+        "proxy_tcp",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(b"one\ntwo\n").expect("write");
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        assert_eq!(out, "welcome\necho: one\necho: two\n");
+    }
+}
+
+#[test]
+fn core_api_from_a_service() {
+    let port = free_port();
+    let lua = r#"
+local loaded_arg = ...
+core.register_init(function() init_ran = true end)
+core.register_service("api", "http", function(applet)
+  local out = {}
+  local function add(k, v) out[#out + 1] = k .. "=" .. tostring(v) end
+  add("arg", loaded_arg)
+  add("init", init_ran)
+  add("thread", core.thread)
+  local t = core.tokenize("a,b,,c", ",", true)
+  add("tokens", #t .. ":" .. table.concat(t, "|"))
+  add("match", core.match_addr(core.parse_addr("10.0.0.0/8"), core.parse_addr("10.1.2.3")))
+  add("nomatch", core.match_addr(core.parse_addr("10.0.0.0/8"), core.parse_addr("11.1.2.3")))
+  add("badaddr", core.parse_addr("x.y"))
+  add("date", core.http_date("Sun, 06 Nov 1994 08:49:37 GMT"))
+  add("imf_wrong", core.imf_date("Sunday, 06-Nov-94 08:49:37 GMT"))
+  add("asctime", core.asctime_date("Sun Nov  6 08:49:37 1994"))
+  local now = core.now()
+  add("now", now.sec > 1700000000 and now.usec >= 0)
+  local info = core.get_info()
+  add("info", info.Name .. "/" .. info.Nbthread .. "/" .. tostring(info.CumConns >= 1))
+  local ok, err = pcall(core.register_service, "late", "http", function() end)
+  add("late", err)
+  local b = core.concat()
+  b:add("x") b:add("y")
+  add("concat", b:dump())
+  core.msleep(10)
+  core.yield()
+  add("act", act.DENY .. act.DONE)
+  add("levels", core.alert .. core.debug)
+  applet:set_var("txn.v", 42)
+  add("var", applet:get_var("txn.v"))
+  applet:set_priv({n = 5})
+  add("priv", applet:get_priv().n)
+  add("tostring", tostring(applet):match("^AppletHTTP") ~= nil)
+  add("hdr", applet.headers["x-multi"][0] .. "," .. applet.headers["x-multi"][1])
+  local body = table.concat(out, "\n")
+  applet:add_header("content-length", #body)
+  applet:send(body)
+  core.done()
+  error("not reached")
+end)
+"#;
+    let config = format!(
+        "global\n  lua-load svc.lua argument-one\n  nbthread 1\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.api\n"
+    );
+    let p = Proxy::start(
+        "proxy_core_api",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    let mut c = HttpReader::connect(port);
+    c.send(b"GET / HTTP/1.1\r\nhost: t\r\nx-multi: one\r\nx-multi: two\r\n\r\n");
+    let r = c.read_response(false).expect("response");
+    let text = r.text();
+    let expect = [
+        "arg=argument-one",
+        "init=true",
+        "thread=0",
+        "tokens=3:a|b|c",
+        "match=true",
+        "nomatch=false",
+        "badaddr=nil",
+        "date=784111777",
+        "imf_wrong=nil",
+        "asctime=784111777",
+        "now=true",
+        "info=luahost/1/true",
+        "late=register_service: not available outside of body context",
+        "concat=xy",
+        "act=54",
+        "levels=17",
+        "var=42",
+        "priv=5",
+        "tostring=true",
+        "hdr=one,two",
+    ];
+    for e in expect {
+        assert!(
+            text.lines()
+                .any(|l| l.ends_with(e) && l.starts_with(e.split('=').next().unwrap_or(""))),
+            "missing {e} in:\n{text}"
+        );
+    }
+    assert!(!p.log().contains("not reached"), "{}", p.log());
+}
+
+#[test]
+fn blocking_calls_warn_once_per_site_or_are_denied() {
+    let lua = r#"
+io.write("") -- in the body: allowed silently
+core.register_service("blocky", "http", function(applet)
+  for i = 1, 3 do os.tmpname() end
+  local ok, err = pcall(os.remove, "/nonexistent-luahost-file")
+  local body = tostring(ok) .. " " .. tostring(err)
+  applet:add_header("content-length", #body)
+  applet:send(body)
+end)
+"#;
+    for (mode, expect_denied) in [("warn", false), ("deny", true)] {
+        let port = free_port();
+        let config = cfg(
+            port,
+            &format!("  nbthread 1\n  tune.lua.blocking-calls {mode}"),
+            "  http-request use-service lua.blocky",
+        );
+        let p = Proxy::start(
+            &format!("proxy_blocking_{mode}"),
+            &[("svc.lua", lua), ("p.cfg", &config)],
+            "p.cfg",
+            &[],
+            &[port],
+        );
+        let r = http_get(port, "/");
+        let r2 = http_get(port, "/");
+        if expect_denied {
+            assert_eq!(r.status, 500, "os.tmpname is refused, failing the service");
+            let log = p.wait_log("refused", 5);
+            assert!(
+                log.contains("blocking call to 'os.tmpname' refused"),
+                "{log}"
+            );
+        } else {
+            assert_eq!(r.status, 200);
+            assert_eq!(r2.status, 200);
+            let log = p.wait_log("os.remove", 5);
+            assert_eq!(
+                log.matches("blocking call to 'os.tmpname' at svc.lua:4")
+                    .count(),
+                1,
+                "once per site: {log}"
+            );
+            assert!(log.contains("blocking call to 'os.remove'"), "{log}");
+            assert!(!log.contains("io.write"), "the body may block: {log}");
+        }
+    }
+}
+
+#[test]
+fn config_errors_name_file_and_line_and_exit_1() {
+    let dir = luahost_suite::scratch_dir("proxy_config_errors");
+    std::fs::write(
+        dir.join("bad.cfg"),
+        "global\n  nbthread two\ndefaults\n  mode http\nfrontend fe\n  bind 127.0.0.1:1\n  frobnicate on\n  http-request use-service lua.nothere\n",
+    )
+    .expect("write");
+    let mut cmd = Command::new(artifacts().luahost());
+    cmd.args(["-c", "-f", "bad.cfg"]).current_dir(&dir);
+    let out = run_with_timeout(&mut cmd, 30);
+    assert_eq!(out.status, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("[ALERT] parsing [bad.cfg:2]"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("[ALERT] parsing [bad.cfg:7]"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("frobnicate"), "{}", out.stderr);
+
+    // A Lua file that fails to load stops start-up with Lua's message.
+    std::fs::write(
+        dir.join("broken.lua"),
+        "local x = 1\nerror('body failed here')\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("lua.cfg"),
+        "global\n  lua-load broken.lua\ndefaults\n  mode http\nfrontend fe\n  bind 127.0.0.1:1\n",
+    )
+    .expect("write");
+    let mut cmd = Command::new(artifacts().luahost());
+    cmd.args(["-c", "-f", "lua.cfg"]).current_dir(&dir);
+    let out = run_with_timeout(&mut cmd, 30);
+    assert_eq!(out.status, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("broken.lua:2: body failed here"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("lua.cfg:2"), "{}", out.stderr);
+
+    // An unknown service is caught by -c too; a good config passes -c.
+    std::fs::write(dir.join("svc.lua"), SERVICES).expect("write");
+    std::fs::write(
+        dir.join("svc.cfg"),
+        "global\n  lua-load svc.lua\ndefaults\n  mode http\nfrontend fe\n  bind 127.0.0.1:1\n  http-request use-service lua.nothere\n",
+    )
+    .expect("write");
+    let mut cmd = Command::new(artifacts().luahost());
+    cmd.args(["-c", "-f", "svc.cfg"]).current_dir(&dir);
+    let out = run_with_timeout(&mut cmd, 30);
+    assert_eq!(out.status, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("[ALERT] parsing [svc.cfg:7]") && out.stderr.contains("lua.nothere"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(
+        dir.join("good.cfg"),
+        "global\n  lua-load svc.lua\ndefaults\n  mode http\nfrontend fe\n  bind 127.0.0.1:1\n  http-request use-service lua.hello\n",
+    )
+    .expect("write");
+    let mut cmd = Command::new(artifacts().luahost());
+    cmd.args(["-c", "-f", "good.cfg"]).current_dir(&dir);
+    let out = run_with_timeout(&mut cmd, 30);
+    assert_eq!(out.status, Some(0), "{out:?}");
+}
+
+#[test]
+fn sigterm_finishes_requests_in_flight_and_sigusr1_stops_accepting() {
+    let port = free_port();
+    let lua = format!("{SERVICES}\ncore.register_service('slow', 'http', function(applet)\n  core.msleep(700)\n  applet:add_header('content-length', 4)\n  applet:send('done')\nend)\n");
+    let config = cfg(port, "  nbthread 1", "  http-request use-service lua.slow");
+    let mut p = Proxy::start(
+        "proxy_sigterm",
+        &[("svc.lua", &lua), ("p.cfg", &config)],
+        "p.cfg",
+        &["-p", "pid"],
+        &[port],
+    );
+    let pidfile = p.dir.join("pid");
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap_or_default().trim(),
+        p.pid().to_string()
+    );
+    let inflight = std::thread::spawn(move || http_get(port, "/"));
+    std::thread::sleep(Duration::from_millis(200));
+    p.signal("TERM");
+    let r = inflight.join().expect("client thread");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "done".to_string()),
+        "the request in flight completes"
+    );
+    assert_eq!(p.wait_exit(10), Some(0));
+    assert!(!pidfile.exists(), "pid file removed at exit");
+
+    // Soft stop: the listener closes, the request in flight finishes, the
+    // process exits once idle.
+    let port = free_port();
+    let config = cfg(port, "  nbthread 1", "  http-request use-service lua.slow");
+    let mut p = Proxy::start(
+        "proxy_sigusr1",
+        &[("svc.lua", &lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    let inflight = std::thread::spawn(move || http_get(port, "/"));
+    std::thread::sleep(Duration::from_millis(200));
+    p.signal("USR1");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no longer accepting"
+    );
+    let r = inflight.join().expect("client thread");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "done".to_string()),
+        "the request in flight completes"
+    );
+    assert_eq!(p.wait_exit(10), Some(0));
+}

@@ -1,1 +1,216 @@
-fn main() {}
+//! HTTP benchmark: the same Lua HTTP service served by luahost and, where
+//! installed, by HAProxy (Debian's `haproxy`), measured with wrk in one run.
+//!
+//!     cargo bench --bench http
+//!
+//! Each server runs with `nbthread 1` pinned to CPU 0 while wrk runs pinned to
+//! CPU 1 (`taskset`), then with `nbthread 2` unpinned. Several runs per cell;
+//! the table shows the median requests/s (min-max) and the p50/p99 latency of
+//! the median run. Environment: BENCH_SECS (default 5), BENCH_RUNS (3),
+//! BENCH_CONNS (50).
+
+use luahost_suite::{artifacts, find_on_path, free_port, scratch_dir};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SERVICE: &str = r#"
+core.register_service("hello", "http", function(applet)
+  local body = "hello " .. (applet.path or "")
+  applet:set_status(200)
+  applet:add_header("content-length", string.len(body))
+  applet:add_header("content-type", "text/plain")
+  applet:start_response()
+  applet:send(body)
+end)
+"#;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn config(port: u16, nbthread: usize) -> String {
+    format!(
+        "global\n  lua-load hello.lua\n  nbthread {nbthread}\ndefaults\n  mode http\n  timeout client 5s\n  \
+         timeout server 5s\n  timeout connect 1s\nfrontend f\n  bind 127.0.0.1:{port}\n  \
+         http-request use-service lua.hello\n"
+    )
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(program: &str, dir: &std::path::Path, port: u16, pin: Option<&str>) -> Server {
+    let mut cmd = match pin {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpu, program]);
+            c
+        }
+        None => Command::new(program),
+    };
+    let child = cmd
+        .args(["-f", "bench.cfg"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{program} did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server { child }
+}
+
+/// One wrk run: (requests/s, p50 ms, p99 ms).
+fn wrk(port: u16, secs: u64, conns: u64) -> (f64, f64, f64) {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{conns}"))
+        .arg(format!("-d{secs}s"))
+        .arg("--latency")
+        .arg(format!("http://127.0.0.1:{port}/abc"))
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rps = 0.0;
+    let (mut p50, mut p99) = (f64::NAN, f64::NAN);
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("Requests/sec:"), Some(v)) => rps = v.parse().unwrap_or(0.0),
+            (Some("50%"), Some(v)) => p50 = ms(v),
+            (Some("99%"), Some(v)) => p99 = ms(v),
+            _ => {}
+        }
+    }
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        eprintln!("  note: wrk reported errors:\n{text}");
+    }
+    (rps, p50, p99)
+}
+
+/// "1.23ms" / "850.00us" / "1.01s" -> milliseconds.
+fn ms(v: &str) -> f64 {
+    let (num, factor) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, 1.0)
+    };
+    num.parse::<f64>().map_or(f64::NAN, |x| x * factor)
+}
+
+struct Cell {
+    median: (f64, f64, f64),
+    min: f64,
+    max: f64,
+}
+
+fn measure(program: &str, nbthread: usize, secs: u64, runs: u64, conns: u64) -> Cell {
+    let dir = scratch_dir(&format!(
+        "bench_http_{}_{}",
+        program.replace('/', "_"),
+        nbthread
+    ));
+    std::fs::write(dir.join("hello.lua"), SERVICE).expect("write lua");
+    let port = free_port();
+    std::fs::write(dir.join("bench.cfg"), config(port, nbthread)).expect("write cfg");
+    let pin = (nbthread == 1).then_some("0");
+    let _server = start(program, &dir, port, pin);
+    eprintln!("  warm-up");
+    let _ = wrk(port, 1, conns);
+    let mut results = Vec::new();
+    for i in 0..runs {
+        let r = wrk(port, secs, conns);
+        eprintln!(
+            "  run {}/{runs}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+            i + 1,
+            r.0,
+            r.1,
+            r.2
+        );
+        results.push(r);
+    }
+    results.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Cell {
+        median: results[results.len() / 2],
+        min: results.first().map_or(0.0, |r| r.0),
+        max: results.last().map_or(0.0, |r| r.0),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing to parse.
+    let secs = env_num("BENCH_SECS", 5);
+    let runs = env_num("BENCH_RUNS", 3).max(1);
+    let conns = env_num("BENCH_CONNS", 50);
+    if find_on_path("wrk").is_none() || find_on_path("taskset").is_none() {
+        eprintln!("this benchmark needs wrk and taskset (apt-get install wrk util-linux)");
+        std::process::exit(1);
+    }
+    eprintln!("building luahost (release)...");
+    let luahost = artifacts().luahost().to_string_lossy().into_owned();
+    let haproxy = find_on_path("haproxy").map(|p| p.to_string_lossy().into_owned());
+    let haproxy_version = haproxy.as_ref().and_then(|h| {
+        let out = Command::new(h).arg("-v").output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .map(str::to_string)
+    });
+    let mut rows = Vec::new();
+    for nbthread in [1usize, 2] {
+        eprintln!("luahost, nbthread {nbthread}:");
+        let ours = measure(&luahost, nbthread, secs, runs, conns);
+        let theirs = haproxy.as_ref().map(|h| {
+            eprintln!("haproxy, nbthread {nbthread}:");
+            measure(h, nbthread, secs, runs, conns)
+        });
+        rows.push((nbthread, ours, theirs));
+    }
+
+    println!();
+    println!("Lua HTTP service (AppletHTTP, 'hello <path>'), wrk -t1 -c{conns} -d{secs}s pinned to CPU 1, median of {runs} runs");
+    match &haproxy_version {
+        Some(v) => println!("peer: {v}"),
+        None => println!("peer: haproxy is not installed; luahost measured alone"),
+    }
+    println!();
+    println!("| nbthread | server | req/s (median) | min-max | p50 ms | p99 ms | luahost/haproxy req/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for (nb, ours, theirs) in &rows {
+        let ratio = theirs.as_ref().map_or("-".to_string(), |t| {
+            format!("{:.2}x", ours.median.0 / t.median.0)
+        });
+        println!(
+            "| {nb} | luahost | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {ratio} |",
+            ours.median.0, ours.min, ours.max, ours.median.1, ours.median.2
+        );
+        if let Some(t) = theirs {
+            println!(
+                "| {nb} | haproxy | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | |",
+                t.median.0, t.min, t.max, t.median.1, t.median.2
+            );
+        }
+    }
+}

@@ -47,3 +47,11 @@ core.register_task(function()
     core.sleep(5)
   end
 end)
+
+-- Once the configuration is loaded, say what to try.
+core.register_init(function()
+  core.Info("quickstart ready; try:")
+  core.Info("  curl http://127.0.0.1:8080/hello")
+  core.Info("  curl http://127.0.0.1:8082/report?n=5")
+  core.Info("  printf 'hi\\n' | nc -q1 127.0.0.1 8081")
+end)

@@ -40,7 +40,8 @@
 //! Bodies still get `&Lua` and all of mlua's conversions.
 //!
 //! Limits: bodies cannot yield (use mlua's async functions directly for
-//! that); a call costs one extra C call over a plain mlua function.
+//! that); a call costs a few times a typed mlua function (the trampoline,
+//! a generic argument list): see docs/modules.md for measurements.
 //!
 //! A module crate is a `cdylib` depending on `mlua` (features `lua54`,
 //! `module`) and this crate, and never on a crate that links Lua: the `.so`

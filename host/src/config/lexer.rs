@@ -186,6 +186,8 @@ fn scan(line: &[u8], env: &dyn Env, info: &LineInfo<'_>, b: &mut Builder) -> Res
                 squote = false;
             } else if c == b'\r' {
                 break;
+            } else if c == 0 {
+                return Err("the line contains a NUL character".to_string());
             } else {
                 b.push(c);
             }
@@ -562,6 +564,7 @@ pub(crate) mod tests {
             .contains("UTF-8"));
         assert!(split_with(br"\xff", &env()).unwrap_err().contains("UTF-8"));
         assert!(split_with(b"a\0b", &env()).unwrap_err().contains("NUL"));
+        assert!(split_with(b"'a\0b'", &env()).unwrap_err().contains("NUL"));
     }
 
     #[test]

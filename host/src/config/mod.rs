@@ -776,8 +776,9 @@ pub enum Balance {
 /// The `option` flags luahost knows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyOptions {
-    /// `option forwardfor`.
-    pub forwardfor: Option<ForwardFor>,
+    /// `option forwardfor` (boxed: rare, and it would otherwise make every
+    /// proxy 48 bytes larger).
+    pub forwardfor: Option<Box<ForwardFor>>,
     /// `option http-keep-alive` (cleared by `option httpclose`).
     pub http_keep_alive: bool,
     /// `option httpclose` (cleared by `option http-keep-alive`).

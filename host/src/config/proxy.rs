@@ -582,7 +582,7 @@ fn option(p: &mut Proxy, sect: SectionKind, words: &[&str], enable: bool) -> Res
     check_section(&what, mask, sect)?;
     let o = &mut p.options;
     if name == "forwardfor" && enable {
-        o.forwardfor = Some(forwardfor(&words[1..])?);
+        o.forwardfor = Some(Box::new(forwardfor(&words[1..])?));
         return Ok(());
     }
     if let Some(extra) = words.get(1) {

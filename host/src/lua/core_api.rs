@@ -107,9 +107,11 @@ fn install_registration(lua: &Lua, core: &Table, info: &Rc<StateInfo>) -> mlua::
             let mode = match mode.as_str() {
                 "http" => ServiceMode::Http,
                 "tcp" => ServiceMode::Tcp,
-                other => return Err(mlua::Error::runtime(format!(
+                other => {
+                    return Err(mlua::Error::runtime(format!(
                     "Lua service environment '{other}' is unknown. 'tcp' and 'http' are expected."
-                ))),
+                )))
+                }
             };
             i.regs
                 .borrow_mut()

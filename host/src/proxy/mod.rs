@@ -61,6 +61,9 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    for w in &cfg.warnings {
+        eprintln!("{w}");
+    }
     let mut plan = match plan::build(&cfg) {
         Ok(p) => p,
         Err(errors) => {

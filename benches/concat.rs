@@ -11,7 +11,7 @@
 //! the strings built. Then it sweeps the number of pieces per string and
 //! draws docs/concat-sweep.svg.
 //!
-//! Options (after `--`): `--runs N` (default 9), `--sweep-runs N` (default
+//! Options (after `--`): `--runs N` (default 11), `--sweep-runs N` (default
 //! 3), `--no-sweep`, `--svg PATH` (default docs/concat-sweep.svg), `--quick`
 //! (3 runs, a short sweep, no SVG: a smoke test).
 
@@ -254,7 +254,7 @@ struct Options {
 
 fn options() -> Options {
     let mut o = Options {
-        runs: 9,
+        runs: 11,
         sweep_runs: 3,
         sweep: true,
         quick: false,
@@ -301,7 +301,8 @@ fn first_line(cmd: &mut Command) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
-fn machine(env: &Env) -> Vec<String> {
+/// "AMD EPYC, 2 CPUs": the CPU model from /proc/cpuinfo and the CPU count.
+fn cpu_summary() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -309,6 +310,29 @@ fn machine(env: &Env) -> Vec<String> {
         .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} CPUs")
+}
+
+/// "stock lua5.4 (Lua 5.4.4)" or "luahost 0.1.0 (Lua 5.4.9)".
+fn version_of(env: &Env, interp: Interp) -> String {
+    match interp {
+        Interp::Lua54 => {
+            let v = env
+                .lua54
+                .as_ref()
+                .and_then(|p| first_line(Command::new(p).arg("-v")))
+                .unwrap_or_default();
+            let v: Vec<&str> = v.split_whitespace().take(2).collect();
+            format!("stock lua5.4 ({})", v.join(" "))
+        }
+        Interp::Luahost => {
+            first_line(Command::new(&env.luahost).arg("--version")).unwrap_or_default()
+        }
+        Interp::Haproxy => "haproxy".into(),
+    }
+}
+
+fn machine(env: &Env) -> Vec<String> {
     let os = std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|s| {
@@ -319,10 +343,7 @@ fn machine(env: &Env) -> Vec<String> {
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut lines = vec![
-        format!(
-            "machine: {cpu}, {cores} CPUs, {os}, Linux {}",
-            kernel.trim()
-        ),
+        format!("machine: {}, {os}, Linux {}", cpu_summary(), kernel.trim()),
         format!(
             "lua5.4:  {}",
             env.lua54
@@ -551,7 +572,13 @@ fn main() {
         let (points, text, series) = sweep(&env, sweep_interp, &opts);
         report.push_str(&text);
         if let Some(svg_path) = &opts.svg {
-            let svg = svg_chart(&points, &series, sweep_interp, &machine[0]);
+            let subtitle = format!(
+                "{}, {}; median of {} run(s) per point",
+                version_of(&env, sweep_interp),
+                cpu_summary(),
+                opts.sweep_runs
+            );
+            let svg = svg_chart(&points, &series, &subtitle);
             std::fs::write(svg_path, svg).expect("write the SVG");
             writeln!(report, "\nchart: {}", svg_path.display()).unwrap();
         }
@@ -647,21 +674,22 @@ fn sweep(env: &Env, interp: Interp, opts: &Options) -> (Vec<usize>, String, Seri
     (points, text, series)
 }
 
-/// A log-log line chart of the sweep, as a standalone SVG document.
-fn svg_chart(points: &[usize], series: &Series, interp: Interp, machine: &str) -> String {
-    let (w, h) = (760.0, 480.0);
-    let (left, right, top, bottom) = (80.0, 170.0, 56.0, 56.0);
+/// A log-log line chart of the sweep, as a standalone SVG document. Dashed
+/// guides of slope 1 and 2 (time proportional to n and to n²) pass through
+/// the last point of the first builder and of `..`.
+fn svg_chart(points: &[usize], series: &Series, subtitle: &str) -> String {
+    let (w, h) = (760.0, 500.0);
+    let (left, right, top, bottom) = (84.0, 190.0, 76.0, 56.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let xs: Vec<f64> = points.iter().map(|&p| p as f64).collect();
     let all: Vec<f64> = series.iter().flat_map(|(_, v)| v.iter().copied()).collect();
-    let decade = |v: f64, up: bool| {
-        let l = v.log10();
-        10f64.powf(if up { l.ceil() } else { l.floor() })
-    };
-    let (x0, x1) = (decade(xs[0], false), decade(xs[xs.len() - 1], true));
+    // x: the points with a margin; y: whole decades around the data.
+    let (x0, x1) = (xs[0] / 1.25, xs[xs.len() - 1] * 1.25);
+    let ymin = all.iter().copied().fold(f64::INFINITY, f64::min);
+    let ymax = all.iter().copied().fold(0.0, f64::max);
     let (y0, y1) = (
-        decade(all.iter().copied().fold(f64::INFINITY, f64::min), false),
-        decade(all.iter().copied().fold(0.0, f64::max), true),
+        10f64.powf(ymin.log10().floor()),
+        10f64.powf(ymax.log10().ceil()),
     );
     let px = |x: f64| left + (x.log10() - x0.log10()) / (x1.log10() - x0.log10()) * pw;
     let py = |y: f64| top + ph - (y.log10() - y0.log10()) / (y1.log10() - y0.log10()) * ph;
@@ -674,73 +702,106 @@ fn svg_chart(points: &[usize], series: &Series, interp: Interp, machine: &str) -
     writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#).unwrap();
     writeln!(
         s,
-        r#"<text x="{left}" y="22" font-size="15" font-weight="bold">Building one string from n pieces of 10 bytes ({})</text>"#,
-        interp.label()
+        r#"<clipPath id="plot"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>"#
     )
     .unwrap();
     writeln!(
         s,
-        r##"<text x="{left}" y="40" fill="#555">{} — cargo bench --bench concat; log-log: slope 1 is linear, slope 2 quadratic</text>"##,
-        xml_escape(machine)
+        r#"<text x="{left}" y="24" font-size="15" font-weight="bold">Time to build one string from n pieces of 10 bytes</text>"#
+    )
+    .unwrap();
+    writeln!(
+        s,
+        r##"<text x="{left}" y="43" fill="#555">{}</text>"##,
+        xml_escape(subtitle)
+    )
+    .unwrap();
+    writeln!(
+        s,
+        r##"<text x="{left}" y="60" fill="#555">Log-log scales: a straight line of slope 1 is linear growth, slope 2 quadratic. cargo bench --bench concat</text>"##
     )
     .unwrap();
     // Grid and ticks: 1, 2, 5 per decade.
-    let mut d = x0;
-    while d <= x1 * 1.0001 {
-        for k in [1.0, 2.0, 5.0] {
-            let x = d * k;
-            if x > x1 * 1.0001 {
-                break;
+    let ticks = |lo: f64, hi: f64| -> Vec<(f64, bool)> {
+        let mut v = Vec::new();
+        let mut d = 10f64.powf(lo.log10().floor());
+        while d <= hi {
+            for k in [1.0, 2.0, 5.0] {
+                let t = d * k;
+                if t >= lo * 0.9999 && t <= hi * 1.0001 {
+                    v.push((t, k == 1.0));
+                }
             }
-            let major = k == 1.0;
+            d *= 10.0;
+        }
+        v
+    };
+    for (x, major) in ticks(x0, x1) {
+        writeln!(
+            s,
+            r#"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{1:.1}" stroke="{2}"/><text x="{0:.1}" y="{3:.1}" text-anchor="middle">{4}</text>"#,
+            px(x),
+            top + ph,
+            if major { "#ccc" } else { "#eee" },
+            top + ph + 18.0,
+            thousands(x)
+        )
+        .unwrap();
+    }
+    for (y, major) in ticks(y0, y1) {
+        writeln!(
+            s,
+            r#"<line x1="{left}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="{2}"/>"#,
+            py(y),
+            left + pw,
+            if major { "#ccc" } else { "#eee" }
+        )
+        .unwrap();
+        if major {
             writeln!(
                 s,
-                r##"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{1:.1}" stroke="{2}"/>"##,
-                px(x),
-                top + ph,
-                if major { "#ccc" } else { "#eee" }
-            )
-            .unwrap();
-            writeln!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                px(x),
-                top + ph + 18.0,
-                x as u64
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                left - 6.0,
+                py(y) + 4.0,
+                thousands(y)
             )
             .unwrap();
         }
-        d *= 10.0;
     }
-    let mut d = y0;
-    while d <= y1 * 1.0001 {
-        for k in [1.0, 2.0, 5.0] {
-            let y = d * k;
-            if y > y1 * 1.0001 {
-                break;
-            }
-            let major = k == 1.0;
-            writeln!(
-                s,
-                r##"<line x1="{left}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="{2}"/>"##,
-                py(y),
-                left + pw,
-                if major { "#ccc" } else { "#eee" }
-            )
-            .unwrap();
-            if major || k == 5.0 {
-                writeln!(
-                    s,
-                    r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-                    left - 6.0,
-                    py(y) + 4.0,
-                    trim_number(y)
-                )
-                .unwrap();
-            }
-        }
-        d *= 10.0;
+    // Guides through the last point of `..` (slope 2) and of the first
+    // builder series (slope 1).
+    let last = xs[xs.len() - 1];
+    let guide = |values: &[f64], slope: f64, s: &mut String| {
+        let yl = values[values.len() - 1];
+        let at = |x: f64| yl * (x / last).powf(slope);
+        writeln!(
+            s,
+            r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="5 4" clip-path="url(#plot)"/>"##,
+            px(x0),
+            py(at(x0)),
+            px(x1),
+            py(at(x1))
+        )
+        .unwrap();
+    };
+    if let Some((_, dotdot)) = series.iter().find(|(m, _)| *m == Method::DotDot) {
+        guide(dotdot, 2.0, &mut s);
     }
+    if let Some((_, builder)) = series.iter().find(|(m, _)| *m == Method::Concat) {
+        guide(builder, 1.0, &mut s);
+    }
+    let ly = top + 14.0 + series.len() as f64 * 20.0;
+    writeln!(
+        s,
+        r##"<line x1="{0:.1}" y1="{1:.1}" x2="{2:.1}" y2="{1:.1}" stroke="#999" stroke-dasharray="5 4"/><text x="{3:.1}" y="{4:.1}" fill="#555">∝ n and ∝ n² through</text><text x="{3:.1}" y="{5:.1}" fill="#555">the last points</text>"##,
+        left + pw + 12.0,
+        ly,
+        left + pw + 34.0,
+        left + pw + 40.0,
+        ly + 4.0,
+        ly + 19.0
+    )
+    .unwrap();
     writeln!(
         s,
         r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
@@ -755,7 +816,7 @@ fn svg_chart(points: &[usize], series: &Series, interp: Interp, machine: &str) -
     .unwrap();
     writeln!(
         s,
-        r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">time per string (µs)</text>"#,
+        r#"<text transform="translate(20 {:.1}) rotate(-90)" text-anchor="middle">time per string (µs)</text>"#,
         top + ph / 2.0
     )
     .unwrap();
@@ -782,7 +843,7 @@ fn svg_chart(points: &[usize], series: &Series, interp: Interp, machine: &str) -
             )
             .unwrap();
         }
-        let ly = top + 16.0 + i as f64 * 20.0;
+        let ly = top + 14.0 + i as f64 * 20.0;
         writeln!(
             s,
             r#"<line x1="{0:.1}" y1="{1:.1}" x2="{2:.1}" y2="{1:.1}" stroke="{color}" stroke-width="2"/><text x="{3:.1}" y="{4:.1}">{5}</text>"#,
@@ -791,12 +852,28 @@ fn svg_chart(points: &[usize], series: &Series, interp: Interp, machine: &str) -
             left + pw + 34.0,
             left + pw + 40.0,
             ly + 4.0,
-            xml_escape(method.short())
+            xml_escape(method.label())
         )
         .unwrap();
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// 20000 -> "20,000"; 0.5 -> "0.5".
+fn thousands(v: f64) -> String {
+    if v < 1.0 {
+        return trim_number(v);
+    }
+    let digits = (v.round() as u64).to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn trim_number(v: f64) -> String {

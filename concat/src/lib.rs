@@ -62,8 +62,6 @@
 
 mod chunks;
 
-pub use chunks::{FIRST_CHUNK, MAX_CHUNK};
-
 use chunks::{Allocator, Buf};
 use mlua::ffi::{
     luaL_argerror, luaL_checkstack, luaL_error, luaL_getmetafield, luaL_typename, lua_CFunction,
@@ -142,12 +140,14 @@ pub unsafe extern "C-unwind" fn new_builder(L: *mut lua_State) -> c_int {
         // O(1). Done later, it would walk every object created in between.
         lua_rawgeti(L, state, BUF_MT);
         lua_setmetatable(L, ud_idx);
-        lua_pushvalue(L, ud_idx);
-        lua_rawseti(L, obj, 0);
+        // `add` goes in first: the first key of an empty table sits in its
+        // main hash position, so `b:add` finds it without a collision chain.
         lua_pushvalue(L, ud_idx);
         lua_pushvalue(L, obj);
         lua_pushcclosure(L, add, 2);
         lua_setfield(L, obj, c"add".as_ptr());
+        lua_pushvalue(L, ud_idx);
+        lua_rawseti(L, obj, 0);
         for (slot, name) in [(DUMP, c"dump"), (LEN, c"len"), (RESET, c"reset")] {
             lua_rawgeti(L, state, slot);
             lua_setfield(L, obj, name.as_ptr());
@@ -267,7 +267,11 @@ unsafe fn add_general(L: *mut lua_State) -> c_int {
             // Checked before pushing anything, which would become index 1.
             return type_error(L, 1, c"Concat");
         }
-        lua_getmetatable(L, lua_upvalueindex(1));
+        // The buffer metatable, at top + 1 (nil if the debug library removed
+        // it: the stack layout stays the same, and no other builder matches).
+        if lua_getmetatable(L, lua_upvalueindex(1)) == 0 {
+            lua_pushnil(L);
+        }
         let mt = top + 1;
         let own = lua_touserdata(L, lua_upvalueindex(1)).cast::<Buf>();
         let (buf, ud) = if lua_topointer(L, 1) == (*own).owner {

@@ -1,6 +1,7 @@
 //! `luahost`: a Lua-scriptable proxy that runs HAProxy Lua scripts, a stock-lua
 //! compatible script runner, and a checker for native Lua modules.
 
+mod backend;
 #[allow(dead_code)]
 mod config;
 mod log;
@@ -8,7 +9,9 @@ mod lua;
 mod module_check;
 mod proxy;
 mod run_script;
+mod sample;
 mod stats;
+mod txn;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

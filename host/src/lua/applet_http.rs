@@ -11,7 +11,8 @@ use crate::lua::class::{native, Class};
 use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
 use crate::lua::state::HostState;
-use crate::lua::vars::{VarScopes, VarValue};
+use crate::lua::txn_access::TxnCell;
+use crate::lua::vars::VarValue;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -30,6 +31,8 @@ pub struct HttpAppletRequest {
     pub headers: Vec<(String, Bytes)>,
     pub content_length: Option<u64>,
     pub body: Option<Incoming>,
+    /// The transaction (for f/sf/c/sc and variables).
+    pub txn: Option<Box<crate::txn::Txn>>,
 }
 
 /// The response head an applet produces.
@@ -92,7 +95,8 @@ pub struct HttpApplet {
     body_tx: RefCell<Option<mpsc::Sender<BodyChunk>>>,
     reader: RefCell<Option<BodyReader>>,
     private: RefCell<Value>,
-    vars: VarScopes,
+    /// The transaction: variables and samples.
+    cell: Rc<TxnCell>,
 }
 
 /// Userdata wrapper: methods clone the Rc so no borrow is held across an await.
@@ -268,8 +272,8 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         lua.create_function(
             |_, (s, name, v, ifexist): (Value, String, Value, Option<bool>)| {
                 let a = this(&s, "set_var")?;
-                Ok(a.vars
-                    .set(&name, VarValue::from_lua(&v), ifexist.unwrap_or(false)))
+                let value = VarValue::from_lua(&v);
+                a.cell.with_mut(|t| t.vars.set(&name, value, ifexist.unwrap_or(false)))
             },
         )?,
     )?;
@@ -277,7 +281,8 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         "get_var",
         lua.create_function(|lua, (s, name): (Value, String)| {
             let a = this(&s, "get_var")?;
-            match a.vars.get(&name) {
+            let value = a.cell.with(|t| t.vars.get(&name))?;
+            match value {
                 Some(v) => v.into_lua(lua),
                 None => Ok(Value::Nil),
             }
@@ -286,7 +291,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     c.method(
         "unset_var",
         lua.create_function(|_, (s, name): (Value, String)| {
-            Ok(this(&s, "unset_var")?.vars.unset(&name))
+            this(&s, "unset_var")?.cell.with_mut(|t| t.vars.unset(&name))
         })?,
     )?;
     Ok(c)
@@ -295,11 +300,13 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
 /// Builds the Lua object for a request.
 fn instantiate(
     lua: &Lua,
-    class: &Class,
+    info: &crate::lua::state::StateInfo,
     req: &HttpAppletRequest,
     applet: Rc<HttpApplet>,
 ) -> mlua::Result<Table> {
-    let obj = class.instantiate(lua, Handle(applet))?;
+    let cell = applet.cell.clone();
+    let obj = info.classes.applet_http.instantiate(lua, Handle(applet))?;
+    crate::lua::fetches_class::attach(lua, info, &obj, &cell)?;
     obj.raw_set("method", req.method.as_str())?;
     obj.raw_set("path", req.path.as_str())?;
     obj.raw_set("qs", req.qs.as_str())?;
@@ -343,6 +350,10 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         return;
     };
     let mut req = req;
+    let Some(txn) = req.txn.take() else {
+        crate::log::alert(&format!("Lua applet http '{name}': internal error: no transaction."));
+        return;
+    };
     let applet = Rc::new(HttpApplet {
         status: Cell::new(200),
         reason: RefCell::new(None),
@@ -354,14 +365,9 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
             buf: BytesMut::new(),
         })),
         private: RefCell::new(Value::Nil),
-        vars: VarScopes::default(),
+        cell: TxnCell::owned(txn, false),
     });
-    let obj = match instantiate(
-        &state.lua,
-        &state.info.classes.applet_http,
-        &req,
-        applet.clone(),
-    ) {
+    let obj = match instantiate(&state.lua, &state.info, &req, applet.clone()) {
         Ok(o) => o,
         Err(e) => {
             crate::log::alert(&format!(

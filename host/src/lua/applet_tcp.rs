@@ -9,7 +9,8 @@ use crate::lua::class::{native, Class};
 use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
 use crate::lua::state::HostState;
-use crate::lua::vars::{VarScopes, VarValue};
+use crate::lua::txn_access::TxnCell;
+use crate::lua::vars::VarValue;
 use bytes::BytesMut;
 use mlua::{Lua, Value};
 use std::cell::RefCell;
@@ -45,7 +46,8 @@ impl Conn {
 pub struct TcpApplet {
     conn: RefCell<Option<Conn>>,
     private: RefCell<Value>,
-    vars: VarScopes,
+    /// The connection's transaction: variables and samples.
+    cell: Rc<TxnCell>,
 }
 
 struct Handle(Rc<TcpApplet>);
@@ -169,18 +171,17 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         "set_var",
         lua.create_function(
             |_, (s, name, v, ifexist): (Value, String, Value, Option<bool>)| {
-                Ok(this(&s, "set_var")?.vars.set(
-                    &name,
-                    VarValue::from_lua(&v),
-                    ifexist.unwrap_or(false),
-                ))
+                let value = VarValue::from_lua(&v);
+                this(&s, "set_var")?
+                    .cell
+                    .with_mut(|t| t.vars.set(&name, value, ifexist.unwrap_or(false)))
             },
         )?,
     )?;
     c.method(
         "get_var",
         lua.create_function(|lua, (s, name): (Value, String)| {
-            match this(&s, "get_var")?.vars.get(&name) {
+            match this(&s, "get_var")?.cell.with(|t| t.vars.get(&name))? {
                 Some(v) => v.into_lua(lua),
                 None => Ok(Value::Nil),
             }
@@ -189,7 +190,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     c.method(
         "unset_var",
         lua.create_function(|_, (s, name): (Value, String)| {
-            Ok(this(&s, "unset_var")?.vars.unset(&name))
+            this(&s, "unset_var")?.cell.with_mut(|t| t.vars.unset(&name))
         })?,
     )?;
     Ok(c)
@@ -197,7 +198,15 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
 
 /// Runs TCP service `name` of `state` on `stream` until it ends, then closes
 /// the connection.
-pub async fn run(state: Rc<HostState>, name: Rc<str>, stream: std::net::TcpStream) {
+/// `initial` is what the content rules already read from the client; `txn`
+/// the connection's transaction.
+pub async fn run(
+    state: Rc<HostState>,
+    name: Rc<str>,
+    stream: std::net::TcpStream,
+    initial: bytes::Bytes,
+    txn: Box<crate::txn::Txn>,
+) {
     let func = state
         .info
         .regs
@@ -224,17 +233,19 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, stream: std::net::TcpStrea
     let applet = Rc::new(TcpApplet {
         conn: RefCell::new(Some(Conn {
             stream,
-            buf: BytesMut::new(),
+            buf: BytesMut::from(&initial[..]),
             eof: false,
         })),
         private: RefCell::new(Value::Nil),
-        vars: VarScopes::default(),
+        cell: TxnCell::owned(txn, false),
     });
+    let cell = applet.cell.clone();
     let obj = match state
         .info
         .classes
         .applet_tcp
         .instantiate(&state.lua, Handle(applet.clone()))
+        .and_then(|o| crate::lua::fetches_class::attach(&state.lua, &state.info, &o, &cell).map(|_| o))
     {
         Ok(o) => o,
         Err(e) => {

@@ -52,10 +52,23 @@ pub fn install(lua: &Lua, info: &Rc<StateInfo>) -> mlua::Result<()> {
     let concat = unsafe { lua.create_c_function(concat::new_builder)? };
     core.set("concat", concat)?;
 
+    crate::lua::map_class::install(lua, &core)?;
+    crate::lua::regex_class::install(lua, &core)?;
+
     let act = lua.create_table()?;
     for (name, code) in ACT_CODES {
         act.set(name, code)?;
     }
+    // act:wake_time(ms): when an action returns act.YIELD, run it again
+    // after this delay.
+    let i = info.clone();
+    act.set(
+        "wake_time",
+        lua.create_function(move |_, (_act, ms): (Value, i64)| {
+            i.wake_time.set(Some(ms.max(0) as u64));
+            Ok(())
+        })?,
+    )?;
     lua.globals().set("act", act)?;
     lua.globals().set("core", core)?;
     Ok(())

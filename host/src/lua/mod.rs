@@ -2,13 +2,22 @@
 //! machinery that runs Lua as preemptible, budgeted coroutines.
 
 pub mod applet_http;
+pub mod action;
 pub mod applet_tcp;
 pub mod blocking;
+pub mod channel_class;
 pub mod class;
 pub mod core_api;
 pub mod core_util;
 pub mod errors;
 pub mod exec;
+pub mod fetches_class;
+pub mod http_class;
+pub mod map_class;
 pub mod memory;
+pub mod regex_class;
+pub mod sample_bridge;
 pub mod state;
+pub mod txn_access;
+pub mod txn_class;
 pub mod vars;

@@ -91,6 +91,11 @@ pub struct Registrations {
 pub struct Classes {
     pub applet_http: Class,
     pub applet_tcp: Class,
+    pub txn: Class,
+    pub reply: Class,
+    pub http: Class,
+    pub channel: Class,
+    pub samples: crate::lua::fetches_class::SampleClasses,
 }
 
 /// Per-state data reachable from Lua callbacks (through app data).
@@ -102,6 +107,10 @@ pub struct StateInfo {
     pub regs: RefCell<Registrations>,
     pub blocking_sites: RefCell<HashSet<String>>,
     pub classes: Classes,
+    /// `set_priv` data of transactions in progress, by transaction id.
+    pub privs: RefCell<HashMap<u64, Value>>,
+    /// Set by `act:wake_time(ms)` during an action.
+    pub wake_time: Cell<Option<u64>>,
 }
 
 /// A Lua state with its bookkeeping.
@@ -119,6 +128,11 @@ impl HostState {
         let classes = Classes {
             applet_http: applet_http::class(&lua)?,
             applet_tcp: applet_tcp::class(&lua)?,
+            txn: crate::lua::txn_class::class(&lua)?,
+            reply: crate::lua::txn_class::reply_class(&lua)?,
+            http: crate::lua::http_class::class(&lua)?,
+            channel: crate::lua::channel_class::class(&lua)?,
+            samples: crate::lua::fetches_class::classes(&lua)?,
         };
         let info = Rc::new(StateInfo {
             thread_num,
@@ -127,6 +141,8 @@ impl HostState {
             regs: RefCell::new(Registrations::default()),
             blocking_sites: RefCell::new(HashSet::new()),
             classes,
+            privs: RefCell::new(HashMap::new()),
+            wake_time: Cell::new(None),
         });
         lua.set_app_data(info.clone());
         core_api::install(&lua, &info)?;

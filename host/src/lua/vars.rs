@@ -4,9 +4,7 @@
 //! (number -> sint, boolean -> bool, string -> str, anything else -> bool false).
 
 use mlua::{Lua, Value};
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::{Mutex, OnceLock};
 
 /// A variable's value (a sample of HAProxy's basic types).
@@ -71,20 +69,19 @@ fn proc_vars() -> &'static Mutex<HashMap<String, VarValue>> {
     PROC.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// A map of variables of one scope instance.
-pub type VarMap = Rc<RefCell<HashMap<String, VarValue>>>;
-
-/// The variable scopes visible from one Lua context.
-#[derive(Clone, Default)]
-pub struct VarScopes {
-    pub sess: VarMap,
-    pub txn: VarMap,
-    pub req: VarMap,
-    pub res: VarMap,
+/// The variables of one transaction (and its session), except `proc`,
+/// which is process-wide. Plain owned maps so that a transaction can move
+/// to the worker that runs its Lua code.
+#[derive(Clone, Debug, Default)]
+pub struct VarStore {
+    pub sess: HashMap<String, VarValue>,
+    pub txn: HashMap<String, VarValue>,
+    pub req: HashMap<String, VarValue>,
+    pub res: HashMap<String, VarValue>,
 }
 
-impl VarScopes {
-    fn map(&self, scope: Scope) -> Option<&VarMap> {
+impl VarStore {
+    fn map(&self, scope: Scope) -> Option<&HashMap<String, VarValue>> {
         match scope {
             Scope::Proc => None,
             Scope::Sess => Some(&self.sess),
@@ -94,15 +91,25 @@ impl VarScopes {
         }
     }
 
+    fn map_mut(&mut self, scope: Scope) -> Option<&mut HashMap<String, VarValue>> {
+        match scope {
+            Scope::Proc => None,
+            Scope::Sess => Some(&mut self.sess),
+            Scope::Txn => Some(&mut self.txn),
+            Scope::Req => Some(&mut self.req),
+            Scope::Res => Some(&mut self.res),
+        }
+    }
+
     /// Sets a variable; with `ifexist`, only a proc variable that doesn't
     /// exist yet is refused (HAProxy's rule). Returns whether it was set.
-    pub fn set(&self, full: &str, value: VarValue, ifexist: bool) -> bool {
+    pub fn set(&mut self, full: &str, value: VarValue, ifexist: bool) -> bool {
         let Some((scope, _)) = parse_name(full) else {
             return false;
         };
-        match self.map(scope) {
+        match self.map_mut(scope) {
             Some(m) => {
-                m.borrow_mut().insert(full.to_string(), value);
+                m.insert(full.to_string(), value);
                 true
             }
             None => set_proc(full, value, ifexist),
@@ -112,21 +119,18 @@ impl VarScopes {
     pub fn get(&self, full: &str) -> Option<VarValue> {
         let (scope, _) = parse_name(full)?;
         match self.map(scope) {
-            Some(m) => m.borrow().get(full).cloned(),
+            Some(m) => m.get(full).cloned(),
             None => get_proc(full),
         }
     }
 
-    pub fn unset(&self, full: &str) -> bool {
+    pub fn unset(&mut self, full: &str) -> bool {
         let Some((scope, _)) = parse_name(full) else {
             return false;
         };
-        match self.map(scope) {
-            Some(m) => m.borrow_mut().remove(full).is_some(),
-            None => proc_vars()
-                .lock()
-                .map(|mut m| m.remove(full).is_some())
-                .unwrap_or(false),
+        match self.map_mut(scope) {
+            Some(m) => m.remove(full).is_some(),
+            None => proc_vars().lock().map(|mut m| m.remove(full).is_some()).unwrap_or(false),
         }
     }
 }
@@ -161,7 +165,7 @@ mod tests {
 
     #[test]
     fn ifexist_refuses_only_new_proc_vars() {
-        let s = VarScopes::default();
+        let mut s = VarStore::default();
         assert!(s.set("txn.new", VarValue::Int(1), true));
         assert!(!s.set("proc.test_ifexist_new", VarValue::Int(1), true));
         assert!(s.set("proc.test_ifexist_new", VarValue::Int(1), false));

@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 pub enum ProxyBody {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<BodyChunk>),
+    /// A server's response body, streamed through.
+    Upstream(crate::backend::UpstreamBody),
 }
 
 impl ProxyBody {
@@ -31,11 +33,16 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, ProxyBody::Full(None))
+        match self {
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Stream(_) => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -43,6 +50,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Stream(_) => SizeHint::default(),
+            ProxyBody::Upstream(b) => b.size_hint(),
         }
     }
 }

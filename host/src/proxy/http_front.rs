@@ -5,7 +5,10 @@
 
 use crate::lua::applet_http::{HttpAppletRequest, HttpReply, ResponseHead};
 use crate::proxy::body::ProxyBody;
-use crate::proxy::plan::FrontendPlan;
+use crate::proxy::plan::{FrontendPlan, ServiceTarget};
+use crate::proxy::rules::{self, RuleSide, Verdict};
+use crate::sample::SampleCtx;
+use crate::txn::{Txn, TxnMode};
 use crate::proxy::worker::Worker;
 use crate::proxy::{error_pages, Shutdown};
 use hyper::body::Incoming;
@@ -30,10 +33,11 @@ pub async fn serve(
     peer: SocketAddr,
     mut shutdown: watch::Receiver<Shutdown>,
 ) {
+    let local = stream.local_addr().unwrap_or(peer);
     let svc = {
         let (worker, fe) = (worker.clone(), fe.clone());
         // Boxed: poll_without_shutdown needs an Unpin service future.
-        service_fn(move |req| Box::pin(handle(worker.clone(), fe.clone(), peer, req)))
+        service_fn(move |req| Box::pin(handle(worker.clone(), fe.clone(), peer, local, req)))
     };
     let mut builder = http1::Builder::new();
     builder
@@ -109,35 +113,158 @@ async fn lingering_close(mut stream: TcpStream) {
     }
 }
 
+/// Why a request gets no response: the connection is closed instead
+/// (`reject`, `act.ABORT`, `txn:done()` without a reply).
+#[derive(Debug)]
+pub struct Abort;
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("transaction aborted")
+    }
+}
+
+impl std::error::Error for Abort {}
+
 async fn handle(
     worker: Rc<Worker>,
     fe: Arc<FrontendPlan>,
     peer: SocketAddr,
+    local: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ProxyBody>, Abort> {
     crate::stats::count_request();
     let start = Instant::now();
     let line = crate::log::access_log_enabled().then(|| format!("{} {}", req.method(), req.uri()));
-    let resp = route(&worker, &fe, req).await;
+    let (parts, body) = req.into_parts();
+    let mut txn = Box::new(Txn::new(TxnMode::Http, peer, local, fe.name.clone(), worker.id + 1));
+    txn.req = Some(parts);
+    let result = pipeline(&worker, &fe, &mut txn, body).await;
+    if txn.priv_states != 0 {
+        worker.forget_txn(txn.id, txn.priv_states);
+    }
     if let Some(line) = line {
         let t = crate::log::UtcTime::now();
+        let status = result.as_ref().map_or("-".to_string(), |r| r.status().as_u16().to_string());
         crate::log::access(&format!(
-            "{peer} [{}] {} {} {} {}ms \"{line}\"",
+            "{peer} [{}] {} {}/{} {status} {}ms \"{line}\"",
             t.log_date(),
             fe.name,
-            fe.service.as_ref().map_or("<NOSRV>", |s| &s.name),
-            resp.status().as_u16(),
+            txn.backend_name(),
+            txn.server.as_deref().unwrap_or("<NOSRV>"),
             start.elapsed().as_millis()
         ));
     }
-    Ok(resp)
+    result
 }
 
-async fn route(worker: &Worker, fe: &FrontendPlan, req: Request<Incoming>) -> Response<ProxyBody> {
-    let Some(target) = &fe.service else {
-        return error_pages::response(503);
+/// The life of one HTTP transaction.
+async fn pipeline(worker: &Worker, fe: &FrontendPlan, txn: &mut Box<Txn>, body: Incoming) -> Result<Response<ProxyBody>, Abort> {
+    let resp = match rules::run(worker, &fe.rules.http_request, txn, RuleSide::Request).await {
+        Verdict::Continue => match select_backend(worker, fe, txn) {
+            Some(name) => backend_stage(worker, fe, &name, txn, body).await?,
+            None => error_pages::response(503),
+        },
+        Verdict::Respond(r) => r,
+        Verdict::Service(t) => return Ok(start_service(worker, &t, txn, body).await),
+        Verdict::Abort => return Err(Abort),
     };
-    let (parts, body) = req.into_parts();
+    after_response(worker, fe, txn, resp).await
+}
+
+/// `use_backend` rules in order, then `default_backend`.
+fn select_backend(worker: &Worker, fe: &FrontendPlan, txn: &Txn) -> Option<Arc<str>> {
+    let samples = worker.samples();
+    let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+    for sw in &fe.use_backends {
+        let matched = sw.cond.as_ref().is_none_or(|c| c.eval(&ctx));
+        if matched {
+            return Some(sw.backend.clone());
+        }
+    }
+    fe.default_backend.clone()
+}
+
+/// Backend rules, forwarding, and the response rules.
+async fn backend_stage(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    name: &Arc<str>,
+    txn: &mut Box<Txn>,
+    body: Incoming,
+) -> Result<Response<ProxyBody>, Abort> {
+    txn.backend = Some(name.clone());
+    let be_rules = worker.plan.backends.get(&**name).cloned();
+    if let Some(be) = &be_rules {
+        match rules::run(worker, &be.rules.http_request, txn, RuleSide::Request).await {
+            Verdict::Continue => {}
+            Verdict::Respond(r) => return Ok(r),
+            Verdict::Service(t) => return Ok(start_service(worker, &t, txn, body).await),
+            Verdict::Abort => return Err(Abort),
+        }
+    }
+    let Some(backend) = crate::proxy::backends().and_then(|b| b.get(name)).cloned() else {
+        crate::log::warning(&format!("frontend '{}': backend '{name}' has no server", fe.name));
+        return Ok(error_pages::response(503));
+    };
+    let Some(parts) = txn.req.take() else {
+        return Ok(error_pages::response(500));
+    };
+    let upstream = worker.forwarder.http(&backend, txn, Request::from_parts(parts.clone(), body)).await;
+    txn.req = Some(parts);
+    let resp = match upstream {
+        Ok(r) => r,
+        Err(e) => return Ok(error_pages::response(e.status())),
+    };
+    let (res_parts, res_body) = resp.into_parts();
+    txn.res = Some(res_parts);
+    // Response rules: the backend's, then the frontend's (HAProxy's order).
+    let mut sets = Vec::new();
+    if let Some(be) = &be_rules {
+        sets.push(&be.rules.http_response);
+    }
+    sets.push(&fe.rules.http_response);
+    for set in sets {
+        match rules::run(worker, set, txn, RuleSide::Response).await {
+            Verdict::Continue => {}
+            Verdict::Respond(r) => return Ok(r),
+            Verdict::Service(_) | Verdict::Abort => return Err(Abort),
+        }
+    }
+    let Some(res_parts) = txn.res.take() else {
+        return Ok(error_pages::response(502));
+    };
+    Ok(Response::from_parts(res_parts, ProxyBody::Upstream(res_body)))
+}
+
+/// `http-after-response` rules, on every response including generated ones.
+async fn after_response(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    txn: &mut Box<Txn>,
+    resp: Response<ProxyBody>,
+) -> Result<Response<ProxyBody>, Abort> {
+    if fe.rules.http_after_response.is_empty() {
+        return Ok(resp);
+    }
+    let (parts, body) = resp.into_parts();
+    txn.res = Some(parts);
+    match rules::run(worker, &fe.rules.http_after_response, txn, RuleSide::Response).await {
+        Verdict::Respond(r) => return Ok(r),
+        Verdict::Abort | Verdict::Service(_) => return Err(Abort),
+        Verdict::Continue => {}
+    }
+    match txn.res.take() {
+        Some(parts) => Ok(Response::from_parts(parts, body)),
+        None => Ok(error_pages::response(500)),
+    }
+}
+
+/// Hands the request to a Lua HTTP service and waits for its response head.
+async fn start_service(worker: &Worker, target: &ServiceTarget, txn: &mut Box<Txn>, body: Incoming) -> Response<ProxyBody> {
+    let Some(parts) = txn.req.as_ref() else {
+        return error_pages::response(500);
+    };
     let content_length = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
@@ -146,12 +273,7 @@ async fn route(worker: &Worker, fe: &FrontendPlan, req: Request<Incoming>) -> Re
     let headers = parts
         .headers
         .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                bytes::Bytes::copy_from_slice(v.as_bytes()),
-            )
-        })
+        .map(|(n, v)| (n.as_str().to_string(), bytes::Bytes::copy_from_slice(v.as_bytes())))
         .collect();
     let version = match parts.version {
         Version::HTTP_10 => "1.0",
@@ -166,17 +288,11 @@ async fn route(worker: &Worker, fe: &FrontendPlan, req: Request<Incoming>) -> Re
         headers,
         content_length,
         body: Some(body),
+        txn: Some(std::mem::replace(txn, Box::new(Txn::new(txn.mode, txn.client, txn.local, txn.frontend.clone(), txn.thread)))),
     };
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(8);
-    worker.start_http_service(
-        target,
-        applet_req,
-        HttpReply {
-            head: head_tx,
-            body: body_tx,
-        },
-    );
+    worker.start_http_service(target, applet_req, HttpReply { head: head_tx, body: body_tx });
     match head_rx.await {
         Ok(head) => build_response(head, body_rx),
         // The applet failed (or timed out) before starting its response.
@@ -184,24 +300,16 @@ async fn route(worker: &Worker, fe: &FrontendPlan, req: Request<Incoming>) -> Re
     }
 }
 
-fn build_response(
-    head: ResponseHead,
-    body_rx: mpsc::Receiver<crate::lua::applet_http::BodyChunk>,
-) -> Response<ProxyBody> {
+fn build_response(head: ResponseHead, body_rx: mpsc::Receiver<crate::lua::applet_http::BodyChunk>) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::Stream(body_rx));
     *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
     for (name, value) in head.headers {
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
             (Ok(n), Ok(v)) => {
                 h.append(n, v);
             }
-            _ => crate::log::warning(&format!(
-                "Lua applet: invalid response header '{name}' dropped"
-            )),
+            _ => crate::log::warning(&format!("Lua applet: invalid response header '{name}' dropped")),
         }
     }
     // A custom reason phrase is not sent: hyper writes the canonical one.

@@ -10,11 +10,12 @@ pub mod body;
 pub mod error_pages;
 pub mod http_front;
 pub mod plan;
+pub mod rules;
 pub mod tcp_front;
 pub mod worker;
 
-use crate::lua::state::{LuaSettings, ServiceMode};
-use plan::{Plan, StateKind};
+use crate::lua::state::LuaSettings;
+use plan::{Plan, Registered, StateKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -42,7 +43,34 @@ pub struct Options {
 }
 
 /// What a worker reports after loading its Lua states.
-type Loaded = Result<Vec<(String, ServiceMode, StateKind)>, String>;
+type Loaded = Result<Vec<(String, Registered, StateKind)>, String>;
+
+/// Set once at start-up, read by every worker.
+static BACKENDS: std::sync::OnceLock<Arc<crate::backend::Backends>> = std::sync::OnceLock::new();
+static BUFSIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(16384);
+
+/// The configured backends (empty before start-up).
+pub fn backends() -> Option<&'static Arc<crate::backend::Backends>> {
+    BACKENDS.get()
+}
+
+/// `tune.bufsize`.
+pub fn bufsize() -> usize {
+    BUFSIZE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Proxy state for sample fetches such as `nbsrv(backend)`.
+struct LiveProxies;
+
+impl crate::sample::ProxyInfo for LiveProxies {
+    fn usable_servers(&self, backend: &str) -> Option<usize> {
+        backends()?.get(backend).map(|b| b.usable_servers())
+    }
+}
+
+pub fn proxy_info() -> &'static dyn crate::sample::ProxyInfo {
+    &LiveProxies
+}
 
 /// What the main thread tells a worker after the checks.
 enum Go {
@@ -81,12 +109,31 @@ pub fn run(opts: Options) -> ExitCode {
         crate::log::set_max_level(level);
     }
     crate::lua::memory::set_limit(plan.maxmem_bytes);
+    BUFSIZE.store(plan.bufsize, std::sync::atomic::Ordering::Relaxed);
+    match crate::backend::Backends::build(&cfg) {
+        Ok(b) => {
+            let _ = BACKENDS.set(Arc::new(b));
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            eprintln!("[ALERT] Fatal errors found in configuration.");
+            return ExitCode::from(1);
+        }
+    }
     crate::stats::init(plan.maxconn);
     if opts.check_only {
         // Checking loads the Lua files once, on one worker.
         plan.nbthread = 1;
     }
 
+    // Written before anything listens, removed on every exit path.
+    let _pidfile = if opts.check_only {
+        PidFile(None)
+    } else {
+        PidFile::write(opts.pidfile.clone().or(plan.pidfile.clone()))
+    };
     // Bind before loading Lua so a busy port is reported like any other error.
     let mut listeners = Vec::new();
     let mut errors = Vec::new();
@@ -191,7 +238,7 @@ pub fn run(opts: Options) -> ExitCode {
         }
     }
     if !failed {
-        if let Err(errors) = plan::resolve_services(&mut plan, &registered) {
+        if let Err(errors) = plan::resolve_lua(&mut plan, &registered) {
             for e in errors {
                 eprintln!("{e}");
             }
@@ -213,12 +260,6 @@ pub fn run(opts: Options) -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let pidfile = opts.pidfile.or(plan.pidfile.clone());
-    if let Some(p) = &pidfile {
-        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            eprintln!("[ALERT] cannot write pid file {}: {e}", p.display());
-        }
-    }
     let plan = Arc::new(plan);
     for tx in &go_txs {
         let _ = tx.send(Go::Serve(plan.clone()));
@@ -233,10 +274,30 @@ pub fn run(opts: Options) -> ExitCode {
     for h in handles {
         let _ = h.join();
     }
-    if let Some(p) = &pidfile {
-        let _ = std::fs::remove_file(p);
-    }
     ExitCode::SUCCESS
+}
+
+/// The `-p` / `pidfile` file, removed when dropped.
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn write(path: Option<PathBuf>) -> PidFile {
+        if let Some(p) = &path {
+            if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+                eprintln!("[ALERT] cannot write pid file {}: {e}", p.display());
+                return PidFile(None);
+            }
+        }
+        PidFile(path)
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// A copy of the plan without the frontends (workers load Lua from it before
@@ -244,6 +305,7 @@ pub fn run(opts: Options) -> ExitCode {
 fn clone_plan(p: &Plan) -> Plan {
     Plan {
         frontends: Vec::new(),
+        backends: Default::default(),
         shared_files: p.shared_files.clone(),
         per_thread_files: p.per_thread_files.clone(),
         nbthread: p.nbthread,
@@ -311,8 +373,18 @@ fn worker_main(w: WorkerStart) {
             (&per_thread, StateKind::PerThread),
         ] {
             if let Some(s) = state {
-                for (name, reg) in s.info.regs.borrow().services.iter() {
-                    registered.push((name.clone(), reg.mode, kind));
+                let regs = s.info.regs.borrow();
+                for (name, reg) in regs.services.iter() {
+                    registered.push((name.clone(), Registered::Service(reg.mode), kind));
+                }
+                for name in regs.actions.keys() {
+                    registered.push((name.clone(), Registered::Action, kind));
+                }
+                for name in regs.fetches.keys() {
+                    registered.push((name.clone(), Registered::Fetch, kind));
+                }
+                for name in regs.converters.keys() {
+                    registered.push((name.clone(), Registered::Converter, kind));
                 }
             }
         }
@@ -346,6 +418,7 @@ fn worker_main(w: WorkerStart) {
             per_thread,
             shared: shared_lua,
             plan: plan.clone(),
+            forwarder: crate::backend::Forwarder::new(),
         });
         let listeners = w
             .listeners

@@ -5,9 +5,12 @@
 //! Configuration that parses but that this version cannot run yet is refused
 //! here, with its file:line, rather than silently ignored.
 
-use crate::config::{self, Action, Config, Mode, ProxyKind};
+use crate::config::{self, Config, Mode, ProxyKind};
 use crate::lua::blocking::BlockingMode;
 use crate::lua::state::{LuaSettings, ServiceMode};
+use crate::proxy::rules::{self, CAction, CRule};
+use crate::sample::AclSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,28 +46,45 @@ pub struct ServiceTarget {
 }
 
 /// A service reference in the configuration, before the Lua files ran.
-#[derive(Clone, Debug)]
-pub struct ServiceRule {
-    pub name: String,
-    pub mode: ServiceMode,
-    pub location: String,
+
+/// The rules and ACLs of a proxy (a frontend's, or a backend's).
+pub struct ProxyRules {
+    pub acls: AclSet,
+    pub http_request: Vec<CRule>,
+    pub http_response: Vec<CRule>,
+    pub http_after_response: Vec<CRule>,
+    pub tcp_request: Vec<CRule>,
+    pub tcp_response: Vec<CRule>,
 }
 
-#[derive(Debug)]
+/// `use_backend NAME [if|unless COND]`.
+pub struct BackendSwitch {
+    pub backend: Arc<str>,
+    pub cond: Option<crate::sample::acl::CompiledCond>,
+}
+
 pub struct FrontendPlan {
     pub name: Arc<str>,
     pub mode: FrontMode,
     pub binds: Vec<(SocketAddr, String)>,
-    pub service_rule: Option<ServiceRule>,
-    /// Filled in once the Lua files are loaded.
-    pub service: Option<ServiceTarget>,
+    pub rules: ProxyRules,
+    pub use_backends: Vec<BackendSwitch>,
+    /// `default_backend`, or the listen section itself when it has servers.
+    pub default_backend: Option<Arc<str>>,
     pub http_request_timeout: Option<Duration>,
     pub maxconn: Option<usize>,
+    pub inspect_delay: Option<Duration>,
 }
 
-#[derive(Debug)]
+/// A backend's own rules (its servers live in crate::backend).
+pub struct BackendPlan {
+    pub name: Arc<str>,
+    pub rules: ProxyRules,
+}
+
 pub struct Plan {
     pub frontends: Vec<Arc<FrontendPlan>>,
+    pub backends: HashMap<String, Arc<BackendPlan>>,
     pub shared_files: Vec<LuaFile>,
     pub per_thread_files: Vec<LuaFile>,
     pub nbthread: usize,
@@ -148,47 +168,60 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
     };
 
     let mut frontends = Vec::new();
+    let mut backends = HashMap::new();
     for p in &cfg.proxies {
-        check_unsupported(p, &mut errors);
+        let rules = match compile_rules(p) {
+            Ok(r) => r,
+            Err(mut e) => {
+                errors.append(&mut e);
+                continue;
+            }
+        };
         if p.kind == ProxyKind::Backend {
+            backends.insert(p.name.clone(), Arc::new(BackendPlan { name: Arc::from(p.name.as_str()), rules }));
             continue;
         }
         let mode = match p.mode {
             Mode::Http => FrontMode::Http,
             Mode::Tcp => FrontMode::Tcp,
         };
-        let mut service_rule = None;
-        let rules = match mode {
-            FrontMode::Http => &p.http_request,
-            FrontMode::Tcp => &p.tcp_request_content,
+        let default_backend = match (&p.default_backend, p.kind) {
+            (Some((name, _)), _) => Some(Arc::from(name.as_str())),
+            // A listen section is its own backend when it has servers.
+            (None, ProxyKind::Listen) if !p.servers.is_empty() => Some(Arc::from(p.name.as_str())),
+            _ => None,
         };
-        for r in rules {
-            if let Action::UseService { name } = &r.action {
-                if service_rule.is_none() {
-                    service_rule = Some(ServiceRule {
-                        name: name.clone(),
-                        mode: if mode == FrontMode::Http {
-                            ServiceMode::Http
-                        } else {
-                            ServiceMode::Tcp
-                        },
-                        location: r.location.to_string(),
-                    });
-                }
-            }
+        if p.kind == ProxyKind::Listen && !p.servers.is_empty() {
+            // Its rules already run as the frontend's; the backend part has none.
+            let empty = ProxyRules {
+                acls: AclSet::default(),
+                http_request: Vec::new(),
+                http_response: Vec::new(),
+                http_after_response: Vec::new(),
+                tcp_request: Vec::new(),
+                tcp_response: Vec::new(),
+            };
+            backends.insert(p.name.clone(), Arc::new(BackendPlan { name: Arc::from(p.name.as_str()), rules: empty }));
         }
+        let use_backends = p
+            .use_backends
+            .iter()
+            .map(|u| BackendSwitch {
+                backend: Arc::from(u.name.as_str()),
+                // Conditions were checked by compile_rules above.
+                cond: u.cond.as_ref().and_then(|c| rules.acls.compile_condition(c).ok()),
+            })
+            .collect();
         frontends.push(Arc::new(FrontendPlan {
             name: Arc::from(p.name.as_str()),
             mode,
-            binds: p
-                .binds
-                .iter()
-                .map(|b| (b.addr, b.location.to_string()))
-                .collect(),
-            service_rule,
-            service: None,
+            binds: p.binds.iter().map(|b| (b.addr, b.location.to_string())).collect(),
+            rules,
+            use_backends,
+            default_backend,
             http_request_timeout: p.timeouts.http_request.or(p.timeouts.client),
             maxconn: p.maxconn,
+            inspect_delay: p.tcp_request_inspect_delay,
         }));
     }
     if !errors.is_empty() {
@@ -196,6 +229,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
     }
     Ok(Plan {
         frontends,
+        backends,
         shared_files: lua_files(false),
         per_thread_files: lua_files(true),
         nbthread,
@@ -214,120 +248,125 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
     })
 }
 
-/// Refuses what parses but does not run yet (proxying, most rule actions).
-fn check_unsupported(p: &config::Proxy, errors: &mut Vec<String>) {
-    for s in &p.servers {
-        errors.push(unsupported(
-            &s.location,
-            "'server' (proxying to backend servers)",
-        ));
-    }
-    if let Some((_, loc)) = &p.default_backend {
-        errors.push(unsupported(
-            loc,
-            "'default_backend' (proxying to backend servers)",
-        ));
-    }
+/// Compiles a proxy's ACLs and rule sets.
+fn compile_rules(p: &config::Proxy) -> Result<ProxyRules, Vec<String>> {
+    let acls = AclSet::compile(&p.acls).map_err(|errs| {
+        errs.into_iter().map(|(loc, e)| format!("[ALERT] parsing [{loc}] : {e}")).collect::<Vec<_>>()
+    })?;
+    let mut errors = Vec::new();
+    let mut set = |rules: &[config::Rule]| -> Vec<CRule> {
+        rules
+            .iter()
+            .filter_map(|r| match rules::compile(r, &acls) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            })
+            .collect()
+    };
+    let http_request = set(&p.http_request);
+    let http_response = set(&p.http_response);
+    let http_after_response = set(&p.http_after_response);
+    let tcp_request = set(&p.tcp_request_content);
+    let tcp_response = set(&p.tcp_response_content);
     for u in &p.use_backends {
-        errors.push(unsupported(&u.location, "'use_backend'"));
-    }
-    for a in &p.acls {
-        errors.push(unsupported(&a.location, "'acl'"));
-    }
-    let lists: [(&str, &Vec<config::Rule>); 5] = [
-        ("http-request", &p.http_request),
-        ("http-response", &p.http_response),
-        ("http-after-response", &p.http_after_response),
-        ("tcp-request content", &p.tcp_request_content),
-        ("tcp-response content", &p.tcp_response_content),
-    ];
-    for (kw, rules) in lists {
-        for r in rules {
-            let service_ok = matches!(r.action, Action::UseService { .. })
-                && ((kw == "http-request" && p.mode == Mode::Http)
-                    || (kw == "tcp-request content" && p.mode == Mode::Tcp));
-            if matches!(r.action, Action::UseService { .. }) && !service_ok {
-                errors.push(format!(
-                    "[ALERT] parsing [{}] : '{kw} use-service' needs 'mode {}' in this proxy",
-                    r.location,
-                    if kw.starts_with("http") {
-                        "http"
-                    } else {
-                        "tcp"
-                    }
-                ));
-            } else if !service_ok {
-                errors.push(unsupported(
-                    &r.location,
-                    &format!("'{kw} {}'", action_keyword(&r.action)),
-                ));
-            } else if r.cond.is_some() {
-                errors.push(unsupported(&r.location, "a condition on 'use-service'"));
+        if let Some(c) = &u.cond {
+            if let Err(e) = acls.check_condition(c) {
+                errors.push(format!("[ALERT] parsing [{}] : {e}", u.location));
             }
         }
     }
-}
-
-/// The keyword of an action, for messages.
-fn action_keyword(a: &Action) -> &'static str {
-    match a {
-        Action::Lua { .. } => "lua.<name>",
-        Action::UseService { .. } => "use-service",
-        Action::SetHeader { .. } => "set-header",
-        Action::AddHeader { .. } => "add-header",
-        Action::DelHeader { .. } => "del-header",
-        Action::ReplaceHeader { .. } => "replace-header",
-        Action::SetPath { .. } => "set-path",
-        Action::SetQuery { .. } => "set-query",
-        Action::SetVar { .. } => "set-var",
-        Action::UnsetVar { .. } => "unset-var",
-        Action::Deny { .. } => "deny",
-        Action::Return { .. } => "return",
-        Action::Redirect { .. } => "redirect",
-        Action::SetStatus { .. } => "set-status",
-        Action::Allow => "allow",
-        Action::Accept => "accept",
-        Action::Reject => "reject",
-        #[allow(unreachable_patterns)]
-        _ => "action",
+    if !errors.is_empty() {
+        return Err(errors);
     }
+    Ok(ProxyRules { acls, http_request, http_response, http_after_response, tcp_request, tcp_response })
 }
 
-/// Looks up each frontend's service among what the Lua files registered.
-/// `registered` lists (name, mode, state) for the shared and per-thread
-/// states of worker 0.
-pub fn resolve_services(
-    plan: &mut Plan,
-    registered: &[(String, ServiceMode, StateKind)],
-) -> Result<(), Vec<String>> {
+/// What a Lua state registered, as reported by the workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Registered {
+    Service(ServiceMode),
+    Action,
+    Fetch,
+    Converter,
+}
+
+/// Binds the `lua.NAME` references of the configuration to the Lua state
+/// that registered each name. `registered` lists (name, kind, state) for the
+/// shared and per-thread states of worker 0.
+pub fn resolve_lua(plan: &mut Plan, registered: &[(String, Registered, StateKind)]) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
-    for fe in &mut plan.frontends {
-        let Some(rule) = fe.service_rule.clone() else {
-            continue;
-        };
-        // A per-thread registration wins over a shared one of the same name.
-        let found = registered
+    // A per-thread registration wins over a shared one of the same name.
+    let find = |name: &str, want: &dyn Fn(&Registered) -> bool| {
+        registered
             .iter()
-            .filter(|(n, _, _)| *n == rule.name)
-            .min_by_key(|(_, _, s)| if *s == StateKind::PerThread { 0 } else { 1 });
-        match found {
-            Some((_, mode, state)) if *mode == rule.mode => {
-                if let Some(fe) = Arc::get_mut(fe) {
-                    fe.service = Some(ServiceTarget { name: Arc::from(rule.name.as_str()), state: *state });
+            .filter(|(n, k, _)| n == name && want(k))
+            .min_by_key(|(_, _, s)| if *s == StateKind::PerThread { 0 } else { 1 })
+            .map(|(_, k, s)| (k.clone(), *s))
+    };
+    let mut resolve_set = |rules: &mut Vec<CRule>, mode: Option<FrontMode>, errors: &mut Vec<String>| {
+        for r in rules.iter_mut() {
+            let loc = r.location.clone();
+            match &mut r.action {
+                CAction::Lua { name, state, .. } => match find(name, &|k| *k == Registered::Action) {
+                    Some((_, s)) => *state = Some(s),
+                    None => errors.push(format!(
+                        "[ALERT] parsing [{loc}] : unknown Lua action 'lua.{name}': no lua-load file registers it with core.register_action()"
+                    )),
+                },
+                CAction::UseService { name, target } => {
+                    match find(name, &|k| matches!(k, Registered::Service(_))) {
+                        Some((Registered::Service(m), s)) => {
+                            let expected = match mode {
+                                Some(FrontMode::Tcp) => ServiceMode::Tcp,
+                                _ => ServiceMode::Http,
+                            };
+                            if m != expected {
+                                errors.push(format!(
+                                    "[ALERT] parsing [{loc}] : Lua service 'lua.{name}' is registered for '{}' but used in a {} proxy",
+                                    if m == ServiceMode::Http { "http" } else { "tcp" },
+                                    if expected == ServiceMode::Http { "http" } else { "tcp" },
+                                ));
+                            } else {
+                                *target = Some(ServiceTarget { name: Arc::from(name.as_str()), state: s });
+                            }
+                        }
+                        _ => errors.push(format!(
+                            "[ALERT] parsing [{loc}] : unknown Lua service 'lua.{name}': no lua-load file registers it with core.register_service()"
+                        )),
+                    }
+                }
+                _ => {}
+            }
+            for (fetch, conv) in r.lua_sample_names() {
+                if let Some(f) = fetch {
+                    if find(&f, &|k| *k == Registered::Fetch).is_none() {
+                        errors.push(format!("[ALERT] parsing [{loc}] : unknown Lua sample fetch 'lua.{f}'"));
+                    }
+                }
+                if let Some(c) = conv {
+                    if find(&c, &|k| *k == Registered::Converter).is_none() {
+                        errors.push(format!("[ALERT] parsing [{loc}] : unknown Lua converter 'lua.{c}'"));
+                    }
                 }
             }
-            Some((_, mode, _)) => errors.push(format!(
-                "[ALERT] parsing [{}] : Lua service 'lua.{}' is registered for '{}' but used in a {} proxy",
-                rule.location,
-                rule.name,
-                if *mode == ServiceMode::Http { "http" } else { "tcp" },
-                if rule.mode == ServiceMode::Http { "http" } else { "tcp" },
-            )),
-            None => errors.push(format!(
-                "[ALERT] parsing [{}] : unknown Lua service 'lua.{}': no lua-load file registers it \
-                 with core.register_service()",
-                rule.location, rule.name
-            )),
+        }
+    };
+    for fe in &mut plan.frontends {
+        let mode = fe.mode;
+        let Some(fe) = Arc::get_mut(fe) else { continue };
+        let r = &mut fe.rules;
+        for set in [&mut r.http_request, &mut r.http_response, &mut r.http_after_response, &mut r.tcp_request, &mut r.tcp_response] {
+            resolve_set(set, Some(mode), &mut errors);
+        }
+    }
+    for be in plan.backends.values_mut() {
+        let Some(be) = Arc::get_mut(be) else { continue };
+        let r = &mut be.rules;
+        for set in [&mut r.http_request, &mut r.http_response, &mut r.http_after_response, &mut r.tcp_request, &mut r.tcp_response] {
+            resolve_set(set, None, &mut errors);
         }
     }
     if errors.is_empty() {

@@ -1,48 +1,132 @@
-//! The TCP side of a frontend: `tcp-request content use-service lua.NAME`
-//! hands the connection to a Lua TCP service.
+//! The TCP side of a frontend: `tcp-request content` rules, then a Lua TCP
+//! service (`use-service lua.NAME`) or forwarding to a backend.
 
 use crate::lua::applet_tcp;
-use crate::proxy::plan::FrontendPlan;
+use crate::proxy::plan::{FrontendPlan, ServiceTarget};
+use crate::proxy::rules::{self, RuleSide, Verdict};
 use crate::proxy::worker::Worker;
+use crate::sample::SampleCtx;
+use crate::txn::{Txn, TxnMode};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-pub async fn serve(worker: Rc<Worker>, fe: Arc<FrontendPlan>, stream: TcpStream, peer: SocketAddr) {
-    let Some(target) = fe.service.clone() else {
-        // Nothing to do with the connection: close it.
-        return;
+pub async fn serve(worker: Rc<Worker>, fe: Arc<FrontendPlan>, mut stream: TcpStream, peer: SocketAddr) {
+    let local = stream.local_addr().unwrap_or(peer);
+    let mut txn = Box::new(Txn::new(TxnMode::Tcp, peer, local, fe.name.clone(), worker.id + 1));
+    if !fe.rules.tcp_request.is_empty() {
+        inspect(&fe, &mut stream, &mut txn).await;
+    }
+    let verdict = rules::run(&worker, &fe.rules.tcp_request, &mut txn, RuleSide::Request).await;
+    let outcome = match verdict {
+        Verdict::Service(target) => {
+            let name = format!("lua.{}", target.name);
+            run_service(&worker, &fe, target, stream, txn).await;
+            if crate::log::access_log_enabled() {
+                let t = crate::log::UtcTime::now();
+                crate::log::access(&format!("{peer} [{}] {} {name} closed", t.log_date(), fe.name));
+            }
+            return;
+        }
+        Verdict::Abort | Verdict::Respond(_) => "rejected",
+        Verdict::Continue => match select_backend(&worker, &fe, &txn) {
+            Some(name) => {
+                txn.backend = Some(name.clone());
+                match crate::proxy::backends().and_then(|b| b.get(&name)).cloned() {
+                    Some(be) => {
+                        let initial = txn.req_buf.split().freeze();
+                        match worker.forwarder.tcp(&be, &mut txn, stream, initial).await {
+                            Ok(()) => "forwarded",
+                            Err(_) => "forward failed",
+                        }
+                    }
+                    None => "no backend",
+                }
+            }
+            None => "no backend",
+        },
     };
+    if crate::log::access_log_enabled() {
+        let t = crate::log::UtcTime::now();
+        crate::log::access(&format!(
+            "{peer} [{}] {} {}/{} {outcome}",
+            t.log_date(),
+            fe.name,
+            txn.backend_name(),
+            txn.server.as_deref().unwrap_or("<NOSRV>")
+        ));
+    }
+}
+
+/// Reads what the client sends first, for the content rules: up to
+/// `tcp-request inspect-delay` (without one, only what is already there).
+async fn inspect(fe: &FrontendPlan, stream: &mut TcpStream, txn: &mut Txn) {
+    let limit = crate::proxy::bufsize();
+    txn.req_buf.reserve(limit.min(16 * 1024));
+    match fe.inspect_delay {
+        Some(delay) => {
+            let deadline = tokio::time::Instant::now() + delay;
+            // Wait for a first chunk, then take whatever else is there.
+            if let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read_buf(&mut txn.req_buf)).await {
+                if n > 0 {
+                    let _ = try_read_more(stream, txn, limit);
+                }
+            }
+        }
+        None => {
+            let _ = try_read_more(stream, txn, limit);
+        }
+    }
+}
+
+fn try_read_more(stream: &TcpStream, txn: &mut Txn, limit: usize) -> std::io::Result<()> {
+    let mut tmp = [0u8; 8192];
+    while txn.req_buf.len() < limit {
+        match stream.try_read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => txn.req_buf.extend_from_slice(&tmp[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn select_backend(worker: &Worker, fe: &FrontendPlan, txn: &Txn) -> Option<Arc<str>> {
+    let samples = worker.samples();
+    let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+    for sw in &fe.use_backends {
+        if sw.cond.as_ref().is_none_or(|c| c.eval(&ctx)) {
+            return Some(sw.backend.clone());
+        }
+    }
+    fe.default_backend.clone()
+}
+
+async fn run_service(worker: &Worker, fe: &FrontendPlan, target: ServiceTarget, stream: TcpStream, mut txn: Box<Txn>) {
     // The socket moves to the worker owning the Lua state; a std socket is
     // Send and is registered again with that worker's event loop.
     let std_stream = match stream.into_std() {
         Ok(s) => s,
         Err(e) => {
-            crate::log::warning(&format!("frontend '{}': {peer}: {e}", fe.name));
+            crate::log::warning(&format!("frontend '{}': {}: {e}", fe.name, txn.client));
             return;
         }
     };
+    let initial = txn.req_buf.split().freeze();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let name = target.name.clone();
     worker.dispatch(
         &target,
         Box::new(move |state| {
             tokio::task::spawn_local(async move {
-                applet_tcp::run(state, Rc::from(&*name), std_stream).await;
+                applet_tcp::run(state, Rc::from(&*name), std_stream, initial, txn).await;
                 let _ = done_tx.send(());
             });
         }),
     );
     // Keep the connection counted on this worker until the applet ends.
     let _ = done_rx.await;
-    if crate::log::access_log_enabled() {
-        let t = crate::log::UtcTime::now();
-        crate::log::access(&format!(
-            "{peer} [{}] {} lua.{} closed",
-            t.log_date(),
-            fe.name,
-            target.name
-        ));
-    }
 }

@@ -7,8 +7,12 @@
 //!   hand Lua work for it to worker 0 as `Send` jobs, which serializes all
 //!   execution in the shared state, as HAProxy does with its global lock.
 
+use crate::lua::action::{self, Outcome};
 use crate::lua::applet_http::{self, HttpAppletRequest, HttpReply};
+use crate::lua::sample_bridge::StateSamples;
 use crate::lua::state::{HostState, LuaSettings};
+use crate::sample::{LuaSamples, Sample};
+use crate::txn::Txn;
 use crate::proxy::plan::{FrontendPlan, Plan, ServiceTarget, StateKind};
 use crate::proxy::{http_front, tcp_front, Shutdown};
 use std::rc::Rc;
@@ -31,6 +35,8 @@ pub struct Worker {
     pub per_thread: Option<Rc<HostState>>,
     pub shared: SharedLua,
     pub plan: Arc<Plan>,
+    /// This worker's connections to backend servers.
+    pub forwarder: crate::backend::Forwarder,
 }
 
 impl Worker {
@@ -52,6 +58,76 @@ impl Worker {
                 SharedLua::None => crate::log::alert("internal error: no shared Lua state"),
             },
         }
+    }
+
+    /// The Lua fetches and converters reachable from this worker.
+    pub fn samples(&self) -> WorkerSamples<'_> {
+        WorkerSamples { worker: self }
+    }
+
+    /// The state of `kind` if it lives on this worker.
+    fn local_state(&self, kind: StateKind) -> Option<&Rc<HostState>> {
+        match kind {
+            StateKind::PerThread => self.per_thread.as_ref(),
+            StateKind::Shared => match &self.shared {
+                SharedLua::Local(s) => Some(s),
+                _ => None,
+            },
+        }
+    }
+
+    /// Runs Lua action `name` on `txn` in the state of `kind` (moving the
+    /// transaction to that state's worker and back when it is elsewhere).
+    pub async fn run_lua_action(
+        &self,
+        kind: StateKind,
+        name: Arc<str>,
+        txn: Box<Txn>,
+        args: Vec<String>,
+        response_side: bool,
+    ) -> (Option<Box<Txn>>, Outcome) {
+        if let Some(state) = self.local_state(kind) {
+            return action::run(state.clone(), Rc::from(&*name), txn, args, response_side).await;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.dispatch_kind(
+            kind,
+            Box::new(move |state| {
+                tokio::task::spawn_local(async move {
+                    let r = action::run(state, Rc::from(&*name), txn, args, response_side).await;
+                    let _ = tx.send(r);
+                });
+            }),
+        );
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => (None, Outcome::Abort),
+        }
+    }
+
+    /// Drops the `set_priv` data a finished transaction left in Lua states.
+    pub fn forget_txn(&self, id: u64, states: u8) {
+        for (bit, kind) in [(1u8, StateKind::Shared), (2u8, StateKind::PerThread)] {
+            if states & bit == 0 {
+                continue;
+            }
+            match self.local_state(kind) {
+                Some(s) => {
+                    s.info.privs.borrow_mut().remove(&id);
+                }
+                None => self.dispatch_kind(
+                    kind,
+                    Box::new(move |s| {
+                        s.info.privs.borrow_mut().remove(&id);
+                    }),
+                ),
+            }
+        }
+    }
+
+    fn dispatch_kind(&self, kind: StateKind, job: SharedJob) {
+        let target = ServiceTarget { name: Arc::from(""), state: kind };
+        self.dispatch(&target, job);
     }
 
     /// Starts Lua HTTP service `target` for one request.
@@ -221,5 +297,85 @@ async fn accept_loop(
                 i.notify_waiters();
             }
         });
+    }
+}
+
+/// Lua fetches and converters as the sample engine calls them from a
+/// worker: in the per-thread state when it registered the name, else in the
+/// shared state. Fetches and converters never yield, so a call into the
+/// shared state living on another worker waits for it (as HAProxy's threads
+/// wait for the shared state's lock).
+pub struct WorkerSamples<'a> {
+    worker: &'a Worker,
+}
+
+/// A transaction pointer handed to the shared state's worker for the length
+/// of a synchronous call.
+struct TxnPtr(*const Txn);
+// SAFETY: the sending worker blocks until the job replies, so the Txn stays
+// alive and unchanged for the whole time the other worker reads it, and Txn
+// itself is Send + Sync (plain data).
+unsafe impl Send for TxnPtr {}
+
+impl WorkerSamples<'_> {
+    fn state_for(&self, name: &str, fetch: bool) -> Option<StateKind> {
+        let has = |s: &HostState| {
+            let regs = s.info.regs.borrow();
+            if fetch {
+                regs.fetches.contains_key(name)
+            } else {
+                regs.converters.contains_key(name)
+            }
+        };
+        if self.worker.per_thread.as_deref().is_some_and(has) {
+            return Some(StateKind::PerThread);
+        }
+        match &self.worker.shared {
+            SharedLua::Local(s) if has(s) => Some(StateKind::Shared),
+            SharedLua::Remote(_) => Some(StateKind::Shared),
+            _ => None,
+        }
+    }
+
+    fn call(&self, name: &str, fetch: bool, txn: &Txn, input: Option<Sample>, args: &[String]) -> Option<Sample> {
+        let kind = self.state_for(name, fetch)?;
+        let run = |state: &HostState, txn: &Txn, input: Option<Sample>, args: &[String]| {
+            let s = StateSamples { lua: &state.lua, info: &state.info };
+            match input {
+                None => s.fetch(name, txn, args),
+                Some(i) => s.convert(name, txn, i, args),
+            }
+        };
+        if let Some(state) = self.worker.local_state(kind) {
+            return run(state, txn, input, args);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ptr = TxnPtr(txn as *const Txn);
+        let (name, args) = (name.to_string(), args.to_vec());
+        self.worker.dispatch_kind(
+            kind,
+            Box::new(move |state| {
+                let ptr = ptr;
+                // SAFETY: see TxnPtr; the caller is blocked on `rx` below.
+                let txn = unsafe { &*ptr.0 };
+                let s = StateSamples { lua: &state.lua, info: &state.info };
+                let r = match input {
+                    None => s.fetch(&name, txn, &args),
+                    Some(i) => s.convert(&name, txn, i, &args),
+                };
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().ok().flatten()
+    }
+}
+
+impl LuaSamples for WorkerSamples<'_> {
+    fn fetch(&self, name: &str, txn: &Txn, args: &[String]) -> Option<Sample> {
+        self.call(name, true, txn, None, args)
+    }
+
+    fn convert(&self, name: &str, txn: &Txn, input: Sample, args: &[String]) -> Option<Sample> {
+        self.call(name, false, txn, Some(input), args)
     }
 }

@@ -1,0 +1,113 @@
+//! The Fetches (`txn.f`, `txn.sf`) and Converters (`txn.c`, `txn.sc`)
+//! classes: every native sample fetch and converter as a method.
+//!
+//! HAProxy names the methods after the keywords with '.', '-' and '+'
+//! turned into '_' (`txn.f:req_fhdr("host")`); the original spelling works
+//! too (`txn.f["req.fhdr"](txn.f, "host")`). `f`/`c` return typed values or
+//! nil when the sample is missing; `sf`/`sc` always return a string ("" when
+//! missing).
+
+use crate::lua::class::{native, Class};
+use crate::lua::sample_bridge::{lua_args, lua_to_sample, sample_to_lua, StateSamples};
+use crate::lua::state::StateInfo;
+use crate::lua::txn_access::TxnCell;
+use crate::sample::{conv, fetch, Sample, SampleCtx};
+use mlua::{Lua, MultiValue, Table, Value};
+use std::rc::Rc;
+
+/// The native object at [0] of a Fetches/Converters object.
+pub struct SampleAccess {
+    pub cell: Rc<TxnCell>,
+}
+
+/// "req.fhdr" -> "req_fhdr".
+pub fn method_name(keyword: &str) -> String {
+    keyword.replace(['.', '-', '+'], "_")
+}
+
+/// The four classes: (f, sf, c, sc).
+pub struct SampleClasses {
+    pub fetches: Class,
+    pub string_fetches: Class,
+    pub converters: Class,
+    pub string_converters: Class,
+}
+
+/// Builds the classes with one method per native fetch and converter.
+pub fn classes(lua: &Lua) -> mlua::Result<SampleClasses> {
+    let fetches = Class::new(lua, "Fetches")?;
+    let string_fetches = Class::new(lua, "Fetches")?;
+    for name in fetch::names() {
+        for (class, as_string) in [(&fetches, false), (&string_fetches, true)] {
+            let f = lua.create_function(move |lua, (this, args): (Value, MultiValue)| {
+                call_fetch(lua, &this, name, &args.into_vec(), as_string)
+            })?;
+            class.method(name, f.clone())?;
+            class.method(&method_name(name), f)?;
+        }
+    }
+    let converters = Class::new(lua, "Converters")?;
+    let string_converters = Class::new(lua, "Converters")?;
+    for name in conv::names() {
+        for (class, as_string) in [(&converters, false), (&string_converters, true)] {
+            let f = lua.create_function(move |lua, (this, input, args): (Value, Value, MultiValue)| {
+                call_conv(lua, &this, name, &input, &args.into_vec(), as_string)
+            })?;
+            class.method(name, f.clone())?;
+            class.method(&method_name(name), f)?;
+        }
+    }
+    Ok(SampleClasses { fetches, string_fetches, converters, string_converters })
+}
+
+fn state_info(lua: &Lua) -> mlua::Result<Rc<StateInfo>> {
+    lua.app_data_ref::<Rc<StateInfo>>()
+        .map(|i| i.clone())
+        .ok_or_else(|| mlua::Error::runtime("no luahost state"))
+}
+
+/// The value to return for a sample (or its absence).
+fn result(lua: &Lua, s: Option<Sample>, as_string: bool) -> mlua::Result<Value> {
+    match (s, as_string) {
+        (Some(s), false) => sample_to_lua(lua, &s),
+        (Some(s), true) => Ok(Value::String(lua.create_string(s.to_bytes())?)),
+        (None, false) => Ok(Value::Nil),
+        (None, true) => Ok(Value::String(lua.create_string("")?)),
+    }
+}
+
+fn call_fetch(lua: &Lua, this: &Value, name: &str, args: &[Value], as_string: bool) -> mlua::Result<Value> {
+    let access = native::<SampleAccess>(this, "Fetches", name)?;
+    let args = lua_args(args).map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
+    let info = state_info(lua)?;
+    let sample = access.cell.with(|txn| {
+        let samples = StateSamples { lua, info: &info };
+        let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+        fetch::call(name, &args, &ctx)
+    })?;
+    let sample = sample.map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
+    result(lua, sample, as_string)
+}
+
+fn call_conv(lua: &Lua, this: &Value, name: &str, input: &Value, args: &[Value], as_string: bool) -> mlua::Result<Value> {
+    let access = native::<SampleAccess>(this, "Converters", name)?;
+    let args = lua_args(args).map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
+    let input = lua_to_sample(input);
+    let info = state_info(lua)?;
+    let sample = access.cell.with(|txn| {
+        let samples = StateSamples { lua, info: &info };
+        let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+        conv::call(name, input, &args, &ctx)
+    })?;
+    let sample = sample.map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
+    result(lua, sample, as_string)
+}
+
+/// Creates the f/sf/c/sc objects of a TXN or applet and stores them in `obj`.
+pub fn attach(lua: &Lua, info: &StateInfo, obj: &Table, cell: &Rc<TxnCell>) -> mlua::Result<()> {
+    let c = &info.classes.samples;
+    for (key, class) in [("f", &c.fetches), ("sf", &c.string_fetches), ("c", &c.converters), ("sc", &c.string_converters)] {
+        obj.raw_set(key, class.instantiate(lua, SampleAccess { cell: cell.clone() })?)?;
+    }
+    Ok(())
+}

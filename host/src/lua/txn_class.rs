@@ -1,0 +1,252 @@
+//! The TXN class (the `txn` argument of Lua actions and fetches) and the
+//! Reply class (`txn:reply()`).
+
+use crate::lua::class::{native, Class};
+use crate::lua::errors::done_error;
+use crate::lua::state::StateInfo;
+use crate::lua::txn_access::TxnCell;
+use crate::lua::vars::VarValue;
+use bytes::Bytes;
+use mlua::{Lua, Table, Value};
+use std::rc::Rc;
+
+/// The native object at [0] of a TXN.
+pub struct TxnHandle {
+    pub cell: Rc<TxnCell>,
+}
+
+/// A reply given to `txn:done(reply)`.
+#[derive(Clone, Debug)]
+pub struct ReplyData {
+    pub status: u16,
+    pub reason: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+fn cell(this: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
+    Ok(native::<TxnHandle>(this, "TXN", method)?.cell.clone())
+}
+
+fn info(lua: &Lua) -> mlua::Result<Rc<StateInfo>> {
+    lua.app_data_ref::<Rc<StateInfo>>()
+        .map(|i| i.clone())
+        .ok_or_else(|| mlua::Error::runtime("no luahost state"))
+}
+
+/// The TXN class.
+pub fn class(lua: &Lua) -> mlua::Result<Class> {
+    let c = Class::new(lua, "TXN")?;
+    c.method(
+        "log",
+        lua.create_function(|_, (_this, level, msg): (Value, i64, mlua::LuaString)| {
+            if level >= 0 {
+                crate::log::log(level.min(7) as i32, &msg.to_string_lossy());
+            }
+            Ok(())
+        })?,
+    )?;
+    // deflog: the proxy's default log level is "info" here.
+    c.method(
+        "deflog",
+        lua.create_function(|_, (_this, msg): (Value, mlua::LuaString)| {
+            crate::log::info(&msg.to_string_lossy());
+            Ok(())
+        })?,
+    )?;
+    for (name, level) in [
+        ("Debug", crate::log::DEBUG),
+        ("Info", crate::log::INFO),
+        ("Warning", crate::log::WARNING),
+        ("Alert", crate::log::ALERT),
+    ] {
+        c.method(
+            name,
+            lua.create_function(move |_, (_this, msg): (Value, mlua::LuaString)| {
+                crate::log::log(level, &msg.to_string_lossy());
+                Ok(())
+            })?,
+        )?;
+    }
+    c.method(
+        "get_priv",
+        lua.create_function(|lua, this: Value| {
+            let cell = cell(&this, "get_priv")?;
+            let id = cell.with(|t| t.id)?;
+            Ok(info(lua)?.privs.borrow().get(&id).cloned().unwrap_or(Value::Nil))
+        })?,
+    )?;
+    c.method(
+        "set_priv",
+        lua.create_function(|lua, (this, v): (Value, Value)| {
+            let cell = cell(&this, "set_priv")?;
+            let info = info(lua)?;
+            let mask = if info.thread_num == 0 { 1 } else { 2 };
+            let id = cell.with(|t| t.id)?;
+            // Tell the transaction which state holds data for it, so the
+            // data is dropped when the transaction ends.
+            let _ = cell.with_mut(|t| t.priv_states |= mask);
+            info.privs.borrow_mut().insert(id, v);
+            Ok(())
+        })?,
+    )?;
+    c.method(
+        "set_var",
+        lua.create_function(|_, (this, name, v, ifexist): (Value, String, Value, Option<bool>)| {
+            let cell = cell(&this, "set_var")?;
+            let value = VarValue::from_lua(&v);
+            cell.with_mut(|t| t.vars.set(&name, value, ifexist.unwrap_or(false)))
+        })?,
+    )?;
+    c.method(
+        "unset_var",
+        lua.create_function(|_, (this, name): (Value, String)| {
+            cell(&this, "unset_var")?.with_mut(|t| t.vars.unset(&name))
+        })?,
+    )?;
+    c.method(
+        "get_var",
+        lua.create_function(|lua, (this, name): (Value, String)| {
+            match cell(&this, "get_var")?.with(|t| t.vars.get(&name))? {
+                Some(v) => v.into_lua(lua),
+                None => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    c.method(
+        "set_loglevel",
+        lua.create_function(|_, (this, level): (Value, i64)| {
+            if !(0..=7).contains(&level) {
+                return Err(mlua::Error::runtime("set_loglevel: the level must be between 0 and 7"));
+            }
+            cell(&this, "set_loglevel")?.with_mut(|t| t.log_level = Some(level as i32))
+        })?,
+    )?;
+    c.method(
+        "reply",
+        lua.create_function(|lua, (_this, init): (Value, Option<Table>)| new_reply(lua, init))?,
+    )?;
+    c.method(
+        "done",
+        lua.create_function(|_, (this, reply): (Value, Option<Table>)| -> mlua::Result<()> {
+            let cell = cell(&this, "done")?;
+            if let Some(r) = reply {
+                *cell.reply.borrow_mut() = Some(reply_data(&r)?);
+            }
+            cell.done.set(true);
+            Err(done_error())
+        })?,
+    )?;
+    Ok(c)
+}
+
+/// A Reply object: a plain table (status, reason, headers, body) with the
+/// Reply methods.
+fn new_reply(lua: &Lua, init: Option<Table>) -> mlua::Result<Table> {
+    let info = info(lua)?;
+    let t = lua.create_table()?;
+    t.raw_set("status", 200)?;
+    t.raw_set("headers", lua.create_table()?)?;
+    t.raw_set("body", "")?;
+    if let Some(init) = init {
+        for key in ["status", "reason", "body"] {
+            let v: Value = init.get(key)?;
+            if !v.is_nil() {
+                t.raw_set(key, v)?;
+            }
+        }
+        if let Some(h) = init.get::<Option<Table>>("headers")? {
+            t.raw_set("headers", h)?;
+        }
+    }
+    t.set_metatable(Some(info.classes.reply.meta.clone()))?;
+    Ok(t)
+}
+
+/// Reads a reply table (a Reply object or a plain table).
+pub fn reply_data(t: &Table) -> mlua::Result<ReplyData> {
+    let status: Option<i64> = t.get("status")?;
+    let status = status.unwrap_or(200);
+    if !(100..=999).contains(&status) {
+        return Err(mlua::Error::runtime(format!("reply: invalid status code {status}")));
+    }
+    let reason: Option<String> = t.get("reason")?;
+    let body: Option<mlua::LuaString> = t.get("body")?;
+    let mut headers = Vec::new();
+    if let Some(h) = t.get::<Option<Table>>("headers")? {
+        for pair in h.pairs::<String, Value>() {
+            let (name, v) = pair?;
+            match v {
+                Value::Table(list) => {
+                    for item in list.sequence_values::<mlua::LuaString>() {
+                        headers.push((name.to_ascii_lowercase(), item?.to_string_lossy()));
+                    }
+                }
+                Value::String(s) => headers.push((name.to_ascii_lowercase(), s.to_string_lossy())),
+                Value::Integer(i) => headers.push((name.to_ascii_lowercase(), i.to_string())),
+                _ => {}
+            }
+        }
+    }
+    Ok(ReplyData {
+        status: status as u16,
+        reason,
+        headers,
+        body: body.map(|b| Bytes::copy_from_slice(&b.as_bytes())).unwrap_or_default(),
+    })
+}
+
+/// The Reply class.
+pub fn reply_class(lua: &Lua) -> mlua::Result<Class> {
+    let c = Class::new(lua, "Reply")?;
+    c.method(
+        "set_status",
+        lua.create_function(|_, (this, status, reason): (Table, i64, Option<String>)| {
+            this.raw_set("status", status)?;
+            this.raw_set("reason", reason)?;
+            Ok(())
+        })?,
+    )?;
+    c.method(
+        "add_header",
+        lua.create_function(|lua, (this, name, value): (Table, String, mlua::LuaString)| {
+            let headers: Table = this.raw_get("headers")?;
+            let name = name.to_ascii_lowercase();
+            let list = match headers.raw_get::<Option<Table>>(name.as_str())? {
+                Some(l) => l,
+                None => {
+                    let l = lua.create_table()?;
+                    headers.raw_set(name.as_str(), &l)?;
+                    l
+                }
+            };
+            list.raw_push(value)?;
+            Ok(())
+        })?,
+    )?;
+    c.method(
+        "del_header",
+        lua.create_function(|_, (this, name): (Table, String)| {
+            let headers: Table = this.raw_get("headers")?;
+            headers.raw_set(name.to_ascii_lowercase(), Value::Nil)?;
+            Ok(())
+        })?,
+    )?;
+    c.method(
+        "set_body",
+        lua.create_function(|_, (this, body): (Table, mlua::LuaString)| this.raw_set("body", body))?,
+    )?;
+    Ok(c)
+}
+
+/// Creates a TXN object around `cell`, with its f/sf/c/sc, req/res and (in
+/// HTTP mode) http objects.
+pub fn new_txn(lua: &Lua, info: &StateInfo, cell: Rc<TxnCell>, _action: bool) -> mlua::Result<Table> {
+    let obj = info.classes.txn.instantiate(lua, TxnHandle { cell: cell.clone() })?;
+    crate::lua::fetches_class::attach(lua, info, &obj, &cell)?;
+    crate::lua::channel_class::attach(lua, info, &obj, &cell)?;
+    if cell.with(|t| t.mode == crate::txn::TxnMode::Http)? {
+        obj.raw_set("http", crate::lua::http_class::new_http(lua, info, &cell)?)?;
+    }
+    Ok(obj)
+}

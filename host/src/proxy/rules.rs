@@ -1,0 +1,410 @@
+//! Rule sets (`http-request`, `http-response`, `http-after-response`,
+//! `tcp-request content`, `tcp-response content`): compiled once from the
+//! configuration, executed per transaction.
+
+use crate::config::{self, Action, RedirectKind, ReturnBody};
+use crate::sample::acl::CompiledCond;
+use crate::lua::action::Outcome;
+use crate::lua::vars::VarValue;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::error_pages;
+use crate::proxy::plan::{ServiceTarget, StateKind};
+use crate::proxy::worker::Worker;
+use crate::sample::{AclSet, LogFormat, Sample, SampleCtx, SampleExpr};
+use crate::txn::Txn;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+use std::sync::Arc;
+
+/// A rule ready to run.
+pub struct CRule {
+    pub cond: Option<CompiledCond>,
+    pub action: CAction,
+    pub location: String,
+}
+
+impl CRule {
+    /// The Lua fetches and converters this rule's samples use, as
+    /// (fetch, converter) pairs, for the start-up check.
+    pub fn lua_sample_names(&self) -> Vec<(Option<String>, Option<String>)> {
+        let (fetches, convs) = match &self.action {
+            CAction::SetHeader { value, .. } | CAction::AddHeader { value, .. } => value.lua_names(),
+            CAction::SetPath(f) | CAction::SetQuery(f) => f.lua_names(),
+            CAction::SetVar { expr, .. } => expr.lua_names(),
+            CAction::Return { body: Some(ReturnPayload::Format(f)), .. } => f.lua_names(),
+            CAction::Redirect { target, .. } => target.lua_names(),
+            _ => (Vec::new(), Vec::new()),
+        };
+        fetches
+            .into_iter()
+            .map(|f| (Some(f), None))
+            .chain(convs.into_iter().map(|c| (None, Some(c))))
+            .collect()
+    }
+}
+
+/// A compiled action.
+pub enum CAction {
+    SetHeader { name: HeaderName, value: LogFormat },
+    AddHeader { name: HeaderName, value: LogFormat },
+    DelHeader { name: HeaderName },
+    ReplaceHeader { name: HeaderName, regex: regex::Regex, replacement: String },
+    SetPath(LogFormat),
+    SetQuery(LogFormat),
+    SetVar { var: String, expr: SampleExpr },
+    UnsetVar(String),
+    Deny { status: Option<u16> },
+    Return { status: u16, content_type: Option<String>, body: Option<ReturnPayload> },
+    Redirect { kind: RedirectKind, target: LogFormat, code: u16 },
+    SetStatus { status: u16 },
+    Allow,
+    Accept,
+    Reject,
+    /// `lua.NAME`; the state is resolved once the Lua files are loaded.
+    Lua { name: Arc<str>, args: Vec<String>, state: Option<StateKind> },
+    UseService { name: String, target: Option<ServiceTarget> },
+}
+
+pub enum ReturnPayload {
+    Fixed(String),
+    Format(LogFormat),
+}
+
+/// Where a rule set runs (decides the meaning of deny and of http methods).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RuleSide {
+    Request,
+    Response,
+}
+
+fn var_name(v: &config::VarRef) -> String {
+    let scope = match v.scope {
+        config::VarScope::Proc => "proc",
+        config::VarScope::Sess => "sess",
+        config::VarScope::Txn => "txn",
+        config::VarScope::Req => "req",
+        config::VarScope::Res => "res",
+    };
+    format!("{scope}.{}", v.name)
+}
+
+fn header(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name '{name}'"))
+}
+
+/// `\1` references (HAProxy) to `${1}` (regex crate).
+fn regex_replacement(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(|d| d.is_ascii_digit()) => {
+                let d = chars.next().unwrap_or('0');
+                out.push_str(&format!("${{{d}}}"));
+            }
+            '$' => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Compiles one rule; errors are complete alert lines.
+pub fn compile(rule: &config::Rule, acls: &AclSet) -> Result<CRule, String> {
+    let loc = rule.location.to_string();
+    let err = |what: String| format!("[ALERT] parsing [{loc}] : {what}");
+    let cond = match &rule.cond {
+        Some(c) => Some(acls.compile_condition(c).map_err(err)?),
+        None => None,
+    };
+    let fmt = |s: &str| LogFormat::parse(s).map_err(|e| err(format!("invalid log-format '{s}': {e}")));
+    let action = match &rule.action {
+        Action::SetHeader { name, value } => CAction::SetHeader { name: header(name).map_err(err)?, value: fmt(value)? },
+        Action::AddHeader { name, value } => CAction::AddHeader { name: header(name).map_err(err)?, value: fmt(value)? },
+        Action::DelHeader { name } => CAction::DelHeader { name: header(name).map_err(err)? },
+        Action::ReplaceHeader { name, regex, replacement } => CAction::ReplaceHeader {
+            name: header(name).map_err(err)?,
+            regex: regex::Regex::new(regex).map_err(|e| err(format!("invalid regex '{regex}': {e}")))?,
+            replacement: regex_replacement(replacement),
+        },
+        Action::SetPath { format } => CAction::SetPath(fmt(format)?),
+        Action::SetQuery { format } => CAction::SetQuery(fmt(format)?),
+        Action::SetVar { var, expr } => CAction::SetVar {
+            var: var_name(var),
+            expr: SampleExpr::parse(expr).map_err(|e| err(format!("invalid sample expression '{expr}': {e}")))?,
+        },
+        Action::UnsetVar { var } => CAction::UnsetVar(var_name(var)),
+        Action::Deny { status } => CAction::Deny { status: *status },
+        Action::Return { status, content_type, body } => CAction::Return {
+            status: status.unwrap_or(200),
+            content_type: content_type.clone(),
+            body: match body {
+                None => None,
+                Some(ReturnBody::String(s)) => Some(ReturnPayload::Fixed(s.clone())),
+                Some(ReturnBody::LfString(s)) => Some(ReturnPayload::Format(fmt(s)?)),
+            },
+        },
+        Action::Redirect { kind, target, code } => CAction::Redirect {
+            kind: *kind,
+            target: fmt(target)?,
+            code: code.unwrap_or(302),
+        },
+        Action::SetStatus { status, .. } => CAction::SetStatus { status: *status },
+        Action::Allow => CAction::Allow,
+        Action::Accept => CAction::Accept,
+        Action::Reject => CAction::Reject,
+        Action::Lua { name, args } => CAction::Lua { name: Arc::from(name.as_str()), args: args.clone(), state: None },
+        Action::UseService { name } => CAction::UseService { name: name.clone(), target: None },
+        #[allow(unreachable_patterns)]
+        _ => return Err(err("this action is not supported by luahost yet".to_string())),
+    };
+    Ok(CRule { cond, action, location: loc })
+}
+
+/// What a rule set decided.
+pub enum Verdict {
+    /// All rules ran (or `allow`/STOP): go on with the transaction.
+    Continue,
+    /// Answer with this response now (deny, return, redirect, txn:done...).
+    Respond(Response<ProxyBody>),
+    /// Hand the request to a Lua service.
+    Service(ServiceTarget),
+    /// Close the connection without a response (TCP reject, act.ABORT).
+    Abort,
+}
+
+/// Evaluates a rule's condition.
+fn applies(rule: &CRule, ctx: &SampleCtx) -> bool {
+    rule.cond.as_ref().is_none_or(|c| c.eval(ctx))
+}
+
+fn text_response(status: u16, content_type: Option<&str>, body: bytes::Bytes) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, ct);
+    }
+    r
+}
+
+/// The response for `txn:done(reply)` (an empty reply object gives an empty
+/// 200); without a reply the transaction ends with no response.
+pub fn reply_response(reply: crate::lua::txn_class::ReplyData) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(reply.body));
+    *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    for (n, v) in reply.headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(&v)) {
+            r.headers_mut().append(n, v);
+        }
+    }
+    r
+}
+
+/// Runs `rules` on `txn`. `acls` are the owning proxy's.
+pub async fn run(worker: &Worker, rules: &[CRule], txn: &mut Box<Txn>, side: RuleSide) -> Verdict {
+    for rule in rules {
+        let verdict = {
+            let samples = worker.samples();
+            let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+            if !applies(rule, &ctx) {
+                continue;
+            }
+            match &rule.action {
+                CAction::SetHeader { value, .. }
+                | CAction::AddHeader { value, .. } => Some(Step::Header(value.render(&ctx))),
+                CAction::SetPath(f) | CAction::SetQuery(f) => Some(Step::Text(f.render(&ctx))),
+                CAction::SetVar { expr, .. } => Some(Step::Sample(expr.eval(&ctx))),
+                CAction::Return { body: Some(ReturnPayload::Format(f)), .. } => Some(Step::Text(f.render(&ctx))),
+                CAction::Redirect { target, .. } => Some(Step::Text(target.render(&ctx))),
+                _ => None,
+            }
+        };
+        match apply(worker, rule, verdict, txn, side).await {
+            Applied::Next => {}
+            Applied::Stop => return Verdict::Continue,
+            Applied::Verdict(v) => return v,
+        }
+    }
+    Verdict::Continue
+}
+
+/// A value computed from samples before the transaction is modified.
+enum Step {
+    Header(bytes::Bytes),
+    Text(bytes::Bytes),
+    Sample(Option<Sample>),
+}
+
+enum Applied {
+    Next,
+    Stop,
+    Verdict(Verdict),
+}
+
+fn headers_mut(txn: &mut Txn, side: RuleSide) -> Option<&mut hyper::HeaderMap> {
+    match side {
+        RuleSide::Request => txn.req.as_mut().map(|r| &mut r.headers),
+        RuleSide::Response => txn.res.as_mut().map(|r| &mut r.headers),
+    }
+}
+
+async fn apply(worker: &Worker, rule: &CRule, step: Option<Step>, txn: &mut Box<Txn>, side: RuleSide) -> Applied {
+    match (&rule.action, step) {
+        (CAction::SetHeader { name, .. }, Some(Step::Header(v))) => {
+            if let (Some(h), Ok(v)) = (headers_mut(txn, side), HeaderValue::from_maybe_shared(v)) {
+                h.insert(name.clone(), v);
+            }
+            Applied::Next
+        }
+        (CAction::AddHeader { name, .. }, Some(Step::Header(v))) => {
+            if let (Some(h), Ok(v)) = (headers_mut(txn, side), HeaderValue::from_maybe_shared(v)) {
+                h.append(name.clone(), v);
+            }
+            Applied::Next
+        }
+        (CAction::DelHeader { name }, _) => {
+            if let Some(h) = headers_mut(txn, side) {
+                h.remove(name);
+            }
+            Applied::Next
+        }
+        (CAction::ReplaceHeader { name, regex, replacement }, _) => {
+            if let Some(h) = headers_mut(txn, side) {
+                let old: Vec<HeaderValue> = h.get_all(name).iter().cloned().collect();
+                if !old.is_empty() {
+                    h.remove(name);
+                    for v in old {
+                        let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                        let new = match regex.captures(&text) {
+                            Some(caps) => {
+                                let mut out = String::new();
+                                caps.expand(replacement, &mut out);
+                                out
+                            }
+                            None => text,
+                        };
+                        if let Ok(v) = HeaderValue::from_str(&new) {
+                            h.append(name.clone(), v);
+                        }
+                    }
+                }
+            }
+            Applied::Next
+        }
+        (CAction::SetPath(_), Some(Step::Text(path))) => {
+            if let Some(req) = txn.req.as_mut() {
+                let q = req.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+                let path = String::from_utf8_lossy(&path).into_owned();
+                if let Ok(u) = format!("{path}{q}").parse() {
+                    req.uri = u;
+                }
+            }
+            Applied::Next
+        }
+        (CAction::SetQuery(_), Some(Step::Text(q))) => {
+            if let Some(req) = txn.req.as_mut() {
+                let q = String::from_utf8_lossy(&q).into_owned();
+                let q = q.strip_prefix('?').unwrap_or(&q);
+                let uri = if q.is_empty() { req.uri.path().to_string() } else { format!("{}?{q}", req.uri.path()) };
+                if let Ok(u) = uri.parse() {
+                    req.uri = u;
+                }
+            }
+            Applied::Next
+        }
+        (CAction::SetVar { var, .. }, Some(Step::Sample(s))) => {
+            if let Some(s) = s {
+                let v = match s {
+                    Sample::Bool(b) => VarValue::Bool(b),
+                    Sample::Sint(i) => VarValue::Int(i),
+                    other => VarValue::Str(other.to_bytes().to_vec()),
+                };
+                txn.vars.set(var, v, false);
+            }
+            Applied::Next
+        }
+        (CAction::UnsetVar(var), _) => {
+            txn.vars.unset(var);
+            Applied::Next
+        }
+        (CAction::Deny { status }, _) => {
+            let default = if side == RuleSide::Request { 403 } else { 502 };
+            Applied::Verdict(Verdict::Respond(error_pages::response(status.unwrap_or(default))))
+        }
+        (CAction::Return { status, content_type, body }, step) => {
+            let payload = match (body, step) {
+                (Some(ReturnPayload::Fixed(s)), _) => bytes::Bytes::from(s.clone()),
+                (Some(ReturnPayload::Format(_)), Some(Step::Text(t))) => t,
+                _ => bytes::Bytes::new(),
+            };
+            Applied::Verdict(Verdict::Respond(text_response(*status, content_type.as_deref(), payload)))
+        }
+        (CAction::Redirect { kind, code, .. }, Some(Step::Text(target))) => {
+            let target = String::from_utf8_lossy(&target).into_owned();
+            let location = match kind {
+                RedirectKind::Prefix => {
+                    let pq = txn.req.as_ref().and_then(|r| r.uri.path_and_query()).map_or("/", |p| p.as_str());
+                    format!("{}{pq}", target.trim_end_matches('/'))
+                }
+                RedirectKind::Scheme => {
+                    let host = txn
+                        .req
+                        .as_ref()
+                        .and_then(|r| r.headers.get(hyper::header::HOST))
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let pq = txn.req.as_ref().and_then(|r| r.uri.path_and_query()).map_or("/", |p| p.as_str());
+                    format!("{target}://{host}{pq}")
+                }
+                RedirectKind::Location => target,
+            };
+            let mut r = text_response(*code, None, bytes::Bytes::new());
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(hyper::header::LOCATION, v);
+            }
+            r.headers_mut().insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            Applied::Verdict(Verdict::Respond(r))
+        }
+        (CAction::SetStatus { status }, _) => {
+            if let (Some(res), Ok(s)) = (txn.res.as_mut(), StatusCode::from_u16(*status)) {
+                res.status = s;
+            }
+            Applied::Next
+        }
+        (CAction::Allow, _) | (CAction::Accept, _) => Applied::Stop,
+        (CAction::Reject, _) => Applied::Verdict(Verdict::Abort),
+        (CAction::UseService { target: Some(t), .. }, _) => Applied::Verdict(Verdict::Service(t.clone())),
+        (CAction::Lua { name, args, state: Some(kind) }, _) => {
+            let (back, outcome) = worker
+                .run_lua_action(*kind, name.clone(), std::mem::replace(txn, placeholder(txn)), args.clone(), side == RuleSide::Response)
+                .await;
+            match back {
+                Some(t) => *txn = t,
+                None => return Applied::Verdict(Verdict::Abort),
+            }
+            match outcome {
+                Outcome::Continue => Applied::Next,
+                Outcome::Stop => Applied::Stop,
+                Outcome::Deny => {
+                    let status = if side == RuleSide::Request { 403 } else { 502 };
+                    Applied::Verdict(Verdict::Respond(error_pages::response(status)))
+                }
+                Outcome::Error => Applied::Verdict(Verdict::Respond(error_pages::response(500))),
+                Outcome::Invalid => Applied::Verdict(Verdict::Respond(error_pages::response(400))),
+                Outcome::Abort => Applied::Verdict(Verdict::Abort),
+                Outcome::Done(Some(reply)) => Applied::Verdict(Verdict::Respond(reply_response(reply))),
+                Outcome::Done(None) => Applied::Verdict(Verdict::Abort),
+            }
+        }
+        // A rule whose value could not be computed (should not happen), or a
+        // Lua name that was not resolved (refused at start-up).
+        _ => Applied::Next,
+    }
+}
+
+/// A stand-in left in the caller's slot while the transaction is away in a
+/// Lua action (it moves to the Lua state's worker and comes back).
+fn placeholder(txn: &Txn) -> Box<Txn> {
+    Box::new(Txn::new(txn.mode, txn.client, txn.local, txn.frontend.clone(), txn.thread))
+}

@@ -17,9 +17,14 @@
 //! `@ECHO@` the echo backend's address and `@DEAD@` an address where nothing
 //! listens.
 //!
-//! Header order counts, except between different header names of responses
-//! a Lua script builds (services, txn:reply): HAProxy itself sends those in
-//! an order that changes from run to run (see `Case::any_header_order`).
+//! Header order is compared the way HTTP gives it meaning (RFC 9110 5.3):
+//! fields with the same name must keep their relative order, while the order
+//! between different names is not compared. luahost keeps all fields of one
+//! name together (hyper's header map), where HAProxy keeps one flat list; and
+//! HAProxy itself sends the headers of Lua-built responses (services,
+//! txn:reply) in an order that changes from run to run. So response headers
+//! are compared after a stable sort by name, and the echo backend reports the
+//! request headers it received in the same stable order.
 //!
 //! Run: `cargo test --test differential` (HAProxy missing: skipped locally,
 //! a failure under CI=true). `DIFF_SHOW=1` prints every HAProxy answer (for
@@ -354,14 +359,13 @@ fn run_case(port: u16, case: &Case) -> Vec<Option<Answer>> {
     out
 }
 
-/// Whether two answers are equal; with `any_header_order`, headers are
-/// compared after a stable sort by name.
-fn same(a: &Option<Answer>, b: &Option<Answer>, any_header_order: bool) -> bool {
+/// Whether two answers are equal, headers compared after a stable sort by
+/// name (see the module comment; `_any_header_order` marks the cases where
+/// even HAProxy's own order varies).
+fn same(a: &Option<Answer>, b: &Option<Answer>, _any_header_order: bool) -> bool {
     let norm = |x: &Option<Answer>| {
         x.clone().map(|mut x| {
-            if any_header_order {
-                x.headers.sort_by(|p, q| p.0.cmp(&q.0));
-            }
+            x.headers.sort_by(|p, q| p.0.cmp(&q.0));
             x
         })
     };
@@ -556,6 +560,9 @@ fn echo_connection(conn: TcpStream) {
         let close = value("connection").is_some_and(|v| v.contains("close"));
 
         let mut text = format!("{request_line}\n");
+        // Stable by name: same-name fields keep their order (module comment).
+        let mut headers = headers;
+        headers.sort_by(|p, q| p.0.cmp(&q.0));
         const HOP: &[&str] = &[
             "connection",
             "keep-alive",
@@ -1062,11 +1069,22 @@ fn error_page(code: u16) -> String {
 }
 
 /// The body the echo backend answers for a request whose line is
-/// `request_line` and whose forwarded headers are `headers` (`host` first).
+/// `request_line` and whose forwarded headers are `host` then `headers`, in
+/// the backend's stable by-name order.
 fn echoed(request_line: &str, headers: &[&str]) -> String {
-    let mut s = format!("{request_line} HTTP/1.1\nhost: {HOST}\n");
-    for h in headers {
-        s.push_str(h);
+    // A "body: ..." line is not a header: the backend writes it last.
+    let (body, fields): (Vec<&str>, Vec<&str>) =
+        headers.iter().partition(|h| h.starts_with("body: "));
+    let mut all: Vec<String> = vec![format!("host: {HOST}")];
+    all.extend(fields.iter().map(|h| h.to_string()));
+    all.sort_by(|p, q| {
+        let name = |h: &String| h.split(':').next().unwrap_or("").to_string();
+        name(p).cmp(&name(q))
+    });
+    all.extend(body.iter().map(|h| h.to_string()));
+    let mut s = format!("{request_line} HTTP/1.1\n");
+    for h in all {
+        s.push_str(&h);
         s.push('\n');
     }
     s

@@ -4,6 +4,7 @@
 mod backend;
 #[allow(dead_code)]
 mod config;
+mod headers;
 mod log;
 mod lua;
 mod module_check;

@@ -57,11 +57,19 @@ pub struct Txn {
     pub vars: VarStore,
     /// `set-loglevel` / `txn:set_loglevel`.
     pub log_level: Option<i32>,
+    /// HTTP: this is the connection's first request (http_first_req).
+    pub first_request: bool,
 }
 
 impl Txn {
     /// A transaction with no request yet.
-    pub fn new(mode: TxnMode, client: SocketAddr, local: SocketAddr, frontend: Arc<str>, thread: usize) -> Txn {
+    pub fn new(
+        mode: TxnMode,
+        client: SocketAddr,
+        local: SocketAddr,
+        frontend: Arc<str>,
+        thread: usize,
+    ) -> Txn {
         Txn {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             priv_states: 0,
@@ -79,6 +87,7 @@ impl Txn {
             res_buf: BytesMut::new(),
             vars: VarStore::default(),
             log_level: None,
+            first_request: true,
         }
     }
 

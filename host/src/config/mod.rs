@@ -562,6 +562,19 @@ pub struct Rule {
     pub location: Location,
 }
 
+/// The reply arguments shared by `return` and `deny`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplySpec {
+    /// The Content-Type of the body.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Option<ReturnBody>,
+    /// `hdr NAME FMT` headers.
+    pub headers: Vec<(String, String)>,
+    /// `default-errorfiles`.
+    pub errorfile: bool,
+}
+
 /// A rule action. Format strings are kept as written (log-format syntax).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -627,10 +640,12 @@ pub enum Action {
         /// The variable.
         var: VarRef,
     },
-    /// `deny [deny_status N]`
+    /// `deny [deny_status N | status N] [reply arguments as for return]`
     Deny {
         /// The status to answer with (403 when absent).
         status: Option<u16>,
+        /// A custom reply instead of the default error page.
+        reply: Option<Box<ReplySpec>>,
     },
     /// `return [status N] [content-type T] [string S | lf-string FMT]`
     Return {
@@ -640,6 +655,10 @@ pub enum Action {
         content_type: Option<String>,
         /// The body.
         body: Option<ReturnBody>,
+        /// `hdr NAME FMT` headers added to the reply.
+        headers: Vec<(String, String)>,
+        /// `default-errorfiles`: reply with the default error page of the status.
+        errorfile: bool,
     },
     /// `redirect location|prefix|scheme X [code N]`
     Redirect {
@@ -649,6 +668,8 @@ pub enum Action {
         target: String,
         /// The status (302 when absent).
         code: Option<u16>,
+        /// `drop-query`: the query string is not appended (prefix/scheme).
+        drop_query: bool,
     },
     /// `set-status N [reason R]`
     SetStatus {

@@ -7,7 +7,9 @@
 
 use super::acl::parse_condition;
 use super::units::parse_u64;
-use super::{AclDef, Action, Location, RedirectKind, ReturnBody, Rule, VarRef, VarScope};
+use super::{
+    AclDef, Action, Location, RedirectKind, ReplySpec, ReturnBody, Rule, VarRef, VarScope,
+};
 
 /// The rule sets, each with the actions it allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,21 +329,11 @@ fn parse_action(
             0,
         ),
         Name::Deny => {
-            let mut status = None;
-            let mut i = 0;
-            while let Some(&w) = args.get(i) {
-                match w {
-                    _ if is_cond(w) => break,
-                    "deny_status" => status = Some(status_arg(args.get(i + 1), what, w)?),
-                    _ => {
-                        return Err(format!(
-                            "'{what}': unsupported argument '{w}'; expected 'deny_status CODE', 'if' or 'unless'"
-                        ))
-                    }
-                }
-                i += 2;
-            }
-            (Action::Deny { status }, i)
+            let (status, reply, i) = parse_reply(args, what, true)?;
+            let custom =
+                reply.content_type.is_some() || reply.body.is_some() || !reply.headers.is_empty();
+            let reply = custom.then(|| Box::new(reply));
+            (Action::Deny { status, reply }, i)
         }
         Name::Return => parse_return(args, what)?,
         Name::Redirect => parse_redirect(args, what)?,
@@ -443,9 +435,32 @@ fn var_ref(word: &str, func: &str) -> Result<VarRef, String> {
 
 /// Reads `return [status N] [content-type T] [string S | lf-string FMT]`.
 fn parse_return(args: &[&str], what: &str) -> Result<(Action, usize), String> {
+    let (status, reply, i) = parse_reply(args, what, false)?;
+    let action = Action::Return {
+        status,
+        content_type: reply.content_type,
+        body: reply.body,
+        headers: reply.headers,
+        errorfile: reply.errorfile,
+    };
+    Ok((action, i))
+}
+
+/// Reads the reply arguments of `return` and `deny`: `status N` (also
+/// `deny_status N` for deny), `content-type T`, `string S` | `lf-string FMT`
+/// | `default-errorfiles`, and any number of `hdr NAME FMT`.
+fn parse_reply(
+    args: &[&str],
+    what: &str,
+    deny: bool,
+) -> Result<(Option<u16>, ReplySpec, usize), String> {
     let mut status = None;
-    let mut content_type = None;
-    let mut body = None;
+    let mut reply = ReplySpec {
+        content_type: None,
+        body: None,
+        headers: Vec::new(),
+        errorfile: false,
+    };
     let mut i = 0;
     while let Some(&key) = args.get(i) {
         if is_cond(key) {
@@ -457,63 +472,65 @@ fn parse_return(args: &[&str], what: &str) -> Result<(Action, usize), String> {
                 .map(|v| v.to_string())
                 .ok_or_else(|| format!("'{what}': '{key}' expects a value"))
         };
+        let has_body = reply.body.is_some() || reply.errorfile;
         match key {
             "status" if status.is_none() => status = Some(status_arg(value, what, key)?),
-            "content-type" if content_type.is_none() => content_type = Some(text()?),
-            "string" | "lf-string" if body.is_none() => {
-                body = Some(if key == "string" {
-                    ReturnBody::String(text()?)
-                } else {
-                    ReturnBody::LfString(text()?)
-                });
+            "deny_status" if deny && status.is_none() => status = Some(status_arg(value, what, key)?),
+            "content-type" if reply.content_type.is_none() => reply.content_type = Some(text()?),
+            "string" if !has_body => reply.body = Some(ReturnBody::String(text()?)),
+            "lf-string" if !has_body => reply.body = Some(ReturnBody::LfString(text()?)),
+            "default-errorfiles" if !has_body => {
+                reply.errorfile = true;
+                i += 1;
+                continue;
             }
-            "status" | "content-type" | "string" | "lf-string" => {
+            "hdr" => {
+                let (Some(name), Some(fmt)) = (args.get(i + 1), args.get(i + 2)) else {
+                    return Err(format!("'{what}': 'hdr' expects a header name and a value format"));
+                };
+                reply.headers.push((name.to_string(), fmt.to_string()));
+                i += 3;
+                continue;
+            }
+            "status" | "deny_status" | "content-type" | "string" | "lf-string" | "default-errorfiles" => {
                 return Err(format!("'{what}': '{key}' is given twice or conflicts with an earlier body"))
             }
-            "file" | "lf-file" | "errorfile" | "errorfiles" | "default-errorfiles" | "hdr" => {
+            "file" | "lf-file" | "errorfile" | "errorfiles" => {
                 return Err(format!("'{what}': '{key}' is not supported yet"))
             }
             _ => {
                 return Err(format!(
-                    "'{what}': unknown argument '{key}'; expected status, content-type, string, lf-string, 'if' or 'unless'"
+                    "'{what}': unknown argument '{key}'; expected status, content-type, string, lf-string, \
+                     default-errorfiles, hdr, 'if' or 'unless'"
                 ))
             }
         }
         i += 2;
     }
-    let action = Action::Return {
-        status,
-        content_type,
-        body,
-    };
-    Ok((action, i))
+    Ok((status, reply, i))
 }
 
 /// Reads `redirect location|prefix|scheme TARGET [code N]`.
 fn parse_redirect(args: &[&str], what: &str) -> Result<(Action, usize), String> {
-    let first = args.first().copied();
-    let kind = match first {
-        Some("location") => RedirectKind::Location,
-        Some("prefix") => RedirectKind::Prefix,
-        Some("scheme") => RedirectKind::Scheme,
-        other => {
-            return Err(format!(
-                "'{what}' expects 'location', 'prefix' or 'scheme' followed by a target{}",
-                got(other)
-            ))
-        }
-    };
-    let Some(target) = args.get(1) else {
-        return Err(format!(
-            "'{what} {}' expects a target",
-            first.unwrap_or_default()
-        ));
-    };
+    let mut target: Option<(RedirectKind, String)> = None;
     let mut code = None;
-    let mut i = 2;
+    let mut drop_query = false;
+    let mut i = 0;
     while let Some(&key) = args.get(i) {
         match key {
             _ if is_cond(key) => break,
+            "location" | "prefix" | "scheme" if target.is_none() => {
+                let kind = match key {
+                    "location" => RedirectKind::Location,
+                    "prefix" => RedirectKind::Prefix,
+                    _ => RedirectKind::Scheme,
+                };
+                let Some(t) = args.get(i + 1) else {
+                    return Err(format!("'{what} {key}' expects a target"));
+                };
+                target = Some((kind, t.to_string()));
+                i += 2;
+            }
             "code" => {
                 let value = args.get(i + 1).copied();
                 code = match value.and_then(parse_u64) {
@@ -527,21 +544,35 @@ fn parse_redirect(args: &[&str], what: &str) -> Result<(Action, usize), String> 
                 };
                 i += 2;
             }
-            "drop-query" | "append-slash" | "set-cookie" | "clear-cookie" | "ignore-empty"
-            | "keep-query" => return Err(format!("'{what}': option '{key}' is not supported yet")),
+            "drop-query" => {
+                drop_query = true;
+                i += 1;
+            }
+            "append-slash" | "set-cookie" | "clear-cookie" | "ignore-empty" | "keep-query" => {
+                return Err(format!("'{what}': option '{key}' is not supported yet"))
+            }
             _ => {
                 return Err(format!(
-                    "'{what}': unknown argument '{key}'; expected 'code N', 'if' or 'unless'"
+                    "'{what}': expected 'location', 'prefix' or 'scheme' with a target, 'code N', \
+                     'drop-query', 'if' or 'unless', got '{key}'"
                 ))
             }
         }
     }
-    let action = Action::Redirect {
-        kind,
-        target: target.to_string(),
-        code,
+    let Some((kind, target)) = target else {
+        return Err(format!(
+            "'{what}' expects 'location', 'prefix' or 'scheme' followed by a target"
+        ));
     };
-    Ok((action, i))
+    Ok((
+        Action::Redirect {
+            kind,
+            target,
+            code,
+            drop_query,
+        },
+        i,
+    ))
 }
 
 #[cfg(test)]
@@ -750,10 +781,32 @@ mod tests {
 
     #[test]
     fn deny_return_redirect() {
-        assert_eq!(action("deny"), Action::Deny { status: None });
+        assert_eq!(
+            action("deny"),
+            Action::Deny {
+                status: None,
+                reply: None
+            }
+        );
         assert_eq!(
             action("deny deny_status 429"),
-            Action::Deny { status: Some(429) }
+            Action::Deny {
+                status: Some(429),
+                reply: None
+            }
+        );
+        // HAProxy 2.6 also takes return's reply arguments on deny.
+        assert_eq!(
+            action("deny status 451 content-type text/plain string no hdr x-why %[path]"),
+            Action::Deny {
+                status: Some(451),
+                reply: Some(Box::new(ReplySpec {
+                    content_type: Some("text/plain".into()),
+                    body: Some(ReturnBody::String("no".into())),
+                    headers: vec![("x-why".into(), "%[path]".into())],
+                    errorfile: false,
+                })),
+            }
         );
         let r = req("deny deny_status 401 if !is_api").unwrap();
         assert_eq!(r.words, ["deny", "deny_status", "401"]);
@@ -764,16 +817,18 @@ mod tests {
         assert!(req("deny deny_status")
             .unwrap_err()
             .contains("between 200 and 599"));
-        assert!(req("deny status 403")
+        assert!(req("deny bogus 403")
             .unwrap_err()
-            .contains("unsupported argument 'status'"));
+            .contains("unknown argument 'bogus'"));
 
         assert_eq!(
             action("return status 200 content-type text/plain string ok"),
             Action::Return {
                 status: Some(200),
                 content_type: Some("text/plain".into()),
-                body: Some(ReturnBody::String("ok".into()))
+                body: Some(ReturnBody::String("ok".into())),
+                headers: vec![],
+                errorfile: false,
             }
         );
         assert_eq!(
@@ -781,7 +836,9 @@ mod tests {
             Action::Return {
                 status: Some(404),
                 content_type: None,
-                body: Some(ReturnBody::LfString("%[path]".into()))
+                body: Some(ReturnBody::LfString("%[path]".into())),
+                headers: vec![],
+                errorfile: false,
             }
         );
         assert_eq!(
@@ -789,7 +846,9 @@ mod tests {
             Action::Return {
                 status: None,
                 content_type: None,
-                body: None
+                body: None,
+                headers: vec![],
+                errorfile: false,
             }
         );
         assert!(req("return status")
@@ -813,7 +872,8 @@ mod tests {
             Action::Redirect {
                 kind: RedirectKind::Location,
                 target: "https://example.com/".into(),
-                code: Some(301)
+                code: Some(301),
+                drop_query: false,
             }
         );
         assert_eq!(
@@ -821,7 +881,8 @@ mod tests {
             Action::Redirect {
                 kind: RedirectKind::Prefix,
                 target: "/v2".into(),
-                code: None
+                code: None,
+                drop_query: false,
             }
         );
         assert!(matches!(

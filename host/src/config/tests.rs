@@ -332,7 +332,13 @@ backend app
     assert_eq!(f.acls[2].criterion, "req.hdr(host),lower");
     assert_eq!(f.acls[2].location.line, 20);
     assert_eq!(f.http_request.len(), 3);
-    assert_eq!(f.http_request[1].action, Action::Deny { status: Some(403) });
+    assert_eq!(
+        f.http_request[1].action,
+        Action::Deny {
+            status: Some(403),
+            reply: None
+        }
+    );
     let cond = f.http_request[1].cond.as_ref().unwrap();
     assert_eq!(cond.kind, CondKind::Unless);
     assert_eq!(cond.expr, CondExpr::Acl("host_ok".into()));

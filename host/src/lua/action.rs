@@ -15,7 +15,7 @@ use std::time::Duration;
 pub enum Outcome {
     /// CONTINUE (or nil, or an error, which is logged): next rule.
     Continue,
-    /// STOP: no further rules of this rule set.
+    /// STOP or DONE: no further rules of this rule set.
     Stop,
     /// DENY: 403 for a request, 502 for a response.
     Deny,
@@ -25,7 +25,7 @@ pub enum Outcome {
     Invalid,
     /// ABORT: close silently.
     Abort,
-    /// DONE / txn:done(): end the transaction, with the reply if one was given.
+    /// txn:done(): end the transaction, with the reply if one was given.
     Done(Option<ReplyData>),
 }
 
@@ -44,9 +44,18 @@ pub async fn run(
     args: Vec<String>,
     response_side: bool,
 ) -> (Option<Box<Txn>>, Outcome) {
-    let func = state.info.regs.borrow().actions.get(&*name).map(|a| a.func.clone());
+    let func = state
+        .info
+        .regs
+        .borrow()
+        .actions
+        .get(&*name)
+        .map(|a| a.func.clone());
     let Some(func) = func else {
-        crate::log::log(crate::log::ERR, &format!("Lua function '{name}': no such action."));
+        crate::log::log(
+            crate::log::ERR,
+            &format!("Lua function '{name}': no such action."),
+        );
         return (Some(txn), Outcome::Continue);
     };
     let cell = TxnCell::owned(txn, response_side);
@@ -54,7 +63,13 @@ pub async fn run(
     (cell.take(), outcome)
 }
 
-async fn run_in(state: &Rc<HostState>, name: &str, func: &mlua::Function, cell: &Rc<TxnCell>, args: &[String]) -> Outcome {
+async fn run_in(
+    state: &Rc<HostState>,
+    name: &str,
+    func: &mlua::Function,
+    cell: &Rc<TxnCell>,
+    args: &[String],
+) -> Outcome {
     let lua = &state.lua;
     // One budget for the whole action, across YIELD re-runs.
     let ctx = ExecCtx::new(state.info.settings.session_budget(), true);
@@ -62,7 +77,13 @@ async fn run_in(state: &Rc<HostState>, name: &str, func: &mlua::Function, cell: 
         let txn_obj = match crate::lua::txn_class::new_txn(lua, &state.info, cell.clone(), true) {
             Ok(t) => t,
             Err(e) => {
-                crate::log::log(crate::log::ERR, &format!("Lua function '{name}': {}.", crate::lua::errors::message(&e)));
+                crate::log::log(
+                    crate::log::ERR,
+                    &format!(
+                        "Lua function '{name}': {}.",
+                        crate::lua::errors::message(&e)
+                    ),
+                );
                 return Outcome::Continue;
             }
         };
@@ -74,7 +95,13 @@ async fn run_in(state: &Rc<HostState>, name: &str, func: &mlua::Function, cell: 
             }
         }
         state.info.wake_time.set(None);
-        let result = exec::run_coroutine::<Value>(lua, ctx.clone(), func.clone(), MultiValue::from_vec(call_args)).await;
+        let result = exec::run_coroutine::<Value>(
+            lua,
+            ctx.clone(),
+            func.clone(),
+            MultiValue::from_vec(call_args),
+        )
+        .await;
         let code = match result {
             Ok(Value::Integer(c)) => c,
             Ok(Value::Number(c)) => c as i64,
@@ -82,7 +109,10 @@ async fn run_in(state: &Rc<HostState>, name: &str, func: &mlua::Function, cell: 
             Err(ExecError::Done) => return Outcome::Done(cell.reply.borrow_mut().take()),
             Err(e) => {
                 // As HAProxy: the error is logged and rule processing goes on.
-                crate::log::log(crate::log::ERR, &format!("Lua function '{name}': {}.", e.message()));
+                crate::log::log(
+                    crate::log::ERR,
+                    &format!("Lua function '{name}': {}.", e.message()),
+                );
                 return Outcome::Continue;
             }
         };
@@ -91,7 +121,12 @@ async fn run_in(state: &Rc<HostState>, name: &str, func: &mlua::Function, cell: 
             2 => {
                 // YIELD: run the action again after act:wake_time(ms) (or at
                 // once, after giving other work a turn).
-                let wait = state.info.wake_time.take().map(Duration::from_millis).unwrap_or(Duration::ZERO);
+                let wait = state
+                    .info
+                    .wake_time
+                    .take()
+                    .map(Duration::from_millis)
+                    .unwrap_or(Duration::ZERO);
                 if wait.is_zero() {
                     tokio::task::yield_now().await;
                 } else {
@@ -100,7 +135,9 @@ async fn run_in(state: &Rc<HostState>, name: &str, func: &mlua::Function, cell: 
                 continue;
             }
             3 => Outcome::Error,
-            4 => Outcome::Done(cell.reply.borrow_mut().take()),
+            // act.DONE ends the rule processing; the transaction goes on
+            // (unlike txn:done(), which ends it).
+            4 => Outcome::Stop,
             5 => Outcome::Deny,
             6 => Outcome::Abort,
             7 => Outcome::Invalid,

@@ -94,8 +94,7 @@ pub struct HttpApplet {
     /// must end when the service does.
     body_tx: RefCell<Option<mpsc::Sender<BodyChunk>>>,
     reader: RefCell<Option<BodyReader>>,
-    private: RefCell<Value>,
-    /// The transaction: variables and samples.
+    /// The transaction: variables, private data and samples.
     cell: Rc<TxnCell>,
 }
 
@@ -154,6 +153,12 @@ impl HttpApplet {
     fn put_reader(&self, r: BodyReader) {
         *self.reader.borrow_mut() = Some(r);
     }
+}
+
+fn state_info(lua: &Lua) -> mlua::Result<Rc<crate::lua::state::StateInfo>> {
+    lua.app_data_ref::<Rc<crate::lua::state::StateInfo>>()
+        .map(|i| i.clone())
+        .ok_or_else(|| mlua::Error::runtime("no luahost state"))
 }
 
 fn this(v: &Value, method: &str) -> mlua::Result<Rc<HttpApplet>> {
@@ -258,12 +263,23 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     )?;
     c.method(
         "get_priv",
-        lua.create_function(|_, s: Value| Ok(this(&s, "get_priv")?.private.borrow().clone()))?,
+        lua.create_function(|lua, s: Value| {
+            // Private data belongs to the transaction: what a Lua action set
+            // with txn:set_priv() is visible here.
+            let id = this(&s, "get_priv")?.cell.with(|t| t.id)?;
+            Ok(state_info(lua)?
+                .privs
+                .borrow()
+                .get(&id)
+                .cloned()
+                .unwrap_or(Value::Nil))
+        })?,
     )?;
     c.method(
         "set_priv",
-        lua.create_function(|_, (s, v): (Value, Value)| {
-            *this(&s, "set_priv")?.private.borrow_mut() = v;
+        lua.create_function(|lua, (s, v): (Value, Value)| {
+            let id = this(&s, "set_priv")?.cell.with(|t| t.id)?;
+            state_info(lua)?.privs.borrow_mut().insert(id, v);
             Ok(())
         })?,
     )?;
@@ -273,7 +289,8 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             |_, (s, name, v, ifexist): (Value, String, Value, Option<bool>)| {
                 let a = this(&s, "set_var")?;
                 let value = VarValue::from_lua(&v);
-                a.cell.with_mut(|t| t.vars.set(&name, value, ifexist.unwrap_or(false)))
+                a.cell
+                    .with_mut(|t| t.vars.set(&name, value, ifexist.unwrap_or(false)))
             },
         )?,
     )?;
@@ -291,7 +308,9 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     c.method(
         "unset_var",
         lua.create_function(|_, (s, name): (Value, String)| {
-            this(&s, "unset_var")?.cell.with_mut(|t| t.vars.unset(&name))
+            this(&s, "unset_var")?
+                .cell
+                .with_mut(|t| t.vars.unset(&name))
         })?,
     )?;
     Ok(c)
@@ -351,7 +370,9 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
     };
     let mut req = req;
     let Some(txn) = req.txn.take() else {
-        crate::log::alert(&format!("Lua applet http '{name}': internal error: no transaction."));
+        crate::log::alert(&format!(
+            "Lua applet http '{name}': internal error: no transaction."
+        ));
         return;
     };
     let applet = Rc::new(HttpApplet {
@@ -364,8 +385,7 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
             body: req.body.take(),
             buf: BytesMut::new(),
         })),
-        private: RefCell::new(Value::Nil),
-        cell: TxnCell::owned(txn, false),
+        cell: TxnCell::applet(txn),
     });
     let obj = match instantiate(&state.lua, &state.info, &req, applet.clone()) {
         Ok(o) => o,
@@ -379,6 +399,10 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
     };
     let ctx = ExecCtx::new(state.info.settings.service_budget(), true);
     let result = exec::run_coroutine::<()>(&state.lua, ctx, func, obj).await;
+    // The transaction ends with the service: drop its private data.
+    if let Ok(id) = applet.cell.with(|t| t.id) {
+        state.info.privs.borrow_mut().remove(&id);
+    }
     match result {
         Ok(()) | Err(ExecError::Done) => applet.finish(),
         Err(e) => {

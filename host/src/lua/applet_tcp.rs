@@ -190,7 +190,9 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     c.method(
         "unset_var",
         lua.create_function(|_, (s, name): (Value, String)| {
-            this(&s, "unset_var")?.cell.with_mut(|t| t.vars.unset(&name))
+            this(&s, "unset_var")?
+                .cell
+                .with_mut(|t| t.vars.unset(&name))
         })?,
     )?;
     Ok(c)
@@ -245,8 +247,9 @@ pub async fn run(
         .classes
         .applet_tcp
         .instantiate(&state.lua, Handle(applet.clone()))
-        .and_then(|o| crate::lua::fetches_class::attach(&state.lua, &state.info, &o, &cell).map(|_| o))
-    {
+        .and_then(|o| {
+            crate::lua::fetches_class::attach(&state.lua, &state.info, &o, &cell).map(|_| o)
+        }) {
         Ok(o) => o,
         Err(e) => {
             crate::log::alert(&format!(

@@ -85,28 +85,33 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
                 let b = buf(t, resp);
                 let (o, n) = range(b.len(), off, len);
                 let window = &b[o..o + n];
-                let end = window.iter().position(|&c| c == b'\n').map_or(window.len(), |p| p + 1);
+                let end = window
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(window.len(), |p| p + 1);
                 lua.create_string(&window[..end])
             })?
         })?,
     )?;
     c.method(
         "set",
-        lua.create_function(|_, (this, data, off, len): (Value, mlua::LuaString, Option<i64>, Option<i64>)| {
-            let (cell, resp) = handle(&this, "set")?;
-            let data = data.as_bytes().to_vec();
-            cell.with_mut(|t| {
-                tcp_only(t, "set")?;
-                let b = buf_mut(t, resp);
-                let (o, n) = range(b.len(), off, len);
-                let mut out = BytesMut::with_capacity(b.len() - n + data.len());
-                out.extend_from_slice(&b[..o]);
-                out.extend_from_slice(&data);
-                out.extend_from_slice(&b[o + n..]);
-                *b = out;
-                Ok(data.len() as i64)
-            })?
-        })?,
+        lua.create_function(
+            |_, (this, data, off, len): (Value, mlua::LuaString, Option<i64>, Option<i64>)| {
+                let (cell, resp) = handle(&this, "set")?;
+                let data = data.as_bytes().to_vec();
+                cell.with_mut(|t| {
+                    tcp_only(t, "set")?;
+                    let b = buf_mut(t, resp);
+                    let (o, n) = range(b.len(), off, len);
+                    let mut out = BytesMut::with_capacity(b.len() - n + data.len());
+                    out.extend_from_slice(&b[..o]);
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(&b[o + n..]);
+                    *b = out;
+                    Ok(data.len() as i64)
+                })?
+            },
+        )?,
     )?;
     c.method(
         "remove",
@@ -148,21 +153,23 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     }
     c.method(
         "insert",
-        lua.create_function(|_, (this, data, off): (Value, mlua::LuaString, Option<i64>)| {
-            let (cell, resp) = handle(&this, "insert")?;
-            let data = data.as_bytes().to_vec();
-            cell.with_mut(|t| {
-                tcp_only(t, "insert")?;
-                let b = buf_mut(t, resp);
-                let (o, _) = range(b.len(), off, Some(0));
-                let mut out = BytesMut::with_capacity(b.len() + data.len());
-                out.extend_from_slice(&b[..o]);
-                out.extend_from_slice(&data);
-                out.extend_from_slice(&b[o..]);
-                *b = out;
-                Ok(data.len() as i64)
-            })?
-        })?,
+        lua.create_function(
+            |_, (this, data, off): (Value, mlua::LuaString, Option<i64>)| {
+                let (cell, resp) = handle(&this, "insert")?;
+                let data = data.as_bytes().to_vec();
+                cell.with_mut(|t| {
+                    tcp_only(t, "insert")?;
+                    let b = buf_mut(t, resp);
+                    let (o, _) = range(b.len(), off, Some(0));
+                    let mut out = BytesMut::with_capacity(b.len() + data.len());
+                    out.extend_from_slice(&b[..o]);
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(&b[o..]);
+                    *b = out;
+                    Ok(data.len() as i64)
+                })?
+            },
+        )?,
     )?;
     c.method(
         "forward",
@@ -208,7 +215,16 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
 /// Creates `req` and `res` channels on `obj`.
 pub fn attach(lua: &Lua, info: &StateInfo, obj: &Table, cell: &Rc<TxnCell>) -> mlua::Result<()> {
     for (key, response) in [("req", false), ("res", true)] {
-        obj.raw_set(key, info.classes.channel.instantiate(lua, ChannelHandle { cell: cell.clone(), response })?)?;
+        obj.raw_set(
+            key,
+            info.classes.channel.instantiate(
+                lua,
+                ChannelHandle {
+                    cell: cell.clone(),
+                    response,
+                },
+            )?,
+        )?;
     }
     Ok(())
 }

@@ -50,14 +50,21 @@ pub fn classes(lua: &Lua) -> mlua::Result<SampleClasses> {
     let string_converters = Class::new(lua, "Converters")?;
     for name in conv::names() {
         for (class, as_string) in [(&converters, false), (&string_converters, true)] {
-            let f = lua.create_function(move |lua, (this, input, args): (Value, Value, MultiValue)| {
-                call_conv(lua, &this, name, &input, &args.into_vec(), as_string)
-            })?;
+            let f = lua.create_function(
+                move |lua, (this, input, args): (Value, Value, MultiValue)| {
+                    call_conv(lua, &this, name, &input, &args.into_vec(), as_string)
+                },
+            )?;
             class.method(name, f.clone())?;
             class.method(&method_name(name), f)?;
         }
     }
-    Ok(SampleClasses { fetches, string_fetches, converters, string_converters })
+    Ok(SampleClasses {
+        fetches,
+        string_fetches,
+        converters,
+        string_converters,
+    })
 }
 
 fn state_info(lua: &Lua) -> mlua::Result<Rc<StateInfo>> {
@@ -76,8 +83,29 @@ fn result(lua: &Lua, s: Option<Sample>, as_string: bool) -> mlua::Result<Value> 
     }
 }
 
-fn call_fetch(lua: &Lua, this: &Value, name: &str, args: &[Value], as_string: bool) -> mlua::Result<Value> {
+/// Fetches that read the HTTP message, which a Lua service has consumed:
+/// HAProxy refuses them there.
+fn reads_http_message(name: &str) -> bool {
+    const PREFIXES: [&str; 12] = [
+        "req.", "res.", "http", "path", "url", "base", "query", "method", "hdr", "cook", "status",
+        "capture.",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || name == "req_ver" || name == "res_ver"
+}
+
+fn call_fetch(
+    lua: &Lua,
+    this: &Value,
+    name: &str,
+    args: &[Value],
+    as_string: bool,
+) -> mlua::Result<Value> {
     let access = native::<SampleAccess>(this, "Fetches", name)?;
+    if access.cell.applet && reads_http_message(name) {
+        return Err(mlua::Error::runtime(format!(
+            "fetch '{name}': not available in a Lua service (the HTTP message belongs to the service)"
+        )));
+    }
     let args = lua_args(args).map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
     let info = state_info(lua)?;
     let sample = access.cell.with(|txn| {
@@ -89,7 +117,14 @@ fn call_fetch(lua: &Lua, this: &Value, name: &str, args: &[Value], as_string: bo
     result(lua, sample, as_string)
 }
 
-fn call_conv(lua: &Lua, this: &Value, name: &str, input: &Value, args: &[Value], as_string: bool) -> mlua::Result<Value> {
+fn call_conv(
+    lua: &Lua,
+    this: &Value,
+    name: &str,
+    input: &Value,
+    args: &[Value],
+    as_string: bool,
+) -> mlua::Result<Value> {
     let access = native::<SampleAccess>(this, "Converters", name)?;
     let args = lua_args(args).map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
     let input = lua_to_sample(input);
@@ -106,8 +141,16 @@ fn call_conv(lua: &Lua, this: &Value, name: &str, input: &Value, args: &[Value],
 /// Creates the f/sf/c/sc objects of a TXN or applet and stores them in `obj`.
 pub fn attach(lua: &Lua, info: &StateInfo, obj: &Table, cell: &Rc<TxnCell>) -> mlua::Result<()> {
     let c = &info.classes.samples;
-    for (key, class) in [("f", &c.fetches), ("sf", &c.string_fetches), ("c", &c.converters), ("sc", &c.string_converters)] {
-        obj.raw_set(key, class.instantiate(lua, SampleAccess { cell: cell.clone() })?)?;
+    for (key, class) in [
+        ("f", &c.fetches),
+        ("sf", &c.string_fetches),
+        ("c", &c.converters),
+        ("sc", &c.string_converters),
+    ] {
+        obj.raw_set(
+            key,
+            class.instantiate(lua, SampleAccess { cell: cell.clone() })?,
+        )?;
     }
     Ok(())
 }

@@ -19,7 +19,9 @@ fn cell(this: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
 }
 
 pub fn new_http(lua: &Lua, info: &StateInfo, cell: &Rc<TxnCell>) -> mlua::Result<Table> {
-    info.classes.http.instantiate(lua, HttpHandle { cell: cell.clone() })
+    info.classes
+        .http
+        .instantiate(lua, HttpHandle { cell: cell.clone() })
 }
 
 #[derive(Clone, Copy)]
@@ -49,7 +51,8 @@ fn headers_mut(t: &mut Txn, side: Side) -> mlua::Result<&mut HeaderMap> {
 }
 
 fn header_name(name: &str) -> mlua::Result<HeaderName> {
-    HeaderName::from_bytes(name.as_bytes()).map_err(|_| mlua::Error::runtime(format!("invalid header name '{name}'")))
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| mlua::Error::runtime(format!("invalid header name '{name}'")))
 }
 
 fn header_value(v: &[u8]) -> mlua::Result<HeaderValue> {
@@ -90,29 +93,39 @@ fn replacement(s: &str) -> String {
 
 /// Applies `re` to each value of header `name` (whole value, or each
 /// comma-separated element for rep_value).
-fn replace(map: &mut HeaderMap, name: &str, re: &str, with: &str, per_value: bool) -> mlua::Result<()> {
+fn replace(
+    map: &mut HeaderMap,
+    name: &str,
+    re: &str,
+    with: &str,
+    per_value: bool,
+) -> mlua::Result<()> {
     let name = header_name(name)?;
-    let re = regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| mlua::Error::runtime(format!("invalid regex: {e}")))?;
+    let re = regex::Regex::new(&format!("^(?:{re})$"))
+        .map_err(|e| mlua::Error::runtime(format!("invalid regex: {e}")))?;
     let with = replacement(with);
-    let old: Vec<HeaderValue> = map.get_all(&name).iter().cloned().collect();
-    if old.is_empty() {
-        return Ok(());
-    }
-    map.remove(&name);
-    for v in old {
+    // Values are rewritten where they stand, as HAProxy does.
+    let mut failed = false;
+    crate::headers::rewrite(map, &name, |v| {
         let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
         let new = if per_value {
             text.split(',')
-                .map(|part| {
-                    let trimmed = part.trim();
-                    re.replace(trimmed, with.as_str()).into_owned()
-                })
+                .map(|part| re.replace(part.trim(), with.as_str()).into_owned())
                 .collect::<Vec<_>>()
-                .join(", ")
+                // HAProxy writes the rewritten values back comma-separated.
+                .join(",")
         } else {
             re.replace(&text, with.as_str()).into_owned()
         };
-        map.append(name.clone(), header_value(new.as_bytes())?);
+        HeaderValue::from_str(&new).unwrap_or_else(|_| {
+            failed = true;
+            v.clone()
+        })
+    });
+    if failed {
+        return Err(mlua::Error::runtime(
+            "the rewritten header value is invalid",
+        ));
     }
     Ok(())
 }
@@ -130,48 +143,59 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         )?;
         c.method(
             &format!("{prefix}_add_header"),
-            lua.create_function(move |_, (this, name, value): (Value, String, mlua::LuaString)| {
-                let (n, v) = (header_name(&name)?, header_value(&value.as_bytes())?);
-                cell(&this, "add_header")?.with_mut(|t| headers_mut(t, side).map(|m| {
-                    m.append(n, v);
-                }))?
-            })?,
+            lua.create_function(
+                move |_, (this, name, value): (Value, String, mlua::LuaString)| {
+                    let (n, v) = (header_name(&name)?, header_value(&value.as_bytes())?);
+                    cell(&this, "add_header")?.with_mut(|t| {
+                        headers_mut(t, side).map(|m| {
+                            m.append(n, v);
+                        })
+                    })?
+                },
+            )?,
         )?;
         c.method(
             &format!("{prefix}_set_header"),
-            lua.create_function(move |_, (this, name, value): (Value, String, mlua::LuaString)| {
-                let (n, v) = (header_name(&name)?, header_value(&value.as_bytes())?);
-                cell(&this, "set_header")?.with_mut(|t| headers_mut(t, side).map(|m| {
-                    m.insert(n, v);
-                }))?
-            })?,
+            lua.create_function(
+                move |_, (this, name, value): (Value, String, mlua::LuaString)| {
+                    let (n, v) = (header_name(&name)?, header_value(&value.as_bytes())?);
+                    cell(&this, "set_header")?
+                        .with_mut(|t| headers_mut(t, side).map(|m| crate::headers::set(m, n, v)))?
+                },
+            )?,
         )?;
         c.method(
             &format!("{prefix}_del_header"),
             lua.create_function(move |_, (this, name): (Value, String)| {
                 let n = header_name(&name)?;
-                cell(&this, "del_header")?.with_mut(|t| headers_mut(t, side).map(|m| {
-                    m.remove(n);
-                }))?
+                cell(&this, "del_header")?
+                    .with_mut(|t| headers_mut(t, side).map(|m| crate::headers::delete(m, &n)))?
             })?,
         )?;
         c.method(
             &format!("{prefix}_rep_header"),
-            lua.create_function(move |_, (this, name, re, with): (Value, String, String, String)| {
-                cell(&this, "rep_header")?.with_mut(|t| replace(headers_mut(t, side)?, &name, &re, &with, false))?
-            })?,
+            lua.create_function(
+                move |_, (this, name, re, with): (Value, String, String, String)| {
+                    cell(&this, "rep_header")?
+                        .with_mut(|t| replace(headers_mut(t, side)?, &name, &re, &with, false))?
+                },
+            )?,
         )?;
         c.method(
             &format!("{prefix}_rep_value"),
-            lua.create_function(move |_, (this, name, re, with): (Value, String, String, String)| {
-                cell(&this, "rep_value")?.with_mut(|t| replace(headers_mut(t, side)?, &name, &re, &with, true))?
-            })?,
+            lua.create_function(
+                move |_, (this, name, re, with): (Value, String, String, String)| {
+                    cell(&this, "rep_value")?
+                        .with_mut(|t| replace(headers_mut(t, side)?, &name, &re, &with, true))?
+                },
+            )?,
         )?;
     }
     c.method(
         "req_set_method",
         lua.create_function(|_, (this, m): (Value, String)| {
-            let m = hyper::Method::from_bytes(m.as_bytes()).map_err(|_| mlua::Error::runtime("invalid method"))?;
+            let m = hyper::Method::from_bytes(m.as_bytes())
+                .map_err(|_| mlua::Error::runtime("invalid method"))?;
             cell(&this, "req_set_method")?.with_mut(|t| req(t).map(|r| r.method = m))?
         })?,
     )?;
@@ -193,7 +217,8 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
                 let r = req(t)?;
                 let path = r.uri.path().to_string();
                 let q = query.strip_prefix('?').unwrap_or(&query);
-                r.uri = parse_uri(&if q.is_empty() { path } else { format!("{path}?{q}") })?;
+                // As HAProxy: an empty query keeps its '?'.
+                r.uri = parse_uri(&format!("{path}?{q}"))?;
                 Ok(())
             })?
         })?,
@@ -210,17 +235,26 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     )?;
     c.method(
         "res_set_status",
-        lua.create_function(|_, (this, status, _reason): (Value, i64, Option<String>)| {
+        lua.create_function(|_, (this, status, reason): (Value, i64, Option<String>)| {
             let s = u16::try_from(status)
                 .ok()
                 .and_then(|s| hyper::StatusCode::from_u16(s).ok())
-                .ok_or_else(|| mlua::Error::runtime(format!("res_set_status: invalid status code {status}")))?;
+                .ok_or_else(|| {
+                    mlua::Error::runtime(format!("res_set_status: invalid status code {status}"))
+                })?;
+            let reason = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok());
             cell(&this, "res_set_status")?.with_mut(|t| match t.res.as_mut() {
                 Some(r) => {
                     r.status = s;
+                    r.extensions.remove::<hyper::ext::ReasonPhrase>();
+                    if let Some(reason) = reason {
+                        r.extensions.insert(reason);
+                    }
                     Ok(())
                 }
-                None => Err(mlua::Error::runtime("no HTTP response yet in this transaction")),
+                None => Err(mlua::Error::runtime(
+                    "no HTTP response yet in this transaction",
+                )),
             })?
         })?,
     )?;
@@ -228,11 +262,14 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
 }
 
 fn req(t: &mut Txn) -> mlua::Result<&mut hyper::http::request::Parts> {
-    t.req.as_mut().ok_or_else(|| mlua::Error::runtime("no HTTP request in this transaction"))
+    t.req
+        .as_mut()
+        .ok_or_else(|| mlua::Error::runtime("no HTTP request in this transaction"))
 }
 
 fn parse_uri(s: &str) -> mlua::Result<hyper::Uri> {
-    s.parse::<hyper::Uri>().map_err(|_| mlua::Error::runtime(format!("invalid URI '{s}'")))
+    s.parse::<hyper::Uri>()
+        .map_err(|_| mlua::Error::runtime(format!("invalid URI '{s}'")))
 }
 
 #[cfg(test)]
@@ -254,6 +291,6 @@ mod tests {
         let mut m = HeaderMap::new();
         m.append("x-a", HeaderValue::from_static("foo, bar"));
         replace(&mut m, "x-a", "b(.*)", r"B\1", true).unwrap();
-        assert_eq!(m.get("x-a").unwrap(), "foo, Bar");
+        assert_eq!(m.get("x-a").unwrap(), "foo,Bar");
     }
 }

@@ -1,8 +1,8 @@
 //! The Lua side of the host: states, the `core` API, the classes, and the
 //! machinery that runs Lua as preemptible, budgeted coroutines.
 
-pub mod applet_http;
 pub mod action;
+pub mod applet_http;
 pub mod applet_tcp;
 pub mod blocking;
 pub mod channel_class;

@@ -4,7 +4,7 @@
 //! HAProxy's conversion rules, which scripts depend on:
 //! - Lua to sample: integer -> sint (a float is truncated), boolean -> bool,
 //!   string -> str, anything else (nil, table, function, ...) -> bool false.
-//! - sample to Lua: bool -> boolean, sint -> integer, str/bin/meth -> string,
+//! - sample to Lua: bool -> integer 0/1, sint -> integer, str/bin/meth -> string,
 //!   addresses -> their text form.
 
 use crate::lua::exec::{self, ExecCtx, ExecError};
@@ -18,7 +18,9 @@ use mlua::{Lua, Value};
 pub fn lua_to_sample(v: &Value) -> Sample {
     match v {
         Value::Integer(i) => Sample::Sint(*i),
-        Value::Number(n) => Sample::Sint(*n as i64),
+        // As lua_tointeger: a float without an exact integer value gives 0.
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.2e18 => Sample::Sint(*n as i64),
+        Value::Number(_) => Sample::Sint(0),
         Value::Boolean(b) => Sample::Bool(*b),
         Value::String(s) => Sample::Str(Bytes::copy_from_slice(&s.as_bytes())),
         _ => Sample::Bool(false),
@@ -27,7 +29,8 @@ pub fn lua_to_sample(v: &Value) -> Sample {
 
 pub fn sample_to_lua(lua: &Lua, s: &Sample) -> mlua::Result<Value> {
     Ok(match s {
-        Sample::Bool(b) => Value::Boolean(*b),
+        // HAProxy hands booleans to Lua as integers 0/1.
+        Sample::Bool(b) => Value::Integer(*b as i64),
         Sample::Sint(i) => Value::Integer(*i),
         Sample::Str(b) | Sample::Bin(b) | Sample::Meth(b) => Value::String(lua.create_string(b)?),
         Sample::Ip(ip) => Value::String(lua.create_string(ip.to_string())?),
@@ -61,7 +64,15 @@ pub struct StateSamples<'a> {
 }
 
 impl StateSamples<'_> {
-    fn call(&self, kind: &str, func: mlua::Function, name: &str, txn: &Txn, first: Value, args: &[String]) -> Option<Sample> {
+    fn call(
+        &self,
+        kind: &str,
+        func: mlua::Function,
+        name: &str,
+        txn: &Txn,
+        first: Value,
+        args: &[String],
+    ) -> Option<Sample> {
         let lua = self.lua;
         // SAFETY: `txn` outlives this call; the guard closes the cell before
         // the borrow ends, so Lua objects kept by the script can't reach it.
@@ -72,7 +83,10 @@ impl StateSamples<'_> {
             match crate::lua::txn_class::new_txn(lua, self.info, cell, false) {
                 Ok(t) => call_args.push(Value::Table(t)),
                 Err(e) => {
-                    crate::log::log(crate::log::ERR, &format!("Lua {kind} '{name}': {}.", crate::lua::errors::message(&e)));
+                    crate::log::log(
+                        crate::log::ERR,
+                        &format!("Lua {kind} '{name}': {}.", crate::lua::errors::message(&e)),
+                    );
                     return None;
                 }
             }
@@ -83,11 +97,19 @@ impl StateSamples<'_> {
             call_args.push(Value::String(lua.create_string(a).ok()?));
         }
         let ctx = ExecCtx::new(self.info.settings.session_budget(), false);
-        match exec::call_sync::<Value>(&ctx, &func, mlua::MultiValue::from_vec(call_args)) {
-            Ok(v) => Some(lua_to_sample(&v)),
+        match exec::call_sync::<mlua::MultiValue>(
+            &ctx,
+            &func,
+            mlua::MultiValue::from_vec(call_args),
+        ) {
+            // No value at all is no sample; nil is a false sample (HAProxy).
+            Ok(v) => v.front().map(lua_to_sample),
             Err(ExecError::Done) => None,
             Err(e) => {
-                crate::log::log(crate::log::ERR, &format!("Lua {kind} '{name}': {}.", e.message()));
+                crate::log::log(
+                    crate::log::ERR,
+                    &format!("Lua {kind} '{name}': {}.", e.message()),
+                );
                 None
             }
         }

@@ -29,6 +29,9 @@ pub struct TxnCell {
     pub response_side: bool,
     /// Set by `txn:done()`.
     pub done: Cell<bool>,
+    /// The transaction is served by a Lua service (AppletHTTP/TCP), which
+    /// has consumed the HTTP message: HTTP sample fetches are refused.
+    pub applet: bool,
     /// The reply given to `txn:done(reply)`, as (status, reason, headers, body).
     pub reply: RefCell<Option<crate::lua::txn_class::ReplyData>>,
 }
@@ -45,6 +48,19 @@ impl TxnCell {
             writable: true,
             response_side,
             done: Cell::new(false),
+            applet: false,
+            reply: RefCell::new(None),
+        })
+    }
+
+    /// A cell owning the transaction of a Lua service.
+    pub fn applet(txn: Box<Txn>) -> Rc<TxnCell> {
+        Rc::new(TxnCell {
+            slot: RefCell::new(Slot::Owned(txn)),
+            writable: true,
+            response_side: false,
+            done: Cell::new(false),
+            applet: true,
             reply: RefCell::new(None),
         })
     }
@@ -62,13 +78,17 @@ impl TxnCell {
             writable: false,
             response_side,
             done: Cell::new(false),
+            applet: false,
             reply: RefCell::new(None),
         })
     }
 
     /// Reads the transaction.
     pub fn with<R>(&self, f: impl FnOnce(&Txn) -> R) -> mlua::Result<R> {
-        let slot = self.slot.try_borrow().map_err(|_| mlua::Error::runtime("transaction busy"))?;
+        let slot = self
+            .slot
+            .try_borrow()
+            .map_err(|_| mlua::Error::runtime("transaction busy"))?;
         match &*slot {
             Slot::Owned(t) => Ok(f(t)),
             // SAFETY: the creator of a Borrowed slot keeps the Txn alive and
@@ -81,9 +101,14 @@ impl TxnCell {
     /// Changes the transaction (actions only).
     pub fn with_mut<R>(&self, f: impl FnOnce(&mut Txn) -> R) -> mlua::Result<R> {
         if !self.writable {
-            return Err(mlua::Error::runtime("the transaction can't be modified from a sample fetch or converter"));
+            return Err(mlua::Error::runtime(
+                "the transaction can't be modified from a sample fetch or converter",
+            ));
         }
-        let mut slot = self.slot.try_borrow_mut().map_err(|_| mlua::Error::runtime("transaction busy"))?;
+        let mut slot = self
+            .slot
+            .try_borrow_mut()
+            .map_err(|_| mlua::Error::runtime("transaction busy"))?;
         match &mut *slot {
             Slot::Owned(t) => Ok(f(t)),
             _ => Err(gone()),

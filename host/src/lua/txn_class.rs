@@ -73,7 +73,12 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         lua.create_function(|lua, this: Value| {
             let cell = cell(&this, "get_priv")?;
             let id = cell.with(|t| t.id)?;
-            Ok(info(lua)?.privs.borrow().get(&id).cloned().unwrap_or(Value::Nil))
+            Ok(info(lua)?
+                .privs
+                .borrow()
+                .get(&id)
+                .cloned()
+                .unwrap_or(Value::Nil))
         })?,
     )?;
     c.method(
@@ -92,11 +97,13 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     )?;
     c.method(
         "set_var",
-        lua.create_function(|_, (this, name, v, ifexist): (Value, String, Value, Option<bool>)| {
-            let cell = cell(&this, "set_var")?;
-            let value = VarValue::from_lua(&v);
-            cell.with_mut(|t| t.vars.set(&name, value, ifexist.unwrap_or(false)))
-        })?,
+        lua.create_function(
+            |_, (this, name, v, ifexist): (Value, String, Value, Option<bool>)| {
+                let cell = cell(&this, "set_var")?;
+                let value = VarValue::from_lua(&v);
+                cell.with_mut(|t| t.vars.set(&name, value, ifexist.unwrap_or(false)))
+            },
+        )?,
     )?;
     c.method(
         "unset_var",
@@ -117,7 +124,9 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         "set_loglevel",
         lua.create_function(|_, (this, level): (Value, i64)| {
             if !(0..=7).contains(&level) {
-                return Err(mlua::Error::runtime("set_loglevel: the level must be between 0 and 7"));
+                return Err(mlua::Error::runtime(
+                    "set_loglevel: the level must be between 0 and 7",
+                ));
             }
             cell(&this, "set_loglevel")?.with_mut(|t| t.log_level = Some(level as i32))
         })?,
@@ -128,14 +137,16 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     )?;
     c.method(
         "done",
-        lua.create_function(|_, (this, reply): (Value, Option<Table>)| -> mlua::Result<()> {
-            let cell = cell(&this, "done")?;
-            if let Some(r) = reply {
-                *cell.reply.borrow_mut() = Some(reply_data(&r)?);
-            }
-            cell.done.set(true);
-            Err(done_error())
-        })?,
+        lua.create_function(
+            |_, (this, reply): (Value, Option<Table>)| -> mlua::Result<()> {
+                let cell = cell(&this, "done")?;
+                if let Some(r) = reply {
+                    *cell.reply.borrow_mut() = Some(reply_data(&r)?);
+                }
+                cell.done.set(true);
+                Err(done_error())
+            },
+        )?,
     )?;
     Ok(c)
 }
@@ -149,7 +160,9 @@ fn new_reply(lua: &Lua, init: Option<Table>) -> mlua::Result<Table> {
     t.raw_set("headers", lua.create_table()?)?;
     t.raw_set("body", "")?;
     if let Some(init) = init {
-        for key in ["status", "reason", "body"] {
+        // HAProxy ignores `reason` here (the status's own phrase is sent);
+        // Reply:set_status(code, reason) does set one.
+        for key in ["status", "body"] {
             let v: Value = init.get(key)?;
             if !v.is_nil() {
                 t.raw_set(key, v)?;
@@ -168,7 +181,9 @@ pub fn reply_data(t: &Table) -> mlua::Result<ReplyData> {
     let status: Option<i64> = t.get("status")?;
     let status = status.unwrap_or(200);
     if !(100..=999).contains(&status) {
-        return Err(mlua::Error::runtime(format!("reply: invalid status code {status}")));
+        return Err(mlua::Error::runtime(format!(
+            "reply: invalid status code {status}"
+        )));
     }
     let reason: Option<String> = t.get("reason")?;
     let body: Option<mlua::LuaString> = t.get("body")?;
@@ -192,7 +207,9 @@ pub fn reply_data(t: &Table) -> mlua::Result<ReplyData> {
         status: status as u16,
         reason,
         headers,
-        body: body.map(|b| Bytes::copy_from_slice(&b.as_bytes())).unwrap_or_default(),
+        body: body
+            .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
+            .unwrap_or_default(),
     })
 }
 
@@ -209,20 +226,22 @@ pub fn reply_class(lua: &Lua) -> mlua::Result<Class> {
     )?;
     c.method(
         "add_header",
-        lua.create_function(|lua, (this, name, value): (Table, String, mlua::LuaString)| {
-            let headers: Table = this.raw_get("headers")?;
-            let name = name.to_ascii_lowercase();
-            let list = match headers.raw_get::<Option<Table>>(name.as_str())? {
-                Some(l) => l,
-                None => {
-                    let l = lua.create_table()?;
-                    headers.raw_set(name.as_str(), &l)?;
-                    l
-                }
-            };
-            list.raw_push(value)?;
-            Ok(())
-        })?,
+        lua.create_function(
+            |lua, (this, name, value): (Table, String, mlua::LuaString)| {
+                let headers: Table = this.raw_get("headers")?;
+                let name = name.to_ascii_lowercase();
+                let list = match headers.raw_get::<Option<Table>>(name.as_str())? {
+                    Some(l) => l,
+                    None => {
+                        let l = lua.create_table()?;
+                        headers.raw_set(name.as_str(), &l)?;
+                        l
+                    }
+                };
+                list.raw_push(value)?;
+                Ok(())
+            },
+        )?,
     )?;
     c.method(
         "del_header",
@@ -234,15 +253,25 @@ pub fn reply_class(lua: &Lua) -> mlua::Result<Class> {
     )?;
     c.method(
         "set_body",
-        lua.create_function(|_, (this, body): (Table, mlua::LuaString)| this.raw_set("body", body))?,
+        lua.create_function(|_, (this, body): (Table, mlua::LuaString)| {
+            this.raw_set("body", body)
+        })?,
     )?;
     Ok(c)
 }
 
 /// Creates a TXN object around `cell`, with its f/sf/c/sc, req/res and (in
 /// HTTP mode) http objects.
-pub fn new_txn(lua: &Lua, info: &StateInfo, cell: Rc<TxnCell>, _action: bool) -> mlua::Result<Table> {
-    let obj = info.classes.txn.instantiate(lua, TxnHandle { cell: cell.clone() })?;
+pub fn new_txn(
+    lua: &Lua,
+    info: &StateInfo,
+    cell: Rc<TxnCell>,
+    _action: bool,
+) -> mlua::Result<Table> {
+    let obj = info
+        .classes
+        .txn
+        .instantiate(lua, TxnHandle { cell: cell.clone() })?;
     crate::lua::fetches_class::attach(lua, info, &obj, &cell)?;
     crate::lua::channel_class::attach(lua, info, &obj, &cell)?;
     if cell.with(|t| t.mode == crate::txn::TxnMode::Http)? {

@@ -30,7 +30,8 @@ impl VarValue {
     pub fn into_lua(self, lua: &Lua) -> mlua::Result<Value> {
         Ok(match self {
             VarValue::Int(i) => Value::Integer(i),
-            VarValue::Bool(b) => Value::Boolean(b),
+            // HAProxy hands boolean samples to Lua as integers 0/1.
+            VarValue::Bool(b) => Value::Integer(b as i64),
             VarValue::Str(s) => Value::String(lua.create_string(&s)?),
         })
     }
@@ -130,7 +131,10 @@ impl VarStore {
         };
         match self.map_mut(scope) {
             Some(m) => m.remove(full).is_some(),
-            None => proc_vars().lock().map(|mut m| m.remove(full).is_some()).unwrap_or(false),
+            None => proc_vars()
+                .lock()
+                .map(|mut m| m.remove(full).is_some())
+                .unwrap_or(false),
         }
     }
 }

@@ -9,27 +9,30 @@ use hyper::{header, Response, StatusCode};
 fn text(status: u16) -> (&'static str, &'static str) {
     match status {
         400 => ("Bad request", "Your browser sent an invalid request."),
+        401 => ("Unauthorized", "You need a valid user and password to access this content."),
         403 => ("Forbidden", "Request forbidden by administrative rules."),
-        408 => (
-            "Request Time-out",
-            "Your browser didn't send a complete request in time.",
+        404 => ("Not Found", "The resource could not be found."),
+        405 => (
+            "Method Not Allowed",
+            "A request was made of a resource using a request method not supported by that resource.",
         ),
-        431 => (
-            "Request Header Fields Too Large",
-            "Request Header Fields Too Large.",
+        407 => ("Unauthorized", "You need a valid user and password to access this content."),
+        408 => ("Request Time-out", "Your browser didn't send a complete request in time."),
+        410 => ("Gone", "The resource is no longer available and will not be available again."),
+        413 => ("Payload Too Large", "The request entity exceeds the maximum allowed."),
+        414 => ("URI Too Long", "The URI provided was too long for the server to process."),
+        421 => ("Misdirected Request", "Request sent to a non-authoritative server."),
+        422 => ("Unprocessable Content", "The server cannot process the contained instructions."),
+        425 => ("Too Early", "Your browser sent early data."),
+        429 => ("Too Many Requests", "You have sent too many requests in a given amount of time."),
+        431 => ("Request Header Fields Too Large", "Request Header Fields Too Large."),
+        500 => ("Internal Server Error", "An internal server error occurred."),
+        501 => (
+            "Not Implemented",
+            "The server does not support the functionality required to fulfill the request.",
         ),
-        500 => (
-            "Internal Server Error",
-            "An internal server error occurred.",
-        ),
-        502 => (
-            "Bad Gateway",
-            "The server returned an invalid or incomplete response.",
-        ),
-        503 => (
-            "Service Unavailable",
-            "No server is available to handle this request.",
-        ),
+        502 => ("Bad Gateway", "The server returned an invalid or incomplete response."),
+        503 => ("Service Unavailable", "No server is available to handle this request."),
         504 => ("Gateway Time-out", "The server didn't respond in time."),
         _ => ("Error", "An error occurred."),
     }
@@ -52,11 +55,19 @@ pub fn raw(status: u16) -> Vec<u8> {
     .into_bytes()
 }
 
-/// An error response with HAProxy's default page.
+/// An error response with HAProxy's default page (headers in its order).
 pub fn response(status: u16) -> Response<ProxyBody> {
     let body = page(status);
+    let len = body.len();
     let mut r = Response::new(ProxyBody::full(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+    // HAProxy's own spelling of the reason ("400 Bad request").
+    r.extensions_mut()
+        .insert(hyper::ext::ReasonPhrase::from_static(
+            text(status).0.as_bytes(),
+        ));
     let h = r.headers_mut();
     h.insert(
         header::CACHE_CONTROL,

@@ -7,17 +7,16 @@ use crate::lua::applet_http::{HttpAppletRequest, HttpReply, ResponseHead};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::plan::{FrontendPlan, ServiceTarget};
 use crate::proxy::rules::{self, RuleSide, Verdict};
-use crate::sample::SampleCtx;
-use crate::txn::{Txn, TxnMode};
 use crate::proxy::worker::Worker;
 use crate::proxy::{error_pages, Shutdown};
+use crate::sample::SampleCtx;
+use crate::txn::{Txn, TxnMode};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -36,8 +35,13 @@ pub async fn serve(
     let local = stream.local_addr().unwrap_or(peer);
     let svc = {
         let (worker, fe) = (worker.clone(), fe.clone());
+        let served = Rc::new(std::cell::Cell::new(0u64));
         // Boxed: poll_without_shutdown needs an Unpin service future.
-        service_fn(move |req| Box::pin(handle(worker.clone(), fe.clone(), peer, local, req)))
+        service_fn(move |req| {
+            let first = served.get() == 0;
+            served.set(served.get() + 1);
+            Box::pin(handle(worker.clone(), fe.clone(), peer, local, first, req))
+        })
     };
     let mut builder = http1::Builder::new();
     builder
@@ -131,21 +135,31 @@ async fn handle(
     fe: Arc<FrontendPlan>,
     peer: SocketAddr,
     local: SocketAddr,
+    first_request: bool,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Abort> {
     crate::stats::count_request();
     let start = Instant::now();
     let line = crate::log::access_log_enabled().then(|| format!("{} {}", req.method(), req.uri()));
     let (parts, body) = req.into_parts();
-    let mut txn = Box::new(Txn::new(TxnMode::Http, peer, local, fe.name.clone(), worker.id + 1));
+    let mut txn = Box::new(Txn::new(
+        TxnMode::Http,
+        peer,
+        local,
+        fe.name.clone(),
+        worker.id + 1,
+    ));
     txn.req = Some(parts);
+    txn.first_request = first_request;
     let result = pipeline(&worker, &fe, &mut txn, body).await;
     if txn.priv_states != 0 {
         worker.forget_txn(txn.id, txn.priv_states);
     }
     if let Some(line) = line {
         let t = crate::log::UtcTime::now();
-        let status = result.as_ref().map_or("-".to_string(), |r| r.status().as_u16().to_string());
+        let status = result
+            .as_ref()
+            .map_or("-".to_string(), |r| r.status().as_u16().to_string());
         crate::log::access(&format!(
             "{peer} [{}] {} {}/{} {status} {}ms \"{line}\"",
             t.log_date(),
@@ -159,7 +173,12 @@ async fn handle(
 }
 
 /// The life of one HTTP transaction.
-async fn pipeline(worker: &Worker, fe: &FrontendPlan, txn: &mut Box<Txn>, body: Incoming) -> Result<Response<ProxyBody>, Abort> {
+async fn pipeline(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    txn: &mut Box<Txn>,
+    body: Incoming,
+) -> Result<Response<ProxyBody>, Abort> {
     let resp = match rules::run(worker, &fe.rules.http_request, txn, RuleSide::Request).await {
         Verdict::Continue => match select_backend(worker, fe, txn) {
             Some(name) => backend_stage(worker, fe, &name, txn, body).await?,
@@ -204,13 +223,24 @@ async fn backend_stage(
         }
     }
     let Some(backend) = crate::proxy::backends().and_then(|b| b.get(name)).cloned() else {
-        crate::log::warning(&format!("frontend '{}': backend '{name}' has no server", fe.name));
+        crate::log::warning(&format!(
+            "frontend '{}': backend '{name}' has no server",
+            fe.name
+        ));
         return Ok(error_pages::response(503));
     };
-    let Some(parts) = txn.req.take() else {
+    let Some(mut parts) = txn.req.take() else {
         return Ok(error_pages::response(500));
     };
-    let upstream = worker.forwarder.http(&backend, txn, Request::from_parts(parts.clone(), body)).await;
+    if backend.forwardfor().is_none() {
+        if let Some(ff) = &fe.forwardfor {
+            crate::backend::add_forwarded_for(&mut parts.headers, ff, txn.client.ip());
+        }
+    }
+    let upstream = worker
+        .forwarder
+        .http(&backend, txn, Request::from_parts(parts.clone(), body))
+        .await;
     txn.req = Some(parts);
     let resp = match upstream {
         Ok(r) => r,
@@ -234,7 +264,10 @@ async fn backend_stage(
     let Some(res_parts) = txn.res.take() else {
         return Ok(error_pages::response(502));
     };
-    Ok(Response::from_parts(res_parts, ProxyBody::Upstream(res_body)))
+    Ok(Response::from_parts(
+        res_parts,
+        ProxyBody::Upstream(res_body),
+    ))
 }
 
 /// `http-after-response` rules, on every response including generated ones.
@@ -249,7 +282,14 @@ async fn after_response(
     }
     let (parts, body) = resp.into_parts();
     txn.res = Some(parts);
-    match rules::run(worker, &fe.rules.http_after_response, txn, RuleSide::Response).await {
+    match rules::run(
+        worker,
+        &fe.rules.http_after_response,
+        txn,
+        RuleSide::Response,
+    )
+    .await
+    {
         Verdict::Respond(r) => return Ok(r),
         Verdict::Abort | Verdict::Service(_) => return Err(Abort),
         Verdict::Continue => {}
@@ -261,7 +301,12 @@ async fn after_response(
 }
 
 /// Hands the request to a Lua HTTP service and waits for its response head.
-async fn start_service(worker: &Worker, target: &ServiceTarget, txn: &mut Box<Txn>, body: Incoming) -> Response<ProxyBody> {
+async fn start_service(
+    worker: &Worker,
+    target: &ServiceTarget,
+    txn: &mut Box<Txn>,
+    body: Incoming,
+) -> Response<ProxyBody> {
     let Some(parts) = txn.req.as_ref() else {
         return error_pages::response(500);
     };
@@ -273,12 +318,17 @@ async fn start_service(worker: &Worker, target: &ServiceTarget, txn: &mut Box<Tx
     let headers = parts
         .headers
         .iter()
-        .map(|(n, v)| (n.as_str().to_string(), bytes::Bytes::copy_from_slice(v.as_bytes())))
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                bytes::Bytes::copy_from_slice(v.as_bytes()),
+            )
+        })
         .collect();
     let version = match parts.version {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2.0",
-        _ => "1.1",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
     };
     let applet_req = HttpAppletRequest {
         method: parts.method.as_str().to_string(),
@@ -288,11 +338,27 @@ async fn start_service(worker: &Worker, target: &ServiceTarget, txn: &mut Box<Tx
         headers,
         content_length,
         body: Some(body),
-        txn: Some(std::mem::replace(txn, Box::new(Txn::new(txn.mode, txn.client, txn.local, txn.frontend.clone(), txn.thread)))),
+        txn: Some(std::mem::replace(
+            txn,
+            Box::new(Txn::new(
+                txn.mode,
+                txn.client,
+                txn.local,
+                txn.frontend.clone(),
+                txn.thread,
+            )),
+        )),
     };
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(8);
-    worker.start_http_service(target, applet_req, HttpReply { head: head_tx, body: body_tx });
+    worker.start_http_service(
+        target,
+        applet_req,
+        HttpReply {
+            head: head_tx,
+            body: body_tx,
+        },
+    );
     match head_rx.await {
         Ok(head) => build_response(head, body_rx),
         // The applet failed (or timed out) before starting its response.
@@ -300,18 +366,45 @@ async fn start_service(worker: &Worker, target: &ServiceTarget, txn: &mut Box<Tx
     }
 }
 
-fn build_response(head: ResponseHead, body_rx: mpsc::Receiver<crate::lua::applet_http::BodyChunk>) -> Response<ProxyBody> {
+fn build_response(
+    head: ResponseHead,
+    body_rx: mpsc::Receiver<crate::lua::applet_http::BodyChunk>,
+) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::Stream(body_rx));
     *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
     for (name, value) in head.headers {
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
             (Ok(n), Ok(v)) => {
                 h.append(n, v);
             }
-            _ => crate::log::warning(&format!("Lua applet: invalid response header '{name}' dropped")),
+            _ => crate::log::warning(&format!(
+                "Lua applet: invalid response header '{name}' dropped"
+            )),
         }
     }
-    // A custom reason phrase is not sent: hyper writes the canonical one.
+    if let Some(reason) = head.reason {
+        set_reason(&mut resp, reason);
+    }
+    // HAProxy closes after a body-less status that announced no length
+    // (the applet would otherwise have been chunked).
+    let status = resp.status().as_u16();
+    if (status == 204 || status == 304)
+        && !resp.headers().contains_key(hyper::header::CONTENT_LENGTH)
+    {
+        resp.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
+}
+
+/// A non-canonical reason phrase (AppletHTTP:set_status, reply objects,
+/// set-status ... reason, http:res_set_status).
+pub fn set_reason<B>(resp: &mut Response<B>, reason: String) {
+    if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason) {
+        resp.extensions_mut().insert(r);
+    }
 }

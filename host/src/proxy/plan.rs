@@ -74,6 +74,8 @@ pub struct FrontendPlan {
     pub http_request_timeout: Option<Duration>,
     pub maxconn: Option<usize>,
     pub inspect_delay: Option<Duration>,
+    /// The frontend's own `option forwardfor` (applied when the backend has none).
+    pub forwardfor: Option<crate::backend::ForwardFor>,
 }
 
 /// A backend's own rules (its servers live in crate::backend).
@@ -178,7 +180,13 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             }
         };
         if p.kind == ProxyKind::Backend {
-            backends.insert(p.name.clone(), Arc::new(BackendPlan { name: Arc::from(p.name.as_str()), rules }));
+            backends.insert(
+                p.name.clone(),
+                Arc::new(BackendPlan {
+                    name: Arc::from(p.name.as_str()),
+                    rules,
+                }),
+            );
             continue;
         }
         let mode = match p.mode {
@@ -201,7 +209,13 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
                 tcp_request: Vec::new(),
                 tcp_response: Vec::new(),
             };
-            backends.insert(p.name.clone(), Arc::new(BackendPlan { name: Arc::from(p.name.as_str()), rules: empty }));
+            backends.insert(
+                p.name.clone(),
+                Arc::new(BackendPlan {
+                    name: Arc::from(p.name.as_str()),
+                    rules: empty,
+                }),
+            );
         }
         let use_backends = p
             .use_backends
@@ -209,19 +223,31 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             .map(|u| BackendSwitch {
                 backend: Arc::from(u.name.as_str()),
                 // Conditions were checked by compile_rules above.
-                cond: u.cond.as_ref().and_then(|c| rules.acls.compile_condition(c).ok()),
+                cond: u
+                    .cond
+                    .as_ref()
+                    .and_then(|c| rules.acls.compile_condition(c).ok()),
             })
             .collect();
         frontends.push(Arc::new(FrontendPlan {
             name: Arc::from(p.name.as_str()),
             mode,
-            binds: p.binds.iter().map(|b| (b.addr, b.location.to_string())).collect(),
+            binds: p
+                .binds
+                .iter()
+                .map(|b| (b.addr, b.location.to_string()))
+                .collect(),
             rules,
             use_backends,
             default_backend,
             http_request_timeout: p.timeouts.http_request.or(p.timeouts.client),
             maxconn: p.maxconn,
             inspect_delay: p.tcp_request_inspect_delay,
+            forwardfor: p
+                .options
+                .forwardfor
+                .as_deref()
+                .and_then(|ff| crate::backend::ForwardFor::from_config(ff).ok()),
         }));
     }
     if !errors.is_empty() {
@@ -251,7 +277,9 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
 /// Compiles a proxy's ACLs and rule sets.
 fn compile_rules(p: &config::Proxy) -> Result<ProxyRules, Vec<String>> {
     let acls = AclSet::compile(&p.acls).map_err(|errs| {
-        errs.into_iter().map(|(loc, e)| format!("[ALERT] parsing [{loc}] : {e}")).collect::<Vec<_>>()
+        errs.into_iter()
+            .map(|(loc, e)| format!("[ALERT] parsing [{loc}] : {e}"))
+            .collect::<Vec<_>>()
     })?;
     let mut errors = Vec::new();
     let mut set = |rules: &[config::Rule]| -> Vec<CRule> {
@@ -281,7 +309,14 @@ fn compile_rules(p: &config::Proxy) -> Result<ProxyRules, Vec<String>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(ProxyRules { acls, http_request, http_response, http_after_response, tcp_request, tcp_response })
+    Ok(ProxyRules {
+        acls,
+        http_request,
+        http_response,
+        http_after_response,
+        tcp_request,
+        tcp_response,
+    })
 }
 
 /// What a Lua state registered, as reported by the workers.
@@ -296,7 +331,10 @@ pub enum Registered {
 /// Binds the `lua.NAME` references of the configuration to the Lua state
 /// that registered each name. `registered` lists (name, kind, state) for the
 /// shared and per-thread states of worker 0.
-pub fn resolve_lua(plan: &mut Plan, registered: &[(String, Registered, StateKind)]) -> Result<(), Vec<String>> {
+pub fn resolve_lua(
+    plan: &mut Plan,
+    registered: &[(String, Registered, StateKind)],
+) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     // A per-thread registration wins over a shared one of the same name.
     let find = |name: &str, want: &dyn Fn(&Registered) -> bool| {
@@ -306,7 +344,9 @@ pub fn resolve_lua(plan: &mut Plan, registered: &[(String, Registered, StateKind
             .min_by_key(|(_, _, s)| if *s == StateKind::PerThread { 0 } else { 1 })
             .map(|(_, k, s)| (k.clone(), *s))
     };
-    let mut resolve_set = |rules: &mut Vec<CRule>, mode: Option<FrontMode>, errors: &mut Vec<String>| {
+    let mut resolve_set = |rules: &mut Vec<CRule>,
+                           mode: Option<FrontMode>,
+                           errors: &mut Vec<String>| {
         for r in rules.iter_mut() {
             let loc = r.location.clone();
             match &mut r.action {
@@ -343,12 +383,16 @@ pub fn resolve_lua(plan: &mut Plan, registered: &[(String, Registered, StateKind
             for (fetch, conv) in r.lua_sample_names() {
                 if let Some(f) = fetch {
                     if find(&f, &|k| *k == Registered::Fetch).is_none() {
-                        errors.push(format!("[ALERT] parsing [{loc}] : unknown Lua sample fetch 'lua.{f}'"));
+                        errors.push(format!(
+                            "[ALERT] parsing [{loc}] : unknown Lua sample fetch 'lua.{f}'"
+                        ));
                     }
                 }
                 if let Some(c) = conv {
                     if find(&c, &|k| *k == Registered::Converter).is_none() {
-                        errors.push(format!("[ALERT] parsing [{loc}] : unknown Lua converter 'lua.{c}'"));
+                        errors.push(format!(
+                            "[ALERT] parsing [{loc}] : unknown Lua converter 'lua.{c}'"
+                        ));
                     }
                 }
             }
@@ -358,14 +402,26 @@ pub fn resolve_lua(plan: &mut Plan, registered: &[(String, Registered, StateKind
         let mode = fe.mode;
         let Some(fe) = Arc::get_mut(fe) else { continue };
         let r = &mut fe.rules;
-        for set in [&mut r.http_request, &mut r.http_response, &mut r.http_after_response, &mut r.tcp_request, &mut r.tcp_response] {
+        for set in [
+            &mut r.http_request,
+            &mut r.http_response,
+            &mut r.http_after_response,
+            &mut r.tcp_request,
+            &mut r.tcp_response,
+        ] {
             resolve_set(set, Some(mode), &mut errors);
         }
     }
     for be in plan.backends.values_mut() {
         let Some(be) = Arc::get_mut(be) else { continue };
         let r = &mut be.rules;
-        for set in [&mut r.http_request, &mut r.http_response, &mut r.http_after_response, &mut r.tcp_request, &mut r.tcp_response] {
+        for set in [
+            &mut r.http_request,
+            &mut r.http_response,
+            &mut r.http_after_response,
+            &mut r.tcp_request,
+            &mut r.tcp_response,
+        ] {
             resolve_set(set, None, &mut errors);
         }
     }

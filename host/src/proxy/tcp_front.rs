@@ -13,9 +13,20 @@ use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-pub async fn serve(worker: Rc<Worker>, fe: Arc<FrontendPlan>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(
+    worker: Rc<Worker>,
+    fe: Arc<FrontendPlan>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
     let local = stream.local_addr().unwrap_or(peer);
-    let mut txn = Box::new(Txn::new(TxnMode::Tcp, peer, local, fe.name.clone(), worker.id + 1));
+    let mut txn = Box::new(Txn::new(
+        TxnMode::Tcp,
+        peer,
+        local,
+        fe.name.clone(),
+        worker.id + 1,
+    ));
     if !fe.rules.tcp_request.is_empty() {
         inspect(&fe, &mut stream, &mut txn).await;
     }
@@ -26,7 +37,11 @@ pub async fn serve(worker: Rc<Worker>, fe: Arc<FrontendPlan>, mut stream: TcpStr
             run_service(&worker, &fe, target, stream, txn).await;
             if crate::log::access_log_enabled() {
                 let t = crate::log::UtcTime::now();
-                crate::log::access(&format!("{peer} [{}] {} {name} closed", t.log_date(), fe.name));
+                crate::log::access(&format!(
+                    "{peer} [{}] {} {name} closed",
+                    t.log_date(),
+                    fe.name
+                ));
             }
             return;
         }
@@ -69,7 +84,9 @@ async fn inspect(fe: &FrontendPlan, stream: &mut TcpStream, txn: &mut Txn) {
         Some(delay) => {
             let deadline = tokio::time::Instant::now() + delay;
             // Wait for a first chunk, then take whatever else is there.
-            if let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read_buf(&mut txn.req_buf)).await {
+            if let Ok(Ok(n)) =
+                tokio::time::timeout_at(deadline, stream.read_buf(&mut txn.req_buf)).await
+            {
                 if n > 0 {
                     let _ = try_read_more(stream, txn, limit);
                 }
@@ -105,7 +122,13 @@ fn select_backend(worker: &Worker, fe: &FrontendPlan, txn: &Txn) -> Option<Arc<s
     fe.default_backend.clone()
 }
 
-async fn run_service(worker: &Worker, fe: &FrontendPlan, target: ServiceTarget, stream: TcpStream, mut txn: Box<Txn>) {
+async fn run_service(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    target: ServiceTarget,
+    stream: TcpStream,
+    mut txn: Box<Txn>,
+) {
     // The socket moves to the worker owning the Lua state; a std socket is
     // Send and is registered again with that worker's event loop.
     let std_stream = match stream.into_std() {

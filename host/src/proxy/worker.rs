@@ -11,10 +11,10 @@ use crate::lua::action::{self, Outcome};
 use crate::lua::applet_http::{self, HttpAppletRequest, HttpReply};
 use crate::lua::sample_bridge::StateSamples;
 use crate::lua::state::{HostState, LuaSettings};
-use crate::sample::{LuaSamples, Sample};
-use crate::txn::Txn;
 use crate::proxy::plan::{FrontendPlan, Plan, ServiceTarget, StateKind};
 use crate::proxy::{http_front, tcp_front, Shutdown};
+use crate::sample::{LuaSamples, Sample};
+use crate::txn::Txn;
 use std::rc::Rc;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -126,7 +126,10 @@ impl Worker {
     }
 
     fn dispatch_kind(&self, kind: StateKind, job: SharedJob) {
-        let target = ServiceTarget { name: Arc::from(""), state: kind };
+        let target = ServiceTarget {
+            name: Arc::from(""),
+            state: kind,
+        };
         self.dispatch(&target, job);
     }
 
@@ -337,10 +340,20 @@ impl WorkerSamples<'_> {
         }
     }
 
-    fn call(&self, name: &str, fetch: bool, txn: &Txn, input: Option<Sample>, args: &[String]) -> Option<Sample> {
+    fn call(
+        &self,
+        name: &str,
+        fetch: bool,
+        txn: &Txn,
+        input: Option<Sample>,
+        args: &[String],
+    ) -> Option<Sample> {
         let kind = self.state_for(name, fetch)?;
         let run = |state: &HostState, txn: &Txn, input: Option<Sample>, args: &[String]| {
-            let s = StateSamples { lua: &state.lua, info: &state.info };
+            let s = StateSamples {
+                lua: &state.lua,
+                info: &state.info,
+            };
             match input {
                 None => s.fetch(name, txn, args),
                 Some(i) => s.convert(name, txn, i, args),
@@ -358,7 +371,10 @@ impl WorkerSamples<'_> {
                 let ptr = ptr;
                 // SAFETY: see TxnPtr; the caller is blocked on `rx` below.
                 let txn = unsafe { &*ptr.0 };
-                let s = StateSamples { lua: &state.lua, info: &state.info };
+                let s = StateSamples {
+                    lua: &state.lua,
+                    info: &state.info,
+                };
                 let r = match input {
                     None => s.fetch(&name, txn, &args),
                     Some(i) => s.convert(&name, txn, i, &args),

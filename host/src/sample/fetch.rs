@@ -191,6 +191,10 @@ static FETCHES: &[FetchKw] = &[
     FetchKw::new("fc_dst_port", T::Sint, &[], 0, |_, c| {
         Some(Sample::Sint(c.txn.local.port() as i64))
     }),
+    // HTTP: true for the first request of a connection.
+    FetchKw::new("http_first_req", T::Bool, &[], 0, |_, c| {
+        (c.txn.mode == crate::txn::TxnMode::Http).then_some(Sample::Bool(c.txn.first_request))
+    }),
     FetchKw::new("fe_name", T::Str, &[], 0, |_, c| {
         Some(str_sample(c.txn.frontend.as_bytes()))
     }),

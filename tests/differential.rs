@@ -561,7 +561,6 @@ fn echo_connection(conn: TcpStream) {
 
         let mut text = format!("{request_line}\n");
         // Stable by name: same-name fields keep their order (module comment).
-        let mut headers = headers;
         headers.sort_by(|p, q| p.0.cmp(&q.0));
         const HOP: &[&str] = &[
             "connection",

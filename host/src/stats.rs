@@ -41,10 +41,6 @@ pub fn count_request() {
     CUM_REQ.fetch_add(1, Ordering::Relaxed);
 }
 
-pub fn curr_conns() -> usize {
-    CURR_CONNS.load(Ordering::Relaxed)
-}
-
 pub struct Snapshot {
     pub uptime: Duration,
     pub curr_conns: usize,

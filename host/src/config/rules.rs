@@ -902,12 +902,26 @@ mod tests {
         assert!(req("redirect location /x code 200")
             .unwrap_err()
             .contains("got '200'"));
-        assert!(req("redirect location /x drop-query")
+        assert!(matches!(
+            action("redirect prefix /x drop-query"),
+            Action::Redirect {
+                drop_query: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            action("redirect code 301 location /x"),
+            Action::Redirect {
+                code: Some(301),
+                ..
+            }
+        ));
+        assert!(req("redirect location /x append-slash")
             .unwrap_err()
             .contains("not supported yet"));
         assert!(req("redirect location /x y")
             .unwrap_err()
-            .contains("unknown argument 'y'"));
+            .contains("got 'y'"));
     }
 
     #[test]

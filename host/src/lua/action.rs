@@ -34,7 +34,7 @@ pub enum Outcome {
 const MAX_WAKE: Duration = Duration::from_secs(60);
 
 /// Runs action `name` on `txn`; returns the transaction and the outcome.
-/// `response_side` selects what `txn.http` methods act on. The transaction
+/// The transaction
 /// comes back in every case (`None` only if the host lost it, which the
 /// caller treats as an abort).
 pub async fn run(
@@ -42,7 +42,6 @@ pub async fn run(
     name: Rc<str>,
     txn: Box<Txn>,
     args: Vec<String>,
-    response_side: bool,
 ) -> (Option<Box<Txn>>, Outcome) {
     let func = state
         .info
@@ -58,7 +57,7 @@ pub async fn run(
         );
         return (Some(txn), Outcome::Continue);
     };
-    let cell = TxnCell::owned(txn, response_side);
+    let cell = TxnCell::owned(txn);
     let outcome = run_in(&state, &name, &func, &cell, &args).await;
     (cell.take(), outcome)
 }

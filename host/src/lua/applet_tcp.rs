@@ -115,7 +115,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
                     Value::Nil
                 } else {
                     let take = want.unwrap_or(usize::MAX).min(conn.buf.len());
-                    Value::String(lua.create_string(&conn.buf.split_to(take))?)
+                    Value::String(lua.create_string(conn.buf.split_to(take))?)
                 };
                 a.put(conn);
                 Ok(result)
@@ -139,7 +139,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             let result = if conn.buf.is_empty() && !conn.eof {
                 Value::Nil
             } else {
-                Value::String(lua.create_string(&conn.buf.split())?)
+                Value::String(lua.create_string(conn.buf.split())?)
             };
             a.put(conn);
             Ok(result)
@@ -150,7 +150,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         lua.create_async_function(|_, (s, data): (Value, mlua::LuaString)| async move {
             let a = this(&s, "send")?;
             let mut conn = a.take()?;
-            let r = conn.stream.write_all(&data.as_bytes()).await;
+            let r = conn.stream.write_all(data.as_bytes().as_ref()).await;
             a.put(conn);
             // A client that went away ends the service quietly.
             r.map_err(|_| done_error())
@@ -239,7 +239,7 @@ pub async fn run(
             eof: false,
         })),
         private: RefCell::new(Value::Nil),
-        cell: TxnCell::owned(txn, false),
+        cell: TxnCell::owned(txn),
     });
     let cell = applet.cell.clone();
     let obj = match state

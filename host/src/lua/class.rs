@@ -9,7 +9,6 @@ use mlua::{AnyUserData, Lua, Table, UserDataRef, Value};
 /// A class: its metatable, with the methods table at `__index`.
 #[derive(Clone)]
 pub struct Class {
-    pub name: &'static str,
     pub meta: Table,
     pub methods: Table,
 }
@@ -25,11 +24,7 @@ impl Class {
             Ok(format!("{name}: {:p}", this.to_pointer()))
         })?;
         meta.raw_set("__tostring", tostring)?;
-        Ok(Class {
-            name,
-            meta,
-            methods,
-        })
+        Ok(Class { meta, methods })
     }
 
     /// Adds a method.

@@ -134,6 +134,8 @@ fn first_part(s: &str) -> String {
 }
 
 #[cfg(test)]
+// mlua's CallbackError holds its cause in an Arc of a non-Send error type.
+#[allow(clippy::arc_with_non_send_sync)]
 mod tests {
     use super::*;
 

@@ -76,11 +76,6 @@ impl ExecCtx {
         })
     }
 
-    /// Lua time charged so far.
-    pub fn used(&self) -> Duration {
-        self.used.get()
-    }
-
     pub fn expired(&self) -> Option<Expiry> {
         self.expired.get()
     }

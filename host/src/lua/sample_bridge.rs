@@ -76,7 +76,7 @@ impl StateSamples<'_> {
         let lua = self.lua;
         // SAFETY: `txn` outlives this call; the guard closes the cell before
         // the borrow ends, so Lua objects kept by the script can't reach it.
-        let cell = unsafe { TxnCell::borrowed(txn, txn.res.is_some()) };
+        let cell = unsafe { TxnCell::borrowed(txn) };
         let _guard = BorrowGuard(cell.clone());
         let mut call_args = Vec::with_capacity(args.len() + 1);
         if kind == "sample-fetch" {

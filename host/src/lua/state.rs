@@ -193,11 +193,6 @@ impl HostState {
         }
         Ok(())
     }
-
-    /// Names of registered services and their modes.
-    pub fn service_mode(&self, name: &str) -> Option<ServiceMode> {
-        self.info.regs.borrow().services.get(name).map(|s| s.mode)
-    }
 }
 
 /// Runs a task (register_task) on the current worker until it ends.

@@ -24,9 +24,6 @@ pub struct TxnCell {
     slot: RefCell<Slot>,
     /// The request's header block may be changed (action contexts).
     writable: bool,
-    /// `http-response` / `tcp-response` context: HTTP methods act on the
-    /// response and Channel `res` is the current one.
-    pub response_side: bool,
     /// Set by `txn:done()`.
     pub done: Cell<bool>,
     /// The transaction is served by a Lua service (AppletHTTP/TCP), which
@@ -42,11 +39,10 @@ fn gone() -> mlua::Error {
 
 impl TxnCell {
     /// A cell owning `txn` (Lua actions).
-    pub fn owned(txn: Box<Txn>, response_side: bool) -> Rc<TxnCell> {
+    pub fn owned(txn: Box<Txn>) -> Rc<TxnCell> {
         Rc::new(TxnCell {
             slot: RefCell::new(Slot::Owned(txn)),
             writable: true,
-            response_side,
             done: Cell::new(false),
             applet: false,
             reply: RefCell::new(None),
@@ -58,7 +54,6 @@ impl TxnCell {
         Rc::new(TxnCell {
             slot: RefCell::new(Slot::Owned(txn)),
             writable: true,
-            response_side: false,
             done: Cell::new(false),
             applet: true,
             reply: RefCell::new(None),
@@ -72,11 +67,10 @@ impl TxnCell {
     /// `txn` must stay valid and unmodified until [`TxnCell::close`] is
     /// called on the returned cell, and `close` must be called before the
     /// borrow ends (use [`BorrowGuard`]).
-    pub unsafe fn borrowed(txn: &Txn, response_side: bool) -> Rc<TxnCell> {
+    pub unsafe fn borrowed(txn: &Txn) -> Rc<TxnCell> {
         Rc::new(TxnCell {
             slot: RefCell::new(Slot::Borrowed(txn as *const Txn)),
             writable: false,
-            response_side,
             done: Cell::new(false),
             applet: false,
             reply: RefCell::new(None),

@@ -377,8 +377,15 @@ fn worker_main(w: WorkerStart) {
                 for (name, reg) in regs.services.iter() {
                     registered.push((name.clone(), Registered::Service(reg.mode), kind));
                 }
-                for name in regs.actions.keys() {
-                    registered.push((name.clone(), Registered::Action, kind));
+                for (name, a) in regs.actions.iter() {
+                    registered.push((
+                        name.clone(),
+                        Registered::Action {
+                            kinds: a.kinds.clone(),
+                            nb_args: a.nb_args,
+                        },
+                        kind,
+                    ));
                 }
                 for name in regs.fetches.keys() {
                     registered.push((name.clone(), Registered::Fetch, kind));

@@ -45,8 +45,6 @@ pub struct ServiceTarget {
     pub state: StateKind,
 }
 
-/// A service reference in the configuration, before the Lua files ran.
-
 /// The rules and ACLs of a proxy (a frontend's, or a backend's).
 pub struct ProxyRules {
     pub acls: AclSet,
@@ -80,7 +78,6 @@ pub struct FrontendPlan {
 
 /// A backend's own rules (its servers live in crate::backend).
 pub struct BackendPlan {
-    pub name: Arc<str>,
     pub rules: ProxyRules,
 }
 
@@ -103,10 +100,6 @@ pub struct Plan {
 
 const DEFAULT_MAXCONN: usize = 4096;
 const DEFAULT_BUFSIZE: usize = 16384;
-
-fn unsupported(loc: &config::Location, what: &str) -> String {
-    format!("[ALERT] parsing [{loc}] : {what} is not supported yet by luahost")
-}
 
 /// Builds the plan; errors are complete alert lines.
 pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
@@ -180,13 +173,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             }
         };
         if p.kind == ProxyKind::Backend {
-            backends.insert(
-                p.name.clone(),
-                Arc::new(BackendPlan {
-                    name: Arc::from(p.name.as_str()),
-                    rules,
-                }),
-            );
+            backends.insert(p.name.clone(), Arc::new(BackendPlan { rules }));
             continue;
         }
         let mode = match p.mode {
@@ -209,13 +196,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
                 tcp_request: Vec::new(),
                 tcp_response: Vec::new(),
             };
-            backends.insert(
-                p.name.clone(),
-                Arc::new(BackendPlan {
-                    name: Arc::from(p.name.as_str()),
-                    rules: empty,
-                }),
-            );
+            backends.insert(p.name.clone(), Arc::new(BackendPlan { rules: empty }));
         }
         let use_backends = p
             .use_backends
@@ -323,9 +304,24 @@ fn compile_rules(p: &config::Proxy) -> Result<ProxyRules, Vec<String>> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Registered {
     Service(ServiceMode),
-    Action,
+    /// With the rule sets it may be used in and its mandatory argument count.
+    Action {
+        kinds: Vec<String>,
+        nb_args: usize,
+    },
     Fetch,
     Converter,
+}
+
+/// A proxy's rule sets with their register_action names.
+fn rule_sets(r: &mut ProxyRules) -> [(&mut Vec<CRule>, &'static str); 5] {
+    [
+        (&mut r.http_request, "http-req"),
+        (&mut r.http_response, "http-res"),
+        (&mut r.http_after_response, "http-after-res"),
+        (&mut r.tcp_request, "tcp-req"),
+        (&mut r.tcp_response, "tcp-res"),
+    ]
 }
 
 /// Binds the `lua.NAME` references of the configuration to the Lua state
@@ -344,15 +340,34 @@ pub fn resolve_lua(
             .min_by_key(|(_, _, s)| if *s == StateKind::PerThread { 0 } else { 1 })
             .map(|(_, k, s)| (k.clone(), *s))
     };
-    let mut resolve_set = |rules: &mut Vec<CRule>,
-                           mode: Option<FrontMode>,
-                           errors: &mut Vec<String>| {
+    // `set_kind` is the rule set's name as register_action spells it.
+    let resolve_set = |rules: &mut Vec<CRule>,
+                       mode: Option<FrontMode>,
+                       set_kind: Option<&str>,
+                       errors: &mut Vec<String>| {
         for r in rules.iter_mut() {
             let loc = r.location.clone();
             match &mut r.action {
-                CAction::Lua { name, state, .. } => match find(name, &|k| *k == Registered::Action) {
-                    Some((_, s)) => *state = Some(s),
-                    None => errors.push(format!(
+                CAction::Lua { name, state, args } => match find(name, &|k| matches!(k, Registered::Action { .. })) {
+                    Some((Registered::Action { kinds, nb_args }, s)) => {
+                        if let Some(set) = set_kind {
+                            if !kinds.iter().any(|k| k == set) {
+                                errors.push(format!(
+                                    "[ALERT] parsing [{loc}] : Lua action 'lua.{name}' is not registered for '{set}' \
+                                     (core.register_action gave: {})",
+                                    kinds.join(", ")
+                                ));
+                            }
+                        }
+                        if args.len() < nb_args {
+                            errors.push(format!(
+                                "[ALERT] parsing [{loc}] : Lua action 'lua.{name}' expects at least {nb_args} argument(s), got {}",
+                                args.len()
+                            ));
+                        }
+                        *state = Some(s);
+                    }
+                    _ => errors.push(format!(
                         "[ALERT] parsing [{loc}] : unknown Lua action 'lua.{name}': no lua-load file registers it with core.register_action()"
                     )),
                 },
@@ -402,27 +417,15 @@ pub fn resolve_lua(
         let mode = fe.mode;
         let Some(fe) = Arc::get_mut(fe) else { continue };
         let r = &mut fe.rules;
-        for set in [
-            &mut r.http_request,
-            &mut r.http_response,
-            &mut r.http_after_response,
-            &mut r.tcp_request,
-            &mut r.tcp_response,
-        ] {
-            resolve_set(set, Some(mode), &mut errors);
+        for (set, kind) in rule_sets(r) {
+            resolve_set(set, Some(mode), Some(kind), &mut errors);
         }
     }
     for be in plan.backends.values_mut() {
         let Some(be) = Arc::get_mut(be) else { continue };
         let r = &mut be.rules;
-        for set in [
-            &mut r.http_request,
-            &mut r.http_response,
-            &mut r.http_after_response,
-            &mut r.tcp_request,
-            &mut r.tcp_response,
-        ] {
-            resolve_set(set, None, &mut errors);
+        for (set, kind) in rule_sets(r) {
+            resolve_set(set, None, Some(kind), &mut errors);
         }
     }
     if errors.is_empty() {

@@ -84,17 +84,16 @@ impl Worker {
         name: Arc<str>,
         txn: Box<Txn>,
         args: Vec<String>,
-        response_side: bool,
     ) -> (Option<Box<Txn>>, Outcome) {
         if let Some(state) = self.local_state(kind) {
-            return action::run(state.clone(), Rc::from(&*name), txn, args, response_side).await;
+            return action::run(state.clone(), Rc::from(&*name), txn, args).await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.dispatch_kind(
             kind,
             Box::new(move |state| {
                 tokio::task::spawn_local(async move {
-                    let r = action::run(state, Rc::from(&*name), txn, args, response_side).await;
+                    let r = action::run(state, Rc::from(&*name), txn, args).await;
                     let _ = tx.send(r);
                 });
             }),
@@ -150,6 +149,9 @@ impl Worker {
     }
 }
 
+/// (per-thread state, shared state) of a worker.
+pub type LoadedStates = (Option<Rc<HostState>>, Option<Rc<HostState>>);
+
 /// Creates this worker's Lua states and loads their files. Worker 0 also
 /// creates the shared state. Returns (per-thread state, shared state).
 pub fn load_states(
@@ -157,7 +159,7 @@ pub fn load_states(
     plan: &Plan,
     settings: &Rc<LuaSettings>,
     shared_settings: &Rc<LuaSettings>,
-) -> Result<(Option<Rc<HostState>>, Option<Rc<HostState>>), String> {
+) -> Result<LoadedStates, String> {
     let shared = if id == 0 && !plan.shared_files.is_empty() {
         let s = HostState::new(shared_settings.clone(), 0)
             .map_err(|e| crate::lua::errors::message(&e))?;

@@ -23,7 +23,7 @@ pub mod types;
 
 pub use acl::AclSet;
 pub use expr::SampleExpr;
-pub use logformat::{LogFormat, LogInfo};
+pub use logformat::LogFormat;
 pub use types::Sample;
 
 use crate::txn::Txn;

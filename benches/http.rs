@@ -31,12 +31,38 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn config(port: u16, nbthread: usize) -> String {
-    format!(
-        "global\n  lua-load hello.lua\n  nbthread {nbthread}\ndefaults\n  mode http\n  timeout client 5s\n  \
-         timeout server 5s\n  timeout connect 1s\nfrontend f\n  bind 127.0.0.1:{port}\n  \
-         http-request use-service lua.hello\n"
-    )
+/// A workload: a configuration template (`@PORT@`, `@NBTHREAD@`,
+/// `@ORIGIN@`) and the Lua files it loads.
+struct Scenario {
+    name: &'static str,
+    cfg: String,
+    files: Vec<(&'static str, String)>,
+    nbthread: usize,
+}
+
+fn hello_cfg() -> String {
+    "global\n  lua-load hello.lua\n  nbthread @NBTHREAD@\ndefaults\n  mode http\n  timeout client 5s\n  \
+     timeout server 5s\n  timeout connect 1s\nfrontend f\n  bind 127.0.0.1:@PORT@\n  \
+     http-request use-service lua.hello\n"
+        .to_string()
+}
+
+fn proxy_cfg() -> String {
+    "global\n  nbthread @NBTHREAD@\ndefaults\n  mode http\n  timeout client 5s\n  timeout server 5s\n  \
+     timeout connect 1s\n  option http-keep-alive\nfrontend f\n  bind 127.0.0.1:@PORT@\n  default_backend b\n\
+     backend b\n  server s1 @ORIGIN@\n"
+        .to_string()
+}
+
+/// The reference workload, unmodified but for its port and file path.
+fn reference() -> Option<(String, String)> {
+    let dir = luahost_suite::workspace_root().join("../shared/anchors");
+    let cfg = std::fs::read_to_string(dir.join("svc.cfg")).ok()?;
+    let lua = std::fs::read_to_string(dir.join("svc.lua")).ok()?;
+    let cfg = cfg
+        .replace("127.0.0.1:18081", "127.0.0.1:@PORT@")
+        .replace("nbthread 1", "nbthread @NBTHREAD@");
+    Some((cfg, lua))
 }
 
 struct Server {
@@ -126,16 +152,26 @@ struct Cell {
     max: f64,
 }
 
-fn measure(program: &str, nbthread: usize, secs: u64, runs: u64, conns: u64) -> Cell {
+fn measure(program: &str, sc: &Scenario, origin: &str, secs: u64, runs: u64, conns: u64) -> Cell {
+    let tag = std::path::Path::new(program)
+        .file_name()
+        .map_or("x".into(), |f| f.to_string_lossy().into_owned());
     let dir = scratch_dir(&format!(
-        "bench_http_{}_{}",
-        program.replace('/', "_"),
-        nbthread
+        "bench_http_{}_{tag}_{}",
+        sc.name.replace(' ', "_"),
+        sc.nbthread
     ));
-    std::fs::write(dir.join("hello.lua"), SERVICE).expect("write lua");
+    for (name, content) in &sc.files {
+        std::fs::write(dir.join(name), content).expect("write lua");
+    }
     let port = free_port();
-    std::fs::write(dir.join("bench.cfg"), config(port, nbthread)).expect("write cfg");
-    let pin = (nbthread == 1).then_some("0");
+    let cfg = sc
+        .cfg
+        .replace("@PORT@", &port.to_string())
+        .replace("@NBTHREAD@", &sc.nbthread.to_string())
+        .replace("@ORIGIN@", origin);
+    std::fs::write(dir.join("bench.cfg"), cfg).expect("write cfg");
+    let pin = (sc.nbthread == 1).then_some("0");
     let _server = start(program, &dir, port, pin);
     eprintln!("  warm-up");
     let _ = wrk(port, 1, conns);
@@ -159,6 +195,22 @@ fn measure(program: &str, nbthread: usize, secs: u64, runs: u64, conns: u64) -> 
     }
 }
 
+/// The origin server for the proxying workload: a fixed answer served from
+/// CPU 1 (with wrk), by HAProxy when installed, else by luahost itself.
+fn start_origin(program: &str) -> (Server, String) {
+    let dir = scratch_dir("bench_http_origin");
+    let port = free_port();
+    let cfg = format!(
+        "global\n  nbthread 1\ndefaults\n  mode http\n  timeout client 5s\nfrontend origin\n  \
+         bind 127.0.0.1:{port}\n  http-request return status 200 content-type text/plain string \"hello from the origin\"\n"
+    );
+    std::fs::write(dir.join("bench.cfg"), cfg).expect("write origin cfg");
+    (
+        start(program, &dir, port, Some("1")),
+        format!("127.0.0.1:{port}"),
+    )
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
     let secs = env_num("BENCH_SECS", 5);
@@ -170,7 +222,9 @@ fn main() {
     }
     eprintln!("building luahost (release)...");
     let luahost = artifacts().luahost().to_string_lossy().into_owned();
-    let haproxy = find_on_path("haproxy").map(|p| p.to_string_lossy().into_owned());
+    let haproxy = find_on_path("haproxy")
+        .or_else(|| Some(std::path::PathBuf::from("/usr/sbin/haproxy")).filter(|p| p.exists()))
+        .map(|p| p.to_string_lossy().into_owned());
     let haproxy_version = haproxy.as_ref().and_then(|h| {
         let out = Command::new(h).arg("-v").output().ok()?;
         String::from_utf8_lossy(&out.stdout)
@@ -178,38 +232,69 @@ fn main() {
             .next()
             .map(str::to_string)
     });
-    let mut rows = Vec::new();
-    for nbthread in [1usize, 2] {
-        eprintln!("luahost, nbthread {nbthread}:");
-        let ours = measure(&luahost, nbthread, secs, runs, conns);
-        let theirs = haproxy.as_ref().map(|h| {
-            eprintln!("haproxy, nbthread {nbthread}:");
-            measure(h, nbthread, secs, runs, conns)
+    let (_origin, origin_addr) = start_origin(haproxy.as_deref().unwrap_or(&luahost));
+
+    let mut scenarios = Vec::new();
+    for nbthread in [1, 2] {
+        scenarios.push(Scenario {
+            name: "Lua service",
+            cfg: hello_cfg(),
+            files: vec![("hello.lua", SERVICE.to_string())],
+            nbthread,
         });
-        rows.push((nbthread, ours, theirs));
+    }
+    match reference() {
+        Some((cfg, lua)) => scenarios.push(Scenario {
+            name: "reference svc.cfg",
+            cfg,
+            files: vec![("svc.lua", lua)],
+            nbthread: 1,
+        }),
+        None => eprintln!("../shared/anchors/svc.cfg not found: skipping the reference workload"),
+    }
+    scenarios.push(Scenario {
+        name: "proxy to origin",
+        cfg: proxy_cfg(),
+        files: Vec::new(),
+        nbthread: 1,
+    });
+
+    let mut rows = Vec::new();
+    for sc in &scenarios {
+        eprintln!("luahost, {}, nbthread {}:", sc.name, sc.nbthread);
+        let ours = measure(&luahost, sc, &origin_addr, secs, runs, conns);
+        let theirs = haproxy.as_ref().map(|h| {
+            eprintln!("haproxy, {}, nbthread {}:", sc.name, sc.nbthread);
+            measure(h, sc, &origin_addr, secs, runs, conns)
+        });
+        rows.push((sc, ours, theirs));
     }
 
     println!();
-    println!("Lua HTTP service (AppletHTTP, 'hello <path>'), wrk -t1 -c{conns} -d{secs}s pinned to CPU 1, median of {runs} runs");
+    println!(
+        "wrk -t1 -c{conns} -d{secs}s pinned to CPU 1; servers with nbthread 1 pinned to CPU 0 (nbthread 2 unpinned); \
+         median of {runs} runs"
+    );
     match &haproxy_version {
         Some(v) => println!("peer: {v}"),
         None => println!("peer: haproxy is not installed; luahost measured alone"),
     }
+    println!("origin for 'proxy to origin': {origin_addr} (pinned to CPU 1, shared with wrk)");
     println!();
-    println!("| nbthread | server | req/s (median) | min-max | p50 ms | p99 ms | luahost/haproxy req/s |");
-    println!("|---|---|---|---|---|---|---|");
-    for (nb, ours, theirs) in &rows {
+    println!("| workload | nbthread | server | req/s (median) | min-max | p50 ms | p99 ms | luahost/haproxy req/s |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (sc, ours, theirs) in &rows {
         let ratio = theirs.as_ref().map_or("-".to_string(), |t| {
             format!("{:.2}x", ours.median.0 / t.median.0)
         });
         println!(
-            "| {nb} | luahost | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {ratio} |",
-            ours.median.0, ours.min, ours.max, ours.median.1, ours.median.2
+            "| {} | {} | luahost | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {ratio} |",
+            sc.name, sc.nbthread, ours.median.0, ours.min, ours.max, ours.median.1, ours.median.2
         );
         if let Some(t) = theirs {
             println!(
-                "| {nb} | haproxy | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | |",
-                t.median.0, t.min, t.max, t.median.1, t.median.2
+                "| {} | {} | haproxy | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | |",
+                sc.name, sc.nbthread, t.median.0, t.min, t.max, t.median.1, t.median.2
             );
         }
     }

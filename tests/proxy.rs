@@ -718,3 +718,79 @@ fn sigterm_finishes_requests_in_flight_and_sigusr1_stops_accepting() {
     );
     assert_eq!(p.wait_exit(10), Some(0));
 }
+
+#[test]
+fn failing_init_function_stops_start_up() {
+    let dir = luahost_suite::scratch_dir("proxy_init_fails");
+    std::fs::write(
+        dir.join("svc.lua"),
+        format!("{SERVICES}\ncore.register_init(function()\n  error('init failed here')\nend)\n"),
+    )
+    .expect("write");
+    let port = free_port();
+    std::fs::write(
+        dir.join("p.cfg"),
+        cfg(port, "  nbthread 1", "  http-request use-service lua.hello"),
+    )
+    .expect("write");
+    let mut cmd = Command::new(artifacts().luahost());
+    cmd.args(["-f", "p.cfg"]).current_dir(&dir);
+    let out = run_with_timeout(&mut cmd, 30);
+    assert_eq!(out.status, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("Lua init: svc.lua:12: init failed here"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn session_variables_and_dynamic_backend_names() {
+    let front = free_port();
+    let origin = free_port();
+    let lua = r#"
+core.register_action("count", {"http-req"}, function(txn)
+  local n = (txn:get_var("sess.n") or 0) + 1
+  txn:set_var("sess.n", n)
+  txn.http:req_set_header("x-n", tostring(n))
+end)
+core.register_service("origin", "http", function(applet)
+  local body = "origin saw n=" .. (applet.headers["x-n"] and applet.headers["x-n"][0] or "?")
+  applet:add_header("content-length", #body)
+  applet:send(body)
+end)
+"#;
+    let config = format!(
+        "global\n  lua-load svc.lua\n  nbthread 1\ndefaults\n  mode http\n  timeout client 10s\n  timeout server 5s\n  timeout connect 1s\n\
+         frontend fe\n  bind 127.0.0.1:{front}\n  http-request lua.count\n  use_backend be_%[req.hdr(x-be)] if {{ req.hdr(x-be) -m found }}\n\
+         backend be_one\n  server s1 127.0.0.1:{origin}\n\
+         frontend origin\n  bind 127.0.0.1:{origin}\n  http-request use-service lua.origin\n"
+    );
+    let _p = Proxy::start(
+        "proxy_sess_dynamic",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[front, origin],
+    );
+    let mut c = HttpReader::connect(front);
+    for n in 1..=3 {
+        c.send(b"GET / HTTP/1.1\r\nhost: t\r\nx-be: one\r\n\r\n");
+        let r = c.read_response(false).expect("response");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, format!("origin saw n={n}")),
+            "sess.n lives as long as the connection"
+        );
+    }
+    // A fresh connection starts a fresh session; an unknown backend is a 503.
+    let mut c = HttpReader::connect(front);
+    c.send(b"GET / HTTP/1.1\r\nhost: t\r\nx-be: one\r\n\r\n");
+    assert_eq!(
+        c.read_response(false).expect("response").text(),
+        "origin saw n=1"
+    );
+    c.send(b"GET / HTTP/1.1\r\nhost: t\r\nx-be: nope\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("503").status, 503);
+}

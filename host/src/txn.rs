@@ -29,7 +29,7 @@ pub struct Txn {
     pub id: u64,
     /// Which Lua states hold `set_priv` data for this transaction
     /// (1: shared, 2: per-thread), dropped when it ends.
-    pub priv_states: u8,
+    pub priv_states: std::sync::atomic::AtomicU8,
     pub mode: TxnMode,
     /// The client's address (src, src_port).
     pub client: SocketAddr,
@@ -72,7 +72,7 @@ impl Txn {
     ) -> Txn {
         Txn {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            priv_states: 0,
+            priv_states: std::sync::atomic::AtomicU8::new(0),
             mode,
             client,
             local,

@@ -94,6 +94,8 @@ pub struct HttpApplet {
     /// must end when the service does.
     body_tx: RefCell<Option<mpsc::Sender<BodyChunk>>>,
     reader: RefCell<Option<BodyReader>>,
+    /// The request headers, until `applet.headers` is first read.
+    req_headers: RefCell<Option<Vec<(String, Bytes)>>>,
     /// The transaction: variables, private data and samples.
     cell: Rc<TxnCell>,
 }
@@ -313,27 +315,34 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
                 .with_mut(|t| t.vars.unset(&name))
         })?,
     )?;
+    // f/sf/c/sc and headers are built when first read (see Class::lazy_fields).
+    let mut lazy = Vec::new();
+    for key in ["f", "sf", "c", "sc"] {
+        lazy.push((
+            key,
+            lua.create_function(move |lua, s: Value| {
+                let a = this(&s, key)?;
+                crate::lua::fetches_class::new_object(lua, &*state_info(lua)?, key, &a.cell)
+            })?,
+        ));
+    }
+    lazy.push((
+        "headers",
+        lua.create_function(|lua, s: Value| {
+            let a = this(&s, "headers")?;
+            let list = a.req_headers.borrow_mut().take().unwrap_or_default();
+            headers_table(lua, &list)
+        })?,
+    ));
+    c.lazy_fields(lua, lazy)?;
     Ok(c)
 }
 
-/// Builds the Lua object for a request.
-fn instantiate(
-    lua: &Lua,
-    info: &crate::lua::state::StateInfo,
-    req: &HttpAppletRequest,
-    applet: Rc<HttpApplet>,
-) -> mlua::Result<Table> {
-    let cell = applet.cell.clone();
-    let obj = info.classes.applet_http.instantiate(lua, Handle(applet))?;
-    crate::lua::fetches_class::attach(lua, info, &obj, &cell)?;
-    obj.raw_set("method", req.method.as_str())?;
-    obj.raw_set("path", req.path.as_str())?;
-    obj.raw_set("qs", req.qs.as_str())?;
-    obj.raw_set("version", req.version.as_str())?;
-    obj.raw_set("length", req.content_length.unwrap_or(0) as i64)?;
-    // headers[name][0..n]: HAProxy's 0-indexed values per lower-case name.
+/// `headers[name][0..n]`: HAProxy's 0-indexed values per lower-case name,
+/// one entry per header line.
+fn headers_table(lua: &Lua, list: &[(String, Bytes)]) -> mlua::Result<Table> {
     let headers = lua.create_table()?;
-    for (name, value) in &req.headers {
+    for (name, value) in list {
         let values = match headers.raw_get::<Option<Table>>(name.as_str())? {
             Some(t) => t,
             None => {
@@ -350,7 +359,22 @@ fn instantiate(
             };
         values.raw_set(next, lua.create_string(value)?)?;
     }
-    obj.raw_set("headers", headers)?;
+    Ok(headers)
+}
+
+/// Builds the Lua object for a request.
+fn instantiate(
+    lua: &Lua,
+    info: &crate::lua::state::StateInfo,
+    req: &HttpAppletRequest,
+    applet: Rc<HttpApplet>,
+) -> mlua::Result<Table> {
+    let obj = info.classes.applet_http.instantiate(lua, Handle(applet))?;
+    obj.raw_set("method", req.method.as_str())?;
+    obj.raw_set("path", req.path.as_str())?;
+    obj.raw_set("qs", req.qs.as_str())?;
+    obj.raw_set("version", req.version.as_str())?;
+    obj.raw_set("length", req.content_length.unwrap_or(0) as i64)?;
     Ok(obj)
 }
 
@@ -385,6 +409,7 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
             body: req.body.take(),
             buf: BytesMut::new(),
         })),
+        req_headers: RefCell::new(Some(std::mem::take(&mut req.headers))),
         cell: TxnCell::applet(txn),
     });
     let obj = match instantiate(&state.lua, &state.info, &req, applet.clone()) {

@@ -195,6 +195,22 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
                 .with_mut(|t| t.vars.unset(&name))
         })?,
     )?;
+    // f/sf/c/sc are built when first read (see Class::lazy_fields).
+    let mut lazy = Vec::new();
+    for key in ["f", "sf", "c", "sc"] {
+        lazy.push((
+            key,
+            lua.create_function(move |lua, s: Value| {
+                let a = this(&s, key)?;
+                let info = lua
+                    .app_data_ref::<Rc<crate::lua::state::StateInfo>>()
+                    .map(|i| i.clone())
+                    .ok_or_else(|| mlua::Error::runtime("no luahost state"))?;
+                crate::lua::fetches_class::new_object(lua, &info, key, &a.cell)
+            })?,
+        ));
+    }
+    c.lazy_fields(lua, lazy)?;
     Ok(c)
 }
 
@@ -241,15 +257,12 @@ pub async fn run(
         private: RefCell::new(Value::Nil),
         cell: TxnCell::owned(txn),
     });
-    let cell = applet.cell.clone();
     let obj = match state
         .info
         .classes
         .applet_tcp
         .instantiate(&state.lua, Handle(applet.clone()))
-        .and_then(|o| {
-            crate::lua::fetches_class::attach(&state.lua, &state.info, &o, &cell).map(|_| o)
-        }) {
+    {
         Ok(o) => o,
         Err(e) => {
             crate::log::alert(&format!(
@@ -266,6 +279,10 @@ pub async fn run(
             crate::log::ERR,
             &format!("Lua applet tcp '{name}': {}.", e.message()),
         ),
+    }
+    // The connection ends with the service: drop its private data.
+    if let Ok(id) = applet.cell.with(|t| t.id) {
+        state.info.privs.borrow_mut().remove(&id);
     }
     // Flush and close: the applet is the end of this connection.
     let conn = applet.conn.borrow_mut().take();

@@ -212,19 +212,18 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     Ok(c)
 }
 
-/// Creates `req` and `res` channels on `obj`.
-pub fn attach(lua: &Lua, info: &StateInfo, obj: &Table, cell: &Rc<TxnCell>) -> mlua::Result<()> {
-    for (key, response) in [("req", false), ("res", true)] {
-        obj.raw_set(
-            key,
-            info.classes.channel.instantiate(
-                lua,
-                ChannelHandle {
-                    cell: cell.clone(),
-                    response,
-                },
-            )?,
-        )?;
-    }
-    Ok(())
+/// Creates the `req` (or, with `response`, `res`) channel of a TXN.
+pub fn new_channel(
+    lua: &Lua,
+    info: &StateInfo,
+    cell: &Rc<TxnCell>,
+    response: bool,
+) -> mlua::Result<Table> {
+    info.classes.channel.instantiate(
+        lua,
+        ChannelHandle {
+            cell: cell.clone(),
+            response,
+        },
+    )
 }

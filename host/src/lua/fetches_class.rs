@@ -138,19 +138,19 @@ fn call_conv(
     result(lua, sample, as_string)
 }
 
-/// Creates the f/sf/c/sc objects of a TXN or applet and stores them in `obj`.
-pub fn attach(lua: &Lua, info: &StateInfo, obj: &Table, cell: &Rc<TxnCell>) -> mlua::Result<()> {
+/// Creates the `f`, `sf`, `c` or `sc` object of a TXN or applet.
+pub fn new_object(
+    lua: &Lua,
+    info: &StateInfo,
+    key: &str,
+    cell: &Rc<TxnCell>,
+) -> mlua::Result<Table> {
     let c = &info.classes.samples;
-    for (key, class) in [
-        ("f", &c.fetches),
-        ("sf", &c.string_fetches),
-        ("c", &c.converters),
-        ("sc", &c.string_converters),
-    ] {
-        obj.raw_set(
-            key,
-            class.instantiate(lua, SampleAccess { cell: cell.clone() })?,
-        )?;
-    }
-    Ok(())
+    let class = match key {
+        "f" => &c.fetches,
+        "sf" => &c.string_fetches,
+        "c" => &c.converters,
+        _ => &c.string_converters,
+    };
+    class.instantiate(lua, SampleAccess { cell: cell.clone() })
 }

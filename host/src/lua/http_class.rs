@@ -91,7 +91,7 @@ fn replacement(s: &str) -> String {
     out
 }
 
-/// Applies `re` to each value of header `name` (whole value, or each
+/// Applies `re` to each value of header `name` (the whole value, or each
 /// comma-separated element for rep_value).
 fn replace(
     map: &mut HeaderMap,
@@ -101,21 +101,33 @@ fn replace(
     per_value: bool,
 ) -> mlua::Result<()> {
     let name = header_name(name)?;
-    let re = regex::Regex::new(&format!("^(?:{re})$"))
-        .map_err(|e| mlua::Error::runtime(format!("invalid regex: {e}")))?;
+    let re =
+        regex::Regex::new(re).map_err(|e| mlua::Error::runtime(format!("invalid regex: {e}")))?;
     let with = replacement(with);
+    // As HAProxy's replace-header: a value the regex matches (anywhere) is
+    // replaced whole by the expansion; other values are kept.
+    let rewrite_one = |text: &str| -> String {
+        match re.captures(text) {
+            Some(caps) => {
+                let mut out = String::new();
+                caps.expand(&with, &mut out);
+                out
+            }
+            None => text.to_string(),
+        }
+    };
     // Values are rewritten where they stand, as HAProxy does.
     let mut failed = false;
     crate::headers::rewrite(map, &name, |v| {
         let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
         let new = if per_value {
             text.split(',')
-                .map(|part| re.replace(part.trim(), with.as_str()).into_owned())
+                .map(|part| rewrite_one(part.trim()))
                 .collect::<Vec<_>>()
                 // HAProxy writes the rewritten values back comma-separated.
                 .join(",")
         } else {
-            re.replace(&text, with.as_str()).into_owned()
+            rewrite_one(&text)
         };
         HeaderValue::from_str(&new).unwrap_or_else(|_| {
             failed = true;
@@ -286,11 +298,11 @@ mod tests {
     fn rep_header_and_rep_value() {
         let mut m = HeaderMap::new();
         m.append("x-a", HeaderValue::from_static("foo, bar"));
-        replace(&mut m, "x-a", "(.*)", r"<\1>", false).unwrap();
+        replace(&mut m, "x-a", "^(.*)$", r"<\1>", false).unwrap();
         assert_eq!(m.get("x-a").unwrap(), "<foo, bar>");
         let mut m = HeaderMap::new();
         m.append("x-a", HeaderValue::from_static("foo, bar"));
-        replace(&mut m, "x-a", "b(.*)", r"B\1", true).unwrap();
+        replace(&mut m, "x-a", "^b(.*)", r"B\1", true).unwrap();
         assert_eq!(m.get("x-a").unwrap(), "foo,Bar");
     }
 }

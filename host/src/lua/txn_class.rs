@@ -90,7 +90,10 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             let id = cell.with(|t| t.id)?;
             // Tell the transaction which state holds data for it, so the
             // data is dropped when the transaction ends.
-            let _ = cell.with_mut(|t| t.priv_states |= mask);
+            cell.with(|t| {
+                t.priv_states
+                    .fetch_or(mask, std::sync::atomic::Ordering::Relaxed)
+            })?;
             info.privs.borrow_mut().insert(id, v);
             Ok(())
         })?,
@@ -260,22 +263,52 @@ pub fn reply_class(lua: &Lua) -> mlua::Result<Class> {
     Ok(c)
 }
 
-/// Creates a TXN object around `cell`, with its f/sf/c/sc, req/res and (in
-/// HTTP mode) http objects.
+/// Creates a TXN object around `cell`. Its f/sf/c/sc, req/res and (in HTTP
+/// mode) http objects are built when first read (see `install_lazy_fields`).
 pub fn new_txn(
     lua: &Lua,
     info: &StateInfo,
     cell: Rc<TxnCell>,
     _action: bool,
 ) -> mlua::Result<Table> {
-    let obj = info
-        .classes
-        .txn
-        .instantiate(lua, TxnHandle { cell: cell.clone() })?;
-    crate::lua::fetches_class::attach(lua, info, &obj, &cell)?;
-    crate::lua::channel_class::attach(lua, info, &obj, &cell)?;
-    if cell.with(|t| t.mode == crate::txn::TxnMode::Http)? {
-        obj.raw_set("http", crate::lua::http_class::new_http(lua, info, &cell)?)?;
+    info.classes.txn.instantiate(lua, TxnHandle { cell })
+}
+
+/// Declares the TXN's sub-objects as fields built on first access.
+pub fn install_lazy_fields(lua: &Lua, class: &Class) -> mlua::Result<()> {
+    let mut fields = Vec::new();
+    for key in ["f", "sf", "c", "sc"] {
+        fields.push((
+            key,
+            lua.create_function(move |lua, this: Value| {
+                let cell = cell(&this, key)?;
+                crate::lua::fetches_class::new_object(lua, &*info(lua)?, key, &cell)
+            })?,
+        ));
     }
-    Ok(obj)
+    for key in ["req", "res"] {
+        fields.push((
+            key,
+            lua.create_function(move |lua, this: Value| {
+                let cell = cell(&this, key)?;
+                crate::lua::channel_class::new_channel(lua, &*info(lua)?, &cell, key == "res")
+            })?,
+        ));
+    }
+    fields.push((
+        "http",
+        lua.create_function(|lua, this: Value| {
+            let cell = cell(&this, "http")?;
+            // TCP transactions have no HTTP object (nil, as in HAProxy).
+            if cell.with(|t| t.mode != crate::txn::TxnMode::Http)? {
+                return Ok(Value::Nil);
+            }
+            Ok(Value::Table(crate::lua::http_class::new_http(
+                lua,
+                &*info(lua)?,
+                &cell,
+            )?))
+        })?,
+    ));
+    class.lazy_fields(lua, fields)
 }

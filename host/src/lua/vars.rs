@@ -20,7 +20,9 @@ impl VarValue {
     pub fn from_lua(v: &Value) -> VarValue {
         match v {
             Value::Integer(i) => VarValue::Int(*i),
-            Value::Number(n) => VarValue::Int(*n as i64),
+            // As lua_tointeger (and Lua fetches): a fraction gives 0.
+            Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.2e18 => VarValue::Int(*n as i64),
+            Value::Number(_) => VarValue::Int(0),
             Value::Boolean(b) => VarValue::Bool(*b),
             Value::String(s) => VarValue::Str(s.as_bytes().to_vec()),
             _ => VarValue::Bool(false),

@@ -36,11 +36,21 @@ pub async fn serve(
     let svc = {
         let (worker, fe) = (worker.clone(), fe.clone());
         let served = Rc::new(std::cell::Cell::new(0u64));
+        // `sess.*` variables live as long as the connection.
+        let sess = Rc::new(std::cell::RefCell::new(std::collections::HashMap::new()));
         // Boxed: poll_without_shutdown needs an Unpin service future.
         service_fn(move |req| {
             let first = served.get() == 0;
             served.set(served.get() + 1);
-            Box::pin(handle(worker.clone(), fe.clone(), peer, local, first, req))
+            Box::pin(handle(
+                worker.clone(),
+                fe.clone(),
+                peer,
+                local,
+                first,
+                sess.clone(),
+                req,
+            ))
         })
     };
     let mut builder = http1::Builder::new();
@@ -52,6 +62,9 @@ pub async fn serve(
         .pipeline_flush(false)
         .half_close(false)
         .auto_date_header(false)
+        // One buffered write per response, like HAProxy (no writev of
+        // scattered head and body pieces).
+        .writev(false)
         // hyper refuses buffers under 8 KiB; HAProxy's default is 16 KiB.
         .max_header_size(worker.plan.bufsize)
         .timer(TokioTimer::new());
@@ -136,6 +149,7 @@ async fn handle(
     peer: SocketAddr,
     local: SocketAddr,
     first_request: bool,
+    sess: Rc<std::cell::RefCell<std::collections::HashMap<String, crate::lua::vars::VarValue>>>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Abort> {
     crate::stats::count_request();
@@ -151,9 +165,12 @@ async fn handle(
     ));
     txn.req = Some(parts);
     txn.first_request = first_request;
+    txn.vars.sess = std::mem::take(&mut *sess.borrow_mut());
     let result = pipeline(&worker, &fe, &mut txn, body).await;
-    if txn.priv_states != 0 {
-        worker.forget_txn(txn.id, txn.priv_states);
+    *sess.borrow_mut() = std::mem::take(&mut txn.vars.sess);
+    let privs = txn.priv_states.load(std::sync::atomic::Ordering::Relaxed);
+    if privs != 0 {
+        worker.forget_txn(txn.id, privs);
     }
     if let Some(line) = line {
         let t = crate::log::UtcTime::now();
@@ -198,7 +215,7 @@ fn select_backend(worker: &Worker, fe: &FrontendPlan, txn: &Txn) -> Option<Arc<s
     for sw in &fe.use_backends {
         let matched = sw.cond.as_ref().is_none_or(|c| c.eval(&ctx));
         if matched {
-            return Some(sw.backend.clone());
+            return Some(sw.name(&ctx));
         }
     }
     fe.default_backend.clone()
@@ -277,22 +294,30 @@ async fn after_response(
     txn: &mut Box<Txn>,
     resp: Response<ProxyBody>,
 ) -> Result<Response<ProxyBody>, Abort> {
-    if fe.rules.http_after_response.is_empty() {
+    let be = txn
+        .backend
+        .as_ref()
+        .and_then(|b| worker.plan.backends.get(&**b))
+        .cloned();
+    let be_rules = be
+        .as_ref()
+        .map(|b| &b.rules.http_after_response)
+        .filter(|r| !r.is_empty());
+    if fe.rules.http_after_response.is_empty() && be_rules.is_none() {
         return Ok(resp);
     }
     let (parts, body) = resp.into_parts();
     txn.res = Some(parts);
-    match rules::run(
-        worker,
-        &fe.rules.http_after_response,
-        txn,
-        RuleSide::Response,
-    )
-    .await
+    // The backend's rules, then the frontend's, as for http-response.
+    for set in be_rules
+        .into_iter()
+        .chain(std::iter::once(&fe.rules.http_after_response))
     {
-        Verdict::Respond(r) => return Ok(r),
-        Verdict::Abort | Verdict::Service(_) => return Err(Abort),
-        Verdict::Continue => {}
+        match rules::run(worker, set, txn, RuleSide::Response).await {
+            Verdict::Respond(r) => return Ok(r),
+            Verdict::Abort | Verdict::Service(_) => return Err(Abort),
+            Verdict::Continue => {}
+        }
     }
     match txn.res.take() {
         Some(parts) => Ok(Response::from_parts(parts, body)),

@@ -158,6 +158,7 @@ pub fn run(opts: Options) -> ExitCode {
 
     let nb = plan.nbthread;
     let (loaded_tx, loaded_rx) = std_mpsc::channel::<(usize, Loaded)>();
+    let (init_tx, init_rx) = std_mpsc::channel::<Result<(), String>>();
     let (shutdown_tx, shutdown_rx) = watch::channel(Shutdown::Running);
     let (shared_tx, shared_rx) = mpsc::unbounded_channel::<SharedJob>();
     let has_shared = !plan.shared_files.is_empty();
@@ -187,6 +188,7 @@ pub fn run(opts: Options) -> ExitCode {
             settings: settings.clone(),
             shared_settings: shared_settings.clone(),
             loaded_tx: loaded_tx.clone(),
+            init_tx: init_tx.clone(),
             go_rx,
             shutdown_rx: shutdown_rx.clone(),
             shared_rx: if id == 0 { shared_rx.take() } else { None },
@@ -210,6 +212,7 @@ pub fn run(opts: Options) -> ExitCode {
         }
     }
     drop(loaded_tx);
+    drop(init_tx);
     drop(shared_tx);
     // The workers hold their own copies: the sockets close when the workers
     // stop accepting (soft stop), not when this thread exits.
@@ -263,6 +266,31 @@ pub fn run(opts: Options) -> ExitCode {
     let plan = Arc::new(plan);
     for tx in &go_txs {
         let _ = tx.send(Go::Serve(plan.clone()));
+    }
+    // The init functions run before anything is served; a failing one stops
+    // start-up, as in HAProxy.
+    let mut init_failed = false;
+    for _ in 0..nb {
+        match init_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("[ALERT] {e}");
+                init_failed = true;
+            }
+            Err(_) => {
+                init_failed = true;
+                break;
+            }
+        }
+    }
+    if init_failed {
+        let _ = shutdown_tx.send(Shutdown::Hard);
+        drop(shutdown_tx);
+        for h in handles {
+            let _ = h.join();
+        }
+        eprintln!("[ALERT] Fatal errors found in configuration.");
+        return ExitCode::from(1);
     }
     crate::log::notice(&format!(
         "luahost {} started: {} worker thread(s), {} frontend(s)",
@@ -334,6 +362,7 @@ struct WorkerStart {
     settings: LuaSettings,
     shared_settings: LuaSettings,
     loaded_tx: std_mpsc::Sender<(usize, Loaded)>,
+    init_tx: std_mpsc::Sender<Result<(), String>>,
     go_rx: std_mpsc::Receiver<Go>,
     shutdown_rx: watch::Receiver<Shutdown>,
     shared_rx: Option<mpsc::UnboundedReceiver<SharedJob>>,
@@ -402,10 +431,17 @@ fn worker_main(w: WorkerStart) {
         };
         // Init functions: the shared state's once (here on worker 0), each
         // per-thread state's on its own worker.
+        let mut init = Ok(());
         for s in [&shared, &per_thread].into_iter().flatten() {
             if let Err(e) = s.run_inits_and_start().await {
-                crate::log::alert(&e);
+                init = Err(e);
+                break;
             }
+        }
+        let failed = init.is_err();
+        let _ = w.init_tx.send(init);
+        if failed {
+            return;
         }
         let shared_lua = match (&shared, w.shared_tx) {
             (Some(s), _) => SharedLua::Local(s.clone()),

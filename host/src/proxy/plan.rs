@@ -57,8 +57,25 @@ pub struct ProxyRules {
 
 /// `use_backend NAME [if|unless COND]`.
 pub struct BackendSwitch {
-    pub backend: Arc<str>,
+    pub backend: BackendName,
     pub cond: Option<crate::sample::acl::CompiledCond>,
+}
+
+/// A backend named in the configuration, or computed per request
+/// (`use_backend be_%[req.hdr(host)]`).
+pub enum BackendName {
+    Static(Arc<str>),
+    Dynamic(crate::sample::LogFormat),
+}
+
+impl BackendSwitch {
+    /// The backend this rule selects for the transaction of `ctx`.
+    pub fn name(&self, ctx: &crate::sample::SampleCtx) -> Arc<str> {
+        match &self.backend {
+            BackendName::Static(n) => n.clone(),
+            BackendName::Dynamic(f) => Arc::from(String::from_utf8_lossy(&f.render(ctx)).as_ref()),
+        }
+    }
 }
 
 pub struct FrontendPlan {
@@ -165,6 +182,21 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
     let mut frontends = Vec::new();
     let mut backends = HashMap::new();
     for p in &cfg.proxies {
+        // Rule sets that parse but are not run yet: refused, not ignored.
+        for r in &p.tcp_response_content {
+            errors.push(format!(
+                "[ALERT] parsing [{}] : 'tcp-response content' rules are not supported yet",
+                r.location
+            ));
+        }
+        if p.mode == Mode::Http {
+            for r in &p.tcp_request_content {
+                errors.push(format!(
+                    "[ALERT] parsing [{}] : 'tcp-request content' rules in a 'mode http' proxy are not supported yet",
+                    r.location
+                ));
+            }
+        }
         let rules = match compile_rules(p) {
             Ok(r) => r,
             Err(mut e) => {
@@ -201,8 +233,25 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
         let use_backends = p
             .use_backends
             .iter()
-            .map(|u| BackendSwitch {
-                backend: Arc::from(u.name.as_str()),
+            .filter_map(|u| {
+                let backend = if u.is_dynamic() {
+                    match crate::sample::LogFormat::parse(&u.name) {
+                        Ok(f) => BackendName::Dynamic(f),
+                        Err(e) => {
+                            errors.push(format!(
+                                "[ALERT] parsing [{}] : invalid backend name format: {e}",
+                                u.location
+                            ));
+                            return None;
+                        }
+                    }
+                } else {
+                    BackendName::Static(Arc::from(u.name.as_str()))
+                };
+                Some((u, backend))
+            })
+            .map(|(u, backend)| BackendSwitch {
+                backend,
                 // Conditions were checked by compile_rules above.
                 cond: u
                     .cond

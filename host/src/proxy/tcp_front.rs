@@ -49,6 +49,22 @@ pub async fn serve(
         Verdict::Continue => match select_backend(&worker, &fe, &txn) {
             Some(name) => {
                 txn.backend = Some(name.clone());
+                // The backend's own content rules.
+                if let Some(be) = worker.plan.backends.get(&*name).cloned() {
+                    match rules::run(&worker, &be.rules.tcp_request, &mut txn, RuleSide::Request)
+                        .await
+                    {
+                        Verdict::Continue => {}
+                        Verdict::Service(target) => {
+                            run_service(&worker, &fe, target, stream, txn).await;
+                            return;
+                        }
+                        Verdict::Abort | Verdict::Respond(_) => {
+                            forget_privs(&worker, &txn);
+                            return;
+                        }
+                    }
+                }
                 match crate::proxy::backends().and_then(|b| b.get(&name)).cloned() {
                     Some(be) => {
                         let initial = txn.req_buf.split().freeze();
@@ -63,6 +79,7 @@ pub async fn serve(
             None => "no backend",
         },
     };
+    forget_privs(&worker, &txn);
     if crate::log::access_log_enabled() {
         let t = crate::log::UtcTime::now();
         crate::log::access(&format!(
@@ -116,7 +133,7 @@ fn select_backend(worker: &Worker, fe: &FrontendPlan, txn: &Txn) -> Option<Arc<s
     let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
     for sw in &fe.use_backends {
         if sw.cond.as_ref().is_none_or(|c| c.eval(&ctx)) {
-            return Some(sw.backend.clone());
+            return Some(sw.name(&ctx));
         }
     }
     fe.default_backend.clone()
@@ -152,4 +169,12 @@ async fn run_service(
     );
     // Keep the connection counted on this worker until the applet ends.
     let _ = done_rx.await;
+}
+
+/// Drops the `set_priv` data Lua actions left for this connection.
+fn forget_privs(worker: &Worker, txn: &Txn) {
+    let privs = txn.priv_states.load(std::sync::atomic::Ordering::Relaxed);
+    if privs != 0 {
+        worker.forget_txn(txn.id, privs);
+    }
 }

@@ -104,8 +104,36 @@ fn start(program: &str, dir: &std::path::Path, port: u16, pin: Option<&str>) -> 
     Server { child }
 }
 
-/// One wrk run: (requests/s, p50 ms, p99 ms).
+/// CPU time (user + system) a process has used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the ")" that ends the command name; utime and stime are
+    // fields 14 and 15 of the whole line.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// One wrk run: (requests/s, p50 ms, p99 ms, server CPU microseconds per request).
+fn wrk_measured(pid: u32, port: u16, secs: u64, conns: u64) -> (f64, f64, f64, f64) {
+    let before = cpu_ticks(pid);
+    let (rps, p50, p99, requests) = wrk_raw(port, secs, conns);
+    let after = cpu_ticks(pid);
+    // Linux reports ticks of 1/100 s (USER_HZ).
+    let cpu_us = match (before, after) {
+        (Some(b), Some(a)) if requests > 0.0 => (a - b) as f64 * 10_000.0 / requests,
+        _ => f64::NAN,
+    };
+    (rps, p50, p99, cpu_us)
+}
+
 fn wrk(port: u16, secs: u64, conns: u64) -> (f64, f64, f64) {
+    let (rps, p50, p99, _) = wrk_raw(port, secs, conns);
+    (rps, p50, p99)
+}
+
+/// One wrk run: (requests/s, p50 ms, p99 ms, requests completed).
+fn wrk_raw(port: u16, secs: u64, conns: u64) -> (f64, f64, f64, f64) {
     let out = Command::new("taskset")
         .args(["-c", "1", "wrk", "-t1"])
         .arg(format!("-c{conns}"))
@@ -116,8 +144,16 @@ fn wrk(port: u16, secs: u64, conns: u64) -> (f64, f64, f64) {
         .expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut rps = 0.0;
+    let mut requests = 0.0;
     let (mut p50, mut p99) = (f64::NAN, f64::NAN);
     for line in text.lines() {
+        if line.contains(" requests in ") {
+            requests = line
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0);
+        }
         let mut w = line.split_whitespace();
         match (w.next(), w.next()) {
             (Some("Requests/sec:"), Some(v)) => rps = v.parse().unwrap_or(0.0),
@@ -129,7 +165,7 @@ fn wrk(port: u16, secs: u64, conns: u64) -> (f64, f64, f64) {
     if text.contains("Non-2xx") || text.contains("Socket errors") {
         eprintln!("  note: wrk reported errors:\n{text}");
     }
-    (rps, p50, p99)
+    (rps, p50, p99, requests)
 }
 
 /// "1.23ms" / "850.00us" / "1.01s" -> milliseconds.
@@ -147,7 +183,8 @@ fn ms(v: &str) -> f64 {
 }
 
 struct Cell {
-    median: (f64, f64, f64),
+    /// (req/s, p50, p99, CPU us/request) of the median run.
+    median: (f64, f64, f64, f64),
     min: f64,
     max: f64,
 }
@@ -172,18 +209,21 @@ fn measure(program: &str, sc: &Scenario, origin: &str, secs: u64, runs: u64, con
         .replace("@ORIGIN@", origin);
     std::fs::write(dir.join("bench.cfg"), cfg).expect("write cfg");
     let pin = (sc.nbthread == 1).then_some("0");
-    let _server = start(program, &dir, port, pin);
+    let server = start(program, &dir, port, pin);
+    // taskset execs the server, so the child's pid is the server's.
+    let pid = server.child.id();
     eprintln!("  warm-up");
     let _ = wrk(port, 1, conns);
     let mut results = Vec::new();
     for i in 0..runs {
-        let r = wrk(port, secs, conns);
+        let r = wrk_measured(pid, port, secs, conns);
         eprintln!(
-            "  run {}/{runs}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+            "  run {}/{runs}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} us CPU/request",
             i + 1,
             r.0,
             r.1,
-            r.2
+            r.2,
+            r.3
         );
         results.push(r);
     }
@@ -281,20 +321,29 @@ fn main() {
     }
     println!("origin for 'proxy to origin': {origin_addr} (pinned to CPU 1, shared with wrk)");
     println!();
-    println!("| workload | nbthread | server | req/s (median) | min-max | p50 ms | p99 ms | luahost/haproxy req/s |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| workload | nbthread | server | req/s (median) | min-max | p50 ms | p99 ms | CPU us/req | luahost/haproxy req/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (sc, ours, theirs) in &rows {
         let ratio = theirs.as_ref().map_or("-".to_string(), |t| {
             format!("{:.2}x", ours.median.0 / t.median.0)
         });
         println!(
-            "| {} | {} | luahost | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {ratio} |",
-            sc.name, sc.nbthread, ours.median.0, ours.min, ours.max, ours.median.1, ours.median.2
+            "| {} | {} | luahost | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {:.1} | {ratio} |",
+            sc.name,
+            sc.nbthread,
+            ours.median.0,
+            ours.min,
+            ours.max,
+            ours.median.1,
+            ours.median.2,
+            ours.median.3
         );
         if let Some(t) = theirs {
             println!(
-                "| {} | {} | haproxy | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | |",
-                sc.name, sc.nbthread, t.median.0, t.min, t.max, t.median.1, t.median.2
+                "| {} | {} | haproxy | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {:.1} | |",
+                sc.name, sc.nbthread, t.median.0, t.min, t.max, t.median.1, t.median.2, t.median.3
             );
         }
     }

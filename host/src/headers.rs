@@ -48,6 +48,24 @@ pub fn rewrite(
     }
 }
 
+/// HAProxy's regex replacement strings use `\1`; the regex crate uses
+/// `${1}` (and `$` must be doubled).
+pub fn regex_replacement(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(|d| d.is_ascii_digit()) => {
+                let d = chars.next().unwrap_or('0');
+                out.push_str(&format!("${{{d}}}"));
+            }
+            '$' => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Replaces every `name` field by one, placed last.
 pub fn set(map: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
     delete(map, &name);
@@ -57,6 +75,12 @@ pub fn set(map: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backreferences_are_translated() {
+        assert_eq!(regex_replacement(r"\1-\2"), "${1}-${2}");
+        assert_eq!(regex_replacement("a$b"), "a$$b");
+    }
 
     fn names(m: &HeaderMap) -> Vec<String> {
         m.iter()

@@ -10,6 +10,9 @@
 //! and conditions, and `checks` validates what spans several lines.
 
 mod acl;
+
+#[cfg(test)]
+pub(crate) use acl::PREDEFINED_ACLS;
 mod addr;
 mod checks;
 mod global;

@@ -12,7 +12,6 @@ use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
 use crate::lua::state::HostState;
 use crate::lua::txn_access::TxnCell;
-use crate::lua::vars::VarValue;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -157,10 +156,9 @@ impl HttpApplet {
     }
 }
 
-fn state_info(lua: &Lua) -> mlua::Result<Rc<crate::lua::state::StateInfo>> {
-    lua.app_data_ref::<Rc<crate::lua::state::StateInfo>>()
-        .map(|i| i.clone())
-        .ok_or_else(|| mlua::Error::runtime("no luahost state"))
+/// The transaction of an applet object.
+fn applet_cell(v: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
+    Ok(this(v, method)?.cell.clone())
 }
 
 fn this(v: &Value, method: &str) -> mlua::Result<Rc<HttpApplet>> {
@@ -263,69 +261,9 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             lua.create_string(&out)
         })?,
     )?;
-    c.method(
-        "get_priv",
-        lua.create_function(|lua, s: Value| {
-            // Private data belongs to the transaction: what a Lua action set
-            // with txn:set_priv() is visible here.
-            let id = this(&s, "get_priv")?.cell.with(|t| t.id)?;
-            Ok(state_info(lua)?
-                .privs
-                .borrow()
-                .get(&id)
-                .cloned()
-                .unwrap_or(Value::Nil))
-        })?,
-    )?;
-    c.method(
-        "set_priv",
-        lua.create_function(|lua, (s, v): (Value, Value)| {
-            let id = this(&s, "set_priv")?.cell.with(|t| t.id)?;
-            state_info(lua)?.privs.borrow_mut().insert(id, v);
-            Ok(())
-        })?,
-    )?;
-    c.method(
-        "set_var",
-        lua.create_function(
-            |_, (s, name, v, ifexist): (Value, String, Value, Option<bool>)| {
-                let a = this(&s, "set_var")?;
-                let value = VarValue::from_lua(&v);
-                a.cell
-                    .with_mut(|t| t.vars.set(&name, value, ifexist.unwrap_or(false)))
-            },
-        )?,
-    )?;
-    c.method(
-        "get_var",
-        lua.create_function(|lua, (s, name): (Value, String)| {
-            let a = this(&s, "get_var")?;
-            let value = a.cell.with(|t| t.vars.get(&name))?;
-            match value {
-                Some(v) => v.into_lua(lua),
-                None => Ok(Value::Nil),
-            }
-        })?,
-    )?;
-    c.method(
-        "unset_var",
-        lua.create_function(|_, (s, name): (Value, String)| {
-            this(&s, "unset_var")?
-                .cell
-                .with_mut(|t| t.vars.unset(&name))
-        })?,
-    )?;
     // f/sf/c/sc and headers are built when first read (see Class::lazy_fields).
-    let mut lazy = Vec::new();
-    for key in ["f", "sf", "c", "sc"] {
-        lazy.push((
-            key,
-            lua.create_function(move |lua, s: Value| {
-                let a = this(&s, key)?;
-                crate::lua::fetches_class::new_object(lua, &*state_info(lua)?, key, &a.cell)
-            })?,
-        ));
-    }
+    crate::lua::txn_methods::add_methods(lua, &c, applet_cell)?;
+    let mut lazy = crate::lua::txn_methods::sample_fields(lua, applet_cell)?;
     lazy.push((
         "headers",
         lua.create_function(|lua, s: Value| {

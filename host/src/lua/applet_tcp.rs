@@ -10,7 +10,6 @@ use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
 use crate::lua::state::HostState;
 use crate::lua::txn_access::TxnCell;
-use crate::lua::vars::VarValue;
 use bytes::BytesMut;
 use mlua::{Lua, Value};
 use std::cell::RefCell;
@@ -45,12 +44,16 @@ impl Conn {
 
 pub struct TcpApplet {
     conn: RefCell<Option<Conn>>,
-    private: RefCell<Value>,
     /// The connection's transaction: variables and samples.
     cell: Rc<TxnCell>,
 }
 
 struct Handle(Rc<TcpApplet>);
+
+/// The transaction of an applet object.
+fn applet_cell(v: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
+    Ok(this(v, method)?.cell.clone())
+}
 
 fn this(v: &Value, method: &str) -> mlua::Result<Rc<TcpApplet>> {
     Ok(native::<Handle>(v, "AppletTCP", method)?.0.clone())
@@ -156,60 +159,9 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             r.map_err(|_| done_error())
         })?,
     )?;
-    c.method(
-        "get_priv",
-        lua.create_function(|_, s: Value| Ok(this(&s, "get_priv")?.private.borrow().clone()))?,
-    )?;
-    c.method(
-        "set_priv",
-        lua.create_function(|_, (s, v): (Value, Value)| {
-            *this(&s, "set_priv")?.private.borrow_mut() = v;
-            Ok(())
-        })?,
-    )?;
-    c.method(
-        "set_var",
-        lua.create_function(
-            |_, (s, name, v, ifexist): (Value, String, Value, Option<bool>)| {
-                let value = VarValue::from_lua(&v);
-                this(&s, "set_var")?
-                    .cell
-                    .with_mut(|t| t.vars.set(&name, value, ifexist.unwrap_or(false)))
-            },
-        )?,
-    )?;
-    c.method(
-        "get_var",
-        lua.create_function(|lua, (s, name): (Value, String)| {
-            match this(&s, "get_var")?.cell.with(|t| t.vars.get(&name))? {
-                Some(v) => v.into_lua(lua),
-                None => Ok(Value::Nil),
-            }
-        })?,
-    )?;
-    c.method(
-        "unset_var",
-        lua.create_function(|_, (s, name): (Value, String)| {
-            this(&s, "unset_var")?
-                .cell
-                .with_mut(|t| t.vars.unset(&name))
-        })?,
-    )?;
     // f/sf/c/sc are built when first read (see Class::lazy_fields).
-    let mut lazy = Vec::new();
-    for key in ["f", "sf", "c", "sc"] {
-        lazy.push((
-            key,
-            lua.create_function(move |lua, s: Value| {
-                let a = this(&s, key)?;
-                let info = lua
-                    .app_data_ref::<Rc<crate::lua::state::StateInfo>>()
-                    .map(|i| i.clone())
-                    .ok_or_else(|| mlua::Error::runtime("no luahost state"))?;
-                crate::lua::fetches_class::new_object(lua, &info, key, &a.cell)
-            })?,
-        ));
-    }
+    crate::lua::txn_methods::add_methods(lua, &c, applet_cell)?;
+    let lazy = crate::lua::txn_methods::sample_fields(lua, applet_cell)?;
     c.lazy_fields(lua, lazy)?;
     Ok(c)
 }
@@ -254,7 +206,6 @@ pub async fn run(
             buf: BytesMut::from(&initial[..]),
             eof: false,
         })),
-        private: RefCell::new(Value::Nil),
         cell: TxnCell::owned(txn),
     });
     let obj = match state

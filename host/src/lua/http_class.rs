@@ -74,23 +74,6 @@ fn get_headers(lua: &Lua, map: Option<&HeaderMap>) -> mlua::Result<Table> {
     Ok(out)
 }
 
-/// HAProxy's replacement strings use `\1`; the regex crate uses `${1}`.
-fn replacement(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if chars.peek().is_some_and(|d| d.is_ascii_digit()) => {
-                let d = chars.next().unwrap_or('0');
-                out.push_str(&format!("${{{d}}}"));
-            }
-            '$' => out.push_str("$$"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// Applies `re` to each value of header `name` (the whole value, or each
 /// comma-separated element for rep_value).
 fn replace(
@@ -103,7 +86,7 @@ fn replace(
     let name = header_name(name)?;
     let re =
         regex::Regex::new(re).map_err(|e| mlua::Error::runtime(format!("invalid regex: {e}")))?;
-    let with = replacement(with);
+    let with = crate::headers::regex_replacement(with);
     // As HAProxy's replace-header: a value the regex matches (anywhere) is
     // replaced whole by the expansion; other values are kept.
     let rewrite_one = |text: &str| -> String {
@@ -287,12 +270,6 @@ fn parse_uri(s: &str) -> mlua::Result<hyper::Uri> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backreferences_are_translated() {
-        assert_eq!(replacement(r"\1-\2"), "${1}-${2}");
-        assert_eq!(replacement("a$b"), "a$$b");
-    }
 
     #[test]
     fn rep_header_and_rep_value() {

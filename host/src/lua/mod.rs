@@ -20,4 +20,5 @@ pub mod sample_bridge;
 pub mod state;
 pub mod txn_access;
 pub mod txn_class;
+pub mod txn_methods;
 pub mod vars;

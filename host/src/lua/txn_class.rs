@@ -5,7 +5,6 @@ use crate::lua::class::{native, Class};
 use crate::lua::errors::done_error;
 use crate::lua::state::StateInfo;
 use crate::lua::txn_access::TxnCell;
-use crate::lua::vars::VarValue;
 use bytes::Bytes;
 use mlua::{Lua, Table, Value};
 use std::rc::Rc;
@@ -68,61 +67,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             })?,
         )?;
     }
-    c.method(
-        "get_priv",
-        lua.create_function(|lua, this: Value| {
-            let cell = cell(&this, "get_priv")?;
-            let id = cell.with(|t| t.id)?;
-            Ok(info(lua)?
-                .privs
-                .borrow()
-                .get(&id)
-                .cloned()
-                .unwrap_or(Value::Nil))
-        })?,
-    )?;
-    c.method(
-        "set_priv",
-        lua.create_function(|lua, (this, v): (Value, Value)| {
-            let cell = cell(&this, "set_priv")?;
-            let info = info(lua)?;
-            let mask = if info.thread_num == 0 { 1 } else { 2 };
-            let id = cell.with(|t| t.id)?;
-            // Tell the transaction which state holds data for it, so the
-            // data is dropped when the transaction ends.
-            cell.with(|t| {
-                t.priv_states
-                    .fetch_or(mask, std::sync::atomic::Ordering::Relaxed)
-            })?;
-            info.privs.borrow_mut().insert(id, v);
-            Ok(())
-        })?,
-    )?;
-    c.method(
-        "set_var",
-        lua.create_function(
-            |_, (this, name, v, ifexist): (Value, String, Value, Option<bool>)| {
-                let cell = cell(&this, "set_var")?;
-                let value = VarValue::from_lua(&v);
-                cell.with_mut(|t| t.vars.set(&name, value, ifexist.unwrap_or(false)))
-            },
-        )?,
-    )?;
-    c.method(
-        "unset_var",
-        lua.create_function(|_, (this, name): (Value, String)| {
-            cell(&this, "unset_var")?.with_mut(|t| t.vars.unset(&name))
-        })?,
-    )?;
-    c.method(
-        "get_var",
-        lua.create_function(|lua, (this, name): (Value, String)| {
-            match cell(&this, "get_var")?.with(|t| t.vars.get(&name))? {
-                Some(v) => v.into_lua(lua),
-                None => Ok(Value::Nil),
-            }
-        })?,
-    )?;
+    crate::lua::txn_methods::add_methods(lua, &c, cell)?;
     c.method(
         "set_loglevel",
         lua.create_function(|_, (this, level): (Value, i64)| {
@@ -276,16 +221,7 @@ pub fn new_txn(
 
 /// Declares the TXN's sub-objects as fields built on first access.
 pub fn install_lazy_fields(lua: &Lua, class: &Class) -> mlua::Result<()> {
-    let mut fields = Vec::new();
-    for key in ["f", "sf", "c", "sc"] {
-        fields.push((
-            key,
-            lua.create_function(move |lua, this: Value| {
-                let cell = cell(&this, key)?;
-                crate::lua::fetches_class::new_object(lua, &*info(lua)?, key, &cell)
-            })?,
-        ));
-    }
+    let mut fields = crate::lua::txn_methods::sample_fields(lua, cell)?;
     for key in ["req", "res"] {
         fields.push((
             key,

@@ -213,23 +213,6 @@ fn header(name: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name '{name}'"))
 }
 
-/// `\1` references (HAProxy) to `${1}` (regex crate).
-fn regex_replacement(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if chars.peek().is_some_and(|d| d.is_ascii_digit()) => {
-                let d = chars.next().unwrap_or('0');
-                out.push_str(&format!("${{{d}}}"));
-            }
-            '$' => out.push_str("$$"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// Compiles one rule; errors are complete alert lines.
 pub fn compile(rule: &config::Rule, acls: &AclSet) -> Result<CRule, String> {
     let loc = rule.location.to_string();
@@ -260,7 +243,7 @@ pub fn compile(rule: &config::Rule, acls: &AclSet) -> Result<CRule, String> {
             name: header(name).map_err(err)?,
             regex: regex::Regex::new(regex)
                 .map_err(|e| err(format!("invalid regex '{regex}': {e}")))?,
-            replacement: regex_replacement(replacement),
+            replacement: crate::headers::regex_replacement(replacement),
         },
         Action::SetPath { format } => CAction::SetPath(fmt(format)?),
         Action::SetQuery { format } => CAction::SetQuery(fmt(format)?),

@@ -800,33 +800,9 @@ mod tests {
         let set = AclSet::default();
         let t = req();
         let is = |name: &str, t: &Txn| set.eval(&cond(CondKind::If, acl(name)), &ctx(t));
-        // The names the configuration parser accepts as predefined.
-        let names = [
-            "FALSE",
-            "HTTP",
-            "HTTP_1.0",
-            "HTTP_1.1",
-            "HTTP_2.0",
-            "HTTP_3.0",
-            "HTTP_CONTENT",
-            "HTTP_URL_ABS",
-            "HTTP_URL_SLASH",
-            "HTTP_URL_STAR",
-            "LOCALHOST",
-            "METH_CONNECT",
-            "METH_DELETE",
-            "METH_GET",
-            "METH_HEAD",
-            "METH_OPTIONS",
-            "METH_POST",
-            "METH_PUT",
-            "METH_TRACE",
-            "RDP_COOKIE",
-            "REQ_CONTENT",
-            "TRUE",
-            "WAIT_END",
-        ];
-        for name in names {
+        // Every name the configuration parser accepts as predefined.
+        let names = crate::config::PREDEFINED_ACLS;
+        for &name in names {
             assert!(predefined().contains_key(name), "predefined {name} missing");
         }
         assert!(is("TRUE", &t));

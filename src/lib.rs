@@ -190,11 +190,24 @@ pub fn run_with_timeout(cmd: &mut Command, secs: u64) -> Output {
 
 /// A free TCP port on 127.0.0.1 (bound then released; the tests that use it
 /// start their server right away).
+///
+/// Never the same port twice in one test process: the kernel may hand a port
+/// that was just released out again, and two servers given the same port
+/// could both bind it (HAProxy sets SO_REUSEPORT), splitting the requests of
+/// one test between them.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running `luahost -f CFG` process, killed when dropped. Its stderr goes

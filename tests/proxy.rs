@@ -63,6 +63,7 @@ fn http_service_answers_with_keepalive_and_pipelining() {
 #[test]
 fn chunked_response_and_streamed_request_body() {
     let port = free_port();
+    let port2 = free_port();
     let lua = r#"
 core.register_service("chunks", "http", function(applet)
   applet:set_status(201)
@@ -88,16 +89,14 @@ end)
         "global\n  lua-load svc.lua\n  nbthread 1\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend a\n  bind 127.0.0.1:{port}\n  http-request use-service lua.chunks\n\
          frontend b\n  bind 127.0.0.1:{}\n  http-request use-service lua.upload\n",
-        port + 1
+        port2
     );
-    // The second port might be taken; pick both freshly if so.
-    let _ = std::net::TcpListener::bind(("127.0.0.1", port + 1)).expect("port+1 free");
     let _p = Proxy::start(
         "proxy_chunked",
         &[("svc.lua", lua), ("p.cfg", &config)],
         "p.cfg",
         &[],
-        &[port, port + 1],
+        &[port, port2],
     );
 
     let r = http_get(port, "/");
@@ -111,7 +110,7 @@ end)
 
     let mut body = b"first line\n".to_vec();
     body.extend(std::iter::repeat_n(b'x', 300_000));
-    let mut c = HttpReader::connect(port + 1);
+    let mut c = HttpReader::connect(port2);
     c.send(
         format!(
             "POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
@@ -131,7 +130,7 @@ end)
     );
 
     // A chunked request body is streamed the same way.
-    let mut c = HttpReader::connect(port + 1);
+    let mut c = HttpReader::connect(port2);
     c.send(b"POST /up HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n6\r\nab\ncde\r\n3\r\nfgh\r\n0\r\n\r\n");
     let r = c.read_response(false).expect("chunked upload response");
     assert_eq!(r.text(), "len=9 declared=0 first=ab");
@@ -175,6 +174,7 @@ fn oversized_and_malformed_requests_get_431_and_400() {
 #[test]
 fn spinning_service_is_cut_while_others_are_served() {
     let port = free_port();
+    let port2 = free_port();
     let lua = format!(
         "{SERVICES}\ncore.register_service('spin', 'http', function(applet) while true do end end)\n"
     );
@@ -182,14 +182,14 @@ fn spinning_service_is_cut_while_others_are_served() {
         "global\n  lua-load svc.lua\n  nbthread 1\n  tune.lua.service-timeout 1500\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend spin\n  bind 127.0.0.1:{port}\n  http-request use-service lua.spin\n\
          frontend hello\n  bind 127.0.0.1:{}\n  http-request use-service lua.hello\n",
-        port + 1
+        port2
     );
     let p = Proxy::start(
         "proxy_spin",
         &[("svc.lua", &lua), ("p.cfg", &config)],
         "p.cfg",
         &[],
-        &[port, port + 1],
+        &[port, port2],
     );
     let spinner = std::thread::spawn(move || {
         let t = Instant::now();
@@ -201,7 +201,7 @@ fn spinning_service_is_cut_while_others_are_served() {
     let mut worst = Duration::ZERO;
     for i in 0..20 {
         let t = Instant::now();
-        let r = http_get(port + 1, &format!("/during{i}"));
+        let r = http_get(port2, &format!("/during{i}"));
         worst = worst.max(t.elapsed());
         assert_eq!(r.status, 200);
     }
@@ -228,6 +228,7 @@ fn spinning_service_is_cut_while_others_are_served() {
 #[test]
 fn memory_cap_fails_only_the_offending_request() {
     let port = free_port();
+    let port2 = free_port();
     let lua = format!(
         "{SERVICES}\ncore.register_service('bomb', 'http', function(applet)\n  local t = {{}}\n  for i = 1, 1e9 do t[i] = string.rep('x', 1000) .. i end\nend)\n"
     );
@@ -235,14 +236,14 @@ fn memory_cap_fails_only_the_offending_request() {
         "global\n  lua-load svc.lua\n  nbthread 1\n  tune.lua.maxmem 64\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend bomb\n  bind 127.0.0.1:{port}\n  http-request use-service lua.bomb\n\
          frontend hello\n  bind 127.0.0.1:{}\n  http-request use-service lua.hello\n",
-        port + 1
+        port2
     );
     let p = Proxy::start(
         "proxy_maxmem",
         &[("svc.lua", &lua), ("p.cfg", &config)],
         "p.cfg",
         &[],
-        &[port, port + 1],
+        &[port, port2],
     );
     let r = http_get(port, "/");
     assert_eq!(r.status, 500);
@@ -253,7 +254,7 @@ fn memory_cap_fails_only_the_offending_request() {
     );
     // The process goes on, and the memory came back.
     for _ in 0..3 {
-        assert_eq!(http_get(port + 1, "/after").text(), "hello /after ");
+        assert_eq!(http_get(port2, "/after").text(), "hello /after ");
     }
     assert_eq!(
         http_get(port, "/").status,
@@ -793,4 +794,56 @@ end)
     );
     c.send(b"GET / HTTP/1.1\r\nhost: t\r\nx-be: nope\r\n\r\n");
     assert_eq!(c.read_response(false).expect("503").status, 503);
+}
+
+#[test]
+fn timeouts_stop_code_that_cannot_yield_and_odd_arguments_do_not_crash() {
+    let port = free_port();
+    let port2 = free_port();
+    let lua = format!(
+        "{SERVICES}\n\
+         core.register_service('stuck', 'http', function(applet)\n\
+           -- the callback runs inside a C function: no forced yield is possible there\n\
+           string.gsub('x', 'x', function() while true do end end)\n\
+         end)\n\
+         core.register_service('odd', 'http', function(applet)\n\
+           local f = applet.c:field('a;b;c', 3, ';', math.maxinteger)\n\
+           local w = applet.c:word('a b c', -1, ' ', math.maxinteger)\n\
+           local body = tostring(f) .. '|' .. tostring(w)\n\
+           applet:add_header('content-length', #body)\n\
+           applet:send(body)\n\
+         end)\n"
+    );
+    let config = format!(
+        "global\n  lua-load svc.lua\n  nbthread 1\n  tune.lua.service-timeout 800\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend stuck\n  bind 127.0.0.1:{port}\n  http-request use-service lua.stuck\n\
+         frontend odd\n  bind 127.0.0.1:{port2}\n  http-request use-service lua.odd\n"
+    );
+    let p = Proxy::start(
+        "proxy_stuck",
+        &[("svc.lua", &lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port, port2],
+    );
+    let t = Instant::now();
+    assert_eq!(http_get(port, "/").status, 500);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "stopped after {:?}",
+        t.elapsed()
+    );
+    let log = p.wait_log("execution timeout", 5);
+    assert!(
+        log.contains("Lua applet http 'stuck': ") && log.contains("execution timeout"),
+        "{log}"
+    );
+    let r = http_get(port2, "/");
+    // No crash on huge counts; the words are clamped to what exists.
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "c|a b c".to_string()),
+        "{}",
+        p.log()
+    );
 }

@@ -62,6 +62,8 @@ pub struct ExecCtx {
     used: Cell<Duration>,
     run_start: Cell<Option<Instant>>,
     expired: Cell<Option<Expiry>>,
+    /// The hook asked for a yield after expiry (see install_hook).
+    yield_requested: Cell<bool>,
 }
 
 impl ExecCtx {
@@ -73,6 +75,7 @@ impl ExecCtx {
             used: Cell::new(Duration::ZERO),
             run_start: Cell::new(None),
             expired: Cell::new(None),
+            yield_requested: Cell::new(false),
         })
     }
 
@@ -151,10 +154,16 @@ pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
             && lua.current_thread().to_pointer() == ctx.thread.get();
         if let Some(expiry) = ctx.check(Instant::now()) {
             // Yielding hands control back to the runner, which stops the
-            // coroutine for good; an error could be caught by a pcall.
-            if own_thread {
+            // coroutine for good (an error could be caught by a pcall). But a
+            // yield is ignored where the coroutine can't yield (inside a C
+            // call such as string.gsub's callback or a table.sort
+            // comparator): when the previous tick's yield did not happen,
+            // raise the error instead, then try yielding again, so the
+            // context ends either way.
+            if own_thread && !ctx.yield_requested.replace(true) {
                 return Ok(VmState::Yield);
             }
+            ctx.yield_requested.set(false);
             return Err(mlua::Error::runtime(expiry.message()));
         }
         Ok(if own_thread {

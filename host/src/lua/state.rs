@@ -124,6 +124,11 @@ impl HostState {
         // SAFETY: unsafe_new opens all standard libraries and allows C
         // modules, as HAProxy's Lua does; scripts are the operator's code.
         let lua = unsafe { Lua::unsafe_new() };
+        // Setting a limit makes mlua treat allocation failures as possible and
+        // protect its own allocations (otherwise a failure in a Rust-side
+        // create_string under the process-wide cap would abort). The real cap
+        // is enforced by the wrapper installed next.
+        lua.set_memory_limit(usize::MAX)?;
         memory::install(&lua);
         // Requests leave short-lived objects behind (TXN/applet tables,
         // strings); the generational collector handles that pattern with

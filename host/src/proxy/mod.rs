@@ -452,7 +452,16 @@ fn worker_main(w: WorkerStart) {
             // Jobs from other workers for the shared state.
             tokio::task::spawn_local(async move {
                 while let Some(job) = rx.recv().await {
-                    job(s.clone());
+                    // A job that panics must not end the loop: every later
+                    // request needing the shared state would fail.
+                    let state = s.clone();
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || job(state)))
+                        .is_err()
+                    {
+                        crate::log::alert(
+                            "internal error: a job for the shared Lua state panicked",
+                        );
+                    }
                 }
             });
         }

@@ -239,6 +239,22 @@ pub async fn serve(
     }
 }
 
+/// Counts a connection as active until dropped, also when its task ends by
+/// a panic, so that a stop waiting for the worker to be idle can finish.
+struct ActiveGuard {
+    active: Rc<std::cell::Cell<usize>>,
+    idle: Rc<tokio::sync::Notify>,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.active.set(self.active.get().saturating_sub(1));
+        if self.active.get() == 0 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     worker: Rc<Worker>,
@@ -290,16 +306,13 @@ async fn accept_loop(
         );
         tokio::task::spawn_local(async move {
             let _conn = crate::stats::ConnGuard::new();
+            let _active = ActiveGuard { active: a, idle: i };
             let _permits = (global_permit, fe_permit);
             match f.mode {
                 crate::proxy::plan::FrontMode::Http => {
                     http_front::serve(w, f, stream, peer, sd).await
                 }
                 crate::proxy::plan::FrontMode::Tcp => tcp_front::serve(w, f, stream, peer).await,
-            }
-            a.set(a.get() - 1);
-            if a.get() == 0 {
-                i.notify_waiters();
             }
         });
     }

@@ -854,7 +854,7 @@ fn split_pick(s: Sample, a: &[Arg], words: bool) -> Option<Sample> {
         let last = if count == 0 {
             n - 1
         } else {
-            (first + count as i64 - 1).min(n - 1)
+            first.saturating_add(count as i64 - 1).min(n - 1)
         };
         (first, last)
     } else {

@@ -847,3 +847,41 @@ fn timeouts_stop_code_that_cannot_yield_and_odd_arguments_do_not_crash() {
         p.log()
     );
 }
+
+#[test]
+fn getline_returns_long_lines_in_buffer_sized_pieces() {
+    let port = free_port();
+    let lua = r#"
+core.register_service("lines", "tcp", function(applet)
+  local sizes = {}
+  while true do
+    local line = applet:getline()
+    if line == "" then break end
+    sizes[#sizes + 1] = #line
+  end
+  applet:send(table.concat(sizes, ",") .. "\n")
+end)
+"#;
+    let config = format!(
+        "global\n  lua-load svc.lua\n  nbthread 1\n  tune.bufsize 1024\ndefaults\n  mode tcp\n  timeout client 10s\n\
+         listen lines\n  bind 127.0.0.1:{port}\n  tcp-request content use-service lua.lines\n"
+    );
+    let _p = Proxy::start(
+        "proxy_getline",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut data = vec![b'x'; 2500];
+    data.extend_from_slice(b"\nab\n");
+    s.write_all(&data).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    // A line longer than tune.bufsize comes back in pieces, as in HAProxy.
+    assert_eq!(out, "1024,1024,453,3\n");
+}

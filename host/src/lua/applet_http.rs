@@ -224,11 +224,21 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             let Some(mut r) = a.take_reader() else {
                 return lua.create_string("");
             };
+            // As HAProxy: a line longer than the buffer comes back in pieces.
+            let limit = crate::proxy::bufsize();
             loop {
-                if let Some(pos) = r.buf.iter().position(|&b| b == b'\n') {
+                if let Some(pos) = r.buf[..r.buf.len().min(limit)]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                {
                     let line = r.buf.split_to(pos + 1);
                     a.put_reader(r);
                     return lua.create_string(&line);
+                }
+                if r.buf.len() >= limit {
+                    let piece = r.buf.split_to(limit);
+                    a.put_reader(r);
+                    return lua.create_string(&piece);
                 }
                 if !r.fill().await {
                     let rest = r.buf.split();
@@ -252,8 +262,10 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
                     let take = n.min(r.buf.len());
                     r.buf.split_to(take)
                 }
+                // The whole body: bounded by the Lua memory cap, since it
+                // all becomes one Lua string.
                 _ => {
-                    while r.fill().await {}
+                    while !crate::lua::memory::would_exceed(r.buf.len()) && r.fill().await {}
                     r.buf.split()
                 }
             };

@@ -80,9 +80,17 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         lua.create_async_function(|lua, s: Value| async move {
             let a = this(&s, "getline")?;
             let mut conn = a.take()?;
+            // As HAProxy: a line longer than the buffer comes back in pieces.
+            let limit = crate::proxy::bufsize();
             let line = loop {
-                if let Some(pos) = conn.buf.iter().position(|&b| b == b'\n') {
+                if let Some(pos) = conn.buf[..conn.buf.len().min(limit)]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                {
                     break conn.buf.split_to(pos + 1);
+                }
+                if conn.buf.len() >= limit {
+                    break conn.buf.split_to(limit);
                 }
                 if !conn.fill().await {
                     break conn.buf.split();
@@ -102,7 +110,13 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
                 let read = async {
                     match want {
                         Some(n) => while conn.buf.len() < n && conn.fill().await {},
-                        None => while conn.fill().await {},
+                        // Everything until the end: bounded by the Lua memory
+                        // cap, since it all becomes one Lua string.
+                        None => {
+                            while !crate::lua::memory::would_exceed(conn.buf.len())
+                                && conn.fill().await
+                            {}
+                        }
                     }
                 };
                 let timed_out = match timeout.filter(|t| *t >= 0) {

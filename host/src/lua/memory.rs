@@ -22,6 +22,13 @@ pub fn set_limit(bytes: usize) {
     LIMIT.store(bytes, Ordering::Relaxed);
 }
 
+/// Whether buffering `extra` more bytes for Lua would pass the cap (used
+/// by readers that collect data in Rust before handing it to Lua).
+pub fn would_exceed(extra: usize) -> bool {
+    let limit = LIMIT.load(Ordering::Relaxed);
+    limit != 0 && USED.load(Ordering::Relaxed).saturating_add(extra) > limit
+}
+
 /// Bytes in use by all Lua states of the process.
 pub fn used() -> usize {
     USED.load(Ordering::Relaxed)

@@ -885,3 +885,32 @@ end)
     // A line longer than tune.bufsize comes back in pieces, as in HAProxy.
     assert_eq!(out, "1024,1024,453,3\n");
 }
+
+#[test]
+fn soft_stop_keeps_the_shared_state_for_other_workers_requests() {
+    let port = free_port();
+    let lua = "core.register_service('slow', 'http', function(applet)\n  core.msleep(600)\n  applet:add_header('content-length', 4)\n  applet:send('done')\nend)\n";
+    let config = format!(
+        "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.slow\n"
+    );
+    let mut p = Proxy::start(
+        "proxy_soft_shared",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    // Several connections, so that both workers hold some; all of them run
+    // their Lua in the shared state on worker 0.
+    let clients: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || http_get(port, "/")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    p.signal("USR1");
+    for c in clients {
+        let r = c.join().expect("client");
+        assert_eq!((r.status, r.text()), (200, "done".to_string()));
+    }
+    assert_eq!(p.wait_exit(15), Some(0));
+}

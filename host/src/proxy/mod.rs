@@ -448,9 +448,10 @@ fn worker_main(w: WorkerStart) {
             (None, Some(tx)) => SharedLua::Remote(tx),
             (None, None) => SharedLua::None,
         };
+        let mut job_loop = None;
         if let (Some(s), Some(mut rx)) = (shared.clone(), w.shared_rx) {
             // Jobs from other workers for the shared state.
-            tokio::task::spawn_local(async move {
+            job_loop = Some(tokio::task::spawn_local(async move {
                 while let Some(job) = rx.recv().await {
                     // A job that panics must not end the loop: every later
                     // request needing the shared state would fail.
@@ -463,7 +464,7 @@ fn worker_main(w: WorkerStart) {
                         );
                     }
                 }
-            });
+            }));
         }
         let worker = Rc::new(Worker {
             id: w.id,
@@ -480,6 +481,12 @@ fn worker_main(w: WorkerStart) {
             })
             .collect();
         worker::serve(worker, listeners, w.shutdown_rx, w.maxconn).await;
+        // Worker 0 keeps the shared state for the other workers' requests in
+        // flight: the job loop ends when they have all stopped (and dropped
+        // their senders), or after the grace period.
+        if let Some(jobs) = job_loop {
+            let _ = tokio::time::timeout(plan.grace, jobs).await;
+        }
     });
 }
 

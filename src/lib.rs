@@ -331,6 +331,8 @@ impl Drop for Proxy {
 /// A parsed HTTP/1.x response.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
+    /// The whole first line, e.g. "HTTP/1.1 200 OK" (reason phrases count).
+    pub status_line: String,
     pub status: u16,
     /// (lower-case name, value) in order.
     pub headers: Vec<(String, String)>,
@@ -358,6 +360,17 @@ pub struct HttpReader {
 }
 
 impl HttpReader {
+    /// Connects with reads bounded by `timeout`; None if it can't connect
+    /// (for tests that treat that as "no response" rather than a failure).
+    pub fn try_connect(port: u16, timeout: std::time::Duration) -> Option<HttpReader> {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(timeout)).ok()?;
+        Some(HttpReader {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
     pub fn connect(port: u16) -> HttpReader {
         let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream
@@ -425,7 +438,7 @@ impl HttpReader {
         let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         let chunked = get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         let mut body = Vec::new();
-        if head || status == 204 || status == 304 {
+        if head || status == 204 || status == 304 || (100..200).contains(&status) {
         } else if chunked {
             loop {
                 let size_line = self.take_line()?;
@@ -445,6 +458,7 @@ impl HttpReader {
             body = std::mem::take(&mut self.buf);
         }
         Some(HttpResponse {
+            status_line,
             status,
             headers,
             body,

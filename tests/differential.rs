@@ -32,7 +32,7 @@
 //! contains `substr`.
 
 use luahost_suite::{
-    artifacts, find_on_path, free_port, require_program, scratch_dir, workspace_root,
+    artifacts, find_on_path, free_port, require_program, scratch_dir, workspace_root, HttpReader,
 };
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -244,99 +244,24 @@ fn show(a: &Option<Answer>) -> String {
     }
 }
 
-/// Reads responses from one connection. Every read is bounded: a proxy that
-/// neither answers nor closes makes the step end as "no response".
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
+/// Reads responses from one connection (the suite's shared HTTP/1.1
+/// reader). Every read is bounded: a proxy that neither answers nor closes
+/// makes the step end as "no response".
+struct Conn(HttpReader);
 
 impl Conn {
     fn connect(port: u16) -> Option<Conn> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        Some(Conn {
-            stream,
-            buf: Vec::new(),
-        })
-    }
-
-    fn fill(&mut self) -> bool {
-        let mut tmp = [0u8; 16384];
-        match self.stream.read(&mut tmp) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                true
-            }
-        }
-    }
-
-    fn line(&mut self) -> Option<String> {
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
-                self.buf.drain(..i + 2);
-                return Some(line);
-            }
-            if !self.fill() {
-                return None;
-            }
-        }
-    }
-
-    fn exact(&mut self, n: usize) -> Option<Vec<u8>> {
-        while self.buf.len() < n {
-            if !self.fill() {
-                return None;
-            }
-        }
-        Some(self.buf.drain(..n).collect())
+        HttpReader::try_connect(port, Duration::from_secs(5)).map(Conn)
     }
 
     fn response(&mut self, head: bool) -> Option<Answer> {
-        let status_line = self.line()?;
-        let mut headers = Vec::new();
-        loop {
-            let line = self.line()?;
-            if line.is_empty() {
-                break;
-            }
-            let (n, v) = line.split_once(':')?;
-            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v): &(String, String)| v.clone())
-        };
-        let code: u16 = status_line.split(' ').nth(1)?.parse().ok()?;
-        let chunked = get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-        let mut body = Vec::new();
-        if head || code == 204 || code == 304 || (100..200).contains(&code) {
-        } else if chunked {
-            loop {
-                let size_line = self.line()?;
-                let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
-                if size == 0 {
-                    while !self.line()?.is_empty() {}
-                    break;
-                }
-                body.extend(self.exact(size)?);
-                self.line()?;
-            }
-        } else if let Some(len) = get("content-length") {
-            body = self.exact(len.parse().ok()?)?;
-        } else {
-            while self.fill() {}
-            body = std::mem::take(&mut self.buf);
-        }
+        let r = self.0.read_response(head)?;
+        let mut headers = r.headers;
         headers.retain(|(n, _)| n != "date" && n != "server");
         Some(Answer {
-            status_line,
+            status_line: r.status_line,
             headers,
-            body,
+            body: r.body,
         })
     }
 }
@@ -348,7 +273,7 @@ fn run_case(port: u16, case: &Case) -> Vec<Option<Answer>> {
     let mut conn = Conn::connect(port);
     for step in &case.steps {
         let answer = conn.as_mut().and_then(|c| {
-            c.stream.write_all(step.request.as_bytes()).ok()?;
+            c.0.stream.write_all(step.request.as_bytes()).ok()?;
             c.response(step.head)
         });
         if answer.is_none() {

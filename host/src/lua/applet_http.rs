@@ -330,13 +330,7 @@ fn instantiate(
 
 /// Runs service `name` of `state` for one request until it ends.
 pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, reply: HttpReply) {
-    let func = state
-        .info
-        .regs
-        .borrow()
-        .services
-        .get(&*name)
-        .map(|s| s.func.clone());
+    let func = state.service(&name);
     let Some(func) = func else {
         // The head sender is dropped: the front end answers 500.
         crate::log::alert(&format!("Lua applet http '{name}': no such service."));

@@ -191,13 +191,7 @@ pub async fn run(
     initial: bytes::Bytes,
     txn: Box<crate::txn::Txn>,
 ) {
-    let func = state
-        .info
-        .regs
-        .borrow()
-        .services
-        .get(&*name)
-        .map(|s| s.func.clone());
+    let func = state.service(&name);
     let Some(func) = func else {
         crate::log::alert(&format!("Lua applet tcp '{name}': no such service."));
         return;

@@ -207,6 +207,18 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// The function of registered service `name`.
+    pub fn service(&self, name: &str) -> Option<Function> {
+        self.info
+            .regs
+            .borrow()
+            .services
+            .get(name)
+            .map(|s| s.func.clone())
+    }
+}
+
 /// Runs a task (register_task) on the current worker until it ends.
 pub fn spawn_task(lua: Lua, info: Rc<StateInfo>, func: Function, args: Vec<Value>) {
     tokio::task::spawn_local(async move {

@@ -2,6 +2,7 @@
 //! lua.NAME`, ...) on a transaction, and what its result means.
 
 use crate::lua::exec::{self, ExecCtx, ExecError};
+use crate::lua::handles::{Native, Registration};
 use crate::lua::state::HostState;
 use crate::lua::txn_access::TxnCell;
 use crate::lua::txn_class::ReplyData;
@@ -72,8 +73,19 @@ async fn run_in(
     let lua = &state.lua;
     // One budget for the whole action, across YIELD re-runs.
     let ctx = ExecCtx::new(state.info.settings.session_budget(), true);
+    // The transaction is reachable from Lua objects until the action ends.
+    let registration = match Registration::new(Native::Txn(cell.clone())) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::log::log(
+                crate::log::ERR,
+                &format!("Lua function '{name}': {}.", crate::lua::errors::message(&e)),
+            );
+            return Outcome::Continue;
+        }
+    };
     loop {
-        let txn_obj = match crate::lua::txn_class::new_txn(lua, &state.info, cell.clone(), true) {
+        let txn_obj = match crate::lua::txn_class::new_txn(lua, &state.info, registration.handle()) {
             Ok(t) => t,
             Err(e) => {
                 crate::log::log(

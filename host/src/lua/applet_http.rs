@@ -7,7 +7,8 @@
 //! the response head leaves through a oneshot and the body through a bounded
 //! channel (so a fast producer waits for a slow client instead of buffering).
 
-use crate::lua::class::{native, Class};
+use crate::lua::class::Class;
+use crate::lua::handles::{Handle, Kind, Native, Registration};
 use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
 use crate::lua::state::HostState;
@@ -96,11 +97,8 @@ pub struct HttpApplet {
     /// The request headers, until `applet.headers` is first read.
     req_headers: RefCell<Option<Vec<(String, Bytes)>>>,
     /// The transaction: variables, private data and samples.
-    cell: Rc<TxnCell>,
+    pub(crate) cell: Rc<TxnCell>,
 }
-
-/// Userdata wrapper: methods clone the Rc so no borrow is held across an await.
-struct Handle(Rc<HttpApplet>);
 
 impl HttpApplet {
     /// Sends the response head (once).
@@ -126,6 +124,27 @@ impl HttpApplet {
         };
         // The client is gone: stop the service quietly, as HAProxy does.
         tx.send(Ok(data)).await.map_err(|_| done_error())
+    }
+
+    /// Sends `data` if the body channel has room: Ok(false) when the caller
+    /// must wait for the client ([`HttpApplet::send`]).
+    fn try_send(&self, data: &[u8]) -> mlua::Result<bool> {
+        self.start_response();
+        if data.is_empty() {
+            return Ok(true);
+        }
+        let body = self.body_tx.borrow();
+        let Some(tx) = body.as_ref() else {
+            return Err(mlua::Error::runtime(
+                "AppletHTTP: the response is already complete",
+            ));
+        };
+        match tx.try_send(Ok(Bytes::copy_from_slice(data))) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            // The client is gone: stop the service quietly, as HAProxy does.
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(done_error()),
+        }
     }
 
     /// Ends the response: sends the head if the service never did, and closes
@@ -161,8 +180,10 @@ fn applet_cell(v: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
     Ok(this(v, method)?.cell.clone())
 }
 
+/// The applet of an object. Methods hold the Rc, never a borrow, across
+/// an await.
 fn this(v: &Value, method: &str) -> mlua::Result<Rc<HttpApplet>> {
-    Ok(native::<Handle>(v, "AppletHTTP", method)?.0.clone())
+    crate::lua::handles::applet_http(v, method)
 }
 
 /// The AppletHTTP class.
@@ -210,13 +231,31 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             Ok(())
         })?,
     )?;
-    c.method(
-        "send",
+    // send: a synchronous call while the body channel has room (the usual
+    // case: an mlua async call costs several times a plain one), and the
+    // waiting version only when the client is slower than the service.
+    let try_send = lua.create_function(|_, (s, data): (Value, mlua::LuaString)| {
+        this(&s, "send")?.try_send(&data.as_bytes())
+    })?;
+    let send_wait =
         lua.create_async_function(|_, (s, data): (Value, mlua::LuaString)| async move {
             let a = this(&s, "send")?;
             a.send(Bytes::copy_from_slice(&data.as_bytes())).await
-        })?,
-    )?;
+        })?;
+    let send: mlua::Function = lua
+        .load(
+            r#"
+local try_send, send_wait = ...
+return function(applet, data)
+  if not try_send(applet, data) then
+    return send_wait(applet, data)
+  end
+end
+"#,
+        )
+        .set_name("=luahost-send")
+        .call((try_send, send_wait))?;
+    c.method("send", send)?;
     c.method(
         "getline",
         lua.create_async_function(|lua, s: Value| async move {
@@ -312,20 +351,29 @@ fn headers_table(lua: &Lua, list: &[(String, Bytes)]) -> mlua::Result<Table> {
     Ok(headers)
 }
 
-/// Builds the Lua object for a request.
+/// Builds the Lua object for a request, for the applet registered as
+/// `handle`.
 fn instantiate(
     lua: &Lua,
     info: &crate::lua::state::StateInfo,
     req: &HttpAppletRequest,
-    applet: Rc<HttpApplet>,
+    handle: Handle,
 ) -> mlua::Result<Table> {
-    let obj = info.classes.applet_http.instantiate(lua, Handle(applet))?;
-    obj.raw_set("method", req.method.as_str())?;
-    obj.raw_set("path", req.path.as_str())?;
-    obj.raw_set("qs", req.qs.as_str())?;
-    obj.raw_set("version", req.version.as_str())?;
-    obj.raw_set("length", req.content_length.unwrap_or(0) as i64)?;
-    Ok(obj)
+    use crate::lua::class::Field;
+    info.classes.applet_http.build(
+        lua,
+        handle.with_kind(Kind::AppletHttp),
+        &[
+            (c"method", Field::Str(req.method.as_bytes())),
+            (c"path", Field::Str(req.path.as_bytes())),
+            (c"qs", Field::Str(req.qs.as_bytes())),
+            (c"version", Field::Str(req.version.as_bytes())),
+            (
+                c"length",
+                Field::Int(req.content_length.unwrap_or(0).min(i64::MAX as u64) as i64),
+            ),
+        ],
+    )
 }
 
 /// Runs service `name` of `state` for one request until it ends.
@@ -356,7 +404,18 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         req_headers: RefCell::new(Some(std::mem::take(&mut req.headers))),
         cell: TxnCell::applet(txn),
     });
-    let obj = match instantiate(&state.lua, &state.info, &req, applet.clone()) {
+    // The applet is reachable from its Lua objects until the service ends.
+    let registration = match Registration::new(Native::AppletHttp(applet.clone())) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::log::alert(&format!(
+                "Lua applet http '{name}': {}.",
+                crate::lua::errors::message(&e)
+            ));
+            return;
+        }
+    };
+    let obj = match instantiate(&state.lua, &state.info, &req, registration.handle()) {
         Ok(o) => o,
         Err(e) => {
             crate::log::alert(&format!(

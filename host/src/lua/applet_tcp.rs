@@ -5,7 +5,8 @@
 //! on the worker owning its Lua state; the socket arrives as a std socket and
 //! is registered with that worker's event loop.
 
-use crate::lua::class::{native, Class};
+use crate::lua::class::Class;
+use crate::lua::handles::{Kind, Native, Registration};
 use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
 use crate::lua::state::HostState;
@@ -45,10 +46,8 @@ impl Conn {
 pub struct TcpApplet {
     conn: RefCell<Option<Conn>>,
     /// The connection's transaction: variables and samples.
-    cell: Rc<TxnCell>,
+    pub(crate) cell: Rc<TxnCell>,
 }
-
-struct Handle(Rc<TcpApplet>);
 
 /// The transaction of an applet object.
 fn applet_cell(v: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
@@ -56,7 +55,7 @@ fn applet_cell(v: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
 }
 
 fn this(v: &Value, method: &str) -> mlua::Result<Rc<TcpApplet>> {
-    Ok(native::<Handle>(v, "AppletTCP", method)?.0.clone())
+    crate::lua::handles::applet_tcp(v, method)
 }
 
 impl TcpApplet {
@@ -216,12 +215,22 @@ pub async fn run(
         })),
         cell: TxnCell::owned(txn),
     });
-    let obj = match state
-        .info
-        .classes
-        .applet_tcp
-        .instantiate(&state.lua, Handle(applet.clone()))
-    {
+    // The applet is reachable from its Lua objects until the service ends.
+    let registration = match Registration::new(Native::AppletTcp(applet.clone())) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::log::alert(&format!(
+                "Lua applet tcp '{name}': {}.",
+                crate::lua::errors::message(&e)
+            ));
+            return;
+        }
+    };
+    let obj = match state.info.classes.applet_tcp.build(
+        &state.lua,
+        registration.handle().with_kind(Kind::AppletTcp),
+        &[],
+    ) {
         Ok(o) => o,
         Err(e) => {
             crate::log::alert(&format!(

@@ -6,7 +6,8 @@
 //! (up to `tune.bufsize`); everything left in the request channel is sent to
 //! the server when the rules are done. Functions never wait for more data.
 
-use crate::lua::class::{native, Class};
+use crate::lua::class::Class;
+use crate::lua::handles::{self, Handle, Kind};
 use crate::lua::state::StateInfo;
 use crate::lua::txn_access::TxnCell;
 use crate::txn::{Txn, TxnMode};
@@ -14,14 +15,8 @@ use bytes::BytesMut;
 use mlua::{Lua, Table, Value};
 use std::rc::Rc;
 
-pub struct ChannelHandle {
-    cell: Rc<TxnCell>,
-    response: bool,
-}
-
 fn handle(this: &Value, method: &str) -> mlua::Result<(Rc<TxnCell>, bool)> {
-    let h = native::<ChannelHandle>(this, "Channel", method)?;
-    Ok((h.cell.clone(), h.response))
+    handles::channel(this, method)
 }
 
 fn buf(t: &Txn, response: bool) -> &BytesMut {
@@ -212,18 +207,18 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     Ok(c)
 }
 
-/// Creates the `req` (or, with `response`, `res`) channel of a TXN.
+/// Creates the `req` (or, with `response`, `res`) channel of the
+/// transaction registered as `handle`.
 pub fn new_channel(
     lua: &Lua,
     info: &StateInfo,
-    cell: &Rc<TxnCell>,
+    handle: Handle,
     response: bool,
 ) -> mlua::Result<Table> {
-    info.classes.channel.instantiate(
-        lua,
-        ChannelHandle {
-            cell: cell.clone(),
-            response,
-        },
-    )
+    let kind = if response {
+        Kind::ResChannel
+    } else {
+        Kind::ReqChannel
+    };
+    info.classes.channel.build(lua, handle.with_kind(kind), &[])
 }

@@ -196,7 +196,55 @@ impl ExecError {
     }
 }
 
-/// Runs `func(args)` as a new host coroutine under `ctx`, preempted by the
+/// Finished host coroutines, kept for reuse: every Lua invocation runs in a
+/// coroutine, and creating one (then collecting it) for each of them was a
+/// measurable share of a request's cost.
+pub struct ThreadPool {
+    idle: std::cell::RefCell<Vec<Thread>>,
+    /// What an idle coroutine holds, so that it keeps nothing else alive.
+    placeholder: mlua::Function,
+}
+
+/// Most coroutines kept idle per state.
+const POOL_MAX: usize = 64;
+
+impl ThreadPool {
+    /// Creates the pool of `lua`, reachable from [`run_coroutine`].
+    pub fn install(lua: &Lua) -> mlua::Result<()> {
+        let placeholder = lua.create_function(|_, ()| Ok(()))?;
+        lua.set_app_data(Rc::new(ThreadPool {
+            idle: std::cell::RefCell::new(Vec::new()),
+            placeholder,
+        }));
+        Ok(())
+    }
+
+    /// A coroutine ready to run `func`: an idle one if any.
+    fn take(&self, lua: &Lua, func: mlua::Function) -> mlua::Result<Thread> {
+        let idle = self.idle.borrow_mut().pop();
+        match idle {
+            Some(t) => match t.reset(func.clone()) {
+                Ok(()) => Ok(t),
+                Err(_) => lua.create_thread(func),
+            },
+            None => lua.create_thread(func),
+        }
+    }
+
+    /// Returns a coroutine that finished normally. Any other coroutine (an
+    /// error, a stop while suspended) is left to the collector.
+    fn give_back(&self, thread: Thread) {
+        if thread.status() != mlua::thread::ThreadStatus::Finished {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < POOL_MAX && thread.reset(self.placeholder.clone()).is_ok() {
+            idle.push(thread);
+        }
+    }
+}
+
+/// Runs `func(args)` as a host coroutine under `ctx`, preempted by the
 /// hook, until it returns, fails or exhausts its budget.
 pub async fn run_coroutine<R: FromLuaMulti>(
     lua: &Lua,
@@ -204,10 +252,19 @@ pub async fn run_coroutine<R: FromLuaMulti>(
     func: mlua::Function,
     args: impl IntoLuaMulti,
 ) -> Result<R, ExecError> {
-    let thread: Thread = lua.create_thread(func).map_err(ExecError::Lua)?;
+    let pool = lua.app_data_ref::<Rc<ThreadPool>>().map(|p| p.clone());
+    let thread: Thread = match &pool {
+        Some(p) => p.take(lua, func),
+        None => lua.create_thread(func),
+    }
+    .map_err(ExecError::Lua)?;
     ctx.thread.set(thread.to_pointer());
-    let inner = thread.into_async::<R>(args).map_err(ExecError::Lua)?;
-    Budgeted { ctx, inner }.await
+    let inner = thread.clone().into_async::<R>(args).map_err(ExecError::Lua)?;
+    let result = Budgeted { ctx, inner }.await;
+    if let (Some(p), Ok(_)) = (&pool, &result) {
+        p.give_back(thread);
+    }
+    result
 }
 
 /// Polls a Lua coroutine under its context's accounting.

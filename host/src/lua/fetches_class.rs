@@ -7,18 +7,13 @@
 //! nil when the sample is missing; `sf`/`sc` always return a string ("" when
 //! missing).
 
-use crate::lua::class::{native, Class};
+use crate::lua::class::Class;
+use crate::lua::handles::{self, Handle, Kind};
 use crate::lua::sample_bridge::{lua_args, lua_to_sample, sample_to_lua, StateSamples};
 use crate::lua::state::StateInfo;
-use crate::lua::txn_access::TxnCell;
 use crate::sample::{conv, fetch, Sample, SampleCtx};
 use mlua::{Lua, MultiValue, Table, Value};
 use std::rc::Rc;
-
-/// The native object at [0] of a Fetches/Converters object.
-pub struct SampleAccess {
-    pub cell: Rc<TxnCell>,
-}
 
 /// "req.fhdr" -> "req_fhdr".
 pub fn method_name(keyword: &str) -> String {
@@ -37,10 +32,12 @@ pub struct SampleClasses {
 pub fn classes(lua: &Lua) -> mlua::Result<SampleClasses> {
     let fetches = Class::new(lua, "Fetches")?;
     let string_fetches = Class::new(lua, "Fetches")?;
-    for name in fetch::names() {
+    for kw in fetch::keywords() {
+        let name = kw.name;
+        let http_only = reads_http_message(name);
         for (class, as_string) in [(&fetches, false), (&string_fetches, true)] {
             let f = lua.create_function(move |lua, (this, args): (Value, MultiValue)| {
-                call_fetch(lua, &this, name, &args.into_vec(), as_string)
+                call_fetch(lua, &this, kw, http_only, &args, as_string)
             })?;
             class.method(name, f.clone())?;
             class.method(&method_name(name), f)?;
@@ -96,22 +93,28 @@ fn reads_http_message(name: &str) -> bool {
 fn call_fetch(
     lua: &Lua,
     this: &Value,
-    name: &str,
-    args: &[Value],
+    kw: &'static fetch::FetchKw,
+    http_only: bool,
+    args: &MultiValue,
     as_string: bool,
 ) -> mlua::Result<Value> {
-    let access = native::<SampleAccess>(this, "Fetches", name)?;
-    if access.cell.applet && reads_http_message(name) {
+    let name = kw.name;
+    let cell = handles::cell(this, Kind::Fetches, name)?;
+    if http_only && cell.applet {
         return Err(mlua::Error::runtime(format!(
             "fetch '{name}': not available in a Lua service (the HTTP message belongs to the service)"
         )));
     }
-    let args = lua_args(args).map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
+    let args = if args.is_empty() {
+        Vec::new()
+    } else {
+        lua_args(args.iter()).map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?
+    };
     let info = state_info(lua)?;
-    let sample = access.cell.with(|txn| {
+    let sample = cell.with(|txn| {
         let samples = StateSamples { lua, info: &info };
         let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
-        fetch::call(name, &args, &ctx)
+        fetch::call_kw(kw, &args, &ctx)
     })?;
     let sample = sample.map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
     result(lua, sample, as_string)
@@ -125,11 +128,11 @@ fn call_conv(
     args: &[Value],
     as_string: bool,
 ) -> mlua::Result<Value> {
-    let access = native::<SampleAccess>(this, "Converters", name)?;
+    let cell = handles::cell(this, Kind::Converters, name)?;
     let args = lua_args(args).map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
     let input = lua_to_sample(input);
     let info = state_info(lua)?;
-    let sample = access.cell.with(|txn| {
+    let sample = cell.with(|txn| {
         let samples = StateSamples { lua, info: &info };
         let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
         conv::call(name, input, &args, &ctx)
@@ -138,19 +141,15 @@ fn call_conv(
     result(lua, sample, as_string)
 }
 
-/// Creates the `f`, `sf`, `c` or `sc` object of a TXN or applet.
-pub fn new_object(
-    lua: &Lua,
-    info: &StateInfo,
-    key: &str,
-    cell: &Rc<TxnCell>,
-) -> mlua::Result<Table> {
+/// Creates the `f`, `sf`, `c` or `sc` object of the transaction (or applet)
+/// registered as `handle`.
+pub fn new_object(lua: &Lua, info: &StateInfo, key: &str, handle: Handle) -> mlua::Result<Table> {
     let c = &info.classes.samples;
-    let class = match key {
-        "f" => &c.fetches,
-        "sf" => &c.string_fetches,
-        "c" => &c.converters,
-        _ => &c.string_converters,
+    let (class, kind) = match key {
+        "f" => (&c.fetches, Kind::Fetches),
+        "sf" => (&c.string_fetches, Kind::Fetches),
+        "c" => (&c.converters, Kind::Converters),
+        _ => (&c.string_converters, Kind::Converters),
     };
-    class.instantiate(lua, SampleAccess { cell: cell.clone() })
+    class.build(lua, handle.with_kind(kind), &[])
 }

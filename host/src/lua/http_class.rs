@@ -1,7 +1,8 @@
 //! The HTTP class (`txn.http`): the request and response header blocks of
 //! an HTTP transaction.
 
-use crate::lua::class::{native, Class};
+use crate::lua::class::Class;
+use crate::lua::handles::{self, Handle, Kind};
 use crate::lua::state::StateInfo;
 use crate::lua::txn_access::TxnCell;
 use crate::txn::Txn;
@@ -9,19 +10,13 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use mlua::{Lua, Table, Value};
 use std::rc::Rc;
 
-/// The native object at [0] of an HTTP object.
-pub struct HttpHandle {
-    pub cell: Rc<TxnCell>,
-}
-
 fn cell(this: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
-    Ok(native::<HttpHandle>(this, "HTTP", method)?.cell.clone())
+    handles::cell(this, Kind::Http, method)
 }
 
-pub fn new_http(lua: &Lua, info: &StateInfo, cell: &Rc<TxnCell>) -> mlua::Result<Table> {
-    info.classes
-        .http
-        .instantiate(lua, HttpHandle { cell: cell.clone() })
+/// The HTTP object of the transaction registered as `handle`.
+pub fn new_http(lua: &Lua, info: &StateInfo, handle: Handle) -> mlua::Result<Table> {
+    info.classes.http.build(lua, handle.with_kind(Kind::Http), &[])
 }
 
 #[derive(Clone, Copy)]

@@ -22,6 +22,11 @@ pub fn set_limit(bytes: usize) {
     LIMIT.store(bytes, Ordering::Relaxed);
 }
 
+/// The cap in bytes (0: unlimited).
+pub fn limit() -> usize {
+    LIMIT.load(Ordering::Relaxed)
+}
+
 /// Whether buffering `extra` more bytes for Lua would pass the cap (used
 /// by readers that collect data in Rust before handing it to Lua).
 pub fn would_exceed(extra: usize) -> bool {
@@ -34,28 +39,20 @@ pub fn used() -> usize {
     USED.load(Ordering::Relaxed)
 }
 
-/// The allocator a state had before it was wrapped.
-struct Inner {
-    alloc: ffi::lua_Alloc,
-    ud: *mut c_void,
-}
-
-/// Wraps the allocator of `lua` so its allocations count against the cap.
+/// Replaces the allocator of `lua` with one whose allocations count against
+/// the cap.
 ///
 /// Must be called right after the state is created, before it holds any
-/// object, so that every later free matches a counted allocation.
+/// object that would be freed through a different allocator's bookkeeping.
 pub fn install(lua: &mlua::Lua) {
     // SAFETY: exec_raw runs with the state locked, on the thread that owns it;
-    // lua_getallocf/lua_setallocf only read and write the global allocator
-    // fields. The Box is leaked on purpose: the state (and thus the wrapper,
-    // which may be called until lua_close returns) never outlives the process
-    // in a way that would let the Box be freed before its last use.
+    // lua_setallocf only writes the global allocator fields. The blocks the
+    // state already holds came from mlua's allocator, i.e. from the global
+    // allocator, which is mimalloc in this program (main.rs): mi_free and
+    // mi_realloc accept them.
     let _ = unsafe {
         lua.exec_raw::<()>((), |state| {
-            let mut ud = std::ptr::null_mut();
-            let alloc = ffi::lua_getallocf(state, &mut ud);
-            let inner = Box::into_raw(Box::new(Inner { alloc, ud }));
-            ffi::lua_setallocf(state, counting_alloc, inner as *mut c_void);
+            ffi::lua_setallocf(state, counting_alloc, std::ptr::null_mut());
             // Memory the state already holds (its initial objects) is counted
             // from here on by its own frees, so count it now as well.
             let kb = ffi::lua_gc(state, ffi::LUA_GCCOUNT, 0) as usize;
@@ -65,35 +62,47 @@ pub fn install(lua: &mlua::Lua) {
     };
 }
 
-/// The `lua_Alloc` installed by [`install`].
+/// The `lua_Alloc` installed by [`install`]: mimalloc, called directly
+/// (mlua's allocator, which it replaces, went through Rust's aligned
+/// allocation entry point and kept a per-state count of its own).
 ///
 /// Contract of lua_Alloc: `nsize == 0` frees; otherwise (re)allocates and
 /// returns null on failure, leaving the old block untouched. Shrinking and
-/// freeing never fail.
+/// freeing never fail. mimalloc aligns every block to 16 bytes, which covers
+/// Lua's needs (LUAI_MAXALIGN).
 unsafe extern "C" fn counting_alloc(
-    ud: *mut c_void,
+    _ud: *mut c_void,
     ptr: *mut c_void,
     osize: usize,
     nsize: usize,
 ) -> *mut c_void {
-    // SAFETY: `ud` is the `Inner` leaked by `install` for this state.
-    let inner = &*(ud as *const Inner);
+    use libmimalloc_sys::{mi_free, mi_realloc};
     // When ptr is null, osize encodes the object type, not a size.
     let old = if ptr.is_null() { 0 } else { osize };
+    if nsize == 0 {
+        if !ptr.is_null() {
+            mi_free(ptr);
+            USED.fetch_sub(old, Ordering::Relaxed);
+        }
+        return std::ptr::null_mut();
+    }
     if nsize > old {
         let grow = nsize - old;
         let limit = LIMIT.load(Ordering::Relaxed);
         if limit != 0 && USED.load(Ordering::Relaxed) + grow > limit {
             return std::ptr::null_mut();
         }
-        let p = (inner.alloc)(inner.ud, ptr, osize, nsize);
+        let p = mi_realloc(ptr, nsize);
         if !p.is_null() {
             USED.fetch_add(grow, Ordering::Relaxed);
         }
         p
     } else {
-        let p = (inner.alloc)(inner.ud, ptr, osize, nsize);
-        // A shrink or free always succeeds in the wrapped allocator.
+        let p = mi_realloc(ptr, nsize);
+        if p.is_null() {
+            // A shrink must not fail (Lua assumes it); keep the old block.
+            return ptr;
+        }
         USED.fetch_sub(old - nsize, Ordering::Relaxed);
         p
     }

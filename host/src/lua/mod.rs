@@ -12,6 +12,7 @@ pub mod core_util;
 pub mod errors;
 pub mod exec;
 pub mod fetches_class;
+pub mod handles;
 pub mod http_class;
 pub mod map_class;
 pub mod memory;

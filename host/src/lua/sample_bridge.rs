@@ -8,6 +8,7 @@
 //!   addresses -> their text form.
 
 use crate::lua::exec::{self, ExecCtx, ExecError};
+use crate::lua::handles::{Native, Registration};
 use crate::lua::state::StateInfo;
 use crate::lua::txn_access::{BorrowGuard, TxnCell};
 use crate::sample::{LuaSamples, Sample};
@@ -39,8 +40,8 @@ pub fn sample_to_lua(lua: &Lua, s: &Sample) -> mlua::Result<Value> {
 
 /// Lua arguments of a fetch/converter call as the strings the sample engine
 /// takes (numbers in decimal, booleans as 1/0).
-pub fn lua_args(args: &[Value]) -> mlua::Result<Vec<String>> {
-    args.iter()
+pub fn lua_args<'a>(args: impl IntoIterator<Item = &'a Value>) -> mlua::Result<Vec<String>> {
+    args.into_iter()
         .enumerate()
         .map(|(i, v)| match v {
             Value::String(s) => Ok(s.to_string_lossy()),
@@ -79,8 +80,23 @@ impl StateSamples<'_> {
         let cell = unsafe { TxnCell::borrowed(txn) };
         let _guard = BorrowGuard(cell.clone());
         let mut call_args = Vec::with_capacity(args.len() + 1);
+        // Dropped (closing the Lua objects' access) before the guard ends
+        // the borrow.
+        let _registration;
         if kind == "sample-fetch" {
-            match crate::lua::txn_class::new_txn(lua, self.info, cell, false) {
+            let registration = match Registration::new(Native::Txn(cell)) {
+                Ok(r) => r,
+                Err(e) => {
+                    crate::log::log(
+                        crate::log::ERR,
+                        &format!("Lua {kind} '{name}': {}.", crate::lua::errors::message(&e)),
+                    );
+                    return None;
+                }
+            };
+            let handle = registration.handle();
+            _registration = registration;
+            match crate::lua::txn_class::new_txn(lua, self.info, handle) {
                 Ok(t) => call_args.push(Value::Table(t)),
                 Err(e) => {
                     crate::log::log(

@@ -124,11 +124,17 @@ impl HostState {
         // SAFETY: unsafe_new opens all standard libraries and allows C
         // modules, as HAProxy's Lua does; scripts are the operator's code.
         let lua = unsafe { Lua::unsafe_new() };
-        // Setting a limit makes mlua treat allocation failures as possible and
-        // protect its own allocations (otherwise a failure in a Rust-side
-        // create_string under the process-wide cap would abort). The real cap
-        // is enforced by the wrapper installed next.
-        lua.set_memory_limit(usize::MAX)?;
+        // Under a cap (tune.lua.maxmem), an allocation may fail anywhere:
+        // setting an mlua limit makes mlua expect that and run each of its own
+        // allocations (strings, tables, userdata created from Rust) as a
+        // protected call, so a failure is an error and never a jump across
+        // Rust frames. The real cap is enforced by the allocator installed
+        // next. Without a cap the allocator only fails when the system is out
+        // of memory, and mlua's unprotected fast paths apply: each protected
+        // call costs more than the allocation it guards.
+        if memory::limit() != 0 {
+            lua.set_memory_limit(usize::MAX)?;
+        }
         memory::install(&lua);
         // Requests leave short-lived objects behind (TXN/applet tables,
         // strings); the generational collector handles that pattern with
@@ -162,6 +168,7 @@ impl HostState {
         blocking::install(&lua, &info)?;
         prepend_paths(&lua, &settings.prepend_paths)?;
         exec::install_hook(&lua, settings.forced_yield)?;
+        exec::ThreadPool::install(&lua)?;
         Ok(Rc::new(HostState { lua, info }))
     }
 

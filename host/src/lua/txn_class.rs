@@ -1,18 +1,14 @@
 //! The TXN class (the `txn` argument of Lua actions and fetches) and the
 //! Reply class (`txn:reply()`).
 
-use crate::lua::class::{native, Class};
+use crate::lua::class::Class;
+use crate::lua::handles::{self, Handle, Kind};
 use crate::lua::errors::done_error;
 use crate::lua::state::StateInfo;
 use crate::lua::txn_access::TxnCell;
 use bytes::Bytes;
 use mlua::{Lua, Table, Value};
 use std::rc::Rc;
-
-/// The native object at [0] of a TXN.
-pub struct TxnHandle {
-    pub cell: Rc<TxnCell>,
-}
 
 /// A reply given to `txn:done(reply)`.
 #[derive(Clone, Debug)]
@@ -24,7 +20,7 @@ pub struct ReplyData {
 }
 
 fn cell(this: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
-    Ok(native::<TxnHandle>(this, "TXN", method)?.cell.clone())
+    handles::cell(this, Kind::Txn, method)
 }
 
 fn info(lua: &Lua) -> mlua::Result<Rc<StateInfo>> {
@@ -208,15 +204,19 @@ pub fn reply_class(lua: &Lua) -> mlua::Result<Class> {
     Ok(c)
 }
 
-/// Creates a TXN object around `cell`. Its f/sf/c/sc, req/res and (in HTTP
-/// mode) http objects are built when first read (see `install_lazy_fields`).
-pub fn new_txn(
-    lua: &Lua,
-    info: &StateInfo,
-    cell: Rc<TxnCell>,
-    _action: bool,
-) -> mlua::Result<Table> {
-    info.classes.txn.instantiate(lua, TxnHandle { cell })
+/// Creates a TXN object for the transaction registered as `handle`. Its
+/// f/sf/c/sc, req/res and (in HTTP mode) http objects are built when first
+/// read (see `install_lazy_fields`), sharing the handle.
+pub fn new_txn(lua: &Lua, info: &StateInfo, handle: Handle) -> mlua::Result<Table> {
+    info.classes.txn.build(lua, handle.with_kind(Kind::Txn), &[])
+}
+
+/// The handle of a TXN (checked to be a live one).
+fn txn_handle(this: &Value, method: &str) -> mlua::Result<Handle> {
+    cell(this, method)?;
+    handles::handle_of(this)
+        .map(|(h, _)| h)
+        .ok_or_else(|| mlua::Error::runtime("not a TXN object"))
 }
 
 /// Declares the TXN's sub-objects as fields built on first access.
@@ -226,8 +226,8 @@ pub fn install_lazy_fields(lua: &Lua, class: &Class) -> mlua::Result<()> {
         fields.push((
             key,
             lua.create_function(move |lua, this: Value| {
-                let cell = cell(&this, key)?;
-                crate::lua::channel_class::new_channel(lua, &*info(lua)?, &cell, key == "res")
+                let handle = txn_handle(&this, key)?;
+                crate::lua::channel_class::new_channel(lua, &*info(lua)?, handle, key == "res")
             })?,
         ));
     }
@@ -242,7 +242,7 @@ pub fn install_lazy_fields(lua: &Lua, class: &Class) -> mlua::Result<()> {
             Ok(Value::Table(crate::lua::http_class::new_http(
                 lua,
                 &*info(lua)?,
-                &cell,
+                txn_handle(&this, "http")?,
             )?))
         })?,
     ));

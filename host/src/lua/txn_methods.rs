@@ -92,8 +92,12 @@ pub fn sample_fields(
         fields.push((
             key,
             lua.create_function(move |lua, this: Value| {
-                let cell = cell_of(&this, key)?;
-                crate::lua::fetches_class::new_object(lua, &*state_info(lua)?, key, &cell)
+                // Checks that `this` is a live object of the right class.
+                cell_of(&this, key)?;
+                let Some((handle, _)) = crate::lua::handles::handle_of(&this) else {
+                    return Err(mlua::Error::runtime(format!("'{key}': not a transaction object")));
+                };
+                crate::lua::fetches_class::new_object(lua, &*state_info(lua)?, key, handle)
             })?,
         ));
     }

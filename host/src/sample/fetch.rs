@@ -91,14 +91,37 @@ pub fn names() -> impl Iterator<Item = &'static str> {
     FETCHES.iter().map(|k| k.name)
 }
 
+/// All native fetch keywords.
+pub fn keywords() -> impl Iterator<Item = &'static FetchKw> {
+    FETCHES.iter()
+}
+
 /// Compiles the textual arguments of `kw`.
 pub fn prepare(kw: &FetchKw, raw: &[String]) -> Result<Vec<Arg>, String> {
+    // The common case at runtime (a Lua `txn.f:path()`): nothing to compile.
+    if raw.is_empty() && kw.args.is_empty() {
+        return Ok(Vec::new());
+    }
     let what = format!("fetch method '{}'", kw.name);
     let args = prepare_args(&what, raw, kw.args, kw.min)?;
     if let Some(c) = kw.check {
         c(&args).map_err(|e| format!("{what}: {e}"))?;
     }
     Ok(args)
+}
+
+/// Runs fetch `kw` with textual arguments (see [`call`]).
+pub fn call_kw(
+    kw: &FetchKw,
+    args: &[String],
+    ctx: &SampleCtx,
+) -> Result<Option<Sample>, String> {
+    let a = if args.is_empty() && kw.min > 0 {
+        prepare(kw, &[String::new()])?
+    } else {
+        prepare(kw, args)?
+    };
+    Ok((kw.f)(&a, ctx))
 }
 
 /// Runs fetch `name` (native, or `lua.NAME`) with textual arguments:
@@ -109,13 +132,7 @@ pub fn call(name: &str, args: &[String], ctx: &SampleCtx) -> Result<Option<Sampl
         return Ok(ctx.lua.fetch(l, ctx.txn, args));
     }
     let kw = find(name).ok_or_else(|| format!("unknown fetch method '{name}'"))?;
-    let raw: Vec<String> = if args.is_empty() && kw.min > 0 {
-        vec![String::new()]
-    } else {
-        args.to_vec()
-    };
-    let a = prepare(kw, &raw)?;
-    Ok((kw.f)(&a, ctx))
+    call_kw(kw, args, ctx)
 }
 
 use ArgKind as A;

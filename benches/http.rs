@@ -6,7 +6,8 @@
 //! Each server runs with `nbthread 1` pinned to CPU 0 while wrk runs pinned to
 //! CPU 1 (`taskset`), then with `nbthread 2` unpinned. Several runs per cell;
 //! the table shows the median requests/s (min-max) and the p50/p99 latency of
-//! the median run. Environment: BENCH_SECS (default 5), BENCH_RUNS (3),
+//! the median run. Both servers of a workload run side by side and their runs
+//! alternate. Environment: BENCH_SECS (default 5), BENCH_RUNS (5),
 //! BENCH_CONNS (50).
 
 use luahost_suite::{artifacts, find_on_path, free_port, scratch_dir};
@@ -189,7 +190,15 @@ struct Cell {
     max: f64,
 }
 
-fn measure(program: &str, sc: &Scenario, origin: &str, secs: u64, runs: u64, conns: u64) -> Cell {
+/// A server started for one scenario.
+struct Target {
+    _server: Server,
+    pid: u32,
+    port: u16,
+}
+
+/// Starts `program` on scenario `sc` and warms it up.
+fn launch(program: &str, sc: &Scenario, origin: &str, conns: u64) -> Target {
     let tag = std::path::Path::new(program)
         .file_name()
         .map_or("x".into(), |f| f.to_string_lossy().into_owned());
@@ -212,21 +221,25 @@ fn measure(program: &str, sc: &Scenario, origin: &str, secs: u64, runs: u64, con
     let server = start(program, &dir, port, pin);
     // taskset execs the server, so the child's pid is the server's.
     let pid = server.child.id();
-    eprintln!("  warm-up");
     let _ = wrk(port, 1, conns);
-    let mut results = Vec::new();
-    for i in 0..runs {
-        let r = wrk_measured(pid, port, secs, conns);
-        eprintln!(
-            "  run {}/{runs}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} us CPU/request",
-            i + 1,
-            r.0,
-            r.1,
-            r.2,
-            r.3
-        );
-        results.push(r);
+    Target {
+        _server: server,
+        pid,
+        port,
     }
+}
+
+/// One measured run of `target`, reported on stderr.
+fn run_once(name: &str, target: &Target, secs: u64, conns: u64) -> (f64, f64, f64, f64) {
+    let r = wrk_measured(target.pid, target.port, secs, conns);
+    eprintln!(
+        "  {name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} us CPU/request",
+        r.0, r.1, r.2, r.3
+    );
+    r
+}
+
+fn summarize(mut results: Vec<(f64, f64, f64, f64)>) -> Cell {
     results.sort_by(|a, b| a.0.total_cmp(&b.0));
     Cell {
         median: results[results.len() / 2],
@@ -254,7 +267,7 @@ fn start_origin(program: &str) -> (Server, String) {
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
     let secs = env_num("BENCH_SECS", 5);
-    let runs = env_num("BENCH_RUNS", 3).max(1);
+    let runs = env_num("BENCH_RUNS", 5).max(1);
     let conns = env_num("BENCH_CONNS", 50);
     if find_on_path("wrk").is_none() || find_on_path("taskset").is_none() {
         eprintln!("this benchmark needs wrk and taskset (apt-get install wrk util-linux)");
@@ -301,19 +314,41 @@ fn main() {
 
     let mut rows = Vec::new();
     for sc in &scenarios {
-        eprintln!("luahost, {}, nbthread {}:", sc.name, sc.nbthread);
-        let ours = measure(&luahost, sc, &origin_addr, secs, runs, conns);
-        let theirs = haproxy.as_ref().map(|h| {
-            eprintln!("haproxy, {}, nbthread {}:", sc.name, sc.nbthread);
-            measure(h, sc, &origin_addr, secs, runs, conns)
-        });
-        rows.push((sc, ours, theirs));
+        eprintln!("{}, nbthread {}:", sc.name, sc.nbthread);
+        // Both servers run side by side and their runs alternate (the order
+        // flipping each round): on a machine whose speed drifts, measuring
+        // one server's runs after the other's would credit the drift to
+        // one of them.
+        let ours = launch(&luahost, sc, &origin_addr, conns);
+        let theirs = haproxy.as_ref().map(|h| launch(h, sc, &origin_addr, conns));
+        let (mut ours_runs, mut theirs_runs) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let theirs_first = i % 2 == 1;
+            if let (true, Some(t)) = (theirs_first, &theirs) {
+                theirs_runs.push(run_once("haproxy", t, secs, conns));
+            }
+            ours_runs.push(run_once("luahost", &ours, secs, conns));
+            if let (false, Some(t)) = (theirs_first, &theirs) {
+                theirs_runs.push(run_once("haproxy", t, secs, conns));
+            }
+        }
+        // The ratio of each round's two adjacent runs, whose median is
+        // what the drift of the machine disturbs least.
+        let mut paired: Vec<f64> = ours_runs
+            .iter()
+            .zip(&theirs_runs)
+            .map(|(o, t)| o.0 / t.0)
+            .collect();
+        paired.sort_by(f64::total_cmp);
+        let paired = paired.get(paired.len() / 2).copied();
+        let theirs = theirs.map(|_| summarize(theirs_runs));
+        rows.push((sc, summarize(ours_runs), theirs, paired));
     }
 
     println!();
     println!(
         "wrk -t1 -c{conns} -d{secs}s pinned to CPU 1; servers with nbthread 1 pinned to CPU 0 (nbthread 2 unpinned); \
-         median of {runs} runs"
+         median of {runs} runs, luahost and haproxy runs alternating"
     );
     match &haproxy_version {
         Some(v) => println!("peer: {v}"),
@@ -322,12 +357,16 @@ fn main() {
     println!("origin for 'proxy to origin': {origin_addr} (pinned to CPU 1, shared with wrk)");
     println!();
     println!(
-        "| workload | nbthread | server | req/s (median) | min-max | p50 ms | p99 ms | CPU us/req | luahost/haproxy req/s |"
+        "| workload | nbthread | server | req/s (median) | min-max | p50 ms | p99 ms | CPU us/req | luahost/haproxy req/s | median of paired ratios |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (sc, ours, theirs) in &rows {
-        let ratio = theirs.as_ref().map_or("-".to_string(), |t| {
-            format!("{:.2}x", ours.median.0 / t.median.0)
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (sc, ours, theirs, paired) in &rows {
+        let ratio = theirs.as_ref().map_or("- | -".to_string(), |t| {
+            format!(
+                "{:.2}x | {:.2}x",
+                ours.median.0 / t.median.0,
+                paired.unwrap_or(0.0)
+            )
         });
         println!(
             "| {} | {} | luahost | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {:.1} | {ratio} |",
@@ -342,7 +381,7 @@ fn main() {
         );
         if let Some(t) = theirs {
             println!(
-                "| {} | {} | haproxy | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {:.1} | |",
+                "| {} | {} | haproxy | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {:.1} | | |",
                 sc.name, sc.nbthread, t.median.0, t.min, t.max, t.median.1, t.median.2, t.median.3
             );
         }

@@ -914,3 +914,77 @@ fn soft_stop_keeps_the_shared_state_for_other_workers_requests() {
     }
     assert_eq!(p.wait_exit(15), Some(0));
 }
+
+#[test]
+fn kept_objects_go_stale_and_methods_check_their_class() {
+    // Objects built for a request hold handles to that request's data:
+    // a TXN kept in a global must not reach a later transaction, and a
+    // method called with another class's object must say so. The service's
+    // coroutine is reused across requests (and after an error).
+    let port = free_port();
+    let lua = r#"
+kept = nil
+core.register_action("keep", {"http-req"}, function(txn)
+  txn:set_var("txn.who", txn.sf:path())
+  if kept == nil then kept = txn end
+end)
+core.register_service("probe", "http", function(applet)
+  local out = {}
+  local ok, err = pcall(function() return kept:get_var("txn.who") end)
+  out[#out + 1] = tostring(ok) .. " " .. tostring(err)
+  ok, err = pcall(function() return kept.http:req_get_headers() end)
+  out[#out + 1] = tostring(ok) .. " " .. tostring(err)
+  ok, err = pcall(function() return applet.set_status(applet.sf, 200) end)
+  out[#out + 1] = tostring(ok) .. " " .. tostring(err)
+  ok, err = pcall(function() return applet.sf.path(applet, "x") end)
+  out[#out + 1] = tostring(ok) .. " " .. tostring(err)
+  out[#out + 1] = applet:get_var("txn.who") .. " " .. type(applet[0])
+  if applet.path == "/fail" then error("planned failure") end
+  local body = table.concat(out, "\n")
+  applet:add_header("content-length", #body)
+  applet:send(body)
+end)
+"#;
+    let config = cfg(
+        port,
+        "  nbthread 1",
+        "  http-request lua.keep\n  http-request use-service lua.probe",
+    );
+    let p = Proxy::start(
+        "proxy_handles",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    let gone = "the transaction this object belongs to is over";
+    for path in ["/first", "/second"] {
+        let r = http_get(port, path);
+        assert_eq!(r.status, 200);
+        let text = r.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[0].starts_with("false") && lines[0].contains(gone),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("false") && lines[1].contains(gone),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("bad argument #1 to 'set_status' (AppletHTTP expected, got Fetches)"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("bad argument #1 to 'path' (Fetches expected, got AppletHTTP)"),
+            "{text}"
+        );
+        assert_eq!(lines[4], format!("{path} userdata"), "{text}");
+    }
+    assert_eq!(http_get(port, "/fail").status, 500);
+    p.wait_log("planned failure", 5);
+    let r = http_get(port, "/third");
+    assert_eq!(r.status, 200);
+    assert!(r.text().ends_with("/third userdata"), "{}", r.text());
+}

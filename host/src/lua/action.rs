@@ -79,13 +79,17 @@ async fn run_in(
         Err(e) => {
             crate::log::log(
                 crate::log::ERR,
-                &format!("Lua function '{name}': {}.", crate::lua::errors::message(&e)),
+                &format!(
+                    "Lua function '{name}': {}.",
+                    crate::lua::errors::message(&e)
+                ),
             );
             return Outcome::Continue;
         }
     };
     loop {
-        let txn_obj = match crate::lua::txn_class::new_txn(lua, &state.info, registration.handle()) {
+        let txn_obj = match crate::lua::txn_class::new_txn(lua, &state.info, registration.handle())
+        {
             Ok(t) => t,
             Err(e) => {
                 crate::log::log(

@@ -8,9 +8,9 @@
 //! channel (so a fast producer waits for a slow client instead of buffering).
 
 use crate::lua::class::Class;
-use crate::lua::handles::{Handle, Kind, Native, Registration};
 use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
+use crate::lua::handles::{Handle, Kind, Native, Registration};
 use crate::lua::state::HostState;
 use crate::lua::txn_access::TxnCell;
 use bytes::{Bytes, BytesMut};
@@ -21,17 +21,14 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use tokio::sync::{mpsc, oneshot};
 
-/// The request as the applet sees it (built by the HTTP front end).
+/// The request as the applet sees it (built by the HTTP front end). The
+/// request head stays in the transaction (`txn.req`), from which the applet
+/// object's fields are read: nothing is copied for fields a script never
+/// reads.
 pub struct HttpAppletRequest {
-    pub method: String,
-    pub path: String,
-    pub qs: String,
-    pub version: String,
-    /// Lower-case names, in order of appearance.
-    pub headers: Vec<(String, Bytes)>,
     pub content_length: Option<u64>,
     pub body: Option<Incoming>,
-    /// The transaction (for f/sf/c/sc and variables).
+    /// The transaction (for the head, f/sf/c/sc and variables).
     pub txn: Option<Box<crate::txn::Txn>>,
 }
 
@@ -94,8 +91,6 @@ pub struct HttpApplet {
     /// must end when the service does.
     body_tx: RefCell<Option<mpsc::Sender<BodyChunk>>>,
     reader: RefCell<Option<BodyReader>>,
-    /// The request headers, until `applet.headers` is first read.
-    req_headers: RefCell<Option<Vec<(String, Bytes)>>>,
     /// The transaction: variables, private data and samples.
     pub(crate) cell: Rc<TxnCell>,
 }
@@ -319,8 +314,10 @@ end
         "headers",
         lua.create_function(|lua, s: Value| {
             let a = this(&s, "headers")?;
-            let list = a.req_headers.borrow_mut().take().unwrap_or_default();
-            headers_table(lua, &list)
+            a.cell.with(|t| match &t.req {
+                Some(parts) => headers_table(lua, &parts.headers),
+                None => lua.create_table(),
+            })?
         })?,
     ));
     c.lazy_fields(lua, lazy)?;
@@ -329,7 +326,7 @@ end
 
 /// `headers[name][0..n]`: HAProxy's 0-indexed values per lower-case name,
 /// one entry per header line.
-fn headers_table(lua: &Lua, list: &[(String, Bytes)]) -> mlua::Result<Table> {
+fn headers_table(lua: &Lua, list: &hyper::HeaderMap) -> mlua::Result<Table> {
     let headers = lua.create_table()?;
     for (name, value) in list {
         let values = match headers.raw_get::<Option<Table>>(name.as_str())? {
@@ -346,7 +343,7 @@ fn headers_table(lua: &Lua, list: &[(String, Bytes)]) -> mlua::Result<Table> {
             } else {
                 1
             };
-        values.raw_set(next, lua.create_string(value)?)?;
+        values.raw_set(next, lua.create_string(value.as_bytes())?)?;
     }
     Ok(headers)
 }
@@ -356,24 +353,40 @@ fn headers_table(lua: &Lua, list: &[(String, Bytes)]) -> mlua::Result<Table> {
 fn instantiate(
     lua: &Lua,
     info: &crate::lua::state::StateInfo,
-    req: &HttpAppletRequest,
+    applet: &HttpApplet,
+    content_length: Option<u64>,
     handle: Handle,
 ) -> mlua::Result<Table> {
     use crate::lua::class::Field;
-    info.classes.applet_http.build(
-        lua,
-        handle.with_kind(Kind::AppletHttp),
-        &[
-            (c"method", Field::Str(req.method.as_bytes())),
-            (c"path", Field::Str(req.path.as_bytes())),
-            (c"qs", Field::Str(req.qs.as_bytes())),
-            (c"version", Field::Str(req.version.as_bytes())),
-            (
-                c"length",
-                Field::Int(req.content_length.unwrap_or(0).min(i64::MAX as u64) as i64),
+    applet.cell.with(|t| {
+        let (method, path, qs, version) = match &t.req {
+            Some(p) => (
+                p.method.as_str(),
+                p.uri.path(),
+                p.uri.query().unwrap_or(""),
+                match p.version {
+                    hyper::Version::HTTP_10 => "HTTP/1.0",
+                    hyper::Version::HTTP_2 => "HTTP/2.0",
+                    _ => "HTTP/1.1",
+                },
             ),
-        ],
-    )
+            None => ("", "", "", "HTTP/1.1"),
+        };
+        info.classes.applet_http.build(
+            lua,
+            handle.with_kind(Kind::AppletHttp),
+            &[
+                (c"method", Field::Str(method.as_bytes())),
+                (c"path", Field::Str(path.as_bytes())),
+                (c"qs", Field::Str(qs.as_bytes())),
+                (c"version", Field::Str(version.as_bytes())),
+                (
+                    c"length",
+                    Field::Int(content_length.unwrap_or(0).min(i64::MAX as u64) as i64),
+                ),
+            ],
+        )
+    })?
 }
 
 /// Runs service `name` of `state` for one request until it ends.
@@ -401,7 +414,6 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
             body: req.body.take(),
             buf: BytesMut::new(),
         })),
-        req_headers: RefCell::new(Some(std::mem::take(&mut req.headers))),
         cell: TxnCell::applet(txn),
     });
     // The applet is reachable from its Lua objects until the service ends.
@@ -415,7 +427,13 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
             return;
         }
     };
-    let obj = match instantiate(&state.lua, &state.info, &req, registration.handle()) {
+    let obj = match instantiate(
+        &state.lua,
+        &state.info,
+        &applet,
+        req.content_length,
+        registration.handle(),
+    ) {
         Ok(o) => o,
         Err(e) => {
             crate::log::alert(&format!(

@@ -6,9 +6,9 @@
 //! is registered with that worker's event loop.
 
 use crate::lua::class::Class;
-use crate::lua::handles::{Kind, Native, Registration};
 use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
+use crate::lua::handles::{Kind, Native, Registration};
 use crate::lua::state::HostState;
 use crate::lua::txn_access::TxnCell;
 use bytes::BytesMut;

@@ -259,7 +259,10 @@ pub async fn run_coroutine<R: FromLuaMulti>(
     }
     .map_err(ExecError::Lua)?;
     ctx.thread.set(thread.to_pointer());
-    let inner = thread.clone().into_async::<R>(args).map_err(ExecError::Lua)?;
+    let inner = thread
+        .clone()
+        .into_async::<R>(args)
+        .map_err(ExecError::Lua)?;
     let result = Budgeted { ctx, inner }.await;
     if let (Some(p), Ok(_)) = (&pool, &result) {
         p.give_back(thread);

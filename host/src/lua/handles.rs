@@ -135,7 +135,9 @@ impl Registration {
                 return Ok(Registration { handle });
             }
             if s.slots.len() >= MAX_SLOTS {
-                return Err(mlua::Error::runtime("too many Lua transactions in progress"));
+                return Err(mlua::Error::runtime(
+                    "too many Lua transactions in progress",
+                ));
             }
             let index = s.slots.len() as u32;
             s.slots.push(Slot {
@@ -288,10 +290,16 @@ mod tests {
         let obj = lua.create_table().unwrap();
         obj.raw_set(0, reg.handle().with_kind(Kind::Http)).unwrap();
         let v = Value::Table(obj);
-        assert!(Rc::ptr_eq(&super::cell(&v, Kind::Http, "m").unwrap(), &cell));
+        assert!(Rc::ptr_eq(
+            &super::cell(&v, Kind::Http, "m").unwrap(),
+            &cell
+        ));
         // Another class's method refuses it, naming both classes.
         let e = err(super::cell(&v, Kind::Txn, "get_var"));
-        assert!(e.contains("bad argument #1 to 'get_var' (TXN expected, got HTTP)"), "{e}");
+        assert!(
+            e.contains("bad argument #1 to 'get_var' (TXN expected, got HTTP)"),
+            "{e}"
+        );
         let e = err(super::cell(&Value::Integer(3), Kind::Txn, "m"));
         assert!(e.contains("(TXN expected, got integer)"), "{e}");
         // The slot is reused by the next registration, under a new
@@ -307,7 +315,10 @@ mod tests {
         let reg2 = Registration::new(Native::Txn(other)).unwrap();
         assert_eq!(reg2.handle().index, 0);
         let e = err(super::cell(&v, Kind::Http, "m"));
-        assert!(e.contains("the transaction this object belongs to is over"), "{e}");
+        assert!(
+            e.contains("the transaction this object belongs to is over"),
+            "{e}"
+        );
         // A light userdata that is no handle at all.
         let fake = lua.create_table().unwrap();
         fake.raw_set(0, LightUserData(0x5 as *mut _)).unwrap();

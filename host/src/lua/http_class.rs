@@ -16,7 +16,9 @@ fn cell(this: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
 
 /// The HTTP object of the transaction registered as `handle`.
 pub fn new_http(lua: &Lua, info: &StateInfo, handle: Handle) -> mlua::Result<Table> {
-    info.classes.http.build(lua, handle.with_kind(Kind::Http), &[])
+    info.classes
+        .http
+        .build(lua, handle.with_kind(Kind::Http), &[])
 }
 
 #[derive(Clone, Copy)]

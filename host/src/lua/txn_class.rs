@@ -2,8 +2,8 @@
 //! Reply class (`txn:reply()`).
 
 use crate::lua::class::Class;
-use crate::lua::handles::{self, Handle, Kind};
 use crate::lua::errors::done_error;
+use crate::lua::handles::{self, Handle, Kind};
 use crate::lua::state::StateInfo;
 use crate::lua::txn_access::TxnCell;
 use bytes::Bytes;
@@ -208,7 +208,9 @@ pub fn reply_class(lua: &Lua) -> mlua::Result<Class> {
 /// f/sf/c/sc, req/res and (in HTTP mode) http objects are built when first
 /// read (see `install_lazy_fields`), sharing the handle.
 pub fn new_txn(lua: &Lua, info: &StateInfo, handle: Handle) -> mlua::Result<Table> {
-    info.classes.txn.build(lua, handle.with_kind(Kind::Txn), &[])
+    info.classes
+        .txn
+        .build(lua, handle.with_kind(Kind::Txn), &[])
 }
 
 /// The handle of a TXN (checked to be a live one).

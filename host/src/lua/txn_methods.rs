@@ -95,7 +95,9 @@ pub fn sample_fields(
                 // Checks that `this` is a live object of the right class.
                 cell_of(&this, key)?;
                 let Some((handle, _)) = crate::lua::handles::handle_of(&this) else {
-                    return Err(mlua::Error::runtime(format!("'{key}': not a transaction object")));
+                    return Err(mlua::Error::runtime(format!(
+                        "'{key}': not a transaction object"
+                    )));
                 };
                 crate::lua::fetches_class::new_object(lua, &*state_info(lua)?, key, handle)
             })?,

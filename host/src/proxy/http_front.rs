@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -340,27 +340,7 @@ async fn start_service(
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                bytes::Bytes::copy_from_slice(v.as_bytes()),
-            )
-        })
-        .collect();
-    let version = match parts.version {
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2.0",
-        _ => "HTTP/1.1",
-    };
     let applet_req = HttpAppletRequest {
-        method: parts.method.as_str().to_string(),
-        path: parts.uri.path().to_string(),
-        qs: parts.uri.query().unwrap_or("").to_string(),
-        version: version.to_string(),
-        headers,
         content_length,
         body: Some(body),
         txn: Some(std::mem::replace(

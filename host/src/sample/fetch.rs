@@ -111,11 +111,7 @@ pub fn prepare(kw: &FetchKw, raw: &[String]) -> Result<Vec<Arg>, String> {
 }
 
 /// Runs fetch `kw` with textual arguments (see [`call`]).
-pub fn call_kw(
-    kw: &FetchKw,
-    args: &[String],
-    ctx: &SampleCtx,
-) -> Result<Option<Sample>, String> {
+pub fn call_kw(kw: &FetchKw, args: &[String], ctx: &SampleCtx) -> Result<Option<Sample>, String> {
     let a = if args.is_empty() && kw.min > 0 {
         prepare(kw, &[String::new()])?
     } else {

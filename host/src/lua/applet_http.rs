@@ -309,7 +309,7 @@ end
     )?;
     // f/sf/c/sc and headers are built when first read (see Class::lazy_fields).
     crate::lua::txn_methods::add_methods(lua, &c, applet_cell)?;
-    let mut lazy = crate::lua::txn_methods::sample_fields(lua, applet_cell)?;
+    let mut lazy = crate::lua::txn_methods::sample_fields(lua, Kind::AppletHttp)?;
     lazy.push((
         "headers",
         lua.create_function(|lua, s: Value| {

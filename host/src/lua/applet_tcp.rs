@@ -174,7 +174,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     )?;
     // f/sf/c/sc are built when first read (see Class::lazy_fields).
     crate::lua::txn_methods::add_methods(lua, &c, applet_cell)?;
-    let lazy = crate::lua::txn_methods::sample_fields(lua, applet_cell)?;
+    let lazy = crate::lua::txn_methods::sample_fields(lua, Kind::AppletTcp)?;
     c.lazy_fields(lua, lazy)?;
     Ok(c)
 }

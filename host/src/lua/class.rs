@@ -86,18 +86,8 @@ end
 
     /// A new object of this class around `native`.
     pub fn instantiate<T: 'static>(&self, lua: &Lua, native: T) -> mlua::Result<Table> {
-        self.instantiate_with(lua, native, &[])
-    }
-
-    /// A new object of this class around `native`, with `fields` set.
-    pub fn instantiate_with<T: 'static>(
-        &self,
-        lua: &Lua,
-        native: T,
-        fields: &[(&CStr, Field)],
-    ) -> mlua::Result<Table> {
         let ud = lua.create_any_userdata(native)?;
-        self.build(lua, ud, fields)
+        self.build(lua, ud, &[])
     }
 
     /// A new object of this class with `native` at [0] (a userdata, or a

@@ -197,13 +197,13 @@ pub fn handle_of(this: &Value) -> Option<(Handle, Kind)> {
     }
 }
 
-/// Resolves `this` for a method of a class among `kinds`; gives the kind
-/// found and passes the slot's native object to `f`.
+/// Resolves `this` for a method of a class among `kinds`; passes the kind
+/// found, the handle and the slot's native object to `f`.
 fn resolve<R>(
     this: &Value,
     kinds: &[Kind],
     method: &str,
-    f: impl FnOnce(Kind, &Native) -> R,
+    f: impl FnOnce(Kind, Handle, &Native) -> R,
 ) -> mlua::Result<R> {
     let class = kinds[0].class_name();
     let Some((handle, kind)) = handle_of(this) else {
@@ -218,7 +218,7 @@ fn resolve<R>(
             Some(Slot {
                 generation,
                 native: Some(n),
-            }) if *generation == handle.generation => Ok(f(kind, n)),
+            }) if *generation == handle.generation => Ok(f(kind, handle, n)),
             _ => Err(gone()),
         }
     })
@@ -232,9 +232,15 @@ fn cell_of(native: &Native) -> Rc<TxnCell> {
     }
 }
 
+/// The handle of `this`, a live object of class `kind` (for building its
+/// sub-objects, which share the slot).
+pub fn live_handle(this: &Value, kind: Kind, method: &str) -> mlua::Result<Handle> {
+    resolve(this, &[kind], method, |_, handle, _| handle)
+}
+
 /// The transaction behind `this`, an object of class `kind`.
 pub fn cell(this: &Value, kind: Kind, method: &str) -> mlua::Result<Rc<TxnCell>> {
-    resolve(this, &[kind], method, |_, n| cell_of(n))
+    resolve(this, &[kind], method, |_, _, n| cell_of(n))
 }
 
 /// The transaction behind a Channel, and whether it is the response one.
@@ -243,13 +249,13 @@ pub fn channel(this: &Value, method: &str) -> mlua::Result<(Rc<TxnCell>, bool)> 
         this,
         &[Kind::ReqChannel, Kind::ResChannel],
         method,
-        |kind, n| (cell_of(n), kind == Kind::ResChannel),
+        |kind, _, n| (cell_of(n), kind == Kind::ResChannel),
     )
 }
 
 /// The AppletHTTP behind `this`.
 pub fn applet_http(this: &Value, method: &str) -> mlua::Result<Rc<HttpApplet>> {
-    resolve(this, &[Kind::AppletHttp], method, |_, n| match n {
+    resolve(this, &[Kind::AppletHttp], method, |_, _, n| match n {
         Native::AppletHttp(a) => Some(a.clone()),
         _ => None,
     })?
@@ -258,7 +264,7 @@ pub fn applet_http(this: &Value, method: &str) -> mlua::Result<Rc<HttpApplet>> {
 
 /// The AppletTCP behind `this`.
 pub fn applet_tcp(this: &Value, method: &str) -> mlua::Result<Rc<TcpApplet>> {
-    resolve(this, &[Kind::AppletTcp], method, |_, n| match n {
+    resolve(this, &[Kind::AppletTcp], method, |_, _, n| match n {
         Native::AppletTcp(a) => Some(a.clone()),
         _ => None,
     })?

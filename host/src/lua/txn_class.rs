@@ -215,15 +215,12 @@ pub fn new_txn(lua: &Lua, info: &StateInfo, handle: Handle) -> mlua::Result<Tabl
 
 /// The handle of a TXN (checked to be a live one).
 fn txn_handle(this: &Value, method: &str) -> mlua::Result<Handle> {
-    cell(this, method)?;
-    handles::handle_of(this)
-        .map(|(h, _)| h)
-        .ok_or_else(|| mlua::Error::runtime("not a TXN object"))
+    handles::live_handle(this, Kind::Txn, method)
 }
 
 /// Declares the TXN's sub-objects as fields built on first access.
 pub fn install_lazy_fields(lua: &Lua, class: &Class) -> mlua::Result<()> {
-    let mut fields = crate::lua::txn_methods::sample_fields(lua, cell)?;
+    let mut fields = crate::lua::txn_methods::sample_fields(lua, Kind::Txn)?;
     for key in ["req", "res"] {
         fields.push((
             key,

@@ -85,20 +85,15 @@ pub fn add_methods(lua: &Lua, class: &Class, cell_of: CellOf) -> mlua::Result<()
 /// The `f`, `sf`, `c` and `sc` fields, for `Class::lazy_fields`.
 pub fn sample_fields(
     lua: &Lua,
-    cell_of: CellOf,
+    parent: crate::lua::handles::Kind,
 ) -> mlua::Result<Vec<(&'static str, mlua::Function)>> {
     let mut fields = Vec::new();
     for key in ["f", "sf", "c", "sc"] {
         fields.push((
             key,
             lua.create_function(move |lua, this: Value| {
-                // Checks that `this` is a live object of the right class.
-                cell_of(&this, key)?;
-                let Some((handle, _)) = crate::lua::handles::handle_of(&this) else {
-                    return Err(mlua::Error::runtime(format!(
-                        "'{key}': not a transaction object"
-                    )));
-                };
+                // The sub-object shares the slot of its (live) parent.
+                let handle = crate::lua::handles::live_handle(&this, parent, key)?;
                 crate::lua::fetches_class::new_object(lua, &*state_info(lua)?, key, handle)
             })?,
         ));

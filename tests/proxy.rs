@@ -988,3 +988,101 @@ end)
     assert_eq!(r.status, 200);
     assert!(r.text().ends_with("/third userdata"), "{}", r.text());
 }
+
+#[test]
+fn c_function_methods_check_arguments_and_format_numbers_as_lua() {
+    // AppletHTTP's per-request methods and the lazy sub-objects are C
+    // functions reading the Lua stack directly (host/src/lua/raw.rs): their
+    // errors are Lua strings with the caller's position, numbers become text
+    // as Lua's tostring writes them, and a TCP transaction has no txn.http.
+    let port = free_port();
+    let tcp_port = free_port();
+    let lua = r#"
+kept = nil
+core.register_service("raw", "http", function(applet)
+  local out = {}
+  local function try(f)
+    local ok, err = pcall(f)
+    out[#out + 1] = tostring(ok) .. " " .. type(err) .. " " .. tostring(err)
+  end
+  try(function() applet:set_status("abc") end)
+  try(function() applet:set_status(2.5) end)
+  try(function() applet:set_status(99) end)
+  try(function() applet:add_header("x-t", {}) end)
+  try(function() applet:add_header() end)
+  try(function() applet.start_response({}) end)
+  try(function() kept:set_status(200) end)
+  if kept == nil then kept = applet end
+  applet:set_status(201, "Made")
+  applet:add_header("X-Int", 42)
+  applet:add_header("x-float", 1.5)
+  applet:add_header("x-whole-float", 10.0)
+  applet:add_header("bad name", "dropped")
+  applet:add_header("x-str", "plain")
+  local body = table.concat(out, "\n") .. "\n"
+  applet:add_header("content-length", #body + 3)
+  applet:start_response()
+  applet:send(body)
+  applet:send(123)
+end)
+core.register_action("probe", {"tcp-req"}, function(txn)
+  txn:set_var("sess.http", tostring(txn.http) .. " " .. type(txn.sf) .. " " .. type(txn.req))
+end)
+core.register_service("tcpout", "tcp", function(applet)
+  applet:send(applet:get_var("sess.http") .. "\n")
+end)
+"#;
+    let config = format!(
+        "global\n  lua-load svc.lua\n  nbthread 1\ndefaults\n  timeout client 10s\n\
+         frontend fe\n  mode http\n  bind 127.0.0.1:{port}\n  http-request use-service lua.raw\n\
+         listen tcp\n  mode tcp\n  bind 127.0.0.1:{tcp_port}\n  tcp-request content lua.probe\n  \
+         tcp-request content use-service lua.tcpout\n"
+    );
+    let p = Proxy::start(
+        "proxy_raw_methods",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[port, tcp_port],
+    );
+    for round in 0..2 {
+        let r = http_get(port, "/");
+        assert_eq!(r.status, 201);
+        assert_eq!(r.header("x-int"), Some("42"));
+        assert_eq!(r.header("x-float"), Some("1.5"));
+        assert_eq!(r.header("x-whole-float"), Some("10.0"));
+        assert_eq!(r.header("x-str"), Some("plain"));
+        let text = r.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 8, "{text}");
+        let expect = [
+            "bad argument #2 to 'set_status' (number expected, got string)",
+            "bad argument #2 to 'set_status' (number has no integer representation)",
+            "set_status: invalid status code 99",
+            "bad argument #3 to 'add_header' (string expected, got table)",
+            "bad argument #2 to 'add_header' (string expected, got no value)",
+            "bad argument #1 to 'start_response' (AppletHTTP expected, got table)",
+        ];
+        for (line, want) in lines.iter().zip(expect) {
+            // A plain Lua string, located at the calling line of the script.
+            assert!(line.starts_with("false string svc.lua:"), "{text}");
+            assert!(line.ends_with(want), "{line} / {want}");
+        }
+        if round == 0 {
+            assert!(lines[6].contains("attempt to index a nil value"), "{text}");
+        } else {
+            assert!(
+                lines[6].ends_with("the transaction this object belongs to is over"),
+                "{text}"
+            );
+        }
+        assert_eq!(lines[7], "123", "{text}");
+    }
+    p.wait_log("invalid response header 'bad name' dropped", 5);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp_port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    assert_eq!(out, "nil table table\n");
+}

@@ -10,13 +10,15 @@
 use crate::lua::class::Class;
 use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
-use crate::lua::handles::{Handle, Kind, Native, Registration};
+use crate::lua::handles::{self, Handle, Kind, Native, Registration};
+use crate::lua::raw;
 use crate::lua::state::HostState;
 use crate::lua::txn_access::TxnCell;
+use crate::raw_function;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use mlua::{Lua, Table, Value};
+use mlua::{ffi, Lua, Table, Value};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use tokio::sync::{mpsc, oneshot};
@@ -37,7 +39,7 @@ pub struct HttpAppletRequest {
 pub struct ResponseHead {
     pub status: u16,
     pub reason: Option<String>,
-    pub headers: Vec<(String, String)>,
+    pub headers: hyper::HeaderMap,
 }
 
 /// A body frame, or an error that aborts the response.
@@ -84,7 +86,7 @@ impl BodyReader {
 pub struct HttpApplet {
     status: Cell<u16>,
     reason: RefCell<Option<String>>,
-    headers: RefCell<Vec<(String, String)>>,
+    headers: RefCell<hyper::HeaderMap>,
     head_tx: RefCell<Option<oneshot::Sender<ResponseHead>>>,
     /// Taken when the service ends: the Lua object may outlive the request
     /// (until the next GC, or longer if a script keeps it), but the response
@@ -122,23 +124,19 @@ impl HttpApplet {
     }
 
     /// Sends `data` if the body channel has room: Ok(false) when the caller
-    /// must wait for the client ([`HttpApplet::send`]).
-    fn try_send(&self, data: &[u8]) -> mlua::Result<bool> {
+    /// must wait for the client, or find it gone ([`HttpApplet::send`]).
+    fn try_send(&self, data: &[u8]) -> Result<bool, &'static str> {
         self.start_response();
         if data.is_empty() {
             return Ok(true);
         }
         let body = self.body_tx.borrow();
         let Some(tx) = body.as_ref() else {
-            return Err(mlua::Error::runtime(
-                "AppletHTTP: the response is already complete",
-            ));
+            return Err("AppletHTTP: the response is already complete");
         };
         match tx.try_send(Ok(Bytes::copy_from_slice(data))) {
             Ok(()) => Ok(true),
-            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
-            // The client is gone: stop the service quietly, as HAProxy does.
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(done_error()),
+            Err(_) => Ok(false),
         }
     }
 
@@ -182,56 +180,15 @@ fn this(v: &Value, method: &str) -> mlua::Result<Rc<HttpApplet>> {
 }
 
 /// The AppletHTTP class.
-pub fn class(lua: &Lua) -> mlua::Result<Class> {
+pub fn class(lua: &Lua, samples: &crate::lua::fetches_class::SampleClasses) -> mlua::Result<Class> {
     let c = Class::new(lua, "AppletHTTP")?;
-    c.method(
-        "set_status",
-        lua.create_function(|_, (s, status, reason): (Value, i64, Option<String>)| {
-            let a = this(&s, "set_status")?;
-            if !(100..=999).contains(&status) {
-                return Err(mlua::Error::runtime(format!(
-                    "set_status: invalid status code {status}"
-                )));
-            }
-            a.status.set(status as u16);
-            *a.reason.borrow_mut() = reason;
-            Ok(())
-        })?,
-    )?;
-    c.method(
-        "add_header",
-        lua.create_function(|_, (s, name, value): (Value, String, Value)| {
-            let a = this(&s, "add_header")?;
-            let value = match value {
-                Value::String(v) => v.to_str()?.to_string(),
-                Value::Integer(i) => i.to_string(),
-                Value::Number(n) => n.to_string(),
-                other => {
-                    return Err(mlua::Error::runtime(format!(
-                        "bad argument #3 to 'add_header' (string expected, got {})",
-                        other.type_name()
-                    )))
-                }
-            };
-            a.headers
-                .borrow_mut()
-                .push((name.to_ascii_lowercase(), value));
-            Ok(())
-        })?,
-    )?;
-    c.method(
-        "start_response",
-        lua.create_function(|_, s: Value| {
-            this(&s, "start_response")?.start_response();
-            Ok(())
-        })?,
-    )?;
+    c.method("set_status", raw::function(lua, set_status)?)?;
+    c.method("add_header", raw::function(lua, add_header)?)?;
+    c.method("start_response", raw::function(lua, start_response)?)?;
     // send: a synchronous call while the body channel has room (the usual
     // case: an mlua async call costs several times a plain one), and the
     // waiting version only when the client is slower than the service.
-    let try_send = lua.create_function(|_, (s, data): (Value, mlua::LuaString)| {
-        this(&s, "send")?.try_send(&data.as_bytes())
-    })?;
+    let try_send = raw::function(lua, try_send)?;
     let send_wait =
         lua.create_async_function(|_, (s, data): (Value, mlua::LuaString)| async move {
             let a = this(&s, "send")?;
@@ -309,7 +266,7 @@ end
     )?;
     // f/sf/c/sc and headers are built when first read (see Class::lazy_fields).
     crate::lua::txn_methods::add_methods(lua, &c, applet_cell)?;
-    let mut lazy = crate::lua::txn_methods::sample_fields(lua, Kind::AppletHttp)?;
+    let mut lazy = crate::lua::txn_methods::sample_fields(lua, Kind::AppletHttp, samples)?;
     lazy.push((
         "headers",
         lua.create_function(|lua, s: Value| {
@@ -322,6 +279,76 @@ end
     ));
     c.lazy_fields(lua, lazy)?;
     Ok(c)
+}
+
+// The methods every response calls, as C functions (lua/raw.rs): each
+// reads its arguments first, then works on the applet, then pushes only
+// non-allocating results.
+
+raw_function!(set_status, set_status_body);
+raw_function!(add_header, add_header_body);
+raw_function!(start_response, start_response_body);
+raw_function!(try_send, try_send_body);
+
+/// `applet:set_status(code [, reason])`
+fn set_status_body(state: *mut ffi::lua_State) -> raw::Outcome {
+    // SAFETY: reads of the arguments, used while they are on the stack.
+    unsafe {
+        let status = raw::int_arg(state, 2, "set_status")?;
+        let reason = match ffi::lua_type(state, 3) {
+            ffi::LUA_TNONE | ffi::LUA_TNIL => None,
+            _ => Some(raw::str_arg(state, 3, "set_status")?),
+        };
+        let a = handles::applet_http_arg(state, "set_status")?;
+        if !(100..=999).contains(&status) {
+            return Err(format!("set_status: invalid status code {status}"));
+        }
+        a.status.set(status as u16);
+        *a.reason.borrow_mut() = reason.map(|r| String::from_utf8_lossy(&r).into_owned());
+        Ok(raw::Ret::Nothing)
+    }
+}
+
+/// `applet:add_header(name, value)`
+fn add_header_body(state: *mut ffi::lua_State) -> raw::Outcome {
+    use hyper::header::{HeaderName, HeaderValue};
+    // SAFETY: reads of the arguments, used while they are on the stack.
+    unsafe {
+        let name = raw::str_arg(state, 2, "add_header")?;
+        let value = raw::str_arg(state, 3, "add_header")?;
+        let a = handles::applet_http_arg(state, "add_header")?;
+        // Validated here, once: the response head carries hyper's types.
+        match (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_bytes(&value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                a.headers.borrow_mut().append(n, v);
+            }
+            _ => crate::log::warning(&format!(
+                "Lua applet: invalid response header '{}' dropped",
+                String::from_utf8_lossy(&name)
+            )),
+        }
+        Ok(raw::Ret::Nothing)
+    }
+}
+
+/// `applet:start_response()`
+fn start_response_body(state: *mut ffi::lua_State) -> raw::Outcome {
+    // SAFETY: reads argument 1 only.
+    unsafe { handles::applet_http_arg(state, "start_response")? }.start_response();
+    Ok(raw::Ret::Nothing)
+}
+
+/// The synchronous half of `applet:send(data)`: true when sent.
+fn try_send_body(state: *mut ffi::lua_State) -> raw::Outcome {
+    // SAFETY: as set_status_body.
+    unsafe {
+        let data = raw::str_arg(state, 2, "send")?;
+        let sent = handles::applet_http_arg(state, "send")?.try_send(&data)?;
+        Ok(raw::Ret::Bool(sent))
+    }
 }
 
 /// `headers[name][0..n]`: HAProxy's 0-indexed values per lower-case name,
@@ -407,7 +434,7 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
     let applet = Rc::new(HttpApplet {
         status: Cell::new(200),
         reason: RefCell::new(None),
-        headers: RefCell::new(Vec::new()),
+        headers: RefCell::new(hyper::HeaderMap::new()),
         head_tx: RefCell::new(Some(reply.head)),
         body_tx: RefCell::new(Some(reply.body)),
         reader: RefCell::new(Some(BodyReader {

@@ -72,7 +72,7 @@ impl TcpApplet {
 }
 
 /// The AppletTCP class.
-pub fn class(lua: &Lua) -> mlua::Result<Class> {
+pub fn class(lua: &Lua, samples: &crate::lua::fetches_class::SampleClasses) -> mlua::Result<Class> {
     let c = Class::new(lua, "AppletTCP")?;
     c.method(
         "getline",
@@ -174,7 +174,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     )?;
     // f/sf/c/sc are built when first read (see Class::lazy_fields).
     crate::lua::txn_methods::add_methods(lua, &c, applet_cell)?;
-    let lazy = crate::lua::txn_methods::sample_fields(lua, Kind::AppletTcp)?;
+    let lazy = crate::lua::txn_methods::sample_fields(lua, Kind::AppletTcp, samples)?;
     c.lazy_fields(lua, lazy)?;
     Ok(c)
 }

@@ -7,12 +7,11 @@
 //! the server when the rules are done. Functions never wait for more data.
 
 use crate::lua::class::Class;
-use crate::lua::handles::{self, Handle, Kind};
-use crate::lua::state::StateInfo;
+use crate::lua::handles;
 use crate::lua::txn_access::TxnCell;
 use crate::txn::{Txn, TxnMode};
 use bytes::BytesMut;
-use mlua::{Lua, Table, Value};
+use mlua::{Lua, Value};
 use std::rc::Rc;
 
 fn handle(this: &Value, method: &str) -> mlua::Result<(Rc<TxnCell>, bool)> {
@@ -205,20 +204,4 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         lua.create_function(|_, this: Value| Ok(handle(&this, "is_resp")?.1))?,
     )?;
     Ok(c)
-}
-
-/// Creates the `req` (or, with `response`, `res`) channel of the
-/// transaction registered as `handle`.
-pub fn new_channel(
-    lua: &Lua,
-    info: &StateInfo,
-    handle: Handle,
-    response: bool,
-) -> mlua::Result<Table> {
-    let kind = if response {
-        Kind::ResChannel
-    } else {
-        Kind::ReqChannel
-    };
-    info.classes.channel.build(lua, handle.with_kind(kind), &[])
 }

@@ -4,7 +4,7 @@
 //! `obj:method()` finds them without a per-object copy; `tostring(obj)` names
 //! the class.
 
-use mlua::{ffi, AnyUserData, IntoLua, Lua, Table, UserDataRef, Value};
+use mlua::{ffi, AnyUserData, FromLua, IntoLua, Lua, Table, UserDataRef, Value};
 use std::ffi::CStr;
 
 /// A field set when an object is built (see [`Class::instantiate_with`]).
@@ -51,36 +51,21 @@ impl Class {
     /// to allocate and then collect). Reading the field gives the same value
     /// every time, as an eagerly built field would.
     ///
-    /// Method lookups then go through a small Lua function instead of a
-    /// table, which costs far less than the objects it saves.
+    /// Method lookups then go through a C function (`raw::lazy_index`)
+    /// instead of a table, which costs far less than the objects it saves.
     pub fn lazy_fields(&self, lua: &Lua, fields: Vec<(&str, mlua::Function)>) -> mlua::Result<()> {
         let lazy = lua.create_table()?;
         for (k, f) in fields {
             lazy.raw_set(k, f)?;
         }
-        let index: mlua::Function = lua
-            .load(
-                r#"
-local methods, lazy, rawset = ...
-return function(t, k)
-  local m = methods[k]
-  if m ~= nil then return m end
-  local make = lazy[k]
-  if make ~= nil then
-    local v = make(t)
-    rawset(t, k, v)
-    return v
-  end
-  return nil
-end
-"#,
-            )
-            .set_name("=luahost-class")
-            .call((
-                &self.methods,
-                lazy,
-                lua.globals().raw_get::<mlua::Function>("rawset")?,
-            ))?;
+        // SAFETY: exec_raw pushes the two tables and runs the closure in
+        // protected mode; lua_pushcclosure pops them as the upvalues that
+        // lazy_index expects and pushes the closure, which exec_raw returns.
+        let index = unsafe {
+            lua.exec_raw::<mlua::Function>((&self.methods, lazy), |state| {
+                ffi::lua_pushcclosure(state, crate::lua::raw::lazy_index, 2);
+            })?
+        };
         self.meta.raw_set("__index", index)
     }
 
@@ -103,6 +88,9 @@ end
         fields: &[(&CStr, Field)],
     ) -> mlua::Result<Table> {
         let hash_size = (fields.len() + SPARE_SLOTS).min(i32::MAX as usize) as i32;
+        if crate::lua::memory::limit() == 0 {
+            return self.build_unprotected(lua, native, fields, hash_size);
+        }
         // SAFETY: exec_raw runs the closure as a protected C function with
         // the native value at index 1 and the metatable at index 2. The closure
         // only borrows (nothing in it needs dropping), so a memory error
@@ -129,6 +117,55 @@ end
                 ffi::lua_settop(state, 1);
             })
         }
+    }
+}
+
+impl Class {
+    /// [`Class::build`] without a protected call, for states without a
+    /// memory cap: there, as in mlua's own fast paths (state.rs), only a
+    /// system out of memory can make Lua's allocator fail, and a protected
+    /// call per object cost about 40% of building it.
+    fn build_unprotected(
+        &self,
+        lua: &Lua,
+        native: impl IntoLua,
+        fields: &[(&CStr, Field)],
+        hash_size: i32,
+    ) -> mlua::Result<Table> {
+        lua.exec_raw_lua(|raw| {
+            // SAFETY: `raw.state()` is the running Lua thread. The stack is
+            // grown first and put back to its height before returning; the
+            // calls below raise only on allocation failure, which without a
+            // cap means the process is out of memory (see above).
+            unsafe {
+                let state = raw.state();
+                let top = ffi::lua_gettop(state);
+                if ffi::lua_checkstack(state, 4) == 0 {
+                    return Err(mlua::Error::StackError);
+                }
+                let built = (|| {
+                    raw.push(native)?;
+                    raw.push(&self.meta)?;
+                    ffi::lua_createtable(state, 0, hash_size);
+                    ffi::lua_pushvalue(state, top + 1);
+                    ffi::lua_rawseti(state, -2, 0);
+                    for (name, value) in fields {
+                        match value {
+                            Field::Str(b) => {
+                                ffi::lua_pushlstring(state, b.as_ptr() as *const _, b.len());
+                            }
+                            Field::Int(i) => ffi::lua_pushinteger(state, *i),
+                        }
+                        ffi::lua_setfield(state, -2, name.as_ptr());
+                    }
+                    ffi::lua_pushvalue(state, top + 2);
+                    ffi::lua_setmetatable(state, -2);
+                    Table::from_stack(-1, raw)
+                })();
+                ffi::lua_settop(state, top);
+                built
+            }
+        })
     }
 }
 

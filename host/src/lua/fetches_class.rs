@@ -8,11 +8,11 @@
 //! missing).
 
 use crate::lua::class::Class;
-use crate::lua::handles::{self, Handle, Kind};
+use crate::lua::handles::{self, Kind};
 use crate::lua::sample_bridge::{lua_args, lua_to_sample, sample_to_lua, StateSamples};
 use crate::lua::state::StateInfo;
 use crate::sample::{conv, fetch, Sample, SampleCtx};
-use mlua::{Lua, MultiValue, Table, Value};
+use mlua::{Lua, MultiValue, Value};
 use std::rc::Rc;
 
 /// "req.fhdr" -> "req_fhdr".
@@ -139,17 +139,4 @@ fn call_conv(
     })?;
     let sample = sample.map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
     result(lua, sample, as_string)
-}
-
-/// Creates the `f`, `sf`, `c` or `sc` object of the transaction (or applet)
-/// registered as `handle`.
-pub fn new_object(lua: &Lua, info: &StateInfo, key: &str, handle: Handle) -> mlua::Result<Table> {
-    let c = &info.classes.samples;
-    let (class, kind) = match key {
-        "f" => (&c.fetches, Kind::Fetches),
-        "sf" => (&c.string_fetches, Kind::Fetches),
-        "c" => (&c.converters, Kind::Converters),
-        _ => (&c.string_converters, Kind::Converters),
-    };
-    class.build(lua, handle.with_kind(kind), &[])
 }

@@ -56,6 +56,11 @@ impl Kind {
         Kind::AppletTcp,
     ];
 
+    /// The kind whose code (`kind as u64`) is `code`.
+    pub fn from_code(code: u64) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| *k as u64 == code)
+    }
+
     /// The class name scripts see in errors.
     pub fn class_name(self) -> &'static str {
         match self {
@@ -90,7 +95,7 @@ impl Handle {
 
     fn decode(p: LightUserData) -> Option<(Handle, Kind)> {
         let v = p.0 as usize as u64;
-        let kind = *Kind::ALL.iter().find(|k| **k as u64 == v & 0xff)?;
+        let kind = Kind::from_code(v & 0xff)?;
         let handle = Handle {
             index: ((v >> 8) & 0xff_ffff) as u32,
             generation: (v >> 32) as u32,
@@ -176,25 +181,12 @@ impl Drop for Registration {
     }
 }
 
-fn bad(class: &str, method: &str, got: &str) -> mlua::Error {
-    mlua::Error::runtime(format!(
-        "bad argument #1 to '{method}' ({class} expected, got {got})"
-    ))
+fn bad(class: &str, method: &str, got: &str) -> String {
+    format!("bad argument #1 to '{method}' ({class} expected, got {got})")
 }
 
-fn gone() -> mlua::Error {
-    mlua::Error::runtime("the transaction this object belongs to is over")
-}
-
-/// The handle at [0] of `this`, and its kind (None: not such an object).
-pub fn handle_of(this: &Value) -> Option<(Handle, Kind)> {
-    let Value::Table(t) = this else {
-        return None;
-    };
-    match t.raw_get::<Value>(0) {
-        Ok(Value::LightUserData(p)) => Handle::decode(p),
-        _ => None,
-    }
+fn gone() -> String {
+    "the transaction this object belongs to is over".to_string()
 }
 
 /// Resolves `this` for a method of a class among `kinds`; passes the kind
@@ -205,9 +197,28 @@ fn resolve<R>(
     method: &str,
     f: impl FnOnce(Kind, Handle, &Native) -> R,
 ) -> mlua::Result<R> {
+    let found = match this {
+        Value::Table(t) => match t.raw_get::<Value>(0) {
+            Ok(Value::LightUserData(p)) => Some(p),
+            _ => None,
+        },
+        _ => None,
+    };
+    resolve_value(found, || this.type_name(), kinds, method, f).map_err(mlua::Error::runtime)
+}
+
+/// [`resolve`] for the value at [0] of an object (`at0`) whose Lua type is
+/// `type_name()` (asked for only in an error); errors are plain messages.
+fn resolve_value<'a, R>(
+    at0: Option<LightUserData>,
+    type_name: impl FnOnce() -> &'a str,
+    kinds: &[Kind],
+    method: &str,
+    f: impl FnOnce(Kind, Handle, &Native) -> R,
+) -> Result<R, String> {
     let class = kinds[0].class_name();
-    let Some((handle, kind)) = handle_of(this) else {
-        return Err(bad(class, method, this.type_name()));
+    let Some((handle, kind)) = at0.and_then(Handle::decode) else {
+        return Err(bad(class, method, type_name()));
     };
     if !kinds.contains(&kind) {
         return Err(bad(class, method, kind.class_name()));
@@ -232,12 +243,6 @@ fn cell_of(native: &Native) -> Rc<TxnCell> {
     }
 }
 
-/// The handle of `this`, a live object of class `kind` (for building its
-/// sub-objects, which share the slot).
-pub fn live_handle(this: &Value, kind: Kind, method: &str) -> mlua::Result<Handle> {
-    resolve(this, &[kind], method, |_, handle, _| handle)
-}
-
 /// The transaction behind `this`, an object of class `kind`.
 pub fn cell(this: &Value, kind: Kind, method: &str) -> mlua::Result<Rc<TxnCell>> {
     resolve(this, &[kind], method, |_, _, n| cell_of(n))
@@ -253,12 +258,55 @@ pub fn channel(this: &Value, method: &str) -> mlua::Result<(Rc<TxnCell>, bool)> 
     )
 }
 
+/// For building the sub-object `key` (`txn.http`, `applet.sf`, ...) of the
+/// object of class `parent` whose [0] is `at0`: the handle it shares, and
+/// whether the transaction is an HTTP one. `type_name()` names what was
+/// found instead of an object, for the error.
+pub fn sub_object_of<'a>(
+    at0: Option<LightUserData>,
+    type_name: impl FnOnce() -> &'a str,
+    parent: Kind,
+    key: &str,
+) -> Result<(Handle, bool), String> {
+    resolve_value(at0, type_name, &[parent], key, |_, handle, native| {
+        let http = cell_of(native)
+            .with(|t| t.mode == crate::txn::TxnMode::Http)
+            .unwrap_or(false);
+        (handle, http)
+    })
+}
+
 /// The AppletHTTP behind `this`.
 pub fn applet_http(this: &Value, method: &str) -> mlua::Result<Rc<HttpApplet>> {
     resolve(this, &[Kind::AppletHttp], method, |_, _, n| match n {
         Native::AppletHttp(a) => Some(a.clone()),
         _ => None,
     })?
+    .ok_or_else(|| mlua::Error::runtime(gone()))
+}
+
+/// The AppletHTTP behind argument 1 of a C function (see lua/raw.rs).
+///
+/// # Safety
+/// `state` is the running state of a C function.
+pub unsafe fn applet_http_arg(
+    state: *mut mlua::ffi::lua_State,
+    method: &str,
+) -> Result<Rc<HttpApplet>, String> {
+    // SAFETY: reads of argument 1 only.
+    let at0 = unsafe { crate::lua::raw::self_handle(state) };
+    // SAFETY: as above.
+    let type_name = || unsafe { crate::lua::raw::type_name(state, 1) };
+    resolve_value(
+        at0,
+        type_name,
+        &[Kind::AppletHttp],
+        method,
+        |_, _, n| match n {
+            Native::AppletHttp(a) => Some(a.clone()),
+            _ => None,
+        },
+    )?
     .ok_or_else(gone)
 }
 
@@ -268,7 +316,7 @@ pub fn applet_tcp(this: &Value, method: &str) -> mlua::Result<Rc<TcpApplet>> {
         Native::AppletTcp(a) => Some(a.clone()),
         _ => None,
     })?
-    .ok_or_else(gone)
+    .ok_or_else(|| mlua::Error::runtime(gone()))
 }
 
 #[cfg(test)]

@@ -2,8 +2,7 @@
 //! an HTTP transaction.
 
 use crate::lua::class::Class;
-use crate::lua::handles::{self, Handle, Kind};
-use crate::lua::state::StateInfo;
+use crate::lua::handles::{self, Kind};
 use crate::lua::txn_access::TxnCell;
 use crate::txn::Txn;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
@@ -12,13 +11,6 @@ use std::rc::Rc;
 
 fn cell(this: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
     handles::cell(this, Kind::Http, method)
-}
-
-/// The HTTP object of the transaction registered as `handle`.
-pub fn new_http(lua: &Lua, info: &StateInfo, handle: Handle) -> mlua::Result<Table> {
-    info.classes
-        .http
-        .build(lua, handle.with_kind(Kind::Http), &[])
 }
 
 #[derive(Clone, Copy)]

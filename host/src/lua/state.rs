@@ -142,16 +142,17 @@ impl HostState {
         lua.load("collectgarbage('generational')")
             .set_name("=luahost-gc")
             .exec()?;
+        let samples = crate::lua::fetches_class::classes(&lua)?;
         let classes = Classes {
-            applet_http: applet_http::class(&lua)?,
-            applet_tcp: applet_tcp::class(&lua)?,
+            applet_http: applet_http::class(&lua, &samples)?,
+            applet_tcp: applet_tcp::class(&lua, &samples)?,
             txn: crate::lua::txn_class::class(&lua)?,
             reply: crate::lua::txn_class::reply_class(&lua)?,
             http: crate::lua::http_class::class(&lua)?,
             channel: crate::lua::channel_class::class(&lua)?,
-            samples: crate::lua::fetches_class::classes(&lua)?,
+            samples,
         };
-        crate::lua::txn_class::install_lazy_fields(&lua, &classes.txn)?;
+        crate::lua::txn_class::install_lazy_fields(&lua, &classes)?;
         let info = Rc::new(StateInfo {
             thread_num,
             settings: settings.clone(),

@@ -213,37 +213,23 @@ pub fn new_txn(lua: &Lua, info: &StateInfo, handle: Handle) -> mlua::Result<Tabl
         .build(lua, handle.with_kind(Kind::Txn), &[])
 }
 
-/// The handle of a TXN (checked to be a live one).
-fn txn_handle(this: &Value, method: &str) -> mlua::Result<Handle> {
-    handles::live_handle(this, Kind::Txn, method)
-}
-
 /// Declares the TXN's sub-objects as fields built on first access.
-pub fn install_lazy_fields(lua: &Lua, class: &Class) -> mlua::Result<()> {
-    let mut fields = crate::lua::txn_methods::sample_fields(lua, Kind::Txn)?;
-    for key in ["req", "res"] {
-        fields.push((
-            key,
-            lua.create_function(move |lua, this: Value| {
-                let handle = txn_handle(&this, key)?;
-                crate::lua::channel_class::new_channel(lua, &*info(lua)?, handle, key == "res")
-            })?,
-        ));
-    }
+pub fn install_lazy_fields(lua: &Lua, classes: &crate::lua::state::Classes) -> mlua::Result<()> {
+    use crate::lua::raw::sub_object_builder;
+    let mut fields = crate::lua::txn_methods::sample_fields(lua, Kind::Txn, &classes.samples)?;
+    let channel = &classes.channel.meta;
+    fields.push((
+        "req",
+        sub_object_builder(lua, channel, Kind::Txn, Kind::ReqChannel, "req", false)?,
+    ));
+    fields.push((
+        "res",
+        sub_object_builder(lua, channel, Kind::Txn, Kind::ResChannel, "res", false)?,
+    ));
+    let http = &classes.http.meta;
     fields.push((
         "http",
-        lua.create_function(|lua, this: Value| {
-            let cell = cell(&this, "http")?;
-            // TCP transactions have no HTTP object (nil, as in HAProxy).
-            if cell.with(|t| t.mode != crate::txn::TxnMode::Http)? {
-                return Ok(Value::Nil);
-            }
-            Ok(Value::Table(crate::lua::http_class::new_http(
-                lua,
-                &*info(lua)?,
-                txn_handle(&this, "http")?,
-            )?))
-        })?,
+        sub_object_builder(lua, http, Kind::Txn, Kind::Http, "http", true)?,
     ));
-    class.lazy_fields(lua, fields)
+    classes.txn.lazy_fields(lua, fields)
 }

@@ -82,21 +82,23 @@ pub fn add_methods(lua: &Lua, class: &Class, cell_of: CellOf) -> mlua::Result<()
     Ok(())
 }
 
-/// The `f`, `sf`, `c` and `sc` fields, for `Class::lazy_fields`.
+/// The `f`, `sf`, `c` and `sc` fields of an object of class `parent`, for
+/// `Class::lazy_fields`.
 pub fn sample_fields(
     lua: &Lua,
     parent: crate::lua::handles::Kind,
+    samples: &crate::lua::fetches_class::SampleClasses,
 ) -> mlua::Result<Vec<(&'static str, mlua::Function)>> {
+    use crate::lua::handles::Kind;
     let mut fields = Vec::new();
-    for key in ["f", "sf", "c", "sc"] {
-        fields.push((
-            key,
-            lua.create_function(move |lua, this: Value| {
-                // The sub-object shares the slot of its (live) parent.
-                let handle = crate::lua::handles::live_handle(&this, parent, key)?;
-                crate::lua::fetches_class::new_object(lua, &*state_info(lua)?, key, handle)
-            })?,
-        ));
+    for (key, class, kind) in [
+        ("f", &samples.fetches, Kind::Fetches),
+        ("sf", &samples.string_fetches, Kind::Fetches),
+        ("c", &samples.converters, Kind::Converters),
+        ("sc", &samples.string_converters, Kind::Converters),
+    ] {
+        let make = crate::lua::raw::sub_object_builder(lua, &class.meta, parent, kind, key, false)?;
+        fields.push((key, make));
     }
     Ok(fields)
 }

@@ -12,7 +12,7 @@ use crate::proxy::{error_pages, Shutdown};
 use crate::sample::SampleCtx;
 use crate::txn::{Txn, TxnMode};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -377,20 +377,7 @@ fn build_response(
 ) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::Stream(body_rx));
     *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::OK);
-    let h = resp.headers_mut();
-    for (name, value) in head.headers {
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            (Ok(n), Ok(v)) => {
-                h.append(n, v);
-            }
-            _ => crate::log::warning(&format!(
-                "Lua applet: invalid response header '{name}' dropped"
-            )),
-        }
-    }
+    *resp.headers_mut() = head.headers;
     if let Some(reason) = head.reason {
         set_reason(&mut resp, reason);
     }

@@ -1086,3 +1086,44 @@ end)
     s.read_to_string(&mut out).expect("read");
     assert_eq!(out, "nil table table\n");
 }
+
+#[test]
+fn frontend_on_the_shared_state_is_served_by_its_worker() {
+    // A frontend without a backend whose Lua lives in the shared state is
+    // accepted by worker 0 alone (its requests would otherwise all cross to
+    // worker 0 and back). A per-thread fetch tells which worker ran the
+    // request: core.thread is 1 on worker 0's per-thread state.
+    let port = free_port();
+    let shared = r#"
+core.register_service("which", "http", function(applet)
+  local body = applet.headers["x-worker"][0]
+  applet:add_header("content-length", #body)
+  applet:send(body)
+end)
+"#;
+    let per_thread = r#"
+core.register_fetches("worker", function(txn) return tostring(core.thread) end)
+"#;
+    let config = format!(
+        "global\n  lua-load shared.lua\n  lua-load-per-thread pt.lua\n  nbthread 2\ndefaults\n  mode http\n  \
+         timeout client 10s\nfrontend fe\n  bind 127.0.0.1:{port}\n  \
+         http-request set-header x-worker %[lua.worker]\n  http-request use-service lua.which\n"
+    );
+    let _p = Proxy::start(
+        "proxy_shared_worker",
+        &[
+            ("shared.lua", shared),
+            ("pt.lua", per_thread),
+            ("p.cfg", &config),
+        ],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    for _ in 0..30 {
+        // A new connection each time: the kernel picks the accepting worker.
+        let r = http_get(port, "/");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "1");
+    }
+}

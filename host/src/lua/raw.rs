@@ -65,17 +65,19 @@ thread_local! {
 /// `state` is the state Lua passed to the C function; `body` follows the
 /// module's invariants.
 pub unsafe fn entry(state: *mut lua_State, body: fn(*mut lua_State) -> Outcome) -> c_int {
-    let message = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(state))) {
-        Ok(Ok(ret)) => {
-            // SAFETY: only Copy values live here (invariant 2).
-            return unsafe { push(state, ret) };
-        }
-        Ok(Err(message)) => message,
-        Err(_) => "internal error in a luahost function".to_string(),
+    let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(state))) {
+        Ok(outcome) => outcome,
+        // The panic's payload is dropped here, before any call into Lua.
+        Err(_) => Err("internal error in a luahost function".to_string()),
     };
-    // SAFETY: `message` moves into `raise`, which stores it before calling
-    // into Lua; this frame then owns nothing (invariant 2).
-    unsafe { raise(state, message) }
+    // Each arm moves the whole value out: nothing is left to drop in this
+    // frame when Lua longjmps out of `push` or `raise` (invariant 2).
+    match outcome {
+        // SAFETY: `ret` holds only plain values.
+        Ok(ret) => unsafe { push(state, ret) },
+        // SAFETY: `raise` stores the message before calling into Lua.
+        Err(message) => unsafe { raise(state, message) },
+    }
 }
 
 /// Pushes a body's results; returns their number. May raise out-of-memory.
@@ -374,5 +376,42 @@ fn sub_object_body(state: *mut lua_State) -> Outcome {
             at0: handle.with_kind(kind),
             meta: ffi::lua_upvalueindex(1),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlua::{Lua, Value};
+
+    #[test]
+    fn numbers_become_text_as_lua_writes_them() {
+        let lua = Lua::new();
+        let to_text: mlua::Function = lua.globals().get("tostring").unwrap();
+        let values = [
+            Value::Integer(42),
+            Value::Integer(i64::MIN),
+            Value::Number(1.5),
+            Value::Number(10.0),
+            Value::Number(-0.0),
+            Value::Number(1e100),
+            Value::Number(1e15),
+            Value::Number(0.1),
+            Value::Number(2f64.powi(63)),
+            Value::Number(f64::INFINITY),
+            Value::Number(f64::NEG_INFINITY),
+        ];
+        for v in values {
+            let lua_text: String = to_text.call(v.clone()).unwrap();
+            let ours = std::cell::RefCell::new(String::new());
+            // SAFETY: the closure runs with the number pushed at index 1.
+            unsafe {
+                lua.exec_raw::<()>(v.clone(), |state| {
+                    *ours.borrow_mut() = number_text(state, 1);
+                })
+                .unwrap();
+            }
+            assert_eq!(*ours.borrow(), lua_text, "{v:?}");
+        }
     }
 }

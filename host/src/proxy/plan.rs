@@ -91,6 +91,11 @@ pub struct FrontendPlan {
     pub inspect_delay: Option<Duration>,
     /// The frontend's own `option forwardfor` (applied when the backend has none).
     pub forwardfor: Option<crate::backend::ForwardFor>,
+    /// Served by worker 0 alone (set by [`resolve_lua`]): the frontend has
+    /// no backend and its rules use the shared Lua state, which lives on
+    /// worker 0, so every request would otherwise cross to that worker and
+    /// back (docs/architecture.md).
+    pub on_shared_lua_worker: bool,
 }
 
 /// A backend's own rules (its servers live in crate::backend).
@@ -278,6 +283,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
                 .forwardfor
                 .as_deref()
                 .and_then(|ff| crate::backend::ForwardFor::from_config(ff).ok()),
+            on_shared_lua_worker: false,
         }));
     }
     if !errors.is_empty() {
@@ -390,10 +396,12 @@ pub fn resolve_lua(
             .map(|(_, k, s)| (k.clone(), *s))
     };
     // `set_kind` is the rule set's name as register_action spells it.
+    // `uses_shared` is set when a rule's Lua lives in the shared state.
     let resolve_set = |rules: &mut Vec<CRule>,
                        mode: Option<FrontMode>,
                        set_kind: Option<&str>,
-                       errors: &mut Vec<String>| {
+                       errors: &mut Vec<String>,
+                       uses_shared: &mut bool| {
         for r in rules.iter_mut() {
             let loc = r.location.clone();
             match &mut r.action {
@@ -415,6 +423,7 @@ pub fn resolve_lua(
                             ));
                         }
                         *state = Some(s);
+                        *uses_shared |= s == StateKind::Shared;
                     }
                     _ => errors.push(format!(
                         "[ALERT] parsing [{loc}] : unknown Lua action 'lua.{name}': no lua-load file registers it with core.register_action()"
@@ -435,6 +444,7 @@ pub fn resolve_lua(
                                 ));
                             } else {
                                 *target = Some(ServiceTarget { name: Arc::from(name.as_str()), state: s });
+                                *uses_shared |= s == StateKind::Shared;
                             }
                         }
                         _ => errors.push(format!(
@@ -446,17 +456,19 @@ pub fn resolve_lua(
             }
             for (fetch, conv) in r.lua_sample_names() {
                 if let Some(f) = fetch {
-                    if find(&f, &|k| *k == Registered::Fetch).is_none() {
-                        errors.push(format!(
+                    match find(&f, &|k| *k == Registered::Fetch) {
+                        Some((_, s)) => *uses_shared |= s == StateKind::Shared,
+                        None => errors.push(format!(
                             "[ALERT] parsing [{loc}] : unknown Lua sample fetch 'lua.{f}'"
-                        ));
+                        )),
                     }
                 }
                 if let Some(c) = conv {
-                    if find(&c, &|k| *k == Registered::Converter).is_none() {
-                        errors.push(format!(
+                    match find(&c, &|k| *k == Registered::Converter) {
+                        Some((_, s)) => *uses_shared |= s == StateKind::Shared,
+                        None => errors.push(format!(
                             "[ALERT] parsing [{loc}] : unknown Lua converter 'lua.{c}'"
-                        ));
+                        )),
                     }
                 }
             }
@@ -465,16 +477,18 @@ pub fn resolve_lua(
     for fe in &mut plan.frontends {
         let mode = fe.mode;
         let Some(fe) = Arc::get_mut(fe) else { continue };
-        let r = &mut fe.rules;
-        for (set, kind) in rule_sets(r) {
-            resolve_set(set, Some(mode), Some(kind), &mut errors);
+        let mut uses_shared = false;
+        for (set, kind) in rule_sets(&mut fe.rules) {
+            resolve_set(set, Some(mode), Some(kind), &mut errors, &mut uses_shared);
         }
+        fe.on_shared_lua_worker =
+            uses_shared && fe.default_backend.is_none() && fe.use_backends.is_empty();
     }
     for be in plan.backends.values_mut() {
         let Some(be) = Arc::get_mut(be) else { continue };
         let r = &mut be.rules;
         for (set, kind) in rule_sets(r) {
-            resolve_set(set, None, Some(kind), &mut errors);
+            resolve_set(set, None, Some(kind), &mut errors, &mut false);
         }
     }
     if errors.is_empty() {

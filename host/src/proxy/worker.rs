@@ -196,6 +196,11 @@ pub async fn serve(
     let active = Rc::new(std::cell::Cell::new(0usize));
     let idle = Rc::new(tokio::sync::Notify::new());
     for (fe, l) in listeners {
+        // Connections of a frontend that lives on the shared Lua state are
+        // all accepted by that state's worker (see FrontendPlan).
+        if fe.on_shared_lua_worker && worker.id != 0 {
+            continue;
+        }
         let listener = match tokio::net::TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {

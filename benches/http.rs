@@ -5,9 +5,9 @@
 //!
 //! Each server runs with `nbthread 1` pinned to CPU 0 while wrk runs pinned to
 //! CPU 1 (`taskset`), then with `nbthread 2` unpinned. Several runs per cell;
-//! the table shows the median requests/s (min-max) and the p50/p99 latency of
-//! the median run. Both servers of a workload run side by side and their runs
-//! alternate. Environment: BENCH_SECS (default 5), BENCH_RUNS (5),
+//! the table shows the medians over the runs of requests/s (with min-max), of
+//! the p50 and p99 latencies and of the CPU time per request. Both servers
+//! of a workload run side by side and their runs alternate. Environment: BENCH_SECS (default 5), BENCH_RUNS (5),
 //! BENCH_CONNS (50).
 
 use luahost_suite::{artifacts, find_on_path, free_port, scratch_dir};
@@ -184,7 +184,8 @@ fn ms(v: &str) -> f64 {
 }
 
 struct Cell {
-    /// (req/s, p50, p99, CPU us/request) of the median run.
+    /// The median over the runs of each of (req/s, p50, p99, CPU
+    /// us/request), taken separately: one run's p99 is a noisy sample.
     median: (f64, f64, f64, f64),
     min: f64,
     max: f64,
@@ -239,12 +240,21 @@ fn run_once(name: &str, target: &Target, secs: u64, conns: u64) -> (f64, f64, f6
     r
 }
 
-fn summarize(mut results: Vec<(f64, f64, f64, f64)>) -> Cell {
-    results.sort_by(|a, b| a.0.total_cmp(&b.0));
+fn summarize(results: Vec<(f64, f64, f64, f64)>) -> Cell {
+    let median = |pick: fn(&(f64, f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = results.iter().map(pick).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
     Cell {
-        median: results[results.len() / 2],
-        min: results.first().map_or(0.0, |r| r.0),
-        max: results.last().map_or(0.0, |r| r.0),
+        median: (
+            median(|r| r.0),
+            median(|r| r.1),
+            median(|r| r.2),
+            median(|r| r.3),
+        ),
+        min: results.iter().map(|r| r.0).fold(f64::INFINITY, f64::min),
+        max: results.iter().map(|r| r.0).fold(0.0, f64::max),
     }
 }
 
@@ -357,7 +367,7 @@ fn main() {
     println!("origin for 'proxy to origin': {origin_addr} (pinned to CPU 1, shared with wrk)");
     println!();
     println!(
-        "| workload | nbthread | server | req/s (median) | min-max | p50 ms | p99 ms | CPU us/req | luahost/haproxy req/s | median of paired ratios |"
+        "| workload | nbthread | server | req/s (median) | min-max | p50 ms (median) | p99 ms (median) | CPU us/req (median) | luahost/haproxy req/s | median of paired ratios |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (sc, ours, theirs, paired) in &rows {

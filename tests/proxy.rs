@@ -1011,6 +1011,7 @@ core.register_service("raw", "http", function(applet)
   try(function() applet:add_header("x-t", {}) end)
   try(function() applet:add_header() end)
   try(function() applet.start_response({}) end)
+  try(function() return getmetatable(applet).__index(5, "sf") end)
   try(function() kept:set_status(200) end)
   if kept == nil then kept = applet end
   applet:set_status(201, "Made")
@@ -1054,7 +1055,7 @@ end)
         assert_eq!(r.header("x-str"), Some("plain"));
         let text = r.text();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 8, "{text}");
+        assert_eq!(lines.len(), 9, "{text}");
         let expect = [
             "bad argument #2 to 'set_status' (number expected, got string)",
             "bad argument #2 to 'set_status' (number has no integer representation)",
@@ -1068,15 +1069,21 @@ end)
             assert!(line.starts_with("false string svc.lua:"), "{text}");
             assert!(line.ends_with(want), "{line} / {want}");
         }
+        // Called from a C function (the class's __index), an error has no
+        // position, as with luaL_error.
+        assert_eq!(
+            lines[6],
+            "false string bad argument #1 to 'sf' (AppletHTTP expected, got number)"
+        );
         if round == 0 {
-            assert!(lines[6].contains("attempt to index a nil value"), "{text}");
+            assert!(lines[7].contains("attempt to index a nil value"), "{text}");
         } else {
             assert!(
-                lines[6].ends_with("the transaction this object belongs to is over"),
+                lines[7].ends_with("the transaction this object belongs to is over"),
                 "{text}"
             );
         }
-        assert_eq!(lines[7], "123", "{text}");
+        assert_eq!(lines[8], "123", "{text}");
     }
     p.wait_log("invalid response header 'bad name' dropped", 5);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp_port)).expect("connect");

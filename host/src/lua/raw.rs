@@ -316,10 +316,14 @@ pub unsafe extern "C-unwind" fn lazy_index(state: *mut lua_State) -> c_int {
         }
         ffi::lua_pushvalue(state, 1);
         ffi::lua_call(state, 1, 1);
-        // rawset(t, k, v), leaving v on top as the result.
-        ffi::lua_pushvalue(state, 2);
-        ffi::lua_pushvalue(state, -2);
-        ffi::lua_rawset(state, 1);
+        // rawset(t, k, v), leaving v on top as the result. The builders
+        // only succeed on a table, but a script can call this function
+        // itself (getmetatable(obj).__index): rawset needs a table.
+        if ffi::lua_type(state, 1) == ffi::LUA_TTABLE {
+            ffi::lua_pushvalue(state, 2);
+            ffi::lua_pushvalue(state, -2);
+            ffi::lua_rawset(state, 1);
+        }
         1
     }
 }

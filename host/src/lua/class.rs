@@ -7,7 +7,7 @@
 use mlua::{ffi, AnyUserData, FromLua, IntoLua, Lua, Table, UserDataRef, Value};
 use std::ffi::CStr;
 
-/// A field set when an object is built (see [`Class::instantiate_with`]).
+/// A field set when an object is built (see [`Class::build`]).
 pub enum Field<'a> {
     Str(&'a [u8]),
     Int(i64),
@@ -16,7 +16,7 @@ pub enum Field<'a> {
 /// Hash slots reserved in every object beyond its initial fields: room for
 /// [0] and for the fields built on first access (`txn.http`, `txn.sf`, ...),
 /// so that filling them does not rehash the table.
-const SPARE_SLOTS: usize = 4;
+pub const SPARE_SLOTS: usize = 4;
 
 /// A class: its metatable, with the methods table at `__index`.
 #[derive(Clone)]
@@ -98,29 +98,13 @@ impl Class {
         // with the new table alone, which exec_raw returns.
         unsafe {
             lua.exec_raw::<Table>((native, &self.meta), |state| {
-                ffi::lua_createtable(state, 0, hash_size);
-                ffi::lua_pushvalue(state, 1);
-                ffi::lua_rawseti(state, -2, 0);
-                for (name, value) in fields {
-                    match value {
-                        Field::Str(b) => {
-                            ffi::lua_pushlstring(state, b.as_ptr() as *const _, b.len());
-                        }
-                        Field::Int(i) => ffi::lua_pushinteger(state, *i),
-                    }
-                    // No metatable yet: a plain (raw) store.
-                    ffi::lua_setfield(state, -2, name.as_ptr());
-                }
-                ffi::lua_pushvalue(state, 2);
-                ffi::lua_setmetatable(state, -2);
+                push_object(state, 1, 2, fields, hash_size);
                 ffi::lua_copy(state, -1, 1);
                 ffi::lua_settop(state, 1);
             })
         }
     }
-}
 
-impl Class {
     /// [`Class::build`] without a protected call, for states without a
     /// memory cap: there, as in mlua's own fast paths (state.rs), only a
     /// system out of memory can make Lua's allocator fail, and a protected
@@ -146,26 +130,48 @@ impl Class {
                 let built = (|| {
                     raw.push(native)?;
                     raw.push(&self.meta)?;
-                    ffi::lua_createtable(state, 0, hash_size);
-                    ffi::lua_pushvalue(state, top + 1);
-                    ffi::lua_rawseti(state, -2, 0);
-                    for (name, value) in fields {
-                        match value {
-                            Field::Str(b) => {
-                                ffi::lua_pushlstring(state, b.as_ptr() as *const _, b.len());
-                            }
-                            Field::Int(i) => ffi::lua_pushinteger(state, *i),
-                        }
-                        ffi::lua_setfield(state, -2, name.as_ptr());
-                    }
-                    ffi::lua_pushvalue(state, top + 2);
-                    ffi::lua_setmetatable(state, -2);
+                    push_object(state, top + 1, top + 2, fields, hash_size);
                     Table::from_stack(-1, raw)
                 })();
                 ffi::lua_settop(state, top);
                 built
             }
         })
+    }
+}
+
+/// Pushes a new object: a table of `hash_size` hash slots with the value at
+/// stack index `native` at [0], `fields` set, and the metatable at index
+/// `meta`.
+///
+/// # Safety
+/// `state` is the running state with two free stack slots; `native` and
+/// `meta` are absolute indices. Lua raises on allocation failure: callers
+/// own no Rust value that needs dropping meanwhile.
+unsafe fn push_object(
+    state: *mut ffi::lua_State,
+    native: std::ffi::c_int,
+    meta: std::ffi::c_int,
+    fields: &[(&CStr, Field)],
+    hash_size: i32,
+) {
+    // SAFETY: as documented.
+    unsafe {
+        ffi::lua_createtable(state, 0, hash_size);
+        ffi::lua_pushvalue(state, native);
+        ffi::lua_rawseti(state, -2, 0);
+        for (name, value) in fields {
+            match value {
+                Field::Str(b) => {
+                    ffi::lua_pushlstring(state, b.as_ptr() as *const _, b.len());
+                }
+                Field::Int(i) => ffi::lua_pushinteger(state, *i),
+            }
+            // No metatable yet: a plain (raw) store.
+            ffi::lua_setfield(state, -2, name.as_ptr());
+        }
+        ffi::lua_pushvalue(state, meta);
+        ffi::lua_setmetatable(state, -2);
     }
 }
 

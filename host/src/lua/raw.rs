@@ -106,10 +106,9 @@ unsafe fn push(state: *mut lua_State, ret: Ret) -> c_int {
     }
 }
 
-/// Hash slots reserved in every object: room for [0] and for the fields
-/// built on first access (`txn.http`, `txn.sf`, ...), so that filling them
-/// does not rehash the table.
-const OBJECT_HASH_SLOTS: c_int = 4;
+/// Hash slots of a sub-object: room for [0] and the fields built later, as
+/// for the objects `Class::build` makes.
+const OBJECT_HASH_SLOTS: c_int = crate::lua::class::SPARE_SLOTS as c_int;
 
 /// Pushes a new object: a table with `at0` at [0] and the metatable at
 /// stack index `meta`. May raise out-of-memory.

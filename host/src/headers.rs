@@ -7,6 +7,26 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// Removes every `name` field, keeping the order of the others.
 pub fn delete(map: &mut HeaderMap, name: &HeaderName) {
+    rebuild(map, name, |_| None);
+}
+
+/// Rewrites each value of `name` where it stands (replace-header,
+/// rep_value...); `f` returns the new value.
+pub fn rewrite(
+    map: &mut HeaderMap,
+    name: &HeaderName,
+    mut f: impl FnMut(&HeaderValue) -> HeaderValue,
+) {
+    rebuild(map, name, |v| Some(f(v)));
+}
+
+/// Rebuilds `map` in order, passing each value of `name` through `f` (None
+/// drops it); other fields are kept as they are.
+fn rebuild(
+    map: &mut HeaderMap,
+    name: &HeaderName,
+    mut f: impl FnMut(&HeaderValue) -> Option<HeaderValue>,
+) {
     if !map.contains_key(name) {
         return;
     }
@@ -18,32 +38,10 @@ pub fn delete(map: &mut HeaderMap, name: &HeaderName) {
             current = Some(n);
         }
         if let Some(n) = &current {
-            if n != name {
+            let v = if n == name { f(&v) } else { Some(v) };
+            if let Some(v) = v {
                 map.append(n.clone(), v);
             }
-        }
-    }
-}
-
-/// Rewrites each value of `name` where it stands (replace-header,
-/// rep_value...); `f` returns the new value.
-pub fn rewrite(
-    map: &mut HeaderMap,
-    name: &HeaderName,
-    mut f: impl FnMut(&HeaderValue) -> HeaderValue,
-) {
-    if !map.contains_key(name) {
-        return;
-    }
-    let old = std::mem::take(map);
-    let mut current: Option<HeaderName> = None;
-    for (n, v) in old {
-        if let Some(n) = n {
-            current = Some(n);
-        }
-        if let Some(n) = &current {
-            let v = if n == name { f(&v) } else { v };
-            map.append(n.clone(), v);
         }
     }
 }

@@ -322,6 +322,10 @@ fn main() {
         nbthread: 1,
     });
 
+    // BENCH_ONLY=text keeps the workloads whose name contains it.
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        scenarios.retain(|sc| sc.name.contains(only.as_str()));
+    }
     let mut rows = Vec::new();
     for sc in &scenarios {
         eprintln!("{}, nbthread {}:", sc.name, sc.nbthread);

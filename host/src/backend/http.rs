@@ -2,38 +2,38 @@
 //!
 //! Each worker thread has its own idle connections per server, in a
 //! thread-local pool: a plain `RefCell` guards them, no lock. A server
-//! connection is a hyper client connection whose I/O task runs on the
-//! worker's LocalSet;
-//! after a response body has been read to its end (and the request body sent
-//! whole), the connection goes back to the pool, unless `option httpclose`
-//! is set. Bodies stream both ways frame by frame; nothing is buffered whole.
+//! connection is a bare socket with its read buffer: the request's own task
+//! writes the request and reads the response head, and the response body
+//! reads the socket as the front end polls it, so that a request costs no
+//! hop to a connection task. After a response body has been read to its
+//! end (and the request body sent whole), the connection goes back to the
+//! pool, unless `option httpclose` is set or the server closes it. Bodies
+//! stream both ways; nothing is buffered whole. The wire format is in `h1`.
 
-use super::connect::connect;
+use super::connect::{connect, io_reason};
+use super::h1::{self, ChunkStep, Chunked, Parsed, ReqFraming, ResFraming, ResponseHead};
 use super::server::ConnSlot;
-use super::{Backend, ForwardError, ForwardFor};
+use super::{Backend, ForwardError};
 use crate::txn::Txn;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request;
-use hyper::{Method, Request, Response, Uri, Version};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Response};
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::net::IpAddr;
+use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
+use tokio_util::io::poll_read_buf;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -42,12 +42,10 @@ const MAX_IDLE_PER_SERVER: usize = 1024;
 /// Idle connections unused for this long are closed when the pool is next
 /// touched, so that a burst does not leave sockets open forever.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
-/// A server may close an idle connection just as a request is sent on it,
-/// and the longer it was idle the likelier that is. Past this idle time, a
-/// copy of a body-less request is kept so that it can be resent on a new
-/// connection if the old one turns out to be closed. Shorter idle times skip
-/// the copy (and its allocations), as on a busy proxy.
-const COPY_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// Room made in a connection's read buffer before each read. A response
+/// shorter than this is read by one recv(2), and a short read tells tokio
+/// that the socket is drained (no extra recv(2) ending in EAGAIN).
+const READ_CHUNK: usize = 16 * 1024;
 
 thread_local! {
     /// This worker's idle server connections. Thread-local rather than held
@@ -58,29 +56,13 @@ thread_local! {
 
 /// A worker's HTTP and TCP client side. Create one per worker thread; its
 /// server connections are pooled per thread. It must be used from tasks of
-/// a tokio `LocalSet` (as the workers run): server connections are driven
-/// by local tasks, so that their wake-ups stay on the worker.
-pub struct Forwarder {
-    builder: http1::Builder,
-}
-
-impl Default for Forwarder {
-    fn default() -> Self {
-        Forwarder::new()
-    }
-}
+/// the worker (a tokio `LocalSet` or current-thread runtime).
+#[derive(Default)]
+pub struct Forwarder {}
 
 impl Forwarder {
     pub fn new() -> Forwarder {
-        let mut builder = http1::Builder::new();
-        // Servers' header names are forwarded as hyper parses them (lower
-        // case), which is also what HAProxy sends.
-        builder.title_case_headers(false);
-        // Copy head and body into one buffer and write it with a plain
-        // send(2): requests are small, and writev(2) goes the longer way
-        // through the VFS layer.
-        builder.writev(false);
-        Forwarder { builder }
+        Forwarder {}
     }
 
     /// Idle pooled connections to servers of this thread, over all backends.
@@ -90,9 +72,10 @@ impl Forwarder {
             .unwrap_or(0)
     }
 
-    /// Forwards one HTTP request to a server of `be` and returns the
-    /// response, whose body streams from the server. Sets `txn.backend` and
-    /// `txn.server`. On error the caller answers with `err.status()`
+    /// Forwards one HTTP request (`head` as the transaction holds it, and
+    /// its body) to a server of `be` and returns the response, whose body
+    /// streams from the server. Sets `txn.backend` and `txn.server`. On
+    /// error the caller answers with `err.status()`
     /// (`error_pages::response`); the failure has been logged.
     ///
     /// The server's slot (its `maxconn` and leastconn count) is held until
@@ -101,7 +84,8 @@ impl Forwarder {
         &self,
         be: &Arc<Backend>,
         txn: &mut Txn,
-        req: Request<B>,
+        head: &request::Parts,
+        body: B,
     ) -> Result<Response<UpstreamBody>, ForwardError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -109,10 +93,21 @@ impl Forwarder {
     {
         txn.backend = Some(be.name.clone());
         let client = txn.client.ip();
-        let (mut head, body) = req.into_parts();
-        prepare_request(&mut head, be, client);
-        let mut body = ReqKind::from_body(body);
-        let body_empty = matches!(body, ReqKind::Empty);
+        let body = ReqBody::from_body(body);
+        let framing = match &body {
+            None => ReqFraming::NoBody,
+            Some(b) => match b.size_hint().exact() {
+                Some(n) => ReqFraming::Length(n),
+                None => ReqFraming::Chunked,
+            },
+        };
+        let mut wire = Vec::with_capacity(256 + head.headers.len() * 32);
+        h1::write_request_head(&mut wire, head, framing, be, client);
+        let mut upload = Upload::new(Bytes::from(wire), body, framing == ReqFraming::Chunked);
+        let head_request = head.method == Method::HEAD;
+        // Sending a request again after the server may have seen it is only
+        // safe for the methods that mean the same when repeated.
+        let idempotent = head.method.is_idempotent();
         let mut slot = be.take_slot(client, None).await?;
         txn.server = Some(slot.server().name.clone());
         // Fresh connections that failed before taking the request; bounded
@@ -121,67 +116,55 @@ impl Forwarder {
         let mut pooled_allowed = !be.httpclose;
         loop {
             let pooled = if pooled_allowed {
-                self.checkout(slot.server().gid).await
+                checkout(slot.server().gid)
             } else {
                 None
             };
             let (mut conn, reused) = match pooled {
                 Some(c) => (c, true),
                 None => {
-                    let stream = connect(be, &mut slot, client).await?;
+                    // Boxed: connecting is rare on a busy proxy, and its
+                    // state would otherwise weigh on every request's future.
+                    let stream = Box::pin(connect(be, &mut slot, client)).await?;
                     txn.server = Some(slot.server().name.clone());
-                    (self.handshake(stream, be, &slot).await?, false)
+                    (Conn::new(stream), false)
                 }
             };
-            let spare = (reused && body_empty && conn.idle_since.elapsed() > COPY_AFTER_IDLE)
-                .then(|| head.clone());
-            conn.activity.begin(body_empty);
-            let activity = (!body_empty).then(|| conn.activity.clone());
-            let req = Request::from_parts(
-                head,
-                ReqBody {
-                    kind: body,
-                    activity,
-                },
-            );
-            match send(&mut conn, req, be.timeouts.server).await {
-                Sent::Response(resp) => {
-                    return Ok(upstream_response(resp, be, conn, slot));
+            match exchange(&mut conn, &mut upload, head_request, be.timeouts.server).await {
+                Outcome::Response(res) => {
+                    return Ok(upstream_response(res, be, conn, slot, upload));
                 }
-                Sent::Returned(req) => {
-                    // The connection was closing before the request left:
-                    // nothing reached the server, try another connection.
-                    let (h, b) = req.into_parts();
-                    head = h;
-                    body = b.kind;
+                Outcome::NotSent(e) if upload.can_resend() => {
+                    // Nothing reached the server: try another connection.
+                    upload.rewind();
                     if !reused {
                         fresh_failures += 1;
                         if fresh_failures > be.retries {
-                            log_bad_response(
-                                be,
-                                &slot,
-                                "connection closed before the request was sent",
-                            );
+                            log_bad_response(be, &slot, &io_reason(&e));
                             return Err(ForwardError::BadResponse);
                         }
                     }
                 }
-                Sent::Failed(e) => {
-                    if let (Some(h), true) = (spare, e.is_incomplete_message()) {
-                        // An idle connection closed by the server as the
-                        // request went out: resend it once, on a new one.
-                        head = h;
-                        body = ReqKind::Empty;
-                        pooled_allowed = false;
-                        continue;
-                    }
-                    if conn.activity.client_failed.load(Ordering::Relaxed) {
-                        return Err(ForwardError::ClientAborted);
-                    }
-                    log_bad_response(be, &slot, &e.to_string());
+                Outcome::Closed if reused && idempotent && upload.can_resend() => {
+                    // An idle connection the server closed as the request
+                    // went out: send it again, on a new connection.
+                    upload.rewind();
+                    pooled_allowed = false;
+                }
+                Outcome::NotSent(e) => {
+                    log_bad_response(be, &slot, &io_reason(&e));
                     return Err(ForwardError::BadResponse);
                 }
-                Sent::Timeout => {
+                Outcome::Closed => {
+                    log_bad_response(be, &slot, "connection closed without a response");
+                    return Err(ForwardError::BadResponse);
+                }
+                Outcome::Failed(why) => {
+                    log_bad_response(be, &slot, &why);
+                    return Err(ForwardError::BadResponse);
+                }
+                Outcome::ClientFailed => return Err(ForwardError::ClientAborted),
+                Outcome::Timeout => {
                     crate::log::warning(&format!(
                         "backend '{}': server '{}' did not answer within timeout server ({} ms)",
                         be.name,
@@ -190,58 +173,6 @@ impl Forwarder {
                     ));
                     return Err(ForwardError::Timeout);
                 }
-            }
-        }
-    }
-
-    /// An idle connection to server `gid` that can take a request now.
-    async fn checkout(&self, gid: usize) -> Option<Conn> {
-        loop {
-            let mut conn = POOLS
-                .try_with(|p| p.idle.borrow_mut().get_mut(gid)?.pop_back())
-                .ok()??;
-            if conn.sender.is_closed() {
-                continue;
-            }
-            // Right after the previous response ended, the connection task
-            // may not have run yet to mark the connection idle.
-            if conn.sender.is_ready() || conn.sender.ready().await.is_ok() {
-                return Some(conn);
-            }
-        }
-    }
-
-    /// Starts HTTP/1.1 on a new server connection; its I/O runs in a task.
-    async fn handshake(
-        &self,
-        stream: TcpStream,
-        be: &Backend,
-        slot: &ConnSlot,
-    ) -> Result<Conn, ForwardError> {
-        match self
-            .builder
-            .handshake::<_, ReqBody>(TokioIo::new(stream))
-            .await
-        {
-            Ok((sender, connection)) => {
-                // Errors reach the request or the response body; the task
-                // itself has nothing to report. A local task: its wake-ups
-                // of the request's task (and back) stay within the worker's
-                // LocalSet, where waking a task from a runtime task would
-                // cost an eventfd write per response.
-                let task = tokio::task::spawn_local(async move {
-                    let _ = connection.await;
-                });
-                Ok(Conn {
-                    sender,
-                    task,
-                    activity: Arc::new(Activity::new()),
-                    idle_since: Instant::now(),
-                })
-            }
-            Err(e) => {
-                log_bad_response(be, slot, &e.to_string());
-                Err(ForwardError::BadResponse)
             }
         }
     }
@@ -255,6 +186,72 @@ fn log_bad_response(be: &Backend, slot: &ConnSlot, why: &str) {
     ));
 }
 
+/// A server connection: the socket and what has been read from it but not
+/// yet used.
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    idle_since: Instant,
+    /// `timeout server`, kept with the connection: see [`Conn::expired`].
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            buf: BytesMut::new(),
+            idle_since: Instant::now(),
+            timer: None,
+        }
+    }
+
+    /// Whether `deadline` has passed; if not, the task is woken when it
+    /// does. The timer may be armed earlier than `deadline` (for an earlier
+    /// request on this connection): when it fires early it is moved to the
+    /// deadline. So a timer is registered about once per timeout period
+    /// and connection, not once per request, while a stalled exchange is
+    /// still detected on time.
+    fn expired(&mut self, deadline: Instant, cx: &mut Context<'_>) -> bool {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        loop {
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(()) if Instant::now() >= deadline => return true,
+                Poll::Ready(()) => timer.as_mut().reset(deadline),
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer: `Ok(0)` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+
+    /// Whether an idle connection is still usable: the server has neither
+    /// closed it nor sent anything unasked. Costs a syscall only when the
+    /// socket was reported readable.
+    fn still_open(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
 /// Idle server connections of one worker, indexed by server `gid`; most
 /// recently used last.
 #[derive(Default)]
@@ -262,11 +259,20 @@ struct Pools {
     idle: RefCell<Vec<VecDeque<Conn>>>,
 }
 
+/// An idle connection to server `gid` that can take a request now.
+fn checkout(gid: usize) -> Option<Conn> {
+    loop {
+        let conn = POOLS
+            .try_with(|p| p.idle.borrow_mut().get_mut(gid)?.pop_back())
+            .ok()??;
+        if conn.still_open() {
+            return Some(conn);
+        }
+    }
+}
+
 impl Pools {
     fn checkin(&self, gid: usize, mut conn: Conn) {
-        if conn.sender.is_closed() {
-            return;
-        }
         let now = Instant::now();
         conn.idle_since = now;
         let mut idle = self.idle.borrow_mut();
@@ -274,12 +280,9 @@ impl Pools {
             idle.resize_with(gid + 1, VecDeque::new);
         }
         let q = &mut idle[gid];
-        // Drop from the cold end: closed, too old, or over the cap.
+        // Drop from the cold end: too old, or over the cap.
         while let Some(old) = q.front() {
-            if old.sender.is_closed()
-                || now.duration_since(old.idle_since) > MAX_IDLE_AGE
-                || q.len() >= MAX_IDLE_PER_SERVER
-            {
+            if now.duration_since(old.idle_since) > MAX_IDLE_AGE || q.len() >= MAX_IDLE_PER_SERVER {
                 q.pop_front();
             } else {
                 break;
@@ -289,225 +292,22 @@ impl Pools {
     }
 }
 
-/// A server connection: the request sender and its I/O task.
-struct Conn {
-    sender: http1::SendRequest<ReqBody>,
-    task: JoinHandle<()>,
-    activity: Arc<Activity>,
-    idle_since: Instant,
-}
-
-impl Drop for Conn {
-    /// A connection that is not pooled is closed now, whatever state the
-    /// exchange on it is in.
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// What the request body of the exchange in progress did, shared between
-/// the body (polled by the connection task) and the request side. Allocated
-/// once per connection.
-struct Activity {
-    base: Instant,
-    /// Last progress, in nanoseconds since `base`.
-    last: AtomicU64,
-    /// The request body was sent whole (the connection may be reused).
-    req_done: AtomicBool,
-    /// Reading the client's request body failed.
-    client_failed: AtomicBool,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            base: Instant::now(),
-            last: AtomicU64::new(0),
-            req_done: AtomicBool::new(true),
-            client_failed: AtomicBool::new(false),
-        }
-    }
-
-    fn begin(&self, body_empty: bool) {
-        self.touch();
-        self.req_done.store(body_empty, Ordering::Relaxed);
-        self.client_failed.store(false, Ordering::Relaxed);
-    }
-
-    fn touch(&self) {
-        let ns = self.base.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-        self.last.store(ns, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.base + Duration::from_nanos(self.last.load(Ordering::Relaxed))
-    }
-}
-
-enum Sent {
-    Response(Response<Incoming>),
-    /// The connection closed before taking the request, which is returned.
-    Returned(Request<ReqBody>),
-    Failed(hyper::Error),
-    Timeout,
-}
-
-/// Sends the request and waits for the response head. `timeout server`
-/// counts from the last progress of the request body, so a long upload is
-/// not cut short while it moves.
-async fn send(conn: &mut Conn, req: Request<ReqBody>, timeout: Option<Duration>) -> Sent {
-    let fut = conn.sender.try_send_request(req);
-    let result = match timeout {
-        None => fut.await,
-        Some(t) => {
-            tokio::pin!(fut);
-            loop {
-                let deadline = conn.activity.last() + t;
-                tokio::select! {
-                    biased;
-                    r = &mut fut => break r,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        if conn.activity.last() + t <= Instant::now() {
-                            return Sent::Timeout;
-                        }
-                    }
-                }
-            }
-        }
-    };
-    match result {
-        Ok(resp) => Sent::Response(resp),
-        Err(mut e) => match e.take_message() {
-            Some(req) => Sent::Returned(req),
-            None => Sent::Failed(e.into_error()),
-        },
-    }
-}
-
-/// Makes the request fit for a server: origin-form URI, HTTP/1.1, no
-/// hop-by-hop headers, then the backend's own headers.
-fn prepare_request(head: &mut request::Parts, be: &Backend, client: IpAddr) {
-    if head.method != Method::CONNECT
-        && (head.uri.scheme().is_some() || head.uri.authority().is_some())
-    {
-        // Absolute form (a client talking to us as to a proxy): the server
-        // gets the origin form; the Host header stays as received, or comes
-        // from the URI when there is none.
-        if !head.headers.contains_key(header::HOST) {
-            if let Some(v) = head
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                head.headers.insert(header::HOST, v);
-            }
-        }
-        head.uri = match head.uri.path_and_query() {
-            Some(pq) => Uri::from(pq.clone()),
-            None => Uri::from_static("/"),
-        };
-    }
-    // Servers are spoken to in HTTP/1.1 whatever the client uses, so that
-    // the connection can be kept alive.
-    head.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut head.headers);
-    if be.httpclose {
-        head.headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    if let Some(ff) = &be.forwardfor {
-        add_forwarded_for(&mut head.headers, ff, client);
-    }
-}
-
-/// Appends `X-Forwarded-For: <client ip>` (or the configured header), unless
-/// the client is in the `except` network or, with `if-none`, the request
-/// already has the header. Appended after any existing one, as HAProxy does.
-pub fn add_forwarded_for(headers: &mut HeaderMap, ff: &ForwardFor, client: IpAddr) {
-    let ip = client.to_canonical();
-    if ff.except.is_some_and(|n| n.contains(ip)) {
-        return;
-    }
-    if ff.if_none && headers.contains_key(&ff.header) {
-        return;
-    }
-    // Format on the stack; HeaderValue makes the only copy.
-    let mut buf = [0u8; 48];
-    let len = {
-        use std::io::Write;
-        let mut w = &mut buf[..];
-        if write!(w, "{ip}").is_err() {
-            return;
-        }
-        48 - w.len()
-    };
-    if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
-        headers.append(ff.header.clone(), v);
-    }
-}
-
-/// Whether `name` is a hop-by-hop header, which a proxy must not forward.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str().starts_with("proxy-")
-}
-
-/// Removes the hop-by-hop headers: the fixed set, `Proxy-*`, and those the
-/// `Connection` header names. hyper then frames the message itself
-/// (Content-Length or chunked) on the next hop.
-pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages have none: one pass over the names and done.
-    if !h.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let mut named: Vec<HeaderName> = Vec::new();
-    for v in h.get_all(header::CONNECTION) {
-        let Ok(s) = v.to_str() else { continue };
-        for token in s.split(',').map(str::trim) {
-            if token.is_empty()
-                || token.eq_ignore_ascii_case("close")
-                || token.eq_ignore_ascii_case("keep-alive")
-            {
-                continue;
-            }
-            if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
-                // A message's framing and target are not the client's to
-                // drop through Connection.
-                if n != header::CONTENT_LENGTH && n != header::HOST {
-                    named.push(n);
-                }
-            }
-        }
-    }
-    named.extend(h.keys().filter(|n| is_hop_by_hop(n)).cloned());
-    for n in &named {
-        h.remove(n);
-    }
-}
-
-/// The client's request body, in a form shared by every request sent on a
-/// pooled connection (the pool holds one connection type). The common
-/// cases avoid boxing: no body, hyper's `Incoming`, a `Full<Bytes>`.
-enum ReqKind {
-    Empty,
+/// The client's request body. The common case avoids boxing: hyper's
+/// `Incoming` is kept as it is.
+enum ReqBody {
     Incoming(Incoming),
-    Full(Full<Bytes>),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
-impl ReqKind {
-    fn from_body<B>(body: B) -> ReqKind
+impl ReqBody {
+    /// The body, or None when it is empty.
+    fn from_body<B>(body: B) -> Option<ReqBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         if body.is_end_stream() {
-            return ReqKind::Empty;
+            return None;
         }
         let mut slot = Some(body);
         let any = &mut slot as &mut dyn Any;
@@ -515,126 +315,290 @@ impl ReqKind {
             .downcast_mut::<Option<Incoming>>()
             .and_then(Option::take)
         {
-            return ReqKind::Incoming(b);
+            return Some(ReqBody::Incoming(b));
         }
-        if let Some(b) = any
-            .downcast_mut::<Option<Full<Bytes>>>()
-            .and_then(Option::take)
-        {
-            return ReqKind::Full(b);
-        }
-        match slot {
-            Some(b) => ReqKind::Boxed(UnsyncBoxBody::new(b.map_err(Into::into))),
-            None => ReqKind::Empty,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ReqKind::Empty => true,
-            ReqKind::Incoming(b) => b.is_end_stream(),
-            ReqKind::Full(b) => b.is_end_stream(),
-            ReqKind::Boxed(b) => b.is_end_stream(),
-        }
-    }
-}
-
-/// The request body as sent to the server; records progress for the
-/// server timeout and for connection reuse.
-struct ReqBody {
-    kind: ReqKind,
-    activity: Option<Arc<Activity>>,
-}
-
-impl Body for ReqBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let polled = match &mut this.kind {
-            ReqKind::Empty => Poll::Ready(None),
-            ReqKind::Incoming(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(BoxError::from))),
-            ReqKind::Full(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
-            ReqKind::Boxed(b) => Pin::new(b).poll_frame(cx),
-        };
-        if let Some(a) = &this.activity {
-            match &polled {
-                Poll::Ready(Some(Ok(_))) => {
-                    a.touch();
-                    if this.kind.is_end_stream() {
-                        a.req_done.store(true, Ordering::Relaxed);
-                    }
-                }
-                Poll::Ready(None) => {
-                    a.touch();
-                    a.req_done.store(true, Ordering::Relaxed);
-                }
-                Poll::Ready(Some(Err(_))) => a.client_failed.store(true, Ordering::Relaxed),
-                Poll::Pending => {}
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.kind.is_end_stream()
+        slot.map(|b| ReqBody::Boxed(UnsyncBoxBody::new(b.map_err(Into::into))))
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            ReqKind::Empty => SizeHint::with_exact(0),
-            ReqKind::Incoming(b) => b.size_hint(),
-            ReqKind::Full(b) => b.size_hint(),
-            ReqKind::Boxed(b) => b.size_hint(),
+        match self {
+            ReqBody::Incoming(b) => b.size_hint(),
+            ReqBody::Boxed(b) => b.size_hint(),
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            ReqBody::Incoming(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            ReqBody::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+}
+
+/// The request on its way to the server: the head, then the body as the
+/// client sends it (chunk-encoded when its length is unknown).
+struct Upload {
+    /// The request head, kept to send it again on another connection.
+    head: Bytes,
+    /// What is being written, and how much of it went out.
+    out: Bytes,
+    pos: usize,
+    /// The body still to read from the client; None once read whole.
+    body: Option<ReqBody>,
+    chunked: bool,
+    /// Body bytes were taken from the client: the request can't be resent.
+    taken: bool,
+}
+
+/// Why an upload stopped.
+enum UploadError {
+    Client,
+    Server(io::Error),
+}
+
+impl Upload {
+    fn new(head: Bytes, body: Option<ReqBody>, chunked: bool) -> Upload {
+        Upload {
+            out: head.clone(),
+            head,
+            pos: 0,
+            body,
+            chunked,
+            taken: false,
+        }
+    }
+
+    fn can_resend(&self) -> bool {
+        !self.taken
+    }
+
+    /// Starts over with the head (only before any body was taken).
+    fn rewind(&mut self) {
+        self.out = self.head.clone();
+        self.pos = 0;
+    }
+
+    /// Everything was written.
+    fn finished(&self) -> bool {
+        self.body.is_none() && self.pos == self.out.len()
+    }
+
+    /// Writes what can be written now; `Ready(Ok)` once everything went
+    /// out. Sets `progressed` when bytes went out.
+    fn poll_send(
+        &mut self,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+        progressed: &mut bool,
+    ) -> Poll<Result<(), UploadError>> {
+        loop {
+            if self.pos < self.out.len() {
+                match Pin::new(&mut *stream).poll_write(cx, &self.out[self.pos..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(UploadError::Server(
+                            io::ErrorKind::WriteZero.into(),
+                        )))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.pos += n;
+                        *progressed = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(UploadError::Server(e))),
+                    Poll::Pending => return Poll::Pending,
+                }
+                continue;
+            }
+            let Some(body) = &mut self.body else {
+                return Poll::Ready(Ok(()));
+            };
+            match body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not forwarded.
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    self.taken = true;
+                    self.pos = 0;
+                    self.out = if self.chunked {
+                        let mut v = Vec::with_capacity(data.len() + 12);
+                        h1::write_chunk(&mut v, &data);
+                        Bytes::from(v)
+                    } else {
+                        data
+                    };
+                }
+                Poll::Ready(None) => {
+                    self.body = None;
+                    self.pos = 0;
+                    self.out = if self.chunked {
+                        Bytes::from_static(h1::LAST_CHUNK)
+                    } else {
+                        Bytes::new()
+                    };
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    self.body = None;
+                    return Poll::Ready(Err(UploadError::Client));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// How the exchange up to the response head ended.
+enum Outcome {
+    Response(ResponseHead),
+    /// Writing the request failed.
+    NotSent(io::Error),
+    /// The server closed the connection (or reset it) before sending a
+    /// byte of response.
+    Closed,
+    Failed(String),
+    ClientFailed,
+    Timeout,
+}
+
+/// Sends the request and waits for the response head, sending the body
+/// meanwhile (a server may answer before the body is whole; the rest is
+/// then sent as the response body is read). `timeout server` counts from
+/// the last progress of the request, so a long upload is not cut short
+/// while it moves.
+async fn exchange(
+    conn: &mut Conn,
+    upload: &mut Upload,
+    head_request: bool,
+    timeout: Option<Duration>,
+) -> Outcome {
+    let mut last = Instant::now();
+    let mut upload_over = false;
+    std::future::poll_fn(|cx| {
+        if !upload_over {
+            let mut progressed = false;
+            let sent = upload.poll_send(&mut conn.stream, cx, &mut progressed);
+            if progressed {
+                last = Instant::now();
+            }
+            match sent {
+                Poll::Ready(Ok(())) => upload_over = true,
+                Poll::Ready(Err(UploadError::Client)) => return Poll::Ready(Outcome::ClientFailed),
+                Poll::Ready(Err(UploadError::Server(e))) => {
+                    if conn.buf.is_empty() && upload.can_resend() {
+                        return Poll::Ready(Outcome::NotSent(e));
+                    }
+                    // The server may have answered before failing the
+                    // upload (e.g. a 413): look for the answer below.
+                    upload.body = None;
+                    upload_over = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        match poll_head(conn, cx, head_request) {
+            Poll::Ready(outcome) => return Poll::Ready(outcome),
+            Poll::Pending => {}
+        }
+        match timeout {
+            Some(t) if conn.expired(last + t, cx) => Poll::Ready(Outcome::Timeout),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Reads until a final response head is in the buffer.
+fn poll_head(conn: &mut Conn, cx: &mut Context<'_>, head_request: bool) -> Poll<Outcome> {
+    loop {
+        if !conn.buf.is_empty() {
+            match h1::parse_response_head(&mut conn.buf, head_request) {
+                Ok(Parsed::Complete(res)) => return Poll::Ready(Outcome::Response(res)),
+                Ok(Parsed::Interim) => continue,
+                Ok(Parsed::Partial) => {}
+                Err(why) => return Poll::Ready(Outcome::Failed(why)),
+            }
+        }
+        let empty = conn.buf.is_empty();
+        match conn.poll_fill(cx) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) if empty => {
+                return Poll::Ready(Outcome::Closed)
+            }
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Outcome::Failed(
+                    "connection closed in the response head".into(),
+                ))
+            }
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Outcome::Failed(io_reason(&e))),
+            Poll::Pending => return Poll::Pending,
         }
     }
 }
 
 fn upstream_response(
-    resp: Response<Incoming>,
+    res: ResponseHead,
     be: &Backend,
     conn: Conn,
     slot: ConnSlot,
+    upload: Upload,
 ) -> Response<UpstreamBody> {
-    let (mut parts, inner) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    // hyper's server side picks the version for its client.
-    parts.version = Version::HTTP_11;
-    let body = UpstreamBody {
-        inner,
+    let framing = match res.framing {
+        ResFraming::Length(n) => BodyState::Length(n),
+        ResFraming::Chunked => BodyState::Chunked(Chunked::Size),
+        ResFraming::UntilClose => BodyState::UntilClose,
+    };
+    let mut body = UpstreamBody {
         held: Some(Held {
             conn,
             slot,
-            reuse: !be.httpclose,
+            reuse: !be.httpclose && res.keep_alive,
         }),
+        state: framing,
+        // Boxed: rare, and this body sits in every proxied response.
+        upload: (!upload.finished()).then(|| Box::new(upload)),
         timeout: be.timeouts.server,
-        timer: None,
+        last: Instant::now(),
         progressed: false,
         failed: false,
     };
-    Response::from_parts(parts, body)
+    if body.state == BodyState::Length(0) {
+        // Nothing to read: the connection is free now.
+        body.finish();
+    }
+    Response::from_parts(res.parts, body)
+}
+
+/// Where a response body stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    /// Read whole.
+    Done,
 }
 
 /// A response body streaming from a server. It holds the server's slot and
 /// connection until the body ends (then the connection returns to the pool)
-/// or is dropped early (then the connection is closed). `timeout server`
-/// applies to each wait for data; expiry ends the body with an error.
-/// `Send`, so the front end may keep it in a `Send` body type.
+/// or is dropped early (then the connection is closed). While a request
+/// body is still being uploaded, polling this body moves it on too.
+/// `timeout server` applies to each wait for data; expiry ends the body
+/// with an error. `Send`, so the front end may keep it in a `Send` body
+/// type.
 pub struct UpstreamBody {
-    inner: Incoming,
     held: Option<Held>,
+    state: BodyState,
+    upload: Option<Box<Upload>>,
     timeout: Option<Duration>,
-    /// Armed lazily: bodies that arrive without waiting never allocate it.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// Data came since the timer was last armed.
+    /// When data last moved, either way.
+    last: Instant,
+    /// Data moved since `last` was set; read only when about to wait, so
+    /// that a body read without waiting never reads the clock.
     progressed: bool,
     /// An error was returned; the body is over.
     failed: bool,
@@ -643,14 +607,18 @@ pub struct UpstreamBody {
 struct Held {
     conn: Conn,
     slot: ConnSlot,
+    /// The connection may carry another request after this one.
     reuse: bool,
 }
 
 impl UpstreamBody {
-    /// Releases the slot; pools the connection if the exchange completed.
-    fn finish(&mut self, complete: bool) {
+    /// The body was read whole: releases the slot, and pools the connection
+    /// if the request went out whole and nothing unasked follows.
+    fn finish(&mut self) {
+        self.state = BodyState::Done;
+        let upload_done = self.upload.as_ref().is_none_or(|u| u.finished());
         if let Some(h) = self.held.take() {
-            if complete && h.reuse && h.conn.activity.req_done.load(Ordering::Relaxed) {
+            if h.reuse && upload_done && h.conn.buf.is_empty() {
                 let gid = h.slot.server().gid;
                 // At thread exit the pool is gone: the connection just closes.
                 let _ = POOLS.try_with(|p| p.checkin(gid, h.conn));
@@ -658,103 +626,139 @@ impl UpstreamBody {
             // Otherwise the connection is dropped (closed); the slot goes
             // last so that a woken waiter finds the connection pooled.
         }
+        self.upload = None;
     }
 
-    fn poll_idle(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let Some(t) = self.timeout else {
-            return Poll::Pending;
-        };
-        match &mut self.timer {
-            None => self.timer = Some(Box::pin(tokio::time::sleep(t))),
-            Some(s) if self.progressed => s.as_mut().reset(Instant::now() + t),
-            Some(_) => {}
-        }
-        self.progressed = false;
-        let fired = self
-            .timer
-            .as_mut()
-            .is_some_and(|s| s.as_mut().poll(cx).is_ready());
-        if !fired {
-            return Poll::Pending;
-        }
+    /// Ends the body with an error; the connection is closed.
+    fn fail(&mut self, why: &str) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         if let Some(h) = &self.held {
             crate::log::warning(&format!(
-                "backend '{}': server '{}' stalled sending the response body for timeout server ({} ms)",
+                "backend '{}': server '{}': response body aborted ({why})",
                 h.slot.be_name(),
-                h.slot.server().name,
-                t.as_millis()
+                h.slot.server().name
             ));
         }
-        self.finish(false);
+        self.held = None;
+        self.upload = None;
         self.failed = true;
-        Poll::Ready(Some(Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "server timeout",
-        ))))
+        Poll::Ready(Some(Err(io::Error::other(why.to_string()))))
+    }
+
+    /// Moves a pending request body on, if any.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) {
+        let (Some(up), Some(h)) = (&mut self.upload, &mut self.held) else {
+            return;
+        };
+        match up.poll_send(&mut h.conn.stream, cx, &mut self.progressed) {
+            Poll::Ready(Ok(())) | Poll::Pending => {}
+            Poll::Ready(Err(_)) => {
+                // The response goes on; the connection won't be reused.
+                h.reuse = false;
+                self.upload = None;
+            }
+        }
+    }
+
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let (Some(t), Some(h)) = (self.timeout, &mut self.held) else {
+            return Poll::Pending;
+        };
+        if self.progressed {
+            self.progressed = false;
+            self.last = Instant::now();
+        }
+        if !h.conn.expired(self.last + t, cx) {
+            return Poll::Pending;
+        }
+        let why = format!("stalled for timeout server ({} ms)", t.as_millis());
+        self.fail(&why)
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = std::io::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        if this.failed {
+        if this.failed || this.state == BodyState::Done {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+        this.poll_upload(cx);
+        loop {
+            let Some(h) = &mut this.held else {
+                return Poll::Ready(None);
+            };
+            let buf = &mut h.conn.buf;
+            let data = match &mut this.state {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                BodyState::Length(left) if !buf.is_empty() => {
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    *left -= n as u64;
+                    Some(buf.split_to(n).freeze())
+                }
+                BodyState::Chunked(dec) => match dec.step(buf) {
+                    Ok(ChunkStep::Data(d)) => Some(d),
+                    Ok(ChunkStep::Done) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(ChunkStep::NeedMore) => None,
+                    Err(why) => return this.fail(&why),
+                },
+                BodyState::UntilClose if !buf.is_empty() => Some(buf.split().freeze()),
+                BodyState::Length(_) | BodyState::UntilClose => None,
+            };
+            if let Some(d) = data {
                 this.progressed = true;
-                if this.inner.is_end_stream() {
-                    this.finish(true);
+                if this.state == BodyState::Length(0) {
+                    // The last bytes: free the connection before the front
+                    // end even asks again.
+                    this.finish();
                 }
-                Poll::Ready(Some(Ok(frame)))
+                return Poll::Ready(Some(Ok(Frame::data(d))));
             }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(h) = &this.held {
-                    crate::log::warning(&format!(
-                        "backend '{}': server '{}': response body aborted ({e})",
-                        h.slot.be_name(),
-                        h.slot.server().name
-                    ));
+            match h.conn.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    if this.state == BodyState::UntilClose {
+                        // The end of such a body; the connection is done.
+                        h.reuse = false;
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    return this.fail("connection closed before the end of the body");
                 }
-                this.finish(false);
-                this.failed = true;
-                Poll::Ready(Some(Err(std::io::Error::other(e))))
+                Poll::Ready(Ok(_)) => this.progressed = true,
+                Poll::Ready(Err(e)) => return this.fail(&io_reason(&e)),
+                Poll::Pending => return this.poll_idle(cx),
             }
-            Poll::Ready(None) => {
-                this.finish(true);
-                Poll::Ready(None)
-            }
-            Poll::Pending => this.poll_idle(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.failed || matches!(self.state, BodyState::Done | BodyState::Length(0))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        let complete = self.inner.is_end_stream();
-        self.finish(complete);
+        match self.state {
+            BodyState::Length(n) => SizeHint::with_exact(n),
+            BodyState::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 }
 
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody").finish_non_exhaustive()
+        f.debug_struct("UpstreamBody")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }

@@ -9,6 +9,7 @@
 //! - `balance`: the load-balancing algorithms;
 //! - `connect`: connecting with `timeout connect` and `retries`;
 //! - `http`: the per-worker [`Forwarder`], its connection pools, and HTTP;
+//! - `h1`: the HTTP/1.1 wire format towards servers (heads, body framing);
 //! - `tcp`: TCP forwarding with half-closes.
 //!
 //! [`Backends`] is built once and shared by every worker (`Send + Sync`, only
@@ -18,6 +19,7 @@
 
 mod balance;
 mod connect;
+mod h1;
 mod http;
 mod server;
 mod tcp;
@@ -25,9 +27,10 @@ mod tcp;
 #[cfg(test)]
 mod tests;
 
+pub use h1::add_forwarded_for;
 // UpstreamBody is what the front end wraps in its response body type.
 #[allow(unused_imports)]
-pub use http::{add_forwarded_for, Forwarder, UpstreamBody};
+pub use http::{Forwarder, UpstreamBody};
 
 use crate::config::{self, Mode, ServerAddr};
 use hyper::header::HeaderName;

@@ -176,7 +176,7 @@ impl Backend {
         client: IpAddr,
         exclude: Option<usize>,
     ) -> Result<ConnSlot, ForwardError> {
-        let mut target = match self.lb.pick(&self.servers, client, exclude) {
+        let target = match self.lb.pick(&self.servers, client, exclude) {
             Pick::Got(idx) => return Ok(self.slot(idx)),
             Pick::None => {
                 crate::log::warning(&format!("backend '{}': no server available", self.name));
@@ -184,6 +184,19 @@ impl Backend {
             }
             Pick::Full(target) => target,
         };
+        // Boxed: the waiting state is large and rarely needed, and every
+        // request's future would otherwise carry it.
+        Box::pin(self.wait_for_slot(client, exclude, target)).await
+    }
+
+    /// Waits in the queue of `target` (a server, or the whole backend when
+    /// None) for a slot, up to `timeout queue`.
+    async fn wait_for_slot(
+        self: &Arc<Self>,
+        client: IpAddr,
+        exclude: Option<usize>,
+        mut target: Option<usize>,
+    ) -> Result<ConnSlot, ForwardError> {
         let deadline = tokio::time::Instant::now() + self.timeouts.queue;
         loop {
             // Source hashing waits for its server; the other algorithms

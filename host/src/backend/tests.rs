@@ -64,6 +64,21 @@ fn txn(client: &str) -> Txn {
     )
 }
 
+/// Forwards a whole request, as the front end does: head by reference.
+async fn forward<B>(
+    fwd: &Forwarder,
+    be: &Arc<Backend>,
+    t: &mut Txn,
+    req: Request<B>,
+) -> Result<Response<UpstreamBody>, ForwardError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (head, body) = req.into_parts();
+    fwd.http(be, t, &head, body).await
+}
+
 fn get(path: &str) -> Request<Empty<Bytes>> {
     Request::builder()
         .uri(path)
@@ -234,7 +249,9 @@ fn roundrobin_follows_weights_over_http() {
         let mut got = Vec::new();
         for _ in 0..8 {
             let mut t = txn("10.0.0.1:1000");
-            let resp = fwd.http(&be, &mut t, get("/")).await.expect("forwarded");
+            let resp = forward(&fwd, &be, &mut t, get("/"))
+                .await
+                .expect("forwarded");
             assert_eq!(t.backend.as_deref(), Some("be"));
             let body = body_string(resp).await;
             assert_eq!(t.server.as_deref(), Some(body.to_lowercase().as_str()));
@@ -393,7 +410,7 @@ fn no_server_at_all_is_503() {
         let be = backend("backend be\n  mode http\n");
         let fwd = Forwarder::new();
         let mut t = txn("10.0.0.1:1000");
-        let err = fwd.http(&be, &mut t, get("/")).await.map(|_| ());
+        let err = forward(&fwd, &be, &mut t, get("/")).await.map(|_| ());
         assert_eq!(err, Err(ForwardError::NoServer));
         assert_eq!(t.server, None);
     });
@@ -463,9 +480,9 @@ fn queue_timeout_is_503() {
         let fwd = Forwarder::new();
         // The first response is not read: its body holds the only slot.
         let mut t = txn("10.0.0.1:1000");
-        let held = fwd.http(&be, &mut t, get("/")).await.expect("first");
+        let held = forward(&fwd, &be, &mut t, get("/")).await.expect("first");
         let start = Instant::now();
-        let err = fwd.http(&be, &mut t, get("/")).await.map(|_| ());
+        let err = forward(&fwd, &be, &mut t, get("/")).await.map(|_| ());
         let waited = start.elapsed();
         assert_eq!(err, Err(ForwardError::QueueTimeout));
         assert_eq!(ForwardError::QueueTimeout.status(), 503);
@@ -475,8 +492,7 @@ fn queue_timeout_is_503() {
         );
         // Once the first body is consumed, the slot is free again.
         assert_eq!(body_string(held).await, "A");
-        let resp = fwd
-            .http(&be, &mut t, get("/"))
+        let resp = forward(&fwd, &be, &mut t, get("/"))
             .await
             .expect("after release");
         assert_eq!(body_string(resp).await, "A");
@@ -506,7 +522,7 @@ fn connect_refused_is_retried_then_503() {
         let fwd = Forwarder::new();
         let mut t = txn("10.0.0.1:1000");
         let start = Instant::now();
-        let err = fwd.http(&be, &mut t, get("/")).await.map(|_| ());
+        let err = forward(&fwd, &be, &mut t, get("/")).await.map(|_| ());
         let took = start.elapsed();
         assert_eq!(err, Err(ForwardError::ConnectFailed));
         assert_eq!(ForwardError::ConnectFailed.status(), 503);
@@ -534,10 +550,12 @@ fn retries_stay_on_the_server_unless_redispatch() {
         let be = backend(&cfg);
         let fwd = Forwarder::new();
         let mut t = txn("10.0.0.1:1000");
-        let err = fwd.http(&be, &mut t, get("/")).await.map(|_| ());
+        let err = forward(&fwd, &be, &mut t, get("/")).await.map(|_| ());
         assert_eq!(err, Err(ForwardError::ConnectFailed));
         assert_eq!(t.server.as_deref(), Some("s1"));
-        let resp = fwd.http(&be, &mut t, get("/")).await.expect("s2 answers");
+        let resp = forward(&fwd, &be, &mut t, get("/"))
+            .await
+            .expect("s2 answers");
         assert_eq!(body_string(resp).await, "LIVE");
 
         // With it, the last retry moves to another server.
@@ -548,7 +566,9 @@ fn retries_stay_on_the_server_unless_redispatch() {
         be.redispatch = true;
         let be = bes.get("be").cloned().expect("be");
         let mut t = txn("10.0.0.1:1000");
-        let resp = fwd.http(&be, &mut t, get("/")).await.expect("redispatched");
+        let resp = forward(&fwd, &be, &mut t, get("/"))
+            .await
+            .expect("redispatched");
         assert_eq!(t.server.as_deref(), Some("s2"));
         assert_eq!(body_string(resp).await, "LIVE");
         assert_eq!(be.server_loads().map(|(_, l)| l).sum::<usize>(), 0);
@@ -584,12 +604,12 @@ fn request_is_resent_when_an_idle_connection_was_closed() {
         let be = backend(&http_cfg("  timeout server 2s\n", &[("s1", addr, "")]));
         let fwd = Forwarder::new();
         let mut t = txn("10.0.0.1:1000");
-        let resp = fwd.http(&be, &mut t, get("/")).await.expect("first");
+        let resp = forward(&fwd, &be, &mut t, get("/")).await.expect("first");
         assert_eq!(body_string(resp).await, "A");
         assert_eq!(fwd.idle_connections(), 1);
         // Idle long enough for a copy of the request to be kept.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let resp = fwd.http(&be, &mut t, get("/")).await.expect("resent");
+        let resp = forward(&fwd, &be, &mut t, get("/")).await.expect("resent");
         assert_eq!(body_string(resp).await, "B");
         assert_eq!(conns.get(), 2);
     });
@@ -610,7 +630,7 @@ fn server_silence_is_504() {
         let fwd = Forwarder::new();
         let mut t = txn("10.0.0.1:1000");
         let start = Instant::now();
-        let err = fwd.http(&be, &mut t, get("/")).await.map(|_| ());
+        let err = forward(&fwd, &be, &mut t, get("/")).await.map(|_| ());
         let took = start.elapsed();
         assert_eq!(err, Err(ForwardError::Timeout));
         assert_eq!(ForwardError::Timeout.status(), 504);
@@ -639,7 +659,7 @@ fn invalid_or_missing_response_is_502() {
             let be = backend(&http_cfg("  timeout server 2s\n", &[("s1", addr, "")]));
             let fwd = Forwarder::new();
             let mut t = txn("10.0.0.1:1000");
-            let err = fwd.http(&be, &mut t, get("/")).await.map(|_| ());
+            let err = forward(&fwd, &be, &mut t, get("/")).await.map(|_| ());
             assert_eq!(err, Err(ForwardError::BadResponse));
             assert_eq!(ForwardError::BadResponse.status(), 502);
         }
@@ -667,8 +687,7 @@ fn large_bodies_stream_both_ways() {
         tx.send(Bytes::from(vec![7u8; 64 * 1024]))
             .await
             .expect("send");
-        let resp = fwd
-            .http(&be, &mut t, req)
+        let resp = forward(&fwd, &be, &mut t, req)
             .await
             .expect("response head during upload");
         let mut body = resp.into_body();
@@ -705,8 +724,7 @@ fn large_bodies_stream_both_ways() {
         // the rest (it waits for us), so nothing is buffered whole.
         let (b, seen_b) = http_server("B").await;
         let be = backend(&http_cfg("  timeout server 5s\n", &[("s1", b, "")]));
-        let resp = fwd
-            .http(&be, &mut t, get("/gated"))
+        let resp = forward(&fwd, &be, &mut t, get("/gated"))
             .await
             .expect("download head");
         let mut body = resp.into_body();
@@ -731,7 +749,9 @@ fn stalled_response_body_times_out() {
         let be = backend(&http_cfg("  timeout server 200ms\n", &[("s1", b, "")]));
         let fwd = Forwarder::new();
         let mut t = txn("10.0.0.1:1000");
-        let resp = fwd.http(&be, &mut t, get("/gated")).await.expect("head");
+        let resp = forward(&fwd, &be, &mut t, get("/gated"))
+            .await
+            .expect("head");
         let start = Instant::now();
         let r = resp.into_body().collect().await;
         assert!(r.is_err(), "a stalled body ends in an error");
@@ -752,7 +772,9 @@ fn connections_are_reused() {
         let fwd = Forwarder::new();
         for _ in 0..5 {
             let mut t = txn("10.0.0.1:1000");
-            let resp = fwd.http(&be, &mut t, get("/")).await.expect("forwarded");
+            let resp = forward(&fwd, &be, &mut t, get("/"))
+                .await
+                .expect("forwarded");
             assert_eq!(body_string(resp).await, "A");
         }
         assert_eq!(seen.conns.get(), 1);
@@ -760,8 +782,8 @@ fn connections_are_reused() {
         // Two at once need two connections; both are kept afterwards.
         let mut t1 = txn("10.0.0.1:1000");
         let mut t2 = txn("10.0.0.1:1000");
-        let r1 = fwd.http(&be, &mut t1, get("/")).await.expect("r1");
-        let r2 = fwd.http(&be, &mut t2, get("/")).await.expect("r2");
+        let r1 = forward(&fwd, &be, &mut t1, get("/")).await.expect("r1");
+        let r2 = forward(&fwd, &be, &mut t2, get("/")).await.expect("r2");
         assert_eq!(body_string(r1).await + &body_string(r2).await, "AA");
         assert_eq!(seen.conns.get(), 2);
         assert_eq!(fwd.idle_connections(), 2);
@@ -772,7 +794,7 @@ fn connections_are_reused() {
             .header("host", "example.test")
             .body(Full::new(Bytes::from_static(b"payload")))
             .expect("request");
-        let resp = fwd.http(&be, &mut t1, req).await.expect("post");
+        let resp = forward(&fwd, &be, &mut t1, req).await.expect("post");
         assert_eq!(body_string(resp).await, "payload");
         assert_eq!(seen.conns.get(), 2);
     });
@@ -786,7 +808,9 @@ fn httpclose_opens_a_connection_per_request() {
         let fwd = Forwarder::new();
         for _ in 0..4 {
             let mut t = txn("10.0.0.1:1000");
-            let resp = fwd.http(&be, &mut t, get("/")).await.expect("forwarded");
+            let resp = forward(&fwd, &be, &mut t, get("/"))
+                .await
+                .expect("forwarded");
             assert_eq!(body_string(resp).await, "A");
         }
         assert_eq!(seen.conns.get(), 4);
@@ -840,7 +864,7 @@ fn forwardfor_adds_the_client_address() {
                     .insert("x-forwarded-for", v.parse().expect("value"));
             }
             let mut t = txn(client);
-            let resp = fwd.http(&be, &mut t, req).await.expect("forwarded");
+            let resp = forward(&fwd, &be, &mut t, req).await.expect("forwarded");
             body_string(resp).await;
             let heads = seen.heads.borrow();
             let (_, h) = heads.last().expect("seen");
@@ -857,7 +881,12 @@ fn forwardfor_adds_the_client_address() {
             &[("s1", a, "")],
         ));
         let mut t = txn("192.168.1.1:5");
-        body_string(fwd.http(&be, &mut t, get("/")).await.expect("forwarded")).await;
+        body_string(
+            forward(&fwd, &be, &mut t, get("/"))
+                .await
+                .expect("forwarded"),
+        )
+        .await;
         let heads = seen.heads.borrow();
         let (_, h) = heads.last().expect("seen");
         assert_eq!(
@@ -888,7 +917,7 @@ fn hop_by_hop_headers_are_not_forwarded() {
             .body(Empty::<Bytes>::new())
             .expect("request");
         let mut t = txn("10.0.0.1:1000");
-        let resp = fwd.http(&be, &mut t, req).await.expect("forwarded");
+        let resp = forward(&fwd, &be, &mut t, req).await.expect("forwarded");
         body_string(resp).await;
         {
             let heads = seen.heads.borrow();
@@ -912,7 +941,9 @@ fn hop_by_hop_headers_are_not_forwarded() {
             assert_eq!(h.get("x-kept").map(|v| v.as_bytes()), Some(&b"yes"[..]));
         }
         // And in responses.
-        let resp = fwd.http(&be, &mut t, get("/hop")).await.expect("forwarded");
+        let resp = forward(&fwd, &be, &mut t, get("/hop"))
+            .await
+            .expect("forwarded");
         let h = resp.headers().clone();
         assert_eq!(body_string(resp).await, "hop");
         for gone in ["connection", "x-hop", "keep-alive", "proxy-authenticate"] {

@@ -7,6 +7,7 @@ use crate::lua::applet_http::{HttpAppletRequest, HttpReply, ResponseHead};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::plan::{FrontendPlan, ServiceTarget};
 use crate::proxy::rules::{self, RuleSide, Verdict};
+use crate::proxy::wake_gate::WakeGated;
 use crate::proxy::worker::Worker;
 use crate::proxy::{error_pages, Shutdown};
 use crate::sample::SampleCtx;
@@ -77,9 +78,13 @@ pub async fn serve(
     // lingering close below need it.
     let mut result = None;
     if !stopping(&shutdown.borrow()) {
+        // The stop signal is polled only when it fires, not at each of the
+        // connection's wake-ups.
+        let stop = WakeGated::new(shutdown.wait_for(stopping));
         tokio::select! {
+            biased;
             r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result = Some(r),
-            _ = shutdown.wait_for(stopping) => {}
+            _ = stop => {}
         }
     }
     let result = match result {
@@ -196,7 +201,13 @@ async fn pipeline(
     txn: &mut Box<Txn>,
     body: Incoming,
 ) -> Result<Response<ProxyBody>, Abort> {
-    let resp = match rules::run(worker, &fe.rules.http_request, txn, RuleSide::Request).await {
+    // An empty rule set skips building the rules' future (most proxies).
+    let verdict = if fe.rules.http_request.is_empty() {
+        Verdict::Continue
+    } else {
+        rules::run(worker, &fe.rules.http_request, txn, RuleSide::Request).await
+    };
+    let resp = match verdict {
         Verdict::Continue => match select_backend(worker, fe, txn) {
             Some(name) => backend_stage(worker, fe, &name, txn, body).await?,
             None => error_pages::response(503),
@@ -231,7 +242,10 @@ async fn backend_stage(
 ) -> Result<Response<ProxyBody>, Abort> {
     txn.backend = Some(name.clone());
     let be_rules = worker.plan.backends.get(&**name).cloned();
-    if let Some(be) = &be_rules {
+    if let Some(be) = be_rules
+        .as_ref()
+        .filter(|b| !b.rules.http_request.is_empty())
+    {
         match rules::run(worker, &be.rules.http_request, txn, RuleSide::Request).await {
             Verdict::Continue => {}
             Verdict::Respond(r) => return Ok(r),
@@ -254,10 +268,7 @@ async fn backend_stage(
             crate::backend::add_forwarded_for(&mut parts.headers, ff, txn.client.ip());
         }
     }
-    let upstream = worker
-        .forwarder
-        .http(&backend, txn, Request::from_parts(parts.clone(), body))
-        .await;
+    let upstream = worker.forwarder.http(&backend, txn, &parts, body).await;
     txn.req = Some(parts);
     let resp = match upstream {
         Ok(r) => r,
@@ -271,7 +282,7 @@ async fn backend_stage(
         sets.push(&be.rules.http_response);
     }
     sets.push(&fe.rules.http_response);
-    for set in sets {
+    for set in sets.into_iter().filter(|s| !s.is_empty()) {
         match rules::run(worker, set, txn, RuleSide::Response).await {
             Verdict::Continue => {}
             Verdict::Respond(r) => return Ok(r),

@@ -220,17 +220,24 @@ pub async fn serve(
             idle.clone(),
         ));
     }
-    // Wait for a stop request.
+    // Wait for a stop request, in a task of its own. This function's future
+    // is the worker's root future, which tokio's LocalSet polls at each of
+    // the worker's wake-ups (twice per proxied request): waiting on the
+    // watch channel right here would cost a channel poll each time, waiting
+    // on a task's handle costs next to nothing.
     let mut rx = shutdown.clone();
-    let mode = loop {
-        let s = *rx.borrow_and_update();
-        if s != Shutdown::Running {
-            break s;
+    let wait = tokio::task::spawn_local(async move {
+        loop {
+            let s = *rx.borrow_and_update();
+            if s != Shutdown::Running {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                return Shutdown::Hard;
+            }
         }
-        if rx.changed().await.is_err() {
-            break Shutdown::Hard;
-        }
-    };
+    });
+    let mode = wait.await.unwrap_or(Shutdown::Hard);
     let drain = async {
         while active.get() > 0 {
             idle.notified().await;

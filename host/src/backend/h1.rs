@@ -313,7 +313,10 @@ pub(crate) fn parse_response_head(
     Ok(Parsed::Complete(ResponseHead {
         parts,
         framing,
-        keep_alive: keep_alive && framing != ResFraming::UntilClose,
+        // After a 101 the connection speaks another protocol: never pooled.
+        keep_alive: keep_alive
+            && framing != ResFraming::UntilClose
+            && status != StatusCode::SWITCHING_PROTOCOLS,
     }))
 }
 
@@ -581,6 +584,12 @@ mod tests {
             "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
             false,
         );
+        assert!(!h.keep_alive);
+        let (h, _) = parse(
+            "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n",
+            false,
+        );
+        assert_eq!(h.framing, ResFraming::Length(0));
         assert!(!h.keep_alive);
         let (h, _) = parse("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false);
         assert!(!h.keep_alive);

@@ -575,32 +575,39 @@ fn retries_stay_on_the_server_unless_redispatch() {
     });
 }
 
+/// A server that answers "A" to the first request of its first
+/// connection, then reads the second request and closes without answering;
+/// later connections answer "B". Returns its address and a count of the
+/// connections it accepted.
+async fn closing_after_one_answer() -> (SocketAddr, Rc<Cell<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Rc::new(Cell::new(0usize));
+    let c = conns.clone();
+    tokio::task::spawn_local(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c.set(c.get() + 1);
+            let first = c.get() == 1;
+            tokio::task::spawn_local(async move {
+                let mut buf = [0u8; 4096];
+                let reply: &[u8] = if first { b"A" } else { b"B" };
+                if matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n";
+                    let _ = s.write_all(&[&head[..], reply].concat()).await;
+                }
+                if first {
+                    let _ = s.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
 #[test]
 fn request_is_resent_when_an_idle_connection_was_closed() {
     run(async {
-        // Answers the first request of its first connection, then closes it
-        // on the second request without answering; answers on later ones.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let conns = Rc::new(Cell::new(0usize));
-        let c = conns.clone();
-        tokio::task::spawn_local(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                c.set(c.get() + 1);
-                let first = c.get() == 1;
-                tokio::task::spawn_local(async move {
-                    let mut buf = [0u8; 4096];
-                    let reply: &[u8] = if first { b"A" } else { b"B" };
-                    if matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
-                        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n";
-                        let _ = s.write_all(&[&head[..], reply].concat()).await;
-                    }
-                    if first {
-                        let _ = s.read(&mut buf).await;
-                    }
-                });
-            }
-        });
+        let (addr, conns) = closing_after_one_answer().await;
         let be = backend(&http_cfg("  timeout server 2s\n", &[("s1", addr, "")]));
         let fwd = Forwarder::new();
         let mut t = txn("10.0.0.1:1000");
@@ -620,25 +627,7 @@ fn request_is_resent_when_an_idle_connection_was_closed() {
 #[test]
 fn a_post_meeting_a_closed_idle_connection_is_not_resent() {
     run(async {
-        // Answers the first request, then reads the second and closes.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let conns = Rc::new(Cell::new(0usize));
-        let c = conns.clone();
-        tokio::task::spawn_local(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                c.set(c.get() + 1);
-                tokio::task::spawn_local(async move {
-                    let mut buf = [0u8; 4096];
-                    if matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
-                        let _ = s
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nA")
-                            .await;
-                    }
-                    let _ = s.read(&mut buf).await;
-                });
-            }
-        });
+        let (addr, conns) = closing_after_one_answer().await;
         let be = backend(&http_cfg("  timeout server 2s\n", &[("s1", addr, "")]));
         let fwd = Forwarder::new();
         let mut t = txn("10.0.0.1:1000");

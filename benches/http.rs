@@ -1,16 +1,17 @@
-//! HTTP benchmark: the same Lua HTTP service served by luahost and, where
-//! installed, by HAProxy (Debian's `haproxy`), measured with wrk in one run.
+//! HTTP benchmark: the same workloads served by luahost and, where installed,
+//! by HAProxy 3.0 (`../shared/anchors/haproxy3`) and HAProxy 2.6 (Debian's
+//! `haproxy`), measured with wrk in one run.
 //!
 //!     cargo bench --bench http
 //!
 //! Each server runs with `nbthread 1` pinned to CPU 0 while wrk runs pinned to
 //! CPU 1 (`taskset`), then with `nbthread 2` unpinned. Several runs per cell;
 //! the table shows the medians over the runs of requests/s (with min-max), of
-//! the p50 and p99 latencies and of the CPU time per request. Both servers
+//! the p50 and p99 latencies and of the CPU time per request. All servers
 //! of a workload run side by side and their runs alternate. Environment: BENCH_SECS (default 5), BENCH_RUNS (5),
 //! BENCH_CONNS (50).
 
-use luahost_suite::{artifacts, find_on_path, free_port, scratch_dir};
+use luahost_suite::{artifacts, find_on_path, free_port, haproxy_peers, scratch_dir};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -285,17 +286,12 @@ fn main() {
     }
     eprintln!("building luahost (release)...");
     let luahost = artifacts().luahost().to_string_lossy().into_owned();
-    let haproxy = find_on_path("haproxy")
-        .or_else(|| Some(std::path::PathBuf::from("/usr/sbin/haproxy")).filter(|p| p.exists()))
-        .map(|p| p.to_string_lossy().into_owned());
-    let haproxy_version = haproxy.as_ref().and_then(|h| {
-        let out = Command::new(h).arg("-v").output().ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .map(str::to_string)
+    // HAProxy 3.0 and 2.6, each where installed.
+    let peers = haproxy_peers();
+    let origin_program = peers.last().map_or(luahost.clone(), |p| {
+        p.program.to_string_lossy().into_owned()
     });
-    let (_origin, origin_addr) = start_origin(haproxy.as_deref().unwrap_or(&luahost));
+    let (_origin, origin_addr) = start_origin(&origin_program);
 
     let mut scenarios = Vec::new();
     for nbthread in [1, 2] {
@@ -329,74 +325,76 @@ fn main() {
     let mut rows = Vec::new();
     for sc in &scenarios {
         eprintln!("{}, nbthread {}:", sc.name, sc.nbthread);
-        // Both servers run side by side and their runs alternate (the order
-        // flipping each round): on a machine whose speed drifts, measuring
-        // one server's runs after the other's would credit the drift to
-        // one of them.
-        let ours = launch(&luahost, sc, &origin_addr, conns);
-        let theirs = haproxy.as_ref().map(|h| launch(h, sc, &origin_addr, conns));
-        let (mut ours_runs, mut theirs_runs) = (Vec::new(), Vec::new());
-        for i in 0..runs {
-            let theirs_first = i % 2 == 1;
-            if let (true, Some(t)) = (theirs_first, &theirs) {
-                theirs_runs.push(run_once("haproxy", t, secs, conns));
-            }
-            ours_runs.push(run_once("luahost", &ours, secs, conns));
-            if let (false, Some(t)) = (theirs_first, &theirs) {
-                theirs_runs.push(run_once("haproxy", t, secs, conns));
+        // All servers run side by side and their runs alternate (the order
+        // rotating each round): on a machine whose speed drifts, measuring
+        // one server's runs after another's would credit the drift to one
+        // of them.
+        let mut targets = vec![(
+            "luahost".to_string(),
+            launch(&luahost, sc, &origin_addr, conns),
+        )];
+        for p in &peers {
+            let program = p.program.to_string_lossy();
+            targets.push((p.label.clone(), launch(&program, sc, &origin_addr, conns)));
+        }
+        let mut results: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); targets.len()];
+        for round in 0..runs as usize {
+            for k in 0..targets.len() {
+                let i = (k + round) % targets.len();
+                let (name, target) = &targets[i];
+                results[i].push(run_once(name, target, secs, conns));
             }
         }
-        // The ratio of each round's two adjacent runs, whose median is
-        // what the drift of the machine disturbs least.
-        let mut paired: Vec<f64> = ours_runs
-            .iter()
-            .zip(&theirs_runs)
-            .map(|(o, t)| o.0 / t.0)
+        // Per peer, the median of each round's luahost/peer ratio: what the
+        // drift of the machine disturbs least.
+        let paired: Vec<Option<f64>> = (0..targets.len())
+            .map(|i| {
+                let mut r: Vec<f64> = results[0]
+                    .iter()
+                    .zip(&results[i])
+                    .map(|(o, t)| o.0 / t.0)
+                    .collect();
+                r.sort_by(f64::total_cmp);
+                r.get(r.len() / 2).copied()
+            })
             .collect();
-        paired.sort_by(f64::total_cmp);
-        let paired = paired.get(paired.len() / 2).copied();
-        let theirs = theirs.map(|_| summarize(theirs_runs));
-        rows.push((sc, summarize(ours_runs), theirs, paired));
+        let names: Vec<String> = targets.into_iter().map(|(n, _)| n).collect();
+        let cells: Vec<Cell> = results.into_iter().map(summarize).collect();
+        rows.push((sc, names, cells, paired));
     }
 
     println!();
     println!(
         "wrk -t1 -c{conns} -d{secs}s pinned to CPU 1; servers with nbthread 1 pinned to CPU 0 (nbthread 2 unpinned); \
-         median of {runs} runs, luahost and haproxy runs alternating"
+         median of {runs} runs, the servers' runs alternating"
     );
-    match &haproxy_version {
-        Some(v) => println!("peer: {v}"),
-        None => println!("peer: haproxy is not installed; luahost measured alone"),
+    if peers.is_empty() {
+        println!("peers: no HAProxy is installed; luahost measured alone");
+    }
+    for p in &peers {
+        println!("peer: {} ({})", p.label, p.version);
     }
     println!("origin for 'proxy to origin': {origin_addr} (pinned to CPU 1, shared with wrk)");
     println!();
     println!(
-        "| workload | nbthread | server | req/s (median) | min-max | p50 ms (median) | p99 ms (median) | CPU us/req (median) | luahost/haproxy req/s | median of paired ratios |"
+        "| workload | nbthread | server | req/s (median) | min-max | p50 ms (median) | p99 ms (median) | CPU us/req (median) | luahost/this req/s | median of paired ratios |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (sc, ours, theirs, paired) in &rows {
-        let ratio = theirs.as_ref().map_or("- | -".to_string(), |t| {
-            format!(
-                "{:.2}x | {:.2}x",
-                ours.median.0 / t.median.0,
-                paired.unwrap_or(0.0)
-            )
-        });
-        println!(
-            "| {} | {} | luahost | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {:.1} | {ratio} |",
-            sc.name,
-            sc.nbthread,
-            ours.median.0,
-            ours.min,
-            ours.max,
-            ours.median.1,
-            ours.median.2,
-            ours.median.3
-        );
-        if let Some(t) = theirs {
+    for (sc, names, cells, paired) in &rows {
+        let ours = &cells[0];
+        for (i, (name, c)) in names.iter().zip(cells).enumerate() {
+            let ratio = if i == 0 {
+                " | ".to_string()
+            } else {
+                format!(
+                    "{:.2}x | {:.2}x",
+                    ours.median.0 / c.median.0,
+                    paired[i].unwrap_or(f64::NAN)
+                )
+            };
             println!(
-                "| {} | {} | haproxy | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {:.1} | | |",
-                sc.name, sc.nbthread, t.median.0, t.min, t.max, t.median.1, t.median.2, t.median.3
+                "| {} | {} | {name} | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {:.1} | {ratio} |",
+                sc.name, sc.nbthread, c.median.0, c.min, c.max, c.median.1, c.median.2, c.median.3
             );
         }
     }

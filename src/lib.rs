@@ -118,6 +118,83 @@ fn missing<T>(why: &str) -> Option<T> {
     None
 }
 
+/// One HAProxy release that tests and benchmarks compare luahost with.
+#[derive(Clone, Debug)]
+pub struct HaproxyPeer {
+    /// A short label for tables and messages: "haproxy 2.6", "haproxy 3.0".
+    pub label: String,
+    /// What to execute (a binary, or the anchors' `haproxy3` launcher, which
+    /// `exec`s HAProxy so the child's pid is HAProxy's).
+    pub program: PathBuf,
+    /// The first line of `-v`.
+    pub version: String,
+}
+
+impl HaproxyPeer {
+    fn probe(program: PathBuf) -> Option<HaproxyPeer> {
+        let out = Command::new(&program).arg("-v").output().ok()?;
+        let version = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .to_string();
+        // "HAProxy version 3.0.11-1 2025/..." -> "haproxy 3.0".
+        let number = version
+            .split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)?;
+        let minor: Vec<&str> = number.split('.').take(2).collect();
+        Some(HaproxyPeer {
+            label: format!("haproxy {}", minor.join(".")),
+            program,
+            version,
+        })
+    }
+}
+
+/// HAProxy 2.6: Debian's package (on PATH, else /usr/sbin/haproxy, since
+/// /usr/sbin is not on every user's PATH).
+pub fn haproxy_26() -> Option<HaproxyPeer> {
+    let program = find_on_path("haproxy").or_else(|| {
+        let sbin = Path::new("/usr/sbin/haproxy");
+        sbin.is_file().then(|| sbin.to_path_buf())
+    })?;
+    HaproxyPeer::probe(program)
+}
+
+/// HAProxy 3.0 through `../shared/anchors/haproxy3`, but only once its tree
+/// is installed (`.ci/run` installs it; the launcher would otherwise install
+/// it on first use, which a test should not do behind the user's back).
+pub fn haproxy_30() -> Option<HaproxyPeer> {
+    let launcher = workspace_root().join("../shared/anchors/haproxy3");
+    let root = std::env::var_os("HAPROXY3_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/haproxy3"));
+    if !launcher.is_file() || !root.join("usr/sbin/haproxy").is_file() {
+        return None;
+    }
+    HaproxyPeer::probe(launcher)
+}
+
+/// The HAProxy releases installed here, 3.0 first (the reference where the
+/// two differ). Under CI both must be there.
+pub fn haproxy_peers() -> Vec<HaproxyPeer> {
+    let mut peers = Vec::new();
+    match haproxy_30() {
+        Some(p) => peers.push(p),
+        None => {
+            let _: Option<()> =
+                missing("HAProxy 3.0 is not installed (../shared/anchors/haproxy3 installs it)");
+        }
+    }
+    match haproxy_26() {
+        Some(p) => peers.push(p),
+        None => {
+            let _: Option<()> = missing("`haproxy` (2.6, Debian's package) is not installed");
+        }
+    }
+    peers
+}
+
 /// Searches PATH for an executable.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

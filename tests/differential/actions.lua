@@ -36,7 +36,13 @@ core.register_action("fetches", {"http-req"}, function(txn)
   put("b64", txn.c:base64("hello"))
   put("conv-fail", txn.c:b64dec("***"))
   put("sconv-fail", txn.sc:b64dec("***"))
-  put("conv-args", txn.c:bytes("abcdef", 1, 3))
+end)
+
+-- Converter arguments given as Lua integers. HAProxy 3.0 refuses them for
+-- bytes() ("unable to duplicate string arg": its arguments may name
+-- variables since 2.9); 2.6 and luahost take them.
+core.register_action("conv_args", {"http-req"}, function(txn)
+  txn.http:req_add_header("x-f-conv-args", typed(txn.c:bytes("abcdef", 1, 3)))
 end)
 
 -- The request's headers as Lua sees them, then every header operation.

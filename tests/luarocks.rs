@@ -23,8 +23,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use luahost_suite::{
-    artifacts, free_port, http_get, require_program, run_with_timeout, scratch_dir, workspace_root,
-    Output, Proxy,
+    artifacts, free_port, require_program, run_with_timeout, scratch_dir, workspace_root,
+    HttpReader, Output, Proxy,
 };
 
 /// The variables through which Lua takes its search paths and init code;
@@ -289,7 +289,7 @@ fn hello_rs_rock_loads_in_the_proxy_shared_and_per_thread_states() {
          frontend shared\n  bind 127.0.0.1:{shared_port}\n  http-request use-service lua.shared\n\
          frontend per_thread\n  bind 127.0.0.1:{per_thread_port}\n  http-request use-service lua.per_thread\n"
     );
-    let _proxy = Proxy::start_with(
+    let proxy = Proxy::start_with(
         "luarocks-proxy",
         &[
             ("shared.lua", &service_script("shared")),
@@ -312,7 +312,11 @@ fn hello_rs_rock_loads_in_the_proxy_shared_and_per_thread_states() {
     for (port, which) in [(shared_port, "shared"), (per_thread_port, "per_thread")] {
         // Two requests: with two threads, both per-thread states may answer.
         for _ in 0..2 {
-            let r = http_get(port, "/");
+            let mut c = HttpReader::connect(port);
+            c.send(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+            let Some(r) = c.read_response(false) else {
+                panic!("no response from {which}; luahost's log:\n{}", proxy.log());
+            };
             assert_eq!(r.status, 200, "{which}");
             assert_eq!(r.text(), format!("hello, {which}! {}", installed.display()));
         }

@@ -14,8 +14,9 @@
 //!   build backend passes to cargo.
 //!
 //! The cargo builds reuse the workspace's target directory (CARGO_TARGET_DIR)
-//! so they are incremental. Without luarocks or lua5.4 the tests print
-//! SKIPPED, and fail under CI=true (see luahost_suite::require_program).
+//! so they are incremental. Without luarocks, the Lua 5.4 headers
+//! (liblua5.4-dev) or lua5.4 the tests print SKIPPED, and fail under CI=true
+//! (see luahost_suite::require_program).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -23,8 +24,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use luahost_suite::{
-    artifacts, free_port, require_program, run_with_timeout, scratch_dir, workspace_root,
-    HttpReader, Output, Proxy,
+    artifacts, free_port, require_file, require_program, run_with_timeout, scratch_dir,
+    workspace_root, HttpReader, Output, Proxy,
 };
 
 /// The variables through which Lua takes its search paths and init code;
@@ -46,6 +47,11 @@ struct Tools {
 
 fn tools() -> Option<Tools> {
     let luarocks = require_program("luarocks", "modules are packaged and installed as rocks")?;
+    // LuaRocks checks for the Lua headers before any build (liblua5.4-dev).
+    require_file(
+        "/usr/include/lua5.4/lua.h",
+        "LuaRocks needs the Lua 5.4 headers",
+    )?;
     let lua = require_program("lua5.4", "the stock interpreter loads the installed rocks")?;
     Some(Tools { luarocks, lua })
 }

@@ -306,13 +306,28 @@ impl Proxy {
         extra_args: &[&str],
         ports: &[u16],
     ) -> Proxy {
+        Proxy::start_with(name, files, cfg, extra_args, ports, |_| {})
+    }
+
+    /// Like [`Proxy::start`], letting `configure` adjust the command first
+    /// (its environment, e.g. the search paths `luarocks path` gives).
+    pub fn start_with(
+        name: &str,
+        files: &[(&str, &str)],
+        cfg: &str,
+        extra_args: &[&str],
+        ports: &[u16],
+        configure: impl FnOnce(&mut Command),
+    ) -> Proxy {
         let dir = scratch_dir(name);
         for (f, content) in files {
             std::fs::write(dir.join(f), content).expect("write test file");
         }
         let log_path = dir.join("luahost.stderr");
         let log = std::fs::File::create(&log_path).expect("create log");
-        let child = Command::new(artifacts().luahost())
+        let mut cmd = Command::new(artifacts().luahost());
+        configure(&mut cmd);
+        let child = cmd
             .arg("-f")
             .arg(cfg)
             .args(extra_args)

@@ -9,6 +9,7 @@
 pub mod body;
 pub mod error_pages;
 pub mod http_front;
+mod pidfile;
 pub mod plan;
 pub mod rules;
 pub mod tcp_front;
@@ -16,6 +17,7 @@ mod wake_gate;
 pub mod worker;
 
 use crate::lua::state::LuaSettings;
+use pidfile::PidFile;
 use plan::{Plan, Registered, StateKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,7 +133,7 @@ pub fn run(opts: Options) -> ExitCode {
 
     // Written before anything listens, removed on every exit path.
     let _pidfile = if opts.check_only {
-        PidFile(None)
+        PidFile::none()
     } else {
         PidFile::write(opts.pidfile.clone().or(plan.pidfile.clone()))
     };
@@ -304,29 +306,6 @@ pub fn run(opts: Options) -> ExitCode {
         let _ = h.join();
     }
     ExitCode::SUCCESS
-}
-
-/// The `-p` / `pidfile` file, removed when dropped.
-struct PidFile(Option<PathBuf>);
-
-impl PidFile {
-    fn write(path: Option<PathBuf>) -> PidFile {
-        if let Some(p) = &path {
-            if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-                eprintln!("[ALERT] cannot write pid file {}: {e}", p.display());
-                return PidFile(None);
-            }
-        }
-        PidFile(path)
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }
 
 /// A copy of the plan without the frontends (workers load Lua from it before

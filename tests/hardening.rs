@@ -82,3 +82,167 @@ fn pidfile_is_0644_under_umask_000_and_holds_pid_newline() {
         "pid and a newline, as HAProxy"
     );
 }
+
+/// Integer ACL patterns and what HAProxy (2.6 and 3.0 alike) says of them:
+/// `None` where it accepts the line, else the end of its message. (A bare
+/// `-5` is refused earlier, as an unknown ACL flag, in both.)
+const INT_PATTERNS: &[(&str, Option<&str>)] = &[
+    ("9:5", Some("'9:5' is not a valid number range")),
+    (
+        "2147483648:9",
+        Some("'2147483648:9' is not a valid number range"),
+    ),
+    ("3:-2", Some("'3:-2' is not a valid number range")),
+    ("-- -3:-2", Some("'-3:-2' is not a valid number range")),
+    ("-- 5--3", Some("'5--3' is not a valid number range")),
+    (":", Some("':' is not a valid number range")),
+    ("5:abc", Some("'5:abc' is not a valid number range")),
+    (
+        "gt 9223372036854775807",
+        Some("'-9223372036854775808:' is not a valid number range"),
+    ),
+    ("abc", Some("'abc' is not a number")),
+    ("+5", Some("'+5' is not a number")),
+    ("1.5", Some("'1.5' is not a number")),
+    (
+        "9223372036854775808",
+        Some("'9223372036854775808' is not a number"),
+    ),
+    (
+        "lt x",
+        Some("'x' is neither a number nor a supported operator"),
+    ),
+    ("5:9", None),
+    ("5-9", None),
+    ("5:5", None),
+    ("2147483648", None),
+    ("5:2147483648", None),
+    (":5", None),
+    ("5:", None),
+    ("-- -5", None),
+    ("-- 5-", None),
+    ("gt 5", None),
+    ("ge 5 lt 9", None),
+    ("gt -5", None),
+    ("ne 5", None),
+    ("eq 5:6", None),
+    ("9223372036854775807", None),
+];
+
+/// The configuration: one ACL per case on lines 8.., nothing using them.
+fn int_pattern_cfg() -> String {
+    let mut cfg = String::from(
+        "defaults\n  mode http\n  timeout client 5s\n  timeout server 5s\n  timeout connect 5s\n\
+         frontend fe\n  bind 127.0.0.1:1\n",
+    );
+    for (i, (pat, _)) in INT_PATTERNS.iter().enumerate() {
+        cfg.push_str(&format!("  acl a{i} req.hdr_val(x-n) {pat}\n"));
+    }
+    cfg.push_str("  http-request return status 200\n");
+    cfg
+}
+
+/// The line numbers `-c` reported errors on, with their messages.
+fn error_lines(stderr: &str, file: &str) -> Vec<(usize, String)> {
+    let tag = format!("parsing [{file}:");
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let at = l.find(&tag)? + tag.len();
+            let end = l[at..].find(']')? + at;
+            Some((l[at..end].parse().ok()?, l.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn integer_acl_patterns_are_checked_as_haproxy_checks_them() {
+    let dir = scratch_dir("hardening_int_patterns");
+    std::fs::write(dir.join("int.cfg"), int_pattern_cfg()).expect("write cfg");
+    let out = run_with_timeout(
+        Command::new(artifacts().luahost())
+            .args(["-c", "-f", "int.cfg"])
+            .current_dir(&dir),
+        30,
+    );
+    assert_eq!(out.status, Some(1), "{out:?}");
+    let errors = error_lines(&out.stderr, "int.cfg");
+    for (i, (pat, expected)) in INT_PATTERNS.iter().enumerate() {
+        let line = 8 + i;
+        let got = errors.iter().find(|(l, _)| *l == line);
+        match (expected, got) {
+            (None, None) => {}
+            (Some(msg), Some((_, text))) => {
+                assert!(text.contains(msg), "{pat:?} at line {line}: {text}")
+            }
+            (None, Some((_, text))) => panic!("{pat:?} rejected, HAProxy accepts it: {text}"),
+            (Some(msg), None) => panic!("{pat:?} accepted, HAProxy rejects it ({msg})"),
+        }
+    }
+    assert_eq!(
+        errors.len(),
+        INT_PATTERNS.iter().filter(|(_, e)| e.is_some()).count(),
+        "one error per rejected line and no other: {}",
+        out.stderr
+    );
+
+    // The same file through HAProxy: the same lines rejected.
+    let Some(haproxy) = luahost_suite::require_program("haproxy", "differential check") else {
+        return;
+    };
+    let out = run_with_timeout(
+        Command::new(haproxy)
+            .args(["-c", "-f", "int.cfg"])
+            .current_dir(&dir),
+        30,
+    );
+    let theirs: Vec<usize> = error_lines(&out.stderr, "int.cfg")
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    let ours: Vec<usize> = errors.iter().map(|(l, _)| *l).collect();
+    assert_eq!(ours, theirs, "HAProxy said:\n{}", out.stderr);
+}
+
+/// What the accepted forms mean, over a real socket: each ACL sets a
+/// response header when it matches. Expected values as HAProxy 3.0 answers
+/// (`-- -5` is "at most 5", `ne 5` matches 5 only).
+#[test]
+fn integer_acl_ranges_match_as_haproxy() {
+    let dir = scratch_dir("hardening_int_match");
+    let port = free_port();
+    let cfg = format!(
+        "global\n  nbthread 1\ndefaults\n  mode http\n  timeout client 5s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n\
+         acl atmost5 req.hdr_val(x-n) -- -5\n\
+         acl r59 req.hdr_val(x-n) 5-9\n\
+         acl ne5 req.hdr_val(x-n) ne 5\n\
+         acl gtm5 req.hdr_val(x-n) gt -5\n\
+         acl below req.hdr_val(x-n) :-3\n\
+         acl gt7 req.hdr_val(x-n) gt 7\n\
+         http-request set-var(txn.m) str(atmost5) if atmost5\n\
+         http-request set-var(txn.m) str(),concat(,txn.m,) if !atmost5\n\
+         http-request set-var(txn.m) var(txn.m),concat(+r59) if r59\n\
+         http-request set-var(txn.m) var(txn.m),concat(+ne5) if ne5\n\
+         http-request set-var(txn.m) var(txn.m),concat(+gtm5) if gtm5\n\
+         http-request set-var(txn.m) var(txn.m),concat(+below) if below\n\
+         http-request set-var(txn.m) var(txn.m),concat(+gt7) if gt7\n\
+         http-request return status 200 content-type text/plain lf-string \"%[var(txn.m)]\"\n"
+    );
+    std::fs::write(dir.join("m.cfg"), cfg).expect("write cfg");
+    let _r = start_with_umask(&dir, "022", &["-f", "m.cfg"], port);
+    let cases = [
+        (-7, "atmost5+gtm5+below"),
+        (0, "atmost5+gtm5"),
+        (5, "atmost5+r59+ne5+gtm5"),
+        (6, "+r59"),
+        (9, "+r59+gt7"),
+        (10, "+gt7"),
+    ];
+    for (n, expected) in cases {
+        let mut c = luahost_suite::HttpReader::connect(port);
+        c.send(format!("GET / HTTP/1.1\r\nhost: t\r\nx-n: {n}\r\n\r\n").as_bytes());
+        let r = c.read_response(false).expect("a response");
+        assert_eq!((n, r.text()), (n, expected.to_string()));
+    }
+}

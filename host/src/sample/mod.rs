@@ -16,6 +16,7 @@ pub mod expr;
 pub mod fetch;
 mod hash;
 mod http;
+mod int_pattern;
 pub mod logformat;
 pub mod map;
 pub mod pattern;

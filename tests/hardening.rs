@@ -6,7 +6,7 @@
 
 use luahost_suite::{artifacts, free_port, run_with_timeout, scratch_dir};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -245,4 +245,98 @@ fn integer_acl_ranges_match_as_haproxy() {
         let r = c.read_response(false).expect("a response");
         assert_eq!((n, r.text()), (n, expected.to_string()));
     }
+}
+
+/// The backlog of the socket listening on `port`, from `ss -ltn`: for a
+/// listening socket the Send-Q column is the backlog given to listen().
+fn listen_backlog(ss: &Path, port: u16) -> u32 {
+    let out = run_with_timeout(
+        Command::new(ss).args(["-ltnH", &format!("sport = :{port}")]),
+        10,
+    );
+    let line = out.stdout.lines().next().unwrap_or_default().to_string();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols.first(), Some(&"LISTEN"), "ss: {line:?} {}", out.stderr);
+    cols.get(2)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no Send-Q in {line:?}"))
+}
+
+/// Starts luahost on `frontends` (after a global section with `maxconn
+/// 2000`), each binding the next port of `ports`, and returns the backlog
+/// of each listening socket.
+fn backlogs_of(name: &str, frontends: &[&str]) -> Option<Vec<u32>> {
+    let ss = luahost_suite::require_program("ss", "reads listening sockets' backlog")?;
+    let dir = scratch_dir(name);
+    let ports: Vec<u16> = frontends.iter().map(|_| free_port()).collect();
+    let mut cfg = String::from(
+        "global\n  nbthread 1\n  maxconn 2000\ndefaults\n  mode http\n  timeout client 5s\n",
+    );
+    for (f, port) in frontends.iter().zip(&ports) {
+        cfg.push_str(&f.replace("PORT", &port.to_string()));
+        cfg.push_str("  http-request return status 200\n");
+    }
+    std::fs::write(dir.join("b.cfg"), cfg).expect("write cfg");
+    let mut r = start_with_umask(&dir, "022", &["-f", "b.cfg"], ports[0]);
+    for p in &ports[1..] {
+        wait_listening(&mut r, *p);
+    }
+    Some(ports.iter().map(|p| listen_backlog(&ss, *p)).collect())
+}
+
+/// HAProxy's rule (listener_backlog()): the bind's `backlog`, else the
+/// frontend's `backlog`, else its `maxconn`, which defaults to the global
+/// `maxconn`. HAProxy 3.0 gives the same numbers for these configurations
+/// (checked with ss on its sockets).
+#[test]
+fn listen_backlog_derives_from_maxconn_as_haproxy() {
+    let got = backlogs_of(
+        "hardening_backlog_maxconn",
+        &[
+            "frontend global_maxconn\n  bind 127.0.0.1:PORT\n",
+            "frontend own_maxconn\n  bind 127.0.0.1:PORT\n  maxconn 700\n",
+        ],
+    );
+    if let Some(got) = got {
+        assert_eq!(got, [2000, 700]);
+    }
+}
+
+#[test]
+fn backlog_keyword_in_bind_frontend_and_defaults_as_haproxy() {
+    let got = backlogs_of(
+        "hardening_backlog_keyword",
+        &[
+            "frontend own_backlog\n  bind 127.0.0.1:PORT\n  backlog 300\n",
+            "frontend bind_backlog\n  bind 127.0.0.1:PORT backlog 50\n  maxconn 700\n",
+            "defaults\n  mode http\n  timeout client 5s\n  backlog 90\n\
+             frontend defaults_backlog\n  bind 127.0.0.1:PORT\n  maxconn 700\n",
+        ],
+    );
+    if let Some(got) = got {
+        assert_eq!(got, [300, 50, 90]);
+    }
+}
+
+#[test]
+fn backlog_errors_carry_file_and_line() {
+    let dir = scratch_dir("hardening_backlog_errors");
+    std::fs::write(
+        dir.join("e.cfg"),
+        "defaults\n  mode http\nfrontend fe\n  bind 127.0.0.1:1 backlog lots\n  backlog -3\n\
+         backend be\n  backlog 10\n",
+    )
+    .expect("write cfg");
+    let out = run_with_timeout(
+        Command::new(artifacts().luahost())
+            .args(["-c", "-f", "e.cfg"])
+            .current_dir(&dir),
+        30,
+    );
+    assert_eq!(out.status, Some(1), "{out:?}");
+    let lines: Vec<usize> = error_lines(&out.stderr, "e.cfg")
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    assert_eq!(lines, [4, 5, 7], "{}", out.stderr);
 }

@@ -9,6 +9,7 @@
 pub mod body;
 pub mod error_pages;
 pub mod http_front;
+mod listen;
 mod pidfile;
 pub mod plan;
 pub mod rules;
@@ -142,12 +143,13 @@ pub fn run(opts: Options) -> ExitCode {
     let mut errors = Vec::new();
     if !opts.check_only {
         for fe in &plan.frontends {
-            for (addr, loc) in &fe.binds {
-                match bind(*addr) {
+            for b in &fe.binds {
+                match listen::bind(b.addr, b.backlog) {
                     Ok(l) => listeners.push((fe.name.clone(), l)),
-                    Err(e) => {
-                        errors.push(format!("[ALERT] parsing [{loc}] : cannot bind {addr}: {e}"))
-                    }
+                    Err(e) => errors.push(format!(
+                        "[ALERT] parsing [{}] : cannot bind {}: {e}",
+                        b.location, b.addr
+                    )),
                 }
             }
         }
@@ -326,14 +328,6 @@ fn clone_plan(p: &Plan) -> Plan {
         log_level: p.log_level,
         pidfile: p.pidfile.clone(),
     }
-}
-
-/// Binds a listening socket (std sets SO_REUSEADDR on Unix, so a restart
-/// does not wait for TIME_WAIT sockets to expire).
-fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
 }
 
 struct WorkerStart {

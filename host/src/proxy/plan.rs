@@ -78,10 +78,40 @@ impl BackendSwitch {
     }
 }
 
+/// One listening socket to open.
+pub struct BindPlan {
+    pub addr: SocketAddr,
+    /// `file:line` of the `bind` line.
+    pub location: String,
+    /// The backlog passed to listen().
+    pub backlog: u32,
+}
+
+/// HAProxy's `listener_backlog()`: the bind line's `backlog`, else the
+/// frontend's `backlog`, else its `maxconn`, which defaults to the global
+/// `maxconn` (0 means unset at each step). The kernel caps the result at
+/// net.core.somaxconn.
+fn listen_backlog(b: &config::Bind, p: &config::Proxy, g: &config::Global) -> u32 {
+    let global = g.maxconn.unwrap_or(DEFAULT_MAXCONN);
+    [b.backlog, p.backlog]
+        .into_iter()
+        .flatten()
+        .map(|n| n as usize)
+        .chain(p.maxconn)
+        .chain(std::iter::once(global))
+        .find(|&n| n > 0)
+        .map_or(1, |n| {
+            u32::try_from(n)
+                .unwrap_or(i32::MAX as u32)
+                .min(i32::MAX as u32)
+        })
+}
+
 pub struct FrontendPlan {
     pub name: Arc<str>,
     pub mode: FrontMode,
-    pub binds: Vec<(SocketAddr, String)>,
+    /// Each listening address, its location and its listen() backlog.
+    pub binds: Vec<BindPlan>,
     pub rules: ProxyRules,
     pub use_backends: Vec<BackendSwitch>,
     /// `default_backend`, or the listen section itself when it has servers.
@@ -270,7 +300,11 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             binds: p
                 .binds
                 .iter()
-                .map(|b| (b.addr, b.location.to_string()))
+                .map(|b| BindPlan {
+                    addr: b.addr,
+                    location: b.location.to_string(),
+                    backlog: listen_backlog(b, p, g),
+                })
                 .collect(),
             rules,
             use_backends,

@@ -591,7 +591,7 @@ fn proxy_keyword_errors() {
         ("frontend", "mode health", "'mode' expects 'http' or 'tcp', got 'health'"),
         ("frontend", "mode", "'mode' expects 'http' or 'tcp'"),
         ("frontend", "bind", "'bind' expects an address such as :80, 127.0.0.1:8080 or [::1]:443"),
-        ("frontend", "bind :80 ssl crt /x.pem", "bind option 'ssl' is not supported yet; give only the address"),
+        ("frontend", "bind :80 ssl crt /x.pem", "bind option 'ssl' is not supported yet; give only the address (and 'backlog N')"),
         ("frontend", "bind localhost:80", "'bind': 'localhost:80': 'localhost' is not an IP address (host names are not supported in 'bind')"),
         ("frontend", "bind :80,:0", "'bind': ':0': invalid port '0'; expected a number between 1 and 65535"),
         ("frontend", "timeout client abc", "'timeout client' expects a time value like 5s, 100ms or 30000 (ms), got 'abc'"),

@@ -23,6 +23,8 @@ mod rules;
 mod units;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

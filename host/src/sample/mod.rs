@@ -248,6 +248,8 @@ pub(crate) fn v4_mapped(a: Ipv4Addr) -> Ipv6Addr {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 #[cfg(test)]

@@ -635,8 +635,12 @@ fn exchange(port: u16, case: &Case) -> Result<(Vec<u8>, bool), String> {
         if complete.0 >= case.requests && complete.1 == 0 && quiet > Duration::from_millis(30) {
             return Ok((got, false));
         }
-        // After an error response the close must come promptly.
-        let limit = if errored {
+        // Requests that were not mutated must be answered: wait for them
+        // as long as a loaded machine may need. After an error response
+        // the close must come promptly.
+        let limit = if case.expected.is_some() {
+            Duration::from_secs(5)
+        } else if errored {
             Duration::from_secs(1)
         } else {
             IDLE

@@ -309,12 +309,14 @@ fn backlog_keyword_in_bind_frontend_and_defaults_as_haproxy() {
         &[
             "frontend own_backlog\n  bind 127.0.0.1:PORT\n  backlog 300\n",
             "frontend bind_backlog\n  bind 127.0.0.1:PORT backlog 50\n  maxconn 700\n",
+            "frontend zero_is_unset\n  bind 127.0.0.1:PORT backlog 0\n  backlog 0\n  maxconn 600\n",
+            "listen a_listen\n  bind 127.0.0.1:PORT\n  backlog 123\n",
             "defaults\n  mode http\n  timeout client 5s\n  backlog 90\n\
              frontend defaults_backlog\n  bind 127.0.0.1:PORT\n  maxconn 700\n",
         ],
     );
     if let Some(got) = got {
-        assert_eq!(got, [300, 50, 90]);
+        assert_eq!(got, [300, 50, 600, 123, 90]);
     }
 }
 

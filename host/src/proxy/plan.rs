@@ -92,19 +92,20 @@ pub struct BindPlan {
 /// `maxconn` (0 means unset at each step). The kernel caps the result at
 /// net.core.somaxconn.
 fn listen_backlog(b: &config::Bind, p: &config::Proxy, g: &config::Global) -> u32 {
-    let global = g.maxconn.unwrap_or(DEFAULT_MAXCONN);
-    [b.backlog, p.backlog]
+    // listen() takes a C int.
+    const MAX: usize = i32::MAX as usize;
+    let candidates = [
+        b.backlog.map(|n| n as usize),
+        p.backlog.map(|n| n as usize),
+        p.maxconn,
+        Some(g.maxconn.unwrap_or(DEFAULT_MAXCONN)),
+    ];
+    let n = candidates
         .into_iter()
         .flatten()
-        .map(|n| n as usize)
-        .chain(p.maxconn)
-        .chain(std::iter::once(global))
         .find(|&n| n > 0)
-        .map_or(1, |n| {
-            u32::try_from(n)
-                .unwrap_or(i32::MAX as u32)
-                .min(i32::MAX as u32)
-        })
+        .unwrap_or(1);
+    n.min(MAX) as u32
 }
 
 pub struct FrontendPlan {

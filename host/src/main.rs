@@ -4,6 +4,8 @@
 mod backend;
 #[allow(dead_code)]
 mod config;
+#[cfg(test)]
+mod fuzz;
 mod headers;
 mod log;
 mod lua;

@@ -23,6 +23,8 @@ mod rules;
 mod units;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
@@ -374,6 +376,9 @@ pub struct Proxy {
     pub timeouts: Timeouts,
     /// `maxconn`.
     pub maxconn: Option<usize>,
+    /// `backlog`: the listen queue of this frontend's binds (0 or unset:
+    /// derived from `maxconn`, as in HAProxy).
+    pub backlog: Option<u32>,
     /// `default_backend` and where it was written (possibly in a defaults section).
     pub default_backend: Option<(String, Location)>,
     /// `use_backend` rules, in order.
@@ -413,6 +418,8 @@ pub struct Proxy {
 pub struct Bind {
     /// The address; `*:80` and `:80` mean 0.0.0.0:80.
     pub addr: SocketAddr,
+    /// The `backlog` bind option (0 or unset: the frontend's).
+    pub backlog: Option<u32>,
     /// Where it was written.
     pub location: Location,
 }

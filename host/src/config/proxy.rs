@@ -64,6 +64,7 @@ const KEYWORDS: &[(&str, u8)] = &[
     ("bind", F | L),
     ("timeout", ALL),
     ("maxconn", D | F | L),
+    ("backlog", D | F | L),
     ("default_backend", D | F | L),
     ("use_backend", F | L),
     ("acl", F | B | L),
@@ -107,7 +108,6 @@ pub(crate) const HTTP_OPTIONS: &[&str] = &["forwardfor", "http-keep-alive", "htt
 
 /// HAProxy proxy keywords that luahost recognises but does not implement.
 const UNSUPPORTED: &[&str] = &[
-    "backlog",
     "bind-process",
     "capture",
     "clitimeout",
@@ -198,6 +198,7 @@ pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
         binds: Vec::new(),
         timeouts: Timeouts::default(),
         maxconn: None,
+        backlog: None,
         default_backend: None,
         use_backends: Vec::new(),
         acls: Vec::new(),
@@ -240,6 +241,7 @@ pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Locat
             tunnel: pick(be, d.tunnel),
         },
         maxconn: if fe { defaults.maxconn } else { None },
+        backlog: if fe { defaults.backlog } else { None },
         default_backend: if fe {
             defaults.default_backend.clone()
         } else {
@@ -298,6 +300,16 @@ pub(crate) fn keyword(
         "timeout" => timeout(p, sect, words)?,
         "maxconn" => {
             p.maxconn = Some(int_arg(kw, "a number of connections", arg, 1, u64::MAX)?);
+            at_most(words, 2)?;
+        }
+        "backlog" => {
+            p.backlog = Some(int_arg(
+                kw,
+                "a number of pending connections",
+                arg,
+                0,
+                MAX_BACKLOG,
+            )?);
             at_most(words, 2)?;
         }
         "default_backend" => {
@@ -454,17 +466,37 @@ fn unknown_keyword(kw: &str, sect: SectionKind) -> String {
     )
 }
 
-/// `bind ADDR[,ADDR...]`; bind options are refused.
+/// The largest `backlog`: listen() takes an int (and the kernel caps it at
+/// net.core.somaxconn anyway).
+const MAX_BACKLOG: u64 = i32::MAX as u64;
+
+/// `bind ADDR[,ADDR...] [backlog N]`; other bind options are refused.
 fn bind(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
     let Some(list) = words.get(1) else {
         return Err(
             "'bind' expects an address such as :80, 127.0.0.1:8080 or [::1]:443".to_string(),
         );
     };
-    if let Some(opt) = words.get(2) {
-        return Err(format!(
-            "bind option '{opt}' is not supported yet; give only the address"
-        ));
+    let mut backlog = None;
+    let mut opts = words.get(2..).unwrap_or_default().iter();
+    while let Some(&opt) = opts.next() {
+        match opt {
+            "backlog" => {
+                let n = opts.next().copied();
+                backlog = Some(int_arg(
+                    "bind backlog",
+                    "a number of pending connections",
+                    n,
+                    0,
+                    MAX_BACKLOG,
+                )?);
+            }
+            _ => {
+                return Err(format!(
+                "bind option '{opt}' is not supported yet; give only the address (and 'backlog N')"
+            ))
+            }
+        }
     }
     // Parse the whole list before adding anything, so an error adds nothing.
     let addrs = list
@@ -473,7 +505,14 @@ fn bind(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     for addr in addrs {
         let location = loc.clone();
-        push(&mut p.binds, Bind { addr, location });
+        push(
+            &mut p.binds,
+            Bind {
+                addr,
+                backlog,
+                location,
+            },
+        );
     }
     Ok(())
 }

@@ -9,6 +9,8 @@
 pub mod body;
 pub mod error_pages;
 pub mod http_front;
+mod listen;
+mod pidfile;
 pub mod plan;
 pub mod rules;
 pub mod tcp_front;
@@ -16,6 +18,7 @@ mod wake_gate;
 pub mod worker;
 
 use crate::lua::state::LuaSettings;
+use pidfile::PidFile;
 use plan::{Plan, Registered, StateKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,7 +134,7 @@ pub fn run(opts: Options) -> ExitCode {
 
     // Written before anything listens, removed on every exit path.
     let _pidfile = if opts.check_only {
-        PidFile(None)
+        PidFile::none()
     } else {
         PidFile::write(opts.pidfile.clone().or(plan.pidfile.clone()))
     };
@@ -140,12 +143,13 @@ pub fn run(opts: Options) -> ExitCode {
     let mut errors = Vec::new();
     if !opts.check_only {
         for fe in &plan.frontends {
-            for (addr, loc) in &fe.binds {
-                match bind(*addr) {
+            for b in &fe.binds {
+                match listen::bind(b.addr, b.backlog) {
                     Ok(l) => listeners.push((fe.name.clone(), l)),
-                    Err(e) => {
-                        errors.push(format!("[ALERT] parsing [{loc}] : cannot bind {addr}: {e}"))
-                    }
+                    Err(e) => errors.push(format!(
+                        "[ALERT] parsing [{}] : cannot bind {}: {e}",
+                        b.location, b.addr
+                    )),
                 }
             }
         }
@@ -306,29 +310,6 @@ pub fn run(opts: Options) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The `-p` / `pidfile` file, removed when dropped.
-struct PidFile(Option<PathBuf>);
-
-impl PidFile {
-    fn write(path: Option<PathBuf>) -> PidFile {
-        if let Some(p) = &path {
-            if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-                eprintln!("[ALERT] cannot write pid file {}: {e}", p.display());
-                return PidFile(None);
-            }
-        }
-        PidFile(path)
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 /// A copy of the plan without the frontends (workers load Lua from it before
 /// the services are resolved).
 fn clone_plan(p: &Plan) -> Plan {
@@ -347,14 +328,6 @@ fn clone_plan(p: &Plan) -> Plan {
         log_level: p.log_level,
         pidfile: p.pidfile.clone(),
     }
-}
-
-/// Binds a listening socket (std sets SO_REUSEADDR on Unix, so a restart
-/// does not wait for TIME_WAIT sockets to expire).
-fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
 }
 
 struct WorkerStart {

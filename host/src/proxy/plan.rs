@@ -78,10 +78,41 @@ impl BackendSwitch {
     }
 }
 
+/// One listening socket to open.
+pub struct BindPlan {
+    pub addr: SocketAddr,
+    /// `file:line` of the `bind` line.
+    pub location: String,
+    /// The backlog passed to listen().
+    pub backlog: u32,
+}
+
+/// HAProxy's `listener_backlog()`: the bind line's `backlog`, else the
+/// frontend's `backlog`, else its `maxconn`, which defaults to the global
+/// `maxconn` (0 means unset at each step). The kernel caps the result at
+/// net.core.somaxconn.
+fn listen_backlog(b: &config::Bind, p: &config::Proxy, g: &config::Global) -> u32 {
+    // listen() takes a C int.
+    const MAX: usize = i32::MAX as usize;
+    let candidates = [
+        b.backlog.map(|n| n as usize),
+        p.backlog.map(|n| n as usize),
+        p.maxconn,
+        Some(g.maxconn.unwrap_or(DEFAULT_MAXCONN)),
+    ];
+    let n = candidates
+        .into_iter()
+        .flatten()
+        .find(|&n| n > 0)
+        .unwrap_or(1);
+    n.min(MAX) as u32
+}
+
 pub struct FrontendPlan {
     pub name: Arc<str>,
     pub mode: FrontMode,
-    pub binds: Vec<(SocketAddr, String)>,
+    /// Each listening address, its location and its listen() backlog.
+    pub binds: Vec<BindPlan>,
     pub rules: ProxyRules,
     pub use_backends: Vec<BackendSwitch>,
     /// `default_backend`, or the listen section itself when it has servers.
@@ -270,7 +301,11 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             binds: p
                 .binds
                 .iter()
-                .map(|b| (b.addr, b.location.to_string()))
+                .map(|b| BindPlan {
+                    addr: b.addr,
+                    location: b.location.to_string(),
+                    backlog: listen_backlog(b, p, g),
+                })
                 .collect(),
             rules,
             use_backends,

@@ -112,44 +112,6 @@ fn derived(name: &str) -> Option<(&'static str, MatchMethod)> {
     None
 }
 
-/// Turns `gt 5`-style operators into ranges for integer patterns.
-fn int_patterns(words: &[String]) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut op = "eq";
-    for w in words {
-        match w.as_str() {
-            "eq" | "ne" | "lt" | "le" | "gt" | "ge" => {
-                op = w.as_str();
-                continue;
-            }
-            _ => {}
-        }
-        if op == "eq" {
-            out.push(w.clone());
-            continue;
-        }
-        let v: i64 = w
-            .parse()
-            .map_err(|_| format!("'{w}' is not an integer (after operator '{op}')"))?;
-        match op {
-            "lt" => out.push(format!(":{}", v.saturating_sub(1))),
-            "le" => out.push(format!(":{v}")),
-            "gt" => out.push(format!("{}:", v.saturating_add(1))),
-            "ge" => out.push(format!("{v}:")),
-            _ => {
-                // "ne": everything but the value.
-                if v > i64::MIN {
-                    out.push(format!(":{}", v - 1));
-                }
-                if v < i64::MAX {
-                    out.push(format!("{}:", v + 1));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Compiles one ACL definition.
 pub fn compile_acl(def: &AclDef) -> Result<CompiledAcl, String> {
     let crit = def.criterion.trim();
@@ -191,7 +153,7 @@ pub fn compile_acl(def: &AclDef) -> Result<CompiledAcl, String> {
     }
     if !def.patterns.is_empty() {
         let words = if matches!(method, Some(MatchMethod::Int | MatchMethod::Len)) {
-            int_patterns(&def.patterns)?
+            super::int_pattern::apply_operators(&def.patterns)?
         } else {
             def.patterns.clone()
         };
@@ -610,8 +572,9 @@ mod tests {
         assert!(!m("req.hdr_cnt(x-list)", vec![], &["gt", "3"], &t));
         assert!(m("req.hdr_cnt(x-list)", vec![], &["lt", "4"], &t));
         assert!(m("req.hdr_cnt(x-list)", vec![], &["le", "3"], &t));
-        assert!(!m("req.hdr_cnt(x-list)", vec![], &["ne", "3"], &t));
-        assert!(m("req.hdr_cnt(x-list)", vec![], &["ne", "2"], &t));
+        // HAProxy accepts `ne` and leaves the number an exact match.
+        assert!(m("req.hdr_cnt(x-list)", vec![], &["ne", "3"], &t));
+        assert!(!m("req.hdr_cnt(x-list)", vec![], &["ne", "2"], &t));
         assert!(m("req.hdr_cnt(x-list)", vec![], &["1:5"], &t));
         assert!(m("req.hdr_cnt(x-list)", vec![], &["3:"], &t));
         assert!(!m("req.hdr_cnt(x-list)", vec![], &[":2"], &t));

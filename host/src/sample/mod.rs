@@ -16,6 +16,7 @@ pub mod expr;
 pub mod fetch;
 mod hash;
 mod http;
+mod int_pattern;
 pub mod logformat;
 pub mod map;
 pub mod pattern;
@@ -246,6 +247,8 @@ pub(crate) fn v4_mapped(a: Ipv4Addr) -> Ipv6Addr {
     a.to_ipv6_mapped()
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 

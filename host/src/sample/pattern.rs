@@ -198,35 +198,9 @@ impl Range {
     }
 }
 
-fn parse_i64(s: &str, what: &str) -> Result<i64, String> {
-    s.parse::<i64>()
-        .map_err(|_| format!("'{what}' is not a valid integer or range"))
-}
-
-/// Parses an integer pattern: `N`, `N:M`, `N:` or `:M`.
+/// Parses an integer pattern as HAProxy does (see `int_pattern`).
 pub fn parse_range(text: &str) -> Result<Range, String> {
-    match text.split_once(':') {
-        None => {
-            let v = parse_i64(text, text)?;
-            Ok(Range { min: v, max: v })
-        }
-        Some((a, b)) => {
-            let min = if a.is_empty() {
-                i64::MIN
-            } else {
-                parse_i64(a, text)?
-            };
-            let max = if b.is_empty() {
-                i64::MAX
-            } else {
-                parse_i64(b, text)?
-            };
-            if a.is_empty() && b.is_empty() {
-                return Err(format!("'{text}' is not a valid integer or range"));
-            }
-            Ok(Range { min, max })
-        }
-    }
+    super::int_pattern::parse_int_pattern(text)
 }
 
 /// Parses an address pattern: an IPv4 address (short forms allowed) with an
@@ -904,7 +878,14 @@ mod tests {
         assert!(i.matches(&s("0123456789")));
         assert!(parse_range("x").is_err());
         assert!(parse_range(":").is_err());
-        assert_eq!(parse_range("-5:-1").unwrap(), Range { min: -5, max: -1 });
+        assert!(parse_range("-5:-1").is_err());
+        assert_eq!(
+            parse_range(":-1").unwrap(),
+            Range {
+                min: i64::MIN,
+                max: -1
+            }
+        );
     }
 
     #[test]

@@ -150,6 +150,7 @@ global
             task_timeout: ms(250),
             burst_timeout: Some(Duration::from_micros(500)),
             blocking_calls: Some(BlockingCalls::Deny),
+            ..LuaTune::default()
         }
     );
     assert_eq!(g.bufsize, Some(32 * 1024));
@@ -211,13 +212,13 @@ fn global_errors() {
         ("log stderr format json local0", "'log format' expects one of: local, rfc3164, rfc5424, priority, short, timed, iso, raw; got 'json'"),
         ("log stderr len 10 local0", "'log len' expects a line length (an integer between 80 and 65535), got '10'"),
         ("log stderr sample 1:2 local0", "'log ... sample' is not supported yet"),
-        ("daemon", "'daemon' is not supported yet by luahost"),
-        ("master-worker", "'master-worker' is not supported yet by luahost"),
+        ("stats socket /run/x.sock", "'stats' is not supported yet by luahost"),
+        ("master-worker", "'master-worker' is not supported by luahost: it runs as one process and cannot re-execute itself for seamless reloads (SIGUSR2); run it under a service manager such as systemd, which restarts it, or use 'daemon'"),
         ("stats socket /run/s", "'stats' is not supported yet by luahost"),
-        ("user haproxy", "'user' is not supported yet by luahost"),
-        ("group haproxy", "'group' is not supported yet by luahost"),
-        ("chroot /var/empty", "'chroot' is not supported yet by luahost"),
-        ("bind :80", "unknown keyword 'bind' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls"),
+        ("user no-such-user-xyz", "cannot find user id for 'no-such-user-xyz'"),
+        ("group no-such-group-xyz", "cannot find group id for 'no-such-group-xyz'"),
+        ("chroot", "'chroot' expects a directory as an argument."),
+        ("bind :80", "unknown keyword 'bind' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs"),
     ];
     for (line, message) in cases {
         let text = format!("global\n  {line}\n");
@@ -785,7 +786,7 @@ fn outside_sections_and_other_sections() {
     );
     assert_eq!(
         err("global\n.if defined(X)\n"),
-        "[ALERT] parsing [t.cfg:2] : '.if': conditional blocks and diagnostic directives are not supported yet"
+        "[ALERT] parsing [t.cfg:2] : non-terminated '.if' block."
     );
 }
 
@@ -810,7 +811,7 @@ frontend f
         errs(text),
         [
             "[ALERT] parsing [t.cfg:2] : 'nbthread' expects a number of threads (an integer between 1 and 4096), got 'zero'",
-            "[ALERT] parsing [t.cfg:3] : unknown keyword 'bogus' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls",
+            "[ALERT] parsing [t.cfg:3] : unknown keyword 'bogus' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs",
             "[ALERT] parsing [t.cfg:5] : 'bind': ':99999': invalid port '99999'; expected a number between 1 and 65535",
             "[ALERT] parsing [t.cfg:6] : 'timeout client' expects a time value like 5s, 100ms or 30000 (ms), got '5q' (unknown unit 'q'; units are us, ms, s, m, h, d)",
             "[ALERT] parsing [t.cfg:7] : 'http-request set-header' expects a header name and a value format",

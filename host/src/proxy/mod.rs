@@ -10,6 +10,7 @@ pub mod body;
 pub mod error_pages;
 pub mod http_front;
 pub mod plan;
+mod process;
 pub mod rules;
 pub mod tcp_front;
 mod wake_gate;
@@ -41,6 +42,8 @@ pub struct Options {
     pub check_only: bool,
     pub debug: bool,
     pub pidfile: Option<PathBuf>,
+    /// `-D`: detach into the background, as `daemon` does.
+    pub daemon: bool,
 }
 
 /// What a worker reports after loading its Lua states.
@@ -90,9 +93,29 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // setenv & co. take effect now, while the process has one thread, so
+    // the Lua states see them (os.getenv).
+    crate::config::apply_env(&cfg.global.process.env);
+    for n in &cfg.notices {
+        eprintln!("{n}");
+    }
     for w in &cfg.warnings {
         eprintln!("{w}");
     }
+    if !cfg.global.process.no_effect.is_empty() {
+        let list: Vec<String> = cfg
+            .global
+            .process
+            .no_effect
+            .iter()
+            .map(|(kw, loc)| format!("{kw} ({loc})"))
+            .collect();
+        eprintln!(
+            "[NOTICE] config : accepted without effect: {}",
+            list.join(", ")
+        );
+    }
+    let proc_cfg = cfg.global.process.clone();
     let mut plan = match plan::build(&cfg) {
         Ok(p) => p,
         Err(errors) => {
@@ -110,6 +133,17 @@ pub fn run(opts: Options) -> ExitCode {
         crate::log::set_max_level(level);
     }
     crate::lua::memory::set_limit(plan.maxmem_bytes);
+    crate::lua::sample_bridge::set_bool_sample_normal(
+        cfg.global.lua.bool_sample_normal.unwrap_or(false),
+    );
+    crate::log::set_lua_routing(
+        cfg.global.lua.log_loggers.unwrap_or(true),
+        cfg.global
+            .lua
+            .log_stderr
+            .unwrap_or(crate::config::LuaLogStderr::Auto),
+        &cfg.global.logs,
+    );
     BUFSIZE.store(plan.bufsize, std::sync::atomic::Ordering::Relaxed);
     match crate::backend::Backends::build(&cfg) {
         Ok(b) => {
@@ -129,6 +163,19 @@ pub fn run(opts: Options) -> ExitCode {
         plan.nbthread = 1;
     }
 
+    // In daemon mode everything from here on runs in the child; the parent
+    // exits once the child reports that it serves (or fails).
+    let detached = if (opts.daemon || proc_cfg.daemon) && !opts.check_only {
+        match process::daemonize() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("[ALERT] {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     // Written before anything listens, removed on every exit path.
     let _pidfile = if opts.check_only {
         PidFile(None)
@@ -200,6 +247,13 @@ pub fn run(opts: Options) -> ExitCode {
             },
             listeners: worker_listeners,
             maxconn: maxconn.clone(),
+            // A later cpu-map line replaces an earlier one for a thread.
+            cpus: proc_cfg
+                .cpu_map
+                .iter()
+                .rev()
+                .find(|m| m.thread as usize == id + 1)
+                .map(|m| m.cpus.clone()),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("luahost-worker-{id}"))
@@ -246,6 +300,19 @@ pub fn run(opts: Options) -> ExitCode {
             for e in errors {
                 eprintln!("{e}");
             }
+            failed = true;
+        }
+    }
+    if !failed && !opts.check_only {
+        // The listeners are bound and the Lua files read: now the process
+        // may lose access to the file system and its privileges.
+        let confined = match &proc_cfg.chroot {
+            Some(dir) => process::chroot(dir),
+            None => Ok(()),
+        }
+        .and_then(|()| process::drop_privileges(proc_cfg.uid, proc_cfg.gid));
+        if let Err(e) = confined {
+            eprintln!("[ALERT] {e}");
             failed = true;
         }
     }
@@ -299,7 +366,10 @@ pub fn run(opts: Options) -> ExitCode {
         plan.nbthread,
         plan.frontends.len()
     ));
-    wait_for_signals(shutdown_tx, handles.len());
+    if let Some(d) = detached {
+        d.ready();
+    }
+    wait_for_signals(shutdown_tx, proc_cfg.grace);
     for h in handles {
         let _ = h.join();
     }
@@ -346,6 +416,7 @@ fn clone_plan(p: &Plan) -> Plan {
         maxmem_bytes: p.maxmem_bytes,
         log_level: p.log_level,
         pidfile: p.pidfile.clone(),
+        hard_stop_after: p.hard_stop_after,
     }
 }
 
@@ -370,9 +441,16 @@ struct WorkerStart {
     shared_tx: Option<mpsc::UnboundedSender<SharedJob>>,
     listeners: Vec<(Arc<str>, std::net::TcpListener)>,
     maxconn: Arc<Semaphore>,
+    /// `cpu-map`: the CPUs this worker thread may run on.
+    cpus: Option<Vec<u32>>,
 }
 
 fn worker_main(w: WorkerStart) {
+    if let Some(cpus) = &w.cpus {
+        if let Err(e) = process::pin_current_thread(cpus) {
+            crate::log::warning(&format!("cpu-map: worker thread {}: {e}", w.id + 1));
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -492,8 +570,9 @@ fn worker_main(w: WorkerStart) {
 }
 
 /// Waits for SIGTERM/SIGINT (hard stop) or SIGUSR1 (soft stop) and tells the
-/// workers; returns when they may be joined.
-fn wait_for_signals(tx: watch::Sender<Shutdown>, _workers: usize) {
+/// workers; returns when they may be joined. With `grace`, a soft stop
+/// keeps accepting for that long first (HAProxy's `grace`).
+fn wait_for_signals(tx: watch::Sender<Shutdown>, grace: Option<std::time::Duration>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -514,11 +593,19 @@ fn wait_for_signals(tx: watch::Sender<Shutdown>, _workers: usize) {
             crate::log::alert("cannot install signal handlers");
             return;
         };
-        let mode = tokio::select! {
+        let mut mode = tokio::select! {
             _ = term.recv() => Shutdown::Hard,
             _ = int.recv() => Shutdown::Hard,
             _ = usr1.recv() => Shutdown::Soft,
         };
+        if let (Shutdown::Soft, Some(grace)) = (mode, grace) {
+            crate::log::notice("soft stop requested: still accepting during the grace period");
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = term.recv() => mode = Shutdown::Hard,
+                _ = int.recv() => mode = Shutdown::Hard,
+            }
+        }
         crate::log::notice(match mode {
             Shutdown::Soft => "soft stop: no longer accepting connections; exiting when idle",
             _ => "stopping: finishing the requests in flight",

@@ -500,10 +500,7 @@ fn split_version(v: &str) -> Option<[u64; 7]> {
     let s = v.as_bytes();
     // strtol(p, 10) without sign handling beyond what versions use.
     let num = |i: &mut usize| -> u64 {
-        let (val, used) = match strtol_dec(&s[*i..]) {
-            Some(x) => x,
-            None => (0, 0),
-        };
+        let (val, used) = strtol_dec(&s[*i..]).unwrap_or_default();
         *i += used;
         val
     };
@@ -724,7 +721,8 @@ fn condition(kw: &str, words: &[&str], env: &dyn Env) -> Result<bool, String> {
     let text = words.get(1..).unwrap_or_default().join(" ");
     eval(&text, env).map_err(|e| {
         let pos = e.pos.min(text.len());
-        let caret = " ".repeat(kw.len() + 1 + text[..pos].chars().count());
+        let before = String::from_utf8_lossy(&text.as_bytes()[..pos]);
+        let caret = " ".repeat(kw.len() + 1 + before.chars().count());
         format!(
             "{} in '{kw}' at position {}:\n  {kw} {text}\n  {caret}^",
             e.message,

@@ -165,7 +165,8 @@ pub fn run(opts: Options) -> ExitCode {
 
     // In daemon mode everything from here on runs in the child; the parent
     // exits once the child reports that it serves (or fails).
-    let detached = if (opts.daemon || proc_cfg.daemon) && !opts.check_only {
+    // As in HAProxy, -d (foreground debugging) overrides daemon mode.
+    let detached = if (opts.daemon || proc_cfg.daemon) && !opts.check_only && !opts.debug {
         match process::daemonize() {
             Ok(d) => Some(d),
             Err(e) => {

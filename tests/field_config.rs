@@ -501,7 +501,10 @@ const BOOL_SERVICE: &str = r#"
 core.register_service("b", "http", function(applet)
   local v = applet.f:always_true()
   local c = applet.c:bool(3)
+  applet:set_var("txn.flag", true)
+  local g = applet:get_var("txn.flag")
   local body = type(v) .. ":" .. tostring(v) .. " " .. type(c) .. ":" .. tostring(c)
+    .. " " .. type(g) .. ":" .. tostring(g)
   applet:set_status(200)
   applet:add_header("content-length", #body)
   applet:start_response()
@@ -515,21 +518,21 @@ end)
 #[test]
 fn bool_sample_conversion_chooses_booleans_or_integers() {
     for (before, after, expected) in [
-        ("", "", "number:1 number:1"),
+        ("", "", "number:1 number:1 number:1"),
         (
             "  tune.lua.bool-sample-conversion pre-3.1-bug\n",
             "",
-            "number:1 number:1",
+            "number:1 number:1 number:1",
         ),
         (
             "  tune.lua.bool-sample-conversion normal\n",
             "",
-            "boolean:true boolean:true",
+            "boolean:true boolean:true boolean:true",
         ),
         (
             "",
             "  tune.lua.bool-sample-conversion normal\n",
-            "number:1 number:1",
+            "number:1 number:1 number:1",
         ),
     ] {
         let port = free_port();

@@ -22,6 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// and set once at start-up before any state exists.
 static BOOL_AS_BOOLEAN: AtomicBool = AtomicBool::new(false);
 
+/// Whether boolean samples (and variables) reach Lua as booleans.
+pub fn bool_sample_normal() -> bool {
+    BOOL_AS_BOOLEAN.load(Ordering::Relaxed)
+}
+
 /// Sets how boolean samples reach Lua: `true` as booleans (`normal`),
 /// `false` as integers 0/1 (`pre-3.1-bug`).
 pub fn set_bool_sample_normal(normal: bool) {
@@ -44,7 +49,7 @@ pub fn sample_to_lua(lua: &Lua, s: &Sample) -> mlua::Result<Value> {
     Ok(match s {
         // HAProxy before 3.1 handed booleans to Lua as integers 0/1; 3.1+
         // does so unless told `normal`.
-        Sample::Bool(b) if BOOL_AS_BOOLEAN.load(Ordering::Relaxed) => Value::Boolean(*b),
+        Sample::Bool(b) if bool_sample_normal() => Value::Boolean(*b),
         Sample::Bool(b) => Value::Integer(*b as i64),
         Sample::Sint(i) => Value::Integer(*i),
         Sample::Str(b) | Sample::Bin(b) | Sample::Meth(b) => Value::String(lua.create_string(b)?),

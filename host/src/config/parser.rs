@@ -269,7 +269,13 @@ impl Parser<'_> {
             return result;
         }
         if let Some(result) = process::keyword(&mut self.global.process, words, loc) {
-            return result;
+            if let Some(message) = result? {
+                self.warnings.push(ConfigWarning {
+                    location: Some(loc.clone()),
+                    message,
+                });
+            }
+            return Ok(());
         }
         let kw = words.first().copied().unwrap_or_default();
         let lua_loaded = !self.global.lua_loads.is_empty();
@@ -383,7 +389,10 @@ impl Parser<'_> {
     fn finish(mut self) -> Result<Config, Vec<ConfigError>> {
         let mut errors = std::mem::take(&mut self.errors);
         let mut warnings = std::mem::take(&mut self.warnings);
-        checks::check_references(&self.proxies, &self.frontends, &mut self.names, &mut errors);
+        // After an `.alert` (or a broken block), HAProxy reports nothing more.
+        if !self.aborted {
+            checks::check_references(&self.proxies, &self.frontends, &mut self.names, &mut errors);
+        }
         if errors.is_empty() {
             sort_by_position(&mut warnings, &self.files, |w| w.location.as_ref());
             return Ok(Config {

@@ -107,12 +107,14 @@ pub(crate) fn no_effect_keywords() -> impl Iterator<Item = &'static str> {
     NO_EFFECT.iter().map(|(k, _, _)| *k)
 }
 
-/// Handles a process keyword; `None` when `words[0]` is not one.
+/// Handles a process keyword; `None` when `words[0]` is not one. A
+/// `Some(Ok(Some(text)))` is accepted with a warning, as HAProxy does for a
+/// `uid`/`gid` that is not a number.
 pub(crate) fn keyword(
     p: &mut Process,
     words: &[&str],
     loc: &Location,
-) -> Option<Result<(), String>> {
+) -> Option<Result<Option<String>, String>> {
     let kw = *words.first()?;
     let arg = words.get(1).copied();
     let one = |what: &str| -> Result<&str, String> {
@@ -141,24 +143,32 @@ pub(crate) fn keyword(
                 .map(|gid| p.gid = Some(gid))
                 .ok_or_else(|| format!("cannot find group id for '{name}'"))
         }),
-        "uid" | "gid" => one("a number").and_then(|v| {
-            let id: u32 = v
-                .parse()
-                .map_err(|_| format!("'{kw}': '{v}' is not a number"))?;
+        "uid" | "gid" => {
+            let v = match one("an integer") {
+                Ok(v) => v,
+                Err(e) => return Some(Err(e)),
+            };
+            // As HAProxy: a C integer cast to uid_t/gid_t (so -1 is
+            // 4294967295); anything else is only a warning and no change.
+            let Ok(id) = v.parse::<i32>() else {
+                return Some(Ok(Some(format!(
+                    "{kw}: string '{v}' is not a number; the line is ignored (use '{}' for a name)",
+                    if kw == "uid" { "user" } else { "group" }
+                ))));
+            };
             if kw == "uid" {
-                p.uid = Some(id);
+                p.uid = Some(id as u32);
             } else {
-                p.gid = Some(id);
+                p.gid = Some(id as u32);
             }
             Ok(())
-        }),
+        }
         "chroot" => one("a directory").map(|d| p.chroot = Some(PathBuf::from(d))),
         "crt-base" => one("a directory path").map(|d| p.crt_base = Some(d.to_string())),
         "ca-base" => one("a directory path").map(|d| p.ca_base = Some(d.to_string())),
-        "hard-stop-after" => {
-            time_arg(kw, arg).and_then(|t| at_most(words, 2).map(|()| p.hard_stop_after = Some(t)))
-        }
-        "grace" => time_arg(kw, arg).and_then(|t| at_most(words, 2).map(|()| p.grace = Some(t))),
+        // HAProxy ignores words after the time for these two.
+        "hard-stop-after" => time_arg(kw, arg).map(|t| p.hard_stop_after = Some(t)),
+        "grace" => time_arg(kw, arg).map(|t| p.grace = Some(t)),
         "node" => one("a node name").and_then(|n| {
             let ok = n
                 .bytes()
@@ -195,7 +205,7 @@ pub(crate) fn keyword(
             })
         }
     };
-    Some(result)
+    Some(result.map(|()| None))
 }
 
 fn no_args(words: &[&str]) -> Result<(), String> {

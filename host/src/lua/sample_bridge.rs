@@ -47,7 +47,7 @@ pub fn lua_to_sample(v: &Value) -> Sample {
 
 pub fn sample_to_lua(lua: &Lua, s: &Sample) -> mlua::Result<Value> {
     Ok(match s {
-        // HAProxy before 3.1 handed booleans to Lua as integers 0/1; 3.1+
+        // HAProxy 3.0 and before hand booleans to Lua as integers 0/1; 3.2+
         // does so unless told `normal`.
         Sample::Bool(b) if bool_sample_normal() => Value::Boolean(*b),
         Sample::Bool(b) => Value::Integer(*b as i64),

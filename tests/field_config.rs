@@ -471,6 +471,17 @@ end)
         p.log()
     );
     assert_eq!(status_field(p.pid(), "Uid:"), "65534 65534 65534 65534");
+    // Every thread, the workers included, runs as nobody.
+    for task in std::fs::read_dir(format!("/proc/{}/task", p.pid())).expect("tasks") {
+        let status =
+            std::fs::read_to_string(task.expect("task").path().join("status")).unwrap_or_default();
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+            "{status}"
+        );
+    }
     assert_eq!(status_field(p.pid(), "Gid:"), "65534 65534 65534 65534");
     assert_eq!(status_field(p.pid(), "Groups:"), "65534");
 }

@@ -343,7 +343,11 @@ fn cpu_map(words: &[&str]) -> Result<Vec<CpuMap>, String> {
 
 /// A number, range `a-b`, `all`, `odd` or `even` within `min..=max`.
 fn id_set(s: &str, min: u32, max: u32) -> Result<Vec<u32>, String> {
-    let bad = || format!("cpu-map : '{s}' is not a valid number/range.");
+    let bad = || {
+        format!(
+            "cpu-map : '{s}' is not a valid number/range. It supports numbers from {min} to {max}."
+        )
+    };
     let all = min..=max;
     Ok(match s {
         "all" => all.collect(),

@@ -42,10 +42,12 @@ pub(crate) const BUILD_FEATURES: &[(&str, bool)] = &[
 ];
 
 /// What `enabled()` answers true for: the event poller in use (luahost's
-/// event loop uses epoll on Linux). HAProxy's other options (POLL, KQUEUE,
-/// EVPORTS, SPLICE, GETADDRINFO, REUSEPORT, FAST-FORWARD,
-/// SERVER-SSL-VERIFY-NONE) are false, as are unknown names.
-const ENABLED: &[&str] = &["EPOLL"];
+/// event loop uses epoll on Linux) and name resolution through getaddrinfo
+/// (the system resolver, always). HAProxy's other options (POLL, KQUEUE,
+/// EVPORTS, SPLICE, REUSEPORT, FAST-FORWARD, SERVER-SSL-VERIFY-NONE), which
+/// a default HAProxy 3.0 on Linux mostly reports enabled, are false here
+/// because luahost does not do them; unknown names are false.
+const ENABLED: &[&str] = &["EPOLL", "GETADDRINFO"];
 
 /// Deepest nesting of `.if` blocks, as in HAProxy.
 const MAX_NESTED: usize = 100;
@@ -800,6 +802,7 @@ mod tests {
         assert!(t("enabled(EPOLL)"));
         assert!(!t("enabled(POLL)"));
         assert!(!t("enabled(REUSEPORT)"));
+        assert!(t("enabled(GETADDRINFO)"));
         assert!(!t("ssllib_name_startswith(Open)"));
     }
 

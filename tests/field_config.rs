@@ -173,8 +173,10 @@ fn conditional_blocks_pass_and_fail_check_like_haproxy3() {
 
 const ENV_SERVICE: &str = r#"
 core.register_service("env", "http", function(applet)
+  local info = core.get_info()
   local body = tostring(os.getenv("GREETING")) .. " " .. tostring(os.getenv("GONE"))
-     .. " " .. tostring(os.getenv("PICKED"))
+     .. " " .. tostring(os.getenv("PICKED")) .. " " .. tostring(info.node)
+     .. " " .. tostring(info.description)
   applet:set_status(200)
   applet:add_header("content-length", #body)
   applet:start_response()
@@ -192,10 +194,10 @@ end)
 /// the lines below, and by `os.getenv` in Lua; `.if` picks the service.
 #[test]
 fn setenv_reaches_lua_and_if_chooses_the_configuration() {
-    for (greeting, expected) in [("hello", "hello nil yes"), ("bye", "other")] {
+    for (greeting, expected) in [("hello", "hello nil yes lb-1 front door"), ("bye", "other")] {
         let port = free_port();
         let config = format!(
-            "global\n  nbthread 1\n  lua-load svc.lua\n  setenv GREETING {greeting}\n  presetenv GREETING ignored\n  setenv GONE x\n  unsetenv GONE\n  setenv PICKED \"${{GREETING}}\"\n.if streq(\"$PICKED\",hello)\n  setenv PICKED yes\n.endif\n\
+            "global\n  nbthread 1\n  node lb-1\n  description front door\n  lua-load svc.lua\n  setenv GREETING {greeting}\n  presetenv GREETING ignored\n  setenv GONE x\n  unsetenv GONE\n  setenv PICKED \"${{GREETING}}\"\n.if streq(\"$PICKED\",hello)\n  setenv PICKED yes\n.endif\n\
              defaults\n  mode http\n  timeout client 10s\n\
              frontend fe\n  bind 127.0.0.1:{port}\n\
              .if streq(\"$GREETING\",hello) && !defined(GONE)\n  http-request use-service lua.env\n.else\n  http-request use-service lua.other\n.endif\n"

@@ -281,6 +281,11 @@ fn install_info(lua: &Lua, core: &Table, info: &Rc<StateInfo>) -> mlua::Result<(
             t.set("CumReq", s.cum_req as i64)?;
             t.set("Maxconn", s.maxconn as i64)?;
             t.set("Lua_mem_bytes", crate::lua::memory::used() as i64)?;
+            // `node` and `description` from global (show info's fields).
+            t.set("node", crate::stats::node())?;
+            if let Some(d) = crate::stats::description() {
+                t.set("description", d)?;
+            }
             Ok(t)
         })?,
     )?;

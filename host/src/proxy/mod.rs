@@ -158,6 +158,7 @@ pub fn run(opts: Options) -> ExitCode {
         }
     }
     crate::stats::init(plan.maxconn);
+    crate::stats::set_identity(proc_cfg.node.clone(), proc_cfg.description.clone());
     if opts.check_only {
         // Checking loads the Lua files once, on one worker.
         plan.nbthread = 1;

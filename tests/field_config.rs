@@ -435,9 +435,19 @@ fn user_and_chroot_apply_after_binding_and_loading() {
     }
     let port = free_port();
     let lua = r#"
+local init_uid = "?"
+-- Init functions run before the chroot and the privilege drop (HAProxy's
+-- order): this one still sees the real /proc and runs as root.
+core.register_init(function()
+  local f = io.open("/proc/self/status")
+  for line in f:lines() do
+    init_uid = line:match("^Uid:%s+(%d+)") or init_uid
+  end
+  f:close()
+end)
 core.register_service("hello", "http", function(applet)
   local f = io.open("/marker.txt")
-  local body = f and f:read("a") or "no marker"
+  local body = (f and f:read("a") or "no marker") .. "|" .. init_uid
   if f then f:close() end
   applet:set_status(200)
   applet:add_header("content-length", #body)
@@ -468,7 +478,7 @@ end)
     let r = http_get(port, "/");
     assert_eq!(
         (r.status, r.text()),
-        (200, "inside the chroot".to_string()),
+        (200, "inside the chroot|0".to_string()),
         "{}",
         p.log()
     );

@@ -3,8 +3,10 @@
 //! Start-up order, as HAProxy's: parse the configuration; bind every
 //! listener; load the Lua files (bodies run, registrations happen); check
 //! that every `lua.NAME` the configuration uses exists; run the init
-//! functions; start the tasks; serve. Any error before serving is reported
-//! and the process exits 1 without serving anything.
+//! functions; enter the chroot and drop privileges; start the tasks; serve.
+//! Any error before serving is reported and the process exits 1 without
+//! serving anything. In daemon mode a child process does all this after the
+//! configuration is parsed, and the command exits once it serves.
 
 pub mod body;
 pub mod error_pages;
@@ -78,7 +80,11 @@ pub fn proxy_info() -> &'static dyn crate::sample::ProxyInfo {
 
 /// What the main thread tells a worker after the checks.
 enum Go {
+    /// Run the init functions with this plan.
     Serve(Arc<Plan>),
+    /// Start the tasks and serve (sent once every init function succeeded
+    /// and the process entered its chroot and dropped its privileges).
+    Start,
     Abort,
 }
 
@@ -305,19 +311,6 @@ pub fn run(opts: Options) -> ExitCode {
             failed = true;
         }
     }
-    if !failed && !opts.check_only {
-        // The listeners are bound and the Lua files read: now the process
-        // may lose access to the file system and its privileges.
-        let confined = match &proc_cfg.chroot {
-            Some(dir) => process::chroot(dir),
-            None => Ok(()),
-        }
-        .and_then(|()| process::drop_privileges(proc_cfg.uid, proc_cfg.gid));
-        if let Err(e) = confined {
-            eprintln!("[ALERT] {e}");
-            failed = true;
-        }
-    }
     if failed || opts.check_only {
         for tx in &go_txs {
             let _ = tx.send(Go::Abort);
@@ -352,6 +345,24 @@ pub fn run(opts: Options) -> ExitCode {
                 break;
             }
         }
+    }
+    if !init_failed {
+        // Bound, loaded and initialised (as in HAProxy, where the init
+        // functions run before the chroot and the privilege drop): now the
+        // process may lose access to the file system and its privileges,
+        // before any task or connection runs.
+        let confined = match &proc_cfg.chroot {
+            Some(dir) => process::chroot(dir),
+            None => Ok(()),
+        }
+        .and_then(|()| process::drop_privileges(proc_cfg.uid, proc_cfg.gid));
+        if let Err(e) = confined {
+            eprintln!("[ALERT] {e}");
+            init_failed = true;
+        }
+    }
+    for tx in &go_txs {
+        let _ = tx.send(if init_failed { Go::Abort } else { Go::Start });
     }
     if init_failed {
         let _ = shutdown_tx.send(Shutdown::Hard);
@@ -523,6 +534,12 @@ fn worker_main(w: WorkerStart) {
         let _ = w.init_tx.send(init);
         if failed {
             return;
+        }
+        // Blocking here keeps the tasks spawned above from running until the
+        // process is confined (chroot, privileges).
+        match w.go_rx.recv() {
+            Ok(Go::Start) => {}
+            _ => return,
         }
         let shared_lua = match (&shared, w.shared_tx) {
             (Some(s), _) => SharedLua::Local(s.clone()),

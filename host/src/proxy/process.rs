@@ -2,9 +2,10 @@
 //! (`daemon`/`-D`), entering the `chroot`, dropping privileges
 //! (`user`/`group`), and pinning worker threads (`cpu-map`).
 //!
-//! Order, as HAProxy's: the listeners are bound and the Lua files loaded
-//! first (they may need the privileges and the full file system), then the
-//! process enters its chroot and drops its privileges, then it serves. In
+//! Order, as HAProxy's: the listeners are bound, the Lua files loaded and
+//! the init functions run first (they may need the privileges and the full
+//! file system), then the process enters its chroot and drops its
+//! privileges, then the tasks start and it serves. In
 //! daemon mode the parent waits for the child to be serving (or to fail)
 //! and exits 0 or 1 accordingly, so a bind error still reaches the
 //! terminal and the exit status.

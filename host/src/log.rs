@@ -48,19 +48,24 @@ pub fn log(level: i32, msg: &str) {
     if level > max_level() {
         return;
     }
+    let line = format_line(level, msg);
+    // One write per line so lines of concurrent workers do not interleave.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// `[level] ddd/hhmmss (pid) : message\n`.
+fn format_line(level: i32, msg: &str) -> String {
     let t = UtcTime::now();
-    let line = format!(
+    format!(
         "[{}] {:03}/{:02}{:02}{:02} ({}) : {}\n",
-        LEVEL_NAMES[level as usize],
+        LEVEL_NAMES[level.clamp(EMERG, DEBUG) as usize],
         t.yday,
         t.hour,
         t.min,
         t.sec,
         std::process::id(),
         msg.trim_end_matches('\n')
-    );
-    // One write per line so lines of concurrent workers do not interleave.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    )
 }
 
 pub fn alert(msg: &str) {
@@ -72,11 +77,76 @@ pub fn warning(msg: &str) {
 pub fn notice(msg: &str) {
     log(NOTICE, msg);
 }
-pub fn info(msg: &str) {
-    log(INFO, msg);
-}
 pub fn debug(msg: &str) {
     log(DEBUG, msg);
+}
+
+/// Where Lua messages (`core.log` & co., `txn:log`) go, from
+/// `tune.lua.log.loggers` and `tune.lua.log.stderr` (HAProxy 2.9+).
+struct LuaRouting {
+    /// The `log` targets of `global` that receive Lua messages, with the
+    /// most verbose level each takes; empty when `tune.lua.log.loggers off`.
+    loggers: Vec<(crate::config::LogDest, i32)>,
+    /// Also print the message on stderr.
+    stderr: bool,
+}
+
+static LUA_ROUTING: std::sync::RwLock<LuaRouting> = std::sync::RwLock::new(LuaRouting {
+    loggers: Vec::new(),
+    stderr: true,
+});
+
+/// Sets the routing of Lua messages. As in HAProxy, `auto` prints on stderr
+/// only when the message has no logger: loggers are off or none is
+/// configured. luahost's loggers are the global `log` lines (proxies use
+/// them through `log global`); each writes to its stream (stdout or
+/// stderr) in the same line format as the stderr output.
+pub fn set_lua_routing(
+    loggers_on: bool,
+    stderr: crate::config::LuaLogStderr,
+    targets: &[crate::config::LogTarget],
+) {
+    use crate::config::LuaLogStderr;
+    let loggers: Vec<_> = if loggers_on {
+        targets
+            .iter()
+            .map(|t| (t.dest, t.level.map(|l| l as i32).unwrap_or(DEBUG)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let stderr = match stderr {
+        LuaLogStderr::On => true,
+        LuaLogStderr::Off => false,
+        LuaLogStderr::Auto => loggers.is_empty(),
+    };
+    if let Ok(mut r) = LUA_ROUTING.write() {
+        *r = LuaRouting { loggers, stderr };
+    }
+}
+
+/// Logs a message from a Lua script at `level`, routed as configured.
+pub fn lua(level: i32, msg: &str) {
+    let level = level.clamp(EMERG, DEBUG);
+    let Ok(routing) = LUA_ROUTING.read() else {
+        return log(level, msg);
+    };
+    for &(dest, max) in &routing.loggers {
+        if level <= max && level <= max_level() {
+            let line = format_line(level, msg);
+            let _ = match dest {
+                crate::config::LogDest::Stdout => {
+                    std::io::stdout().lock().write_all(line.as_bytes())
+                }
+                crate::config::LogDest::Stderr => {
+                    std::io::stderr().lock().write_all(line.as_bytes())
+                }
+            };
+        }
+    }
+    if routing.stderr {
+        log(level, msg);
+    }
 }
 
 /// Writes an access log line (already formatted) when enabled.

@@ -29,7 +29,7 @@ use std::process::ExitCode;
 #[command(
     name = "luahost",
     about = "A Lua-scriptable proxy that runs HAProxy Lua scripts, built in Rust",
-    override_usage = "luahost -f FILE [-f FILE ...] [-c] [-d] [-p PIDFILE]\n       luahost run SCRIPT [ARGS...]\n       luahost module check FILE.so",
+    override_usage = "luahost -f FILE [-f FILE ...] [-c] [-d] [-D] [-p PIDFILE]\n       luahost run SCRIPT [ARGS...]\n       luahost module check FILE.so",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -42,6 +42,12 @@ struct Cli {
     /// Foreground with debug logging and an access log line per request.
     #[arg(short = 'd')]
     debug: bool,
+    /// Detach into the background once listening (as `daemon`).
+    #[arg(short = 'D')]
+    daemon: bool,
+    /// Master-worker mode: not supported (refused with an explanation).
+    #[arg(short = 'W')]
+    master_worker: bool,
     /// Write the process id to this file.
     #[arg(short = 'p', value_name = "PIDFILE")]
     pidfile: Option<PathBuf>,
@@ -100,11 +106,18 @@ fn main() -> ExitCode {
         Some(Command::Module {
             command: ModuleCommand::Check { file },
         }) => module_check::run(&file),
+        None if cli.master_worker => {
+            eprintln!(
+                "[ALERT] -W (master-worker mode) is not supported by luahost: it runs as one process and cannot re-execute itself for seamless reloads (SIGUSR2); run it under a service manager such as systemd, or use -D."
+            );
+            ExitCode::from(1)
+        }
         None if !cli.files.is_empty() => proxy::run(proxy::Options {
             files: cli.files,
             check_only: cli.check,
             debug: cli.debug,
             pidfile: cli.pidfile,
+            daemon: cli.daemon,
         }),
         None => {
             let _ = Cli::command().print_help();

@@ -41,6 +41,37 @@ pub fn count_request() {
     CUM_REQ.fetch_add(1, Ordering::Relaxed);
 }
 
+/// `node` and `description` from `global`, for `core.get_info()`.
+static IDENTITY: std::sync::RwLock<(Option<String>, Option<String>)> =
+    std::sync::RwLock::new((None, None));
+
+/// Sets the `node` (HAProxy's default: the host name) and `description`.
+pub fn set_identity(node: Option<String>, description: Option<String>) {
+    if let Ok(mut id) = IDENTITY.write() {
+        *id = (node, description);
+    }
+}
+
+/// The node name: `node` if set, else the host name (as HAProxy).
+pub fn node() -> String {
+    if let Some(n) = IDENTITY.read().ok().and_then(|id| id.0.clone()) {
+        return n;
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// The `description`, if set.
+pub fn description() -> Option<String> {
+    IDENTITY.read().ok().and_then(|id| id.1.clone())
+}
+
 pub struct Snapshot {
     pub uptime: Duration,
     pub curr_conns: usize,

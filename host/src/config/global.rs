@@ -2,8 +2,8 @@
 
 use super::units::{int_arg, size_arg, time_arg};
 use super::{
-    BlockingCalls, Global, Location, LogDest, LogLevel, LogTarget, LuaLoad, LuaPrependPath,
-    PathKind,
+    BlockingCalls, Global, Location, LogDest, LogLevel, LogTarget, LuaLoad, LuaLogStderr,
+    LuaPrependPath, PathKind,
 };
 use std::path::PathBuf;
 
@@ -24,39 +24,30 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "tune.lua.task-timeout",
     "tune.lua.burst-timeout",
     "tune.lua.blocking-calls",
+    "tune.lua.bool-sample-conversion",
+    "tune.lua.log.loggers",
+    "tune.lua.log.stderr",
+    "tune.lua.openlibs",
+];
+
+/// The optional standard libraries `tune.lua.openlibs` names (base and
+/// coroutine are always opened).
+pub(crate) const LUA_LIBS: &[&str] = &[
+    "table", "io", "os", "string", "math", "utf8", "package", "debug",
 ];
 
 /// HAProxy `global` keywords that luahost recognises but does not implement.
 pub(crate) const UNSUPPORTED: &[&str] = &[
-    "daemon",
-    "master-worker",
     "stats",
-    "user",
-    "group",
-    "uid",
-    "gid",
-    "chroot",
     "nbproc",
-    "cpu-map",
     "ulimit-n",
-    "node",
-    "description",
     "localpeer",
-    "hard-stop-after",
-    "grace",
     "external-check",
     "insecure-fork-wanted",
-    "expose-experimental-directives",
-    "setenv",
-    "presetenv",
-    "resetenv",
-    "unsetenv",
     "log-send-hostname",
     "log-tag",
     "quiet",
     "zero-warning",
-    "ca-base",
-    "crt-base",
     "ssl-default-bind-ciphers",
     "ssl-default-bind-ciphersuites",
     "ssl-default-bind-options",
@@ -70,9 +61,6 @@ pub(crate) const UNSUPPORTED: &[&str] = &[
     "tune.maxrewrite",
     "tune.http.maxhdr",
     "tune.ssl.default-dh-param",
-    "tune.lua.log.loggers",
-    "tune.lua.log.stderr",
-    "tune.lua.bool-sample-conversion",
 ];
 
 const FACILITIES: &[&str] = &[
@@ -225,6 +213,53 @@ pub(crate) fn keyword(g: &mut Global, words: &[&str], loc: &Location) -> Result<
             });
             at_most(words, 2)?;
         }
+        "tune.lua.bool-sample-conversion" => {
+            let normal = match arg {
+                Some("normal") => true,
+                Some("pre-3.1-bug") => false,
+                _ => {
+                    return Err(format!(
+                        "'{kw}' expects either 'normal' or 'pre-3.1-bug' but got '{}'.",
+                        arg.unwrap_or_default()
+                    ))
+                }
+            };
+            at_most(words, 2)?;
+            // Set after a lua-load it is ignored (the parser warns).
+            if g.lua_loads.is_empty() {
+                g.lua.bool_sample_normal = Some(normal);
+            }
+        }
+        "tune.lua.log.loggers" => {
+            g.lua.log_loggers = Some(match arg {
+                Some("on") => true,
+                Some("off") => false,
+                _ => {
+                    return Err(format!(
+                        "'{kw}' expects either 'on' or 'off' but got '{}'.",
+                        arg.unwrap_or_default()
+                    ))
+                }
+            });
+            at_most(words, 2)?;
+        }
+        "tune.lua.log.stderr" => {
+            g.lua.log_stderr = Some(match arg {
+                Some("on") => LuaLogStderr::On,
+                Some("auto") => LuaLogStderr::Auto,
+                Some("off") => LuaLogStderr::Off,
+                _ => {
+                    return Err(format!(
+                        "'{kw}' expects either 'on', 'auto', or 'off' but got '{}'.",
+                        arg.unwrap_or_default()
+                    ))
+                }
+            });
+            at_most(words, 2)?;
+        }
+        "tune.lua.openlibs" => {
+            g.lua.openlibs = openlibs(g, words)?;
+        }
         "pidfile" => {
             match arg {
                 Some(f) if !f.is_empty() => g.pidfile = Some(PathBuf::from(f)),
@@ -254,6 +289,58 @@ pub(crate) fn keyword(g: &mut Global, words: &[&str], loc: &Location) -> Result<
         }
     }
     Ok(())
+}
+
+/// Reads `tune.lua.openlibs all|none|LIB[,LIB...]` with HAProxy's rules:
+/// it comes before any `lua-load`, and a restriction also before any
+/// `lua-prepend-path`. `None` means all libraries.
+fn openlibs(g: &Global, words: &[&str]) -> Result<Option<Vec<String>>, String> {
+    let kw = "tune.lua.openlibs";
+    at_most(words, 2)?;
+    let arg = words.get(1).copied().unwrap_or_default();
+    if arg.is_empty() {
+        return Err(format!(
+            "'{kw}' expects 'all', 'none', or a comma-separated list of libraries: {}",
+            LUA_LIBS.join(",")
+        ));
+    }
+    if !g.lua_loads.is_empty() {
+        return Err(format!(
+            "'{kw}' must be set before any \"lua-load\" or \"lua-load-per-thread\" directive."
+        ));
+    }
+    let mut all = false;
+    let mut none = false;
+    let mut libs: Vec<String> = Vec::new();
+    for token in arg.split(',').filter(|t| !t.is_empty()) {
+        match token {
+            "all" => all = true,
+            "none" => none = true,
+            lib if LUA_LIBS.contains(&lib) => {
+                if !libs.iter().any(|l| l == lib) {
+                    libs.push(lib.to_string());
+                }
+            }
+            other => {
+                return Err(format!(
+                    "'{kw}': unknown library '{other}', expected one of: all,none,{}",
+                    LUA_LIBS.join(",")
+                ))
+            }
+        }
+    }
+    if none && (all || !libs.is_empty()) {
+        return Err(format!(
+            "'{kw}': 'none' cannot be combined with other libraries."
+        ));
+    }
+    let everything = all || LUA_LIBS.iter().all(|l| libs.iter().any(|x| x == l));
+    if !everything && !g.lua_prepend_paths.is_empty() {
+        return Err(format!(
+            "'{kw}' must appear before any 'lua-load', 'lua-load-per-thread' or 'lua-prepend-path' directive"
+        ));
+    }
+    Ok(if everything { None } else { Some(libs) })
 }
 
 /// Reads `log TARGET [len N] [format F] FACILITY [LEVEL [MINLEVEL]]`; returns

@@ -15,9 +15,12 @@ mod acl;
 pub(crate) use acl::PREDEFINED_ACLS;
 mod addr;
 mod checks;
+mod cond;
+mod environ;
 mod global;
 mod lexer;
 mod parser;
+mod process;
 mod proxy;
 mod rules;
 mod units;
@@ -32,6 +35,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use environ::{apply as apply_env, EnvOp};
+pub use process::CpuMap;
 
 /// Where an item was written: file name and 1-based line number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -84,6 +90,28 @@ impl fmt::Display for ConfigWarning {
             Some(loc) => write!(f, "[WARNING] parsing [{loc}] : {}", self.message),
             None => write!(f, "[WARNING] config : {}", self.message),
         }
+    }
+}
+
+/// A message a `.notice` or `.warning` line asked for, shown at load as
+/// HAProxy shows it: `[NOTICE] parsing [file:line] : 'text'.`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigNotice {
+    /// `NOTICE` or `WARNING`.
+    pub level: &'static str,
+    /// The directive's line.
+    pub location: Location,
+    /// The text given.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigNotice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] parsing [{}] : '{}'.",
+            self.level, self.location, self.message
+        )
     }
 }
 
@@ -165,6 +193,8 @@ pub struct Config {
     pub proxies: Vec<Proxy>,
     /// Remarks about constructs that were accepted but have no effect.
     pub warnings: Vec<ConfigWarning>,
+    /// `.notice` and `.warning` messages, in file order.
+    pub notices: Vec<ConfigNotice>,
 }
 
 impl Config {
@@ -202,6 +232,42 @@ pub struct Global {
     pub logs: Vec<LogTarget>,
     /// `pidfile`.
     pub pidfile: Option<PathBuf>,
+    /// Process keywords: daemon, privileges, chroot, timers, CPU pinning.
+    pub process: Process,
+}
+
+/// The `global` keywords about the process itself.
+#[derive(Debug, Clone, Default)]
+pub struct Process {
+    /// `daemon` (or `-D`): detach into the background once listening.
+    pub daemon: bool,
+    /// `user`/`uid`: the user to run as once the listeners are bound.
+    pub uid: Option<u32>,
+    /// `group`/`gid`: the group to run as once the listeners are bound.
+    pub gid: Option<u32>,
+    /// `chroot`: the directory to enter once the Lua files are loaded.
+    pub chroot: Option<PathBuf>,
+    /// `hard-stop-after`: the longest a stop may take.
+    pub hard_stop_after: Option<Duration>,
+    /// `grace`: how long the listeners stay open after a stop signal.
+    pub grace: Option<Duration>,
+    /// `node`.
+    pub node: Option<String>,
+    /// `description`.
+    pub description: Option<String>,
+    /// `crt-base` (kept for TLS, which luahost does not have yet).
+    pub crt_base: Option<String>,
+    /// `ca-base` (kept for TLS).
+    pub ca_base: Option<String>,
+    /// `cpu-map` bindings, in order (a later one replaces an earlier one
+    /// for the same thread).
+    pub cpu_map: Vec<CpuMap>,
+    /// `setenv`/`presetenv`/`unsetenv`/`resetenv`, to apply at start-up.
+    pub env: Vec<EnvOp>,
+    /// Keywords accepted without effect, with their first line.
+    pub no_effect: Vec<(String, Location)>,
+    /// `expose-experimental-directives`.
+    pub experimental: bool,
 }
 
 /// A Lua script to load at startup.
@@ -255,6 +321,28 @@ pub struct LuaTune {
     pub burst_timeout: Option<Duration>,
     /// `tune.lua.blocking-calls` (luahost extension).
     pub blocking_calls: Option<BlockingCalls>,
+    /// `tune.lua.bool-sample-conversion`: `Some(true)` for `normal`
+    /// (boolean samples reach Lua as booleans), `Some(false)` for
+    /// `pre-3.1-bug` (as integers 0/1, the default).
+    pub bool_sample_normal: Option<bool>,
+    /// `tune.lua.log.loggers`.
+    pub log_loggers: Option<bool>,
+    /// `tune.lua.log.stderr`.
+    pub log_stderr: Option<LuaLogStderr>,
+    /// `tune.lua.openlibs`: the optional standard libraries a state opens
+    /// (`None`: all of them).
+    pub openlibs: Option<Vec<String>>,
+}
+
+/// `tune.lua.log.stderr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LuaLogStderr {
+    /// Always also to stderr.
+    On,
+    /// To stderr only when the message has no logger to go to.
+    Auto,
+    /// Never to stderr.
+    Off,
 }
 
 /// What to do when a script makes a blocking call in a context that must not block.

@@ -3,10 +3,14 @@
 //! `checks` when sections close and when everything is read.
 
 use super::checks::{self, Names};
+use super::cond::{Blocks, Directive};
+use super::environ::Overlay;
 use super::global;
 use super::lexer::{self, Env, LineInfo, Words};
 use super::proxy::{self, builtin_defaults, check_name, inherit, SectionKind};
-use super::{Config, ConfigError, ConfigWarning, Global, Location, Proxy, ProxyKind};
+use super::{
+    process, Config, ConfigError, ConfigNotice, ConfigWarning, Global, Location, Proxy, ProxyKind,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -40,7 +44,8 @@ enum Section {
 }
 
 struct Parser<'e> {
-    env: &'e dyn Env,
+    /// The environment with the `setenv` & co. read so far.
+    env: Overlay<'e>,
     global: Global,
     proxies: Vec<Proxy>,
     /// The defaults in force: the last `defaults` section read.
@@ -61,6 +66,9 @@ struct Parser<'e> {
     files: Vec<Arc<str>>,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigWarning>,
+    notices: Vec<ConfigNotice>,
+    /// An `.alert` line stopped the parsing, as in HAProxy.
+    aborted: bool,
 }
 
 /// Parses `sources` (file name, contents) in order as one configuration.
@@ -69,7 +77,7 @@ pub(crate) fn parse<'a>(
     env: &dyn Env,
 ) -> Result<Config, Vec<ConfigError>> {
     let mut p = Parser {
-        env,
+        env: Overlay::new(env),
         global: Global::default(),
         proxies: Vec::new(),
         defaults: builtin_defaults(&Location {
@@ -85,8 +93,13 @@ pub(crate) fn parse<'a>(
         files: Vec::new(),
         errors: Vec::new(),
         warnings: Vec::new(),
+        notices: Vec::new(),
+        aborted: false,
     };
     for (name, text) in sources {
+        if p.aborted {
+            break;
+        }
         p.file(name, text);
     }
     p.finish()
@@ -126,14 +139,19 @@ impl Parser<'_> {
         self.section = Section::None;
         let mut words = Words::default();
         let mut scratch: Vec<&str> = Vec::new();
-        for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
+        // `.if` blocks do not span files.
+        let mut blocks = Blocks::default();
+        let mut last_line = 0;
+        let body = text.strip_suffix(b"\n").unwrap_or(text);
+        for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
             let line = index + 1;
+            last_line = line;
             let info = LineInfo {
                 file: &name,
                 line,
                 section: self.section_label(),
             };
-            let split = lexer::split(raw, self.env, &info, &mut words);
+            let split = lexer::split(raw, &self.env, &info, &mut words);
             if let Err(message) = split {
                 self.error(&super::location(&name, line), message);
                 continue;
@@ -143,10 +161,63 @@ impl Parser<'_> {
             }
             let mut refs = recycle(std::mem::take(&mut scratch));
             refs.extend(words.iter());
-            self.line(&refs, &super::location(&name, line));
+            let loc = super::location(&name, line);
+            match blocks.line(&refs, &self.env) {
+                Ok(Directive::Line { masked: false }) => self.line(&refs, &loc),
+                Ok(Directive::Line { masked: true }) | Ok(Directive::Handled) => {}
+                Err(message) => {
+                    // A broken block structure makes the rest meaningless.
+                    self.error(&loc, message);
+                    self.aborted = true;
+                }
+            }
             scratch = recycle(refs);
+            if self.aborted {
+                return;
+            }
+        }
+        if blocks.open() {
+            let loc = super::location(&name, last_line.max(1));
+            self.error(&loc, "non-terminated '.if' block.".to_string());
+            self.aborted = true;
         }
         self.close_section();
+    }
+
+    /// Handles `.alert`, `.warning`, `.notice`, `.diag` and unknown
+    /// directives (a line starting with a dot).
+    fn directive(&mut self, words: &[&str], loc: &Location) -> Result<(), String> {
+        let kw = words.first().copied().unwrap_or_default();
+        let level = match kw {
+            ".alert" => "ALERT",
+            ".warning" => "WARNING",
+            ".notice" => "NOTICE",
+            ".diag" => "DIAG",
+            _ => return Err(format!("unknown directive '{kw}'.")),
+        };
+        if let Some(extra) = words.get(2) {
+            return Err(format!(
+                "Unexpected argument '{extra}' for '{kw}'. Use quotes if the message should contain spaces."
+            ));
+        }
+        let message = words.get(1).copied().unwrap_or_default().to_string();
+        match level {
+            "ALERT" => {
+                self.aborted = true;
+                Err(format!("'{message}'."))
+            }
+            // HAProxy prints diagnostics only in its diagnostic mode (-dD),
+            // which luahost does not have.
+            "DIAG" => Ok(()),
+            _ => {
+                self.notices.push(ConfigNotice {
+                    level,
+                    location: loc.clone(),
+                    message,
+                });
+                Ok(())
+            }
+        }
     }
 
     /// Handles one non-empty line.
@@ -165,15 +236,13 @@ impl Parser<'_> {
                     "'{kw}' sections are not supported yet by luahost; the lines of this section are ignored"
                 ))
             }
-            _ if kw.starts_with('.') => Err(format!(
-                "'{kw}': conditional blocks and diagnostic directives are not supported yet"
-            )),
+            _ if kw.starts_with('.') => self.directive(words, loc),
             _ => match self.section {
                 Section::None => Err(format!(
                     "unknown keyword '{kw}' out of section; a configuration file starts with a section keyword: global, defaults, frontend, backend or listen"
                 )),
                 Section::Skipped => Ok(()),
-                Section::Global => global::keyword(&mut self.global, words, loc),
+                Section::Global => self.global_keyword(words, loc),
                 Section::Defaults => {
                     proxy::keyword(&mut self.defaults, SectionKind::Defaults, words, loc)
                 }
@@ -190,6 +259,34 @@ impl Parser<'_> {
         if let Err(message) = result {
             self.error(loc, message);
         }
+    }
+
+    /// Handles a `global` line: environment and process keywords first,
+    /// then the others.
+    fn global_keyword(&mut self, words: &[&str], loc: &Location) -> Result<(), String> {
+        if let Some(result) = self.env.keyword(words) {
+            self.global.process.env = self.env.ops.clone();
+            return result;
+        }
+        if let Some(result) = process::keyword(&mut self.global.process, words, loc) {
+            if let Some(message) = result? {
+                self.warnings.push(ConfigWarning {
+                    location: Some(loc.clone()),
+                    message,
+                });
+            }
+            return Ok(());
+        }
+        let kw = words.first().copied().unwrap_or_default();
+        let lua_loaded = !self.global.lua_loads.is_empty();
+        global::keyword(&mut self.global, words, loc)?;
+        if kw == "tune.lua.bool-sample-conversion" && lua_loaded {
+            self.warnings.push(ConfigWarning {
+                location: Some(loc.clone()),
+                message: "ignored as some Lua was loaded already. \"tune.lua.bool-sample-conversion\" must be set before any \"lua-load\" or \"lua-load-per-thread\" directive for it to be considered.".to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Leaves the current section; a named defaults section becomes available
@@ -292,13 +389,17 @@ impl Parser<'_> {
     fn finish(mut self) -> Result<Config, Vec<ConfigError>> {
         let mut errors = std::mem::take(&mut self.errors);
         let mut warnings = std::mem::take(&mut self.warnings);
-        checks::check_references(&self.proxies, &self.frontends, &mut self.names, &mut errors);
+        // After an `.alert` (or a broken block), HAProxy reports nothing more.
+        if !self.aborted {
+            checks::check_references(&self.proxies, &self.frontends, &mut self.names, &mut errors);
+        }
         if errors.is_empty() {
             sort_by_position(&mut warnings, &self.files, |w| w.location.as_ref());
             return Ok(Config {
                 global: self.global,
                 proxies: self.proxies,
                 warnings,
+                notices: self.notices,
             });
         }
         sort_by_position(&mut errors, &self.files, |e| e.location.as_ref());

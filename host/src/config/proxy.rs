@@ -449,7 +449,10 @@ fn got(word: Option<&str>) -> String {
 /// The message for a keyword with no entry in [`KEYWORDS`].
 fn unknown_keyword(kw: &str, sect: SectionKind) -> String {
     let section = sect.name();
-    if super::global::KEYWORDS.contains(&kw) || super::global::UNSUPPORTED.contains(&kw) {
+    if super::global::KEYWORDS.contains(&kw)
+        || super::global::UNSUPPORTED.contains(&kw)
+        || super::process::is_keyword(kw)
+    {
         return format!("'{kw}' is a 'global' keyword; it is not allowed in a '{section}' section");
     }
     if UNSUPPORTED.contains(&kw) {

@@ -150,6 +150,7 @@ global
             task_timeout: ms(250),
             burst_timeout: Some(Duration::from_micros(500)),
             blocking_calls: Some(BlockingCalls::Deny),
+            ..LuaTune::default()
         }
     );
     assert_eq!(g.bufsize, Some(32 * 1024));
@@ -211,13 +212,13 @@ fn global_errors() {
         ("log stderr format json local0", "'log format' expects one of: local, rfc3164, rfc5424, priority, short, timed, iso, raw; got 'json'"),
         ("log stderr len 10 local0", "'log len' expects a line length (an integer between 80 and 65535), got '10'"),
         ("log stderr sample 1:2 local0", "'log ... sample' is not supported yet"),
-        ("daemon", "'daemon' is not supported yet by luahost"),
-        ("master-worker", "'master-worker' is not supported yet by luahost"),
+        ("stats socket /run/x.sock", "'stats' is not supported yet by luahost"),
+        ("master-worker", "'master-worker' is not supported by luahost: it runs as one process and cannot re-execute itself for seamless reloads (SIGUSR2); run it under a service manager such as systemd, which restarts it, or use 'daemon'"),
         ("stats socket /run/s", "'stats' is not supported yet by luahost"),
-        ("user haproxy", "'user' is not supported yet by luahost"),
-        ("group haproxy", "'group' is not supported yet by luahost"),
-        ("chroot /var/empty", "'chroot' is not supported yet by luahost"),
-        ("bind :80", "unknown keyword 'bind' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls"),
+        ("user no-such-user-xyz", "cannot find user id for 'no-such-user-xyz'"),
+        ("group no-such-group-xyz", "cannot find group id for 'no-such-group-xyz'"),
+        ("chroot", "'chroot' expects a directory as an argument."),
+        ("bind :80", "unknown keyword 'bind' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs"),
     ];
     for (line, message) in cases {
         let text = format!("global\n  {line}\n");
@@ -785,7 +786,7 @@ fn outside_sections_and_other_sections() {
     );
     assert_eq!(
         err("global\n.if defined(X)\n"),
-        "[ALERT] parsing [t.cfg:2] : '.if': conditional blocks and diagnostic directives are not supported yet"
+        "[ALERT] parsing [t.cfg:2] : non-terminated '.if' block."
     );
 }
 
@@ -810,7 +811,7 @@ frontend f
         errs(text),
         [
             "[ALERT] parsing [t.cfg:2] : 'nbthread' expects a number of threads (an integer between 1 and 4096), got 'zero'",
-            "[ALERT] parsing [t.cfg:3] : unknown keyword 'bogus' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls",
+            "[ALERT] parsing [t.cfg:3] : unknown keyword 'bogus' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs",
             "[ALERT] parsing [t.cfg:5] : 'bind': ':99999': invalid port '99999'; expected a number between 1 and 65535",
             "[ALERT] parsing [t.cfg:6] : 'timeout client' expects a time value like 5s, 100ms or 30000 (ms), got '5q' (unknown unit 'q'; units are us, ms, s, m, h, d)",
             "[ALERT] parsing [t.cfg:7] : 'http-request set-header' expects a header name and a value format",
@@ -1151,4 +1152,110 @@ fn empty_configuration_is_valid() {
     assert!(c.proxies.is_empty());
     let c = ok("# nothing\n\n   \n");
     assert!(c.proxies.is_empty());
+}
+
+#[test]
+fn process_keywords_are_read() {
+    let c = ok("global\n  daemon\n  uid 65534\n  gid 65534\n  chroot /var/empty\n  hard-stop-after 2s\n  grace 500ms\n  node lb1\n  description front door\n  crt-base /etc/ssl\n  ca-base /etc/ca\n  cpu-map auto:1/1-2 0-1\n  cpu-map 1/2 1\n");
+    let p = &c.global.process;
+    assert!(p.daemon);
+    assert_eq!((p.uid, p.gid), (Some(65534), Some(65534)));
+    assert_eq!(p.chroot, Some(PathBuf::from("/var/empty")));
+    assert_eq!((p.hard_stop_after, p.grace), (ms(2000), ms(500)));
+    assert_eq!(p.node.as_deref(), Some("lb1"));
+    assert_eq!(p.description.as_deref(), Some("front door"));
+    assert_eq!(
+        (p.crt_base.as_deref(), p.ca_base.as_deref()),
+        (Some("/etc/ssl"), Some("/etc/ca"))
+    );
+    let map: Vec<(u32, Vec<u32>)> = p
+        .cpu_map
+        .iter()
+        .map(|m| (m.thread, m.cpus.clone()))
+        .collect();
+    assert_eq!(map, [(1, vec![0]), (2, vec![1]), (2, vec![1])]);
+    assert!(p.no_effect.is_empty());
+}
+
+#[test]
+fn setenv_applies_to_the_lines_below_and_to_conditions() {
+    let c = ok("global\n  setenv LH_T_PORT 8123\n  presetenv LH_T_PORT 1\n  setenv LH_T_NAME \"x${LH_T_PORT}\"\n.if streq(\"$LH_T_NAME\",x8123)\n  maxconn 77\n.else\n  maxconn 1\n.endif\n  unsetenv LH_T_NAME\n.if defined(LH_T_NAME)\n  nbthread 9\n.endif\n");
+    assert_eq!(c.global.maxconn, Some(77));
+    assert_eq!(c.global.nbthread, None);
+    assert_eq!(
+        c.global.process.env,
+        [
+            EnvOp::Set("LH_T_PORT".into(), "8123".into()),
+            EnvOp::Set("LH_T_NAME".into(), "x8123".into()),
+            EnvOp::Unset("LH_T_NAME".into()),
+        ]
+    );
+    // Parsing itself leaves the process environment alone.
+    assert!(std::env::var_os("LH_T_PORT").is_none());
+}
+
+#[test]
+fn notices_and_no_effect_keywords_are_recorded() {
+    let c = ok("global\n.notice \"hello\"\n.warning \"careful\"\n.diag \"quiet\"\n  tune.maxaccept 4\n  tune.maxaccept 8\n  nosplice\n");
+    let shown: Vec<String> = c.notices.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            "[NOTICE] parsing [t.cfg:2] : 'hello'.",
+            "[WARNING] parsing [t.cfg:3] : 'careful'."
+        ]
+    );
+    let kws: Vec<(&str, usize)> = c
+        .global
+        .process
+        .no_effect
+        .iter()
+        .map(|(k, l)| (k.as_str(), l.line))
+        .collect();
+    assert_eq!(kws, [("tune.maxaccept", 5), ("nosplice", 7)]);
+    for kw in super::process::no_effect_keywords() {
+        // Every listed keyword is a global keyword and nothing else.
+        assert!(super::process::is_keyword(kw), "{kw}");
+    }
+}
+
+#[test]
+fn lua_tunings_and_their_ordering_rules() {
+    let c = ok("global\n  tune.lua.bool-sample-conversion normal\n  tune.lua.log.loggers off\n  tune.lua.log.stderr on\n  tune.lua.openlibs string,table,string\n");
+    assert_eq!(c.global.lua.bool_sample_normal, Some(true));
+    assert_eq!(c.global.lua.log_loggers, Some(false));
+    assert_eq!(c.global.lua.log_stderr, Some(LuaLogStderr::On));
+    assert_eq!(
+        c.global.lua.openlibs,
+        Some(vec!["string".to_string(), "table".to_string()])
+    );
+    assert_eq!(
+        ok("global\n  tune.lua.openlibs all\n").global.lua.openlibs,
+        None
+    );
+    // Set after a lua-load: ignored, with HAProxy's warning.
+    let c = ok("global\n  lua-load x.lua\n  tune.lua.bool-sample-conversion normal\n");
+    assert_eq!(c.global.lua.bool_sample_normal, None);
+    assert_eq!(c.warnings.len(), 1);
+    assert_eq!(c.warnings[0].location.as_ref().map(|l| l.line), Some(3));
+    for (text, message) in [
+        ("global\n  tune.lua.bool-sample-conversion yes\n", "[ALERT] parsing [t.cfg:2] : 'tune.lua.bool-sample-conversion' expects either 'normal' or 'pre-3.1-bug' but got 'yes'."),
+        ("global\n  tune.lua.openlibs none,os\n", "[ALERT] parsing [t.cfg:2] : 'tune.lua.openlibs': 'none' cannot be combined with other libraries."),
+        ("global\n  tune.lua.openlibs lpeg\n", "[ALERT] parsing [t.cfg:2] : 'tune.lua.openlibs': unknown library 'lpeg', expected one of: all,none,table,io,os,string,math,utf8,package,debug"),
+        ("global\n  lua-prepend-path /x/?.lua\n  tune.lua.openlibs os\n", "[ALERT] parsing [t.cfg:3] : 'tune.lua.openlibs' must appear before any 'lua-load', 'lua-load-per-thread' or 'lua-prepend-path' directive"),
+        ("global\n  lua-load a.lua\n  tune.lua.openlibs all\n", "[ALERT] parsing [t.cfg:3] : 'tune.lua.openlibs' must be set before any \"lua-load\" or \"lua-load-per-thread\" directive."),
+    ] {
+        assert_eq!(err(text), message);
+    }
+}
+
+#[test]
+fn process_keywords_belong_to_global() {
+    assert_eq!(
+        err("frontend f\n  bind :80\n  cpu-map 1/1 0\n"),
+        "[ALERT] parsing [t.cfg:3] : 'cpu-map' is a 'global' keyword; it is not allowed in a 'frontend' section"
+    );
+    // A `.alert` stops everything after it, other files included.
+    let all = errs("global\n.alert \"no\"\n  bogus\n");
+    assert_eq!(all, ["[ALERT] parsing [t.cfg:2] : 'no'."]);
 }

@@ -4,8 +4,9 @@
 //! HAProxy's conversion rules, which scripts depend on:
 //! - Lua to sample: integer -> sint (a float is truncated), boolean -> bool,
 //!   string -> str, anything else (nil, table, function, ...) -> bool false.
-//! - sample to Lua: bool -> integer 0/1, sint -> integer, str/bin/meth -> string,
-//!   addresses -> their text form.
+//! - sample to Lua: bool -> integer 0/1 (`tune.lua.bool-sample-conversion
+//!   pre-3.1-bug`, the default) or boolean (`normal`), sint -> integer,
+//!   str/bin/meth -> string, addresses -> their text form.
 
 use crate::lua::exec::{self, ExecCtx, ExecError};
 use crate::lua::handles::{Native, Registration};
@@ -15,6 +16,22 @@ use crate::sample::{LuaSamples, Sample};
 use crate::txn::Txn;
 use bytes::Bytes;
 use mlua::{Lua, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `tune.lua.bool-sample-conversion normal`: process-wide, as in HAProxy,
+/// and set once at start-up before any state exists.
+static BOOL_AS_BOOLEAN: AtomicBool = AtomicBool::new(false);
+
+/// Whether boolean samples (and variables) reach Lua as booleans.
+pub fn bool_sample_normal() -> bool {
+    BOOL_AS_BOOLEAN.load(Ordering::Relaxed)
+}
+
+/// Sets how boolean samples reach Lua: `true` as booleans (`normal`),
+/// `false` as integers 0/1 (`pre-3.1-bug`).
+pub fn set_bool_sample_normal(normal: bool) {
+    BOOL_AS_BOOLEAN.store(normal, Ordering::Relaxed);
+}
 
 pub fn lua_to_sample(v: &Value) -> Sample {
     match v {
@@ -30,7 +47,9 @@ pub fn lua_to_sample(v: &Value) -> Sample {
 
 pub fn sample_to_lua(lua: &Lua, s: &Sample) -> mlua::Result<Value> {
     Ok(match s {
-        // HAProxy hands booleans to Lua as integers 0/1.
+        // HAProxy 3.0 and before hand booleans to Lua as integers 0/1; 3.2+
+        // does so unless told `normal`.
+        Sample::Bool(b) if bool_sample_normal() => Value::Boolean(*b),
         Sample::Bool(b) => Value::Integer(*b as i64),
         Sample::Sint(i) => Value::Integer(*i),
         Sample::Str(b) | Sample::Bin(b) | Sample::Meth(b) => Value::String(lua.create_string(b)?),

@@ -24,6 +24,9 @@ pub struct LuaSettings {
     /// `lua-prepend-path` entries: (pattern, is_cpath).
     pub prepend_paths: Vec<(String, bool)>,
     pub nbthread: usize,
+    /// `tune.lua.openlibs`: the optional standard libraries to keep
+    /// (`None`: all).
+    pub openlibs: Option<Vec<String>>,
 }
 
 impl LuaSettings {
@@ -170,6 +173,9 @@ impl HostState {
         prepend_paths(&lua, &settings.prepend_paths)?;
         exec::install_hook(&lua, settings.forced_yield)?;
         exec::ThreadPool::install(&lua)?;
+        if let Some(keep) = &settings.openlibs {
+            restrict_libs(&lua, keep)?;
+        }
         Ok(Rc::new(HostState { lua, info }))
     }
 
@@ -238,9 +244,52 @@ pub fn spawn_task(lua: Lua, info: Rc<StateInfo>, func: Function, args: Vec<Value
     });
 }
 
+/// The optional standard libraries, as `tune.lua.openlibs` names them.
+const OPTIONAL_LIBS: &[&str] = &[
+    "table", "io", "os", "string", "math", "utf8", "package", "debug",
+];
+
+/// `tune.lua.openlibs`: makes the libraries not in `keep` unreachable, so
+/// the state looks like HAProxy's, which never opens them (base and
+/// coroutine are always there). The state is built with every library
+/// first because luahost's own set-up code uses some of them; it keeps
+/// private references only, none reachable from scripts.
+fn restrict_libs(lua: &Lua, keep: &[String]) -> mlua::Result<()> {
+    let dropped: Vec<&str> = OPTIONAL_LIBS
+        .iter()
+        .copied()
+        .filter(|l| !keep.iter().any(|k| k == l))
+        .collect();
+    if dropped.is_empty() {
+        return Ok(());
+    }
+    let list = lua.create_sequence_from(dropped)?;
+    lua.load(
+        r#"
+local dropped = ...
+local setmetatable_any = debug.setmetatable
+local loaded = package.loaded
+for _, name in ipairs(dropped) do
+  _G[name] = nil
+  loaded[name] = nil
+  -- Without the string library, strings have no methods either.
+  if name == "string" then setmetatable_any("", nil) end
+  -- Without package there is no require.
+  if name == "package" then _G.require = nil end
+end
+"#,
+    )
+    .set_name("=luahost-openlibs")
+    .call::<()>(list)
+}
+
 /// Applies `lua-prepend-path`.
 fn prepend_paths(lua: &Lua, paths: &[(String, bool)]) -> mlua::Result<()> {
-    let package: mlua::Table = lua.globals().get("package")?;
+    let package: mlua::Table = match lua.globals().get("package")? {
+        Value::Table(t) => t,
+        // tune.lua.openlibs without package: there is no search path.
+        _ => return Ok(()),
+    };
     for (p, cpath) in paths {
         let key = if *cpath { "cpath" } else { "path" };
         let cur: String = package.get(key)?;

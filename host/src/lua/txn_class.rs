@@ -36,7 +36,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         "log",
         lua.create_function(|_, (_this, level, msg): (Value, i64, mlua::LuaString)| {
             if level >= 0 {
-                crate::log::log(level.min(7) as i32, &msg.to_string_lossy());
+                crate::log::lua(level.min(7) as i32, &msg.to_string_lossy());
             }
             Ok(())
         })?,
@@ -45,7 +45,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     c.method(
         "deflog",
         lua.create_function(|_, (_this, msg): (Value, mlua::LuaString)| {
-            crate::log::info(&msg.to_string_lossy());
+            crate::log::lua(crate::log::INFO, &msg.to_string_lossy());
             Ok(())
         })?,
     )?;
@@ -58,7 +58,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         c.method(
             name,
             lua.create_function(move |_, (_this, msg): (Value, mlua::LuaString)| {
-                crate::log::log(level, &msg.to_string_lossy());
+                crate::log::lua(level, &msg.to_string_lossy());
                 Ok(())
             })?,
         )?;

@@ -32,7 +32,11 @@ impl VarValue {
     pub fn into_lua(self, lua: &Lua) -> mlua::Result<Value> {
         Ok(match self {
             VarValue::Int(i) => Value::Integer(i),
-            // HAProxy hands boolean samples to Lua as integers 0/1.
+            // As any boolean sample: a boolean with
+            // `tune.lua.bool-sample-conversion normal`, else 0/1.
+            VarValue::Bool(b) if crate::lua::sample_bridge::bool_sample_normal() => {
+                Value::Boolean(b)
+            }
             VarValue::Bool(b) => Value::Integer(b as i64),
             VarValue::Str(s) => Value::String(lua.create_string(&s)?),
         })

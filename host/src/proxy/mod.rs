@@ -3,8 +3,10 @@
 //! Start-up order, as HAProxy's: parse the configuration; bind every
 //! listener; load the Lua files (bodies run, registrations happen); check
 //! that every `lua.NAME` the configuration uses exists; run the init
-//! functions; start the tasks; serve. Any error before serving is reported
-//! and the process exits 1 without serving anything.
+//! functions; enter the chroot and drop privileges; start the tasks; serve.
+//! Any error before serving is reported and the process exits 1 without
+//! serving anything. In daemon mode a child process does all this after the
+//! configuration is parsed, and the command exits once it serves.
 
 pub mod body;
 pub mod error_pages;
@@ -12,6 +14,7 @@ pub mod http_front;
 mod listen;
 mod pidfile;
 pub mod plan;
+mod process;
 pub mod rules;
 pub mod tcp_front;
 mod wake_gate;
@@ -44,6 +47,8 @@ pub struct Options {
     pub check_only: bool,
     pub debug: bool,
     pub pidfile: Option<PathBuf>,
+    /// `-D`: detach into the background, as `daemon` does.
+    pub daemon: bool,
 }
 
 /// What a worker reports after loading its Lua states.
@@ -78,7 +83,11 @@ pub fn proxy_info() -> &'static dyn crate::sample::ProxyInfo {
 
 /// What the main thread tells a worker after the checks.
 enum Go {
+    /// Run the init functions with this plan.
     Serve(Arc<Plan>),
+    /// Start the tasks and serve (sent once every init function succeeded
+    /// and the process entered its chroot and dropped its privileges).
+    Start,
     Abort,
 }
 
@@ -93,9 +102,29 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // setenv & co. take effect now, while the process has one thread, so
+    // the Lua states see them (os.getenv).
+    crate::config::apply_env(&cfg.global.process.env);
+    for n in &cfg.notices {
+        eprintln!("{n}");
+    }
     for w in &cfg.warnings {
         eprintln!("{w}");
     }
+    if !cfg.global.process.no_effect.is_empty() {
+        let list: Vec<String> = cfg
+            .global
+            .process
+            .no_effect
+            .iter()
+            .map(|(kw, loc)| format!("{kw} ({loc})"))
+            .collect();
+        eprintln!(
+            "[NOTICE] config : accepted without effect: {}",
+            list.join(", ")
+        );
+    }
+    let proc_cfg = cfg.global.process.clone();
     let mut plan = match plan::build(&cfg) {
         Ok(p) => p,
         Err(errors) => {
@@ -113,6 +142,17 @@ pub fn run(opts: Options) -> ExitCode {
         crate::log::set_max_level(level);
     }
     crate::lua::memory::set_limit(plan.maxmem_bytes);
+    crate::lua::sample_bridge::set_bool_sample_normal(
+        cfg.global.lua.bool_sample_normal.unwrap_or(false),
+    );
+    crate::log::set_lua_routing(
+        cfg.global.lua.log_loggers.unwrap_or(true),
+        cfg.global
+            .lua
+            .log_stderr
+            .unwrap_or(crate::config::LuaLogStderr::Auto),
+        &cfg.global.logs,
+    );
     BUFSIZE.store(plan.bufsize, std::sync::atomic::Ordering::Relaxed);
     match crate::backend::Backends::build(&cfg) {
         Ok(b) => {
@@ -127,11 +167,26 @@ pub fn run(opts: Options) -> ExitCode {
         }
     }
     crate::stats::init(plan.maxconn);
+    crate::stats::set_identity(proc_cfg.node.clone(), proc_cfg.description.clone());
     if opts.check_only {
         // Checking loads the Lua files once, on one worker.
         plan.nbthread = 1;
     }
 
+    // In daemon mode everything from here on runs in the child; the parent
+    // exits once the child reports that it serves (or fails).
+    // As in HAProxy, -d (foreground debugging) overrides daemon mode.
+    let detached = if (opts.daemon || proc_cfg.daemon) && !opts.check_only && !opts.debug {
+        match process::daemonize() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("[ALERT] {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     // Written before anything listens, removed on every exit path.
     let _pidfile = if opts.check_only {
         PidFile::none()
@@ -204,6 +259,13 @@ pub fn run(opts: Options) -> ExitCode {
             },
             listeners: worker_listeners,
             maxconn: maxconn.clone(),
+            // A later cpu-map line replaces an earlier one for a thread.
+            cpus: proc_cfg
+                .cpu_map
+                .iter()
+                .rev()
+                .find(|m| m.thread as usize == id + 1)
+                .map(|m| m.cpus.clone()),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("luahost-worker-{id}"))
@@ -288,6 +350,24 @@ pub fn run(opts: Options) -> ExitCode {
             }
         }
     }
+    if !init_failed {
+        // Bound, loaded and initialised (as in HAProxy, where the init
+        // functions run before the chroot and the privilege drop): now the
+        // process may lose access to the file system and its privileges,
+        // before any task or connection runs.
+        let confined = match &proc_cfg.chroot {
+            Some(dir) => process::chroot(dir),
+            None => Ok(()),
+        }
+        .and_then(|()| process::drop_privileges(proc_cfg.uid, proc_cfg.gid));
+        if let Err(e) = confined {
+            eprintln!("[ALERT] {e}");
+            init_failed = true;
+        }
+    }
+    for tx in &go_txs {
+        let _ = tx.send(if init_failed { Go::Abort } else { Go::Start });
+    }
     if init_failed {
         let _ = shutdown_tx.send(Shutdown::Hard);
         drop(shutdown_tx);
@@ -303,7 +383,10 @@ pub fn run(opts: Options) -> ExitCode {
         plan.nbthread,
         plan.frontends.len()
     ));
-    wait_for_signals(shutdown_tx, handles.len());
+    if let Some(d) = detached {
+        d.ready();
+    }
+    wait_for_signals(shutdown_tx, proc_cfg.grace);
     for h in handles {
         let _ = h.join();
     }
@@ -327,6 +410,7 @@ fn clone_plan(p: &Plan) -> Plan {
         maxmem_bytes: p.maxmem_bytes,
         log_level: p.log_level,
         pidfile: p.pidfile.clone(),
+        hard_stop_after: p.hard_stop_after,
     }
 }
 
@@ -343,9 +427,16 @@ struct WorkerStart {
     shared_tx: Option<mpsc::UnboundedSender<SharedJob>>,
     listeners: Vec<(Arc<str>, std::net::TcpListener)>,
     maxconn: Arc<Semaphore>,
+    /// `cpu-map`: the CPUs this worker thread may run on.
+    cpus: Option<Vec<u32>>,
 }
 
 fn worker_main(w: WorkerStart) {
+    if let Some(cpus) = &w.cpus {
+        if let Err(e) = process::pin_current_thread(cpus) {
+            crate::log::warning(&format!("cpu-map: worker thread {}: {e}", w.id + 1));
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -417,6 +508,12 @@ fn worker_main(w: WorkerStart) {
         if failed {
             return;
         }
+        // Blocking here keeps the tasks spawned above from running until the
+        // process is confined (chroot, privileges).
+        match w.go_rx.recv() {
+            Ok(Go::Start) => {}
+            _ => return,
+        }
         let shared_lua = match (&shared, w.shared_tx) {
             (Some(s), _) => SharedLua::Local(s.clone()),
             (None, Some(tx)) => SharedLua::Remote(tx),
@@ -465,8 +562,9 @@ fn worker_main(w: WorkerStart) {
 }
 
 /// Waits for SIGTERM/SIGINT (hard stop) or SIGUSR1 (soft stop) and tells the
-/// workers; returns when they may be joined.
-fn wait_for_signals(tx: watch::Sender<Shutdown>, _workers: usize) {
+/// workers; returns when they may be joined. With `grace`, a soft stop
+/// keeps accepting for that long first (HAProxy's `grace`).
+fn wait_for_signals(tx: watch::Sender<Shutdown>, grace: Option<std::time::Duration>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -487,11 +585,19 @@ fn wait_for_signals(tx: watch::Sender<Shutdown>, _workers: usize) {
             crate::log::alert("cannot install signal handlers");
             return;
         };
-        let mode = tokio::select! {
+        let mut mode = tokio::select! {
             _ = term.recv() => Shutdown::Hard,
             _ = int.recv() => Shutdown::Hard,
             _ = usr1.recv() => Shutdown::Soft,
         };
+        if let (Shutdown::Soft, Some(grace)) = (mode, grace) {
+            crate::log::notice("soft stop requested: still accepting during the grace period");
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = term.recv() => mode = Shutdown::Hard,
+                _ = int.recv() => mode = Shutdown::Hard,
+            }
+        }
         crate::log::notice(match mode {
             Shutdown::Soft => "soft stop: no longer accepting connections; exiting when idle",
             _ => "stopping: finishing the requests in flight",

@@ -144,6 +144,8 @@ pub struct Plan {
     pub bufsize: usize,
     /// How long a hard stop (SIGTERM/SIGINT) waits for requests in flight.
     pub grace: Duration,
+    /// `hard-stop-after`: the longest any stop may wait for connections.
+    pub hard_stop_after: Option<Duration>,
     pub settings: LuaSettings,
     pub shared_settings: LuaSettings,
     pub maxmem_bytes: usize,
@@ -200,6 +202,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             .map(|p| (p.path.clone(), p.kind == config::PathKind::Cpath))
             .collect(),
         nbthread,
+        openlibs: t.openlibs.clone(),
     };
     let base = LuaSettings {
         session_timeout: base.session_timeout.filter(|d| !d.is_zero()),
@@ -332,7 +335,8 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
         nbthread,
         maxconn: g.maxconn.unwrap_or(DEFAULT_MAXCONN).max(1),
         bufsize: g.bufsize.unwrap_or(DEFAULT_BUFSIZE),
-        grace: Duration::from_secs(10),
+        grace: g.process.hard_stop_after.unwrap_or(Duration::from_secs(10)),
+        hard_stop_after: g.process.hard_stop_after,
         settings: base,
         shared_settings,
         maxmem_bytes: t.maxmem_mb.unwrap_or(0).saturating_mul(1024 * 1024) as usize,

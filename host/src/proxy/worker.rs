@@ -247,7 +247,12 @@ pub async fn serve(
         Shutdown::Hard => {
             let _ = tokio::time::timeout(worker.plan.grace, drain).await;
         }
-        _ => drain.await,
+        _ => match worker.plan.hard_stop_after {
+            Some(limit) => {
+                let _ = tokio::time::timeout(limit, drain).await;
+            }
+            None => drain.await,
+        },
     }
 }
 

@@ -50,11 +50,17 @@
 mod args;
 mod error;
 mod module;
+mod native;
+mod object;
 mod raw;
+mod stack;
 
 pub use args::Args;
 pub use error::{Error, Result};
 pub use module::{function, Class, ClassBuilder, Module};
+pub use native::{NativeFunction, NativeMethod};
+pub use object::ObjectMut;
+pub use stack::{Arg, Push, PushError};
 
 /// Re-exported so module crates and the macro name the same mlua.
 pub use mlua;
@@ -62,6 +68,8 @@ pub use mlua;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::module::open_module;
+    pub use crate::native::{call, call_method, complete, finish};
+    pub use crate::object::{anchor_self, check_self};
 
     /// Gives the init closure its signature (so `|m|` needs no annotation).
     pub fn init_fn<F>(f: F) -> F

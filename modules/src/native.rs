@@ -316,23 +316,31 @@ macro_rules! native_method {
             ) -> ::core::ffi::c_int {
                 // SAFETY: as for native_fn!, and the closure was made by
                 // ClassBuilder::native_method with the class's metatables as
-                // upvalues 1 and 2, which check_self relies on. The slot is
-                // anchored by [0], which anchor_self pushes (after the
-                // arguments, so that absent ones stay absent).
+                // upvalues 1 and 2, which check_self relies on. The slot
+                // stays reachable through the table in slot 1 while only
+                // non-allocating checks run; after allocating ones,
+                // anchor_self re-checks [0] and keeps it on the stack (pushed
+                // after the arguments, so that absent ones stay absent).
                 unsafe {
                     let slot = $crate::__private::check_self::<$class>(state);
                     let mut _index: ::core::ffi::c_int = 1;
+                    let mut _allocated = false;
                     $(
                         _index += 1;
                         let $arg = $crate::Arg::check(state, _index);
+                        _allocated |= $crate::__private::allocates(&$arg);
                     )*
-                    $crate::__private::anchor_self(state, slot);
+                    let pushed = if _allocated {
+                        $crate::__private::anchor_self(state, slot)
+                    } else {
+                        0
+                    };
                     let outcome = $crate::__private::call_method(
                         slot,
                         move |this: &mut $class| body(this $(, $arg)*),
                     );
                     let status = $crate::__private::complete(state, outcome);
-                    $crate::__private::finish(state, status, 1)
+                    $crate::__private::finish(state, status, pushed)
                 }
             }
             // SAFETY: `entry` relies on exactly the upvalues native_method sets.

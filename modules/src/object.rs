@@ -273,7 +273,6 @@ pub unsafe fn check_self<T: 'static>(state: *mut lua_State) -> *mut Slot<T> {
         if ffi::lua_rawequal(state, -1, ffi::lua_upvalueindex(1)) == 0 {
             not_an_instance(state);
         }
-        ffi::lua_pop(state, 1);
         ffi::lua_rawgeti(state, 1, 0);
         let block = ffi::lua_touserdata(state, -1);
         if block.is_null()
@@ -282,26 +281,32 @@ pub unsafe fn check_self<T: 'static>(state: *mut lua_State) -> *mut Slot<T> {
         {
             no_native_value(state);
         }
-        ffi::lua_pop(state, 2);
+        // The two metatables and [0]. Until the body has run, [0] stays
+        // reachable through the table in slot 1 unless something runs Lua
+        // code (a finalizer, from an allocation): see anchor_self.
+        ffi::lua_pop(state, 3);
         slot_at::<T>(block)
     }
 }
 
 /// Pushes `[0]` of argument 1 again, once the other arguments are read, and
 /// checks that it still is the value [`check_self`] found: it stays on the
-/// stack for the call, so nothing can collect it while the body runs (the
-/// argument checks can run finalizers, which could have replaced `[0]`).
+/// stack for the call. Needed when an argument check allocated (a number
+/// converted to a string): that can run finalizers, which could replace
+/// `[0]` and have the old value collected. Returns how many values it
+/// pushed (1).
 ///
 /// # Safety
 /// As for [`check_self`], which returned `slot` in this call.
 #[inline(always)]
-pub unsafe fn anchor_self<T: 'static>(state: *mut lua_State, slot: *mut Slot<T>) {
+pub unsafe fn anchor_self<T: 'static>(state: *mut lua_State, slot: *mut Slot<T>) -> c_int {
     unsafe {
         ffi::lua_rawgeti(state, 1, 0);
         if slot_at::<T>(ffi::lua_touserdata(state, -1)) != slot {
             no_native_value(state);
         }
     }
+    1
 }
 
 /// Pushes the class name (`__name` of the object metatable, upvalue 1).

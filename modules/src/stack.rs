@@ -38,6 +38,10 @@ use mlua::ffi::{self, lua_State};
 /// `check` may raise a Lua error (longjmp), so implementations must hold
 /// only `Copy` values, and must return values valid for the whole call.
 pub unsafe trait Arg<'a>: Copy {
+    /// True when reading this argument may allocate (a number converted to a
+    /// string), which can run a garbage-collection step and finalizers.
+    const ALLOCATES: bool = false;
+
     /// Reads argument `n` of the running C function.
     ///
     /// # Safety
@@ -70,6 +74,8 @@ unsafe impl Arg<'_> for bool {
 }
 
 unsafe impl<'a> Arg<'a> for &'a [u8] {
+    const ALLOCATES: bool = true;
+
     #[inline(always)]
     unsafe fn check(state: *mut lua_State, n: c_int) -> &'a [u8] {
         unsafe {
@@ -83,6 +89,8 @@ unsafe impl<'a> Arg<'a> for &'a [u8] {
 }
 
 unsafe impl<'a> Arg<'a> for &'a str {
+    const ALLOCATES: bool = true;
+
     #[inline(always)]
     unsafe fn check(state: *mut lua_State, n: c_int) -> &'a str {
         unsafe {
@@ -99,10 +107,20 @@ unsafe impl<'a> Arg<'a> for &'a str {
     }
 }
 
+/// [`Arg::ALLOCATES`] of an argument already read (its type may name
+/// lifetimes the caller cannot write).
+#[doc(hidden)]
+#[inline(always)]
+pub const fn allocates<'a, A: Arg<'a>>(_: &A) -> bool {
+    A::ALLOCATES
+}
+
 /// `Option<T>` is `luaL_opt`: absent or nil gives `None`.
 macro_rules! optional_arg {
     ($($t:ty),*) => {$(
         unsafe impl<'a> Arg<'a> for Option<$t> {
+            const ALLOCATES: bool = <$t as Arg<'a>>::ALLOCATES;
+
             #[inline(always)]
             unsafe fn check(state: *mut lua_State, n: c_int) -> Option<$t> {
                 unsafe {

@@ -2,8 +2,8 @@
 //! opened with `luaL_newstate` the way a C host opens it, loading test
 //! modules through `require` and `package.preload`.
 
+use std::cell::Cell;
 use std::ffi::{c_int, CStr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mlua::{MultiValue, Value};
 
@@ -15,8 +15,58 @@ struct Thing {
 
 struct Other;
 
-/// Counts drops of native values, to see finalizers run exactly once.
-static TRACKED_DROPS: AtomicUsize = AtomicUsize::new(0);
+/// Counts the Rust heap bytes live on each thread, to see that error and
+/// panic paths free what the bodies allocated (messages, payloads, values).
+/// Lua's own allocations go through C's realloc and are not counted.
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(n: isize) {
+        // try_with: the thread may be tearing down its locals.
+        let _ = LIVE.try_with(|c| c.set(c.get() + n));
+    }
+
+    /// Bytes allocated and not freed by this thread so far.
+    pub fn live() -> isize {
+        LIVE.try_with(Cell::get).unwrap_or(0)
+    }
+
+    // SAFETY: forwards to the system allocator; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            add(-(layout.size() as isize));
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            add(new_size as isize - layout.size() as isize);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+}
+
+#[global_allocator]
+static HEAP: heap::Counting = heap::Counting;
+
+thread_local! {
+    /// Drops of native values on this thread (each test runs its Lua state
+    /// on its own thread), to see finalizers run exactly once.
+    static TRACKED_DROPS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn tracked_drops() -> usize {
+    TRACKED_DROPS.with(Cell::get)
+}
 
 struct Tracked {
     n: i64,
@@ -26,7 +76,7 @@ struct Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        TRACKED_DROPS.fetch_add(1, Ordering::SeqCst);
+        let _ = TRACKED_DROPS.try_with(|d| d.set(d.get() + 1));
     }
 }
 
@@ -832,7 +882,7 @@ fn native_methods_refuse_an_object_borrowed_by_a_running_method() {
 fn native_error_paths_leak_nothing_and_drop_each_value_once() {
     let s = RawState::new();
     let top = s.top();
-    let before_drops = TRACKED_DROPS.load(Ordering::SeqCst);
+    let before_drops = tracked_drops();
     let out = s.run(
         "local t = require 'toolkit_test'
          local function round()
@@ -855,24 +905,43 @@ fn native_error_paths_leak_nothing_and_drop_each_value_once() {
         "memory grew by {growth} KB over failing native calls"
     );
     assert_eq!(s.top(), top);
-    // Every object made (4000) was dropped by its finalizer, once. Other
-    // tests run in parallel in other states, so count at least ours.
-    let dropped = TRACKED_DROPS.load(Ordering::SeqCst) - before_drops;
+    // The Rust side too: a third round, on this thread, frees all it takes
+    // (error messages, panic payloads, the objects' values).
+    let rust_before = heap::live();
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         for i = 1, 2000 do
+           local o = t.tracked(i)
+           pcall(o.fail, o, 'err'); pcall(o.fail, o, 'panic'); pcall(t.n_runtime, 'r')
+           pcall(t.n_panic, 'p'); pcall(t.n_arg_error, 1); pcall(t.n_str, {}); t.n_str('ok')
+         end
+         collectgarbage(); collectgarbage()
+         return 'done'",
+    );
+    assert_eq!(out.as_deref(), Ok("done"));
+    let rust_growth = heap::live() - rust_before;
     assert!(
-        dropped >= 4000,
-        "only {dropped} of 4000 native values dropped"
+        rust_growth < 4096,
+        "Rust heap grew by {rust_growth} bytes over 2000 rounds of failing native calls"
+    );
+    // Every object made (3 rounds of 2000) was dropped by its finalizer,
+    // once.
+    assert_eq!(
+        tracked_drops() - before_drops,
+        6000,
+        "native values dropped"
     );
 }
 
 #[test]
 fn closing_the_state_drops_live_native_values() {
-    let before = TRACKED_DROPS.load(Ordering::SeqCst);
+    let before = tracked_drops();
     {
         let s = RawState::new();
         let out = s.run("local t = require 'toolkit_test'; KEEP = {t.tracked(1), t.tracked(2), t.tracked(3)}; return #KEEP");
         assert_eq!(out.as_deref(), Ok("3"));
     }
-    assert!(TRACKED_DROPS.load(Ordering::SeqCst) - before >= 3);
+    assert_eq!(tracked_drops() - before, 3);
 }
 
 #[test]

@@ -20,7 +20,9 @@
 //! which is how the ratios are computed.
 //!
 //! Options (after `--`): `--runs N` (default 9), `--calls N` (default
-//! 2000000), `--quick` (3 runs of 200000 calls: a smoke test).
+//! 2000000), `--quick` (3 runs of 200000 calls: a smoke test), `--cases
+//! ID,ID,...` (only these cases, e.g. `empty,c_method,kit_method`; ratios
+//! whose cases are missing are left out).
 
 use luahost_suite::{artifacts, find_on_path, run_with_timeout, scratch_dir, workspace_root};
 use std::collections::BTreeMap;
@@ -236,12 +238,14 @@ fn median(samples: &[f64]) -> f64 {
 struct Options {
     runs: usize,
     calls: usize,
+    cases: Option<Vec<String>>,
 }
 
 fn options() -> Options {
     let mut o = Options {
         runs: 9,
         calls: 2_000_000,
+        cases: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -254,6 +258,10 @@ fn options() -> Options {
         match a.as_str() {
             "--runs" => o.runs = number("--runs"),
             "--calls" => o.calls = number("--calls"),
+            "--cases" => {
+                let list = args.next().expect("--cases takes a list of case ids");
+                o.cases = Some(list.split(',').map(str::to_owned).collect());
+            }
             "--quick" => {
                 o.runs = 3;
                 o.calls = 200_000;
@@ -361,11 +369,21 @@ fn main() {
     }
     interps.push(Interp::Luahost);
 
+    let cases: Vec<&Case> = CASES
+        .iter()
+        .filter(|c| {
+            c.id == "empty"
+                || opts
+                    .cases
+                    .as_ref()
+                    .is_none_or(|only| only.iter().any(|id| id == c.id))
+        })
+        .collect();
     let mut samples: BTreeMap<(Interp, &str), Vec<f64>> = BTreeMap::new();
-    let total = opts.runs * interps.len() * CASES.len();
+    let total = opts.runs * interps.len() * cases.len();
     let mut done = 0;
     for round in 1..=opts.runs {
-        for case in CASES {
+        for case in &cases {
             for &interp in &interps {
                 let ns = env.run_once(interp, case, opts.calls);
                 done += 1;
@@ -401,7 +419,7 @@ fn main() {
         rule.push_str("------:|------:|");
     }
     report.push_str(&format!("{header}\n{rule}\n"));
-    for case in CASES {
+    for case in &cases {
         let mut row = format!("| {} |", case.label);
         for &i in &interps {
             if case.id == "empty" {
@@ -428,6 +446,11 @@ fn main() {
     }
     report.push_str(&format!("{header}\n{rule}\n"));
     for (label, num, den) in RATIOS {
+        if !med.contains_key(&(Interp::Luahost, *num))
+            || !med.contains_key(&(Interp::Luahost, *den))
+        {
+            continue;
+        }
         let mut row = format!("| {label} |");
         for &i in &interps {
             let d = net(i, den);

@@ -1,4 +1,6 @@
-//! The only code in this crate that talks to the Lua C API directly.
+//! The Lua C API side of general (mlua-based) functions and of the module
+//! entry point. Native functions have their own in `native.rs`, `stack.rs`
+//! and `object.rs`, and share [`raise_record`] with this file.
 //!
 //! # Why a trampoline
 //!
@@ -28,6 +30,8 @@
 //! inside its own callbacks, where it knows which thread (coroutine) is
 //! running; a `Lua` obtained outside one can point at another thread, even a
 //! dead coroutine. The inner function gives bodies that context for free.
+//! (Native functions have no `&Lua`, which is what lets them be one C
+//! function.)
 //!
 //! # Invariants the unsafe code here relies on
 //!

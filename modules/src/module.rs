@@ -132,7 +132,8 @@ impl<'lua> Module<'lua> {
         let metatable = self.lua.create_table()?;
         metatable.raw_set("__index", &methods)?;
         metatable.raw_set("__name", name)?;
-        let native_metatable = object::native_metatable::<T>(self.lua)?;
+        let native_metatable = object::native_metatable::<T>(self.lua, &metatable)?;
+        object::register_class_name::<T>(name);
         Ok(ClassBuilder {
             lua: self.lua,
             class: Class {

@@ -17,8 +17,11 @@
 //! 2. **No panic crosses into Lua.** The body runs under `catch_unwind`
 //!    ([`call`]); a panic becomes the error
 //!    `<position>: panic in native function: <message>`.
-//! 3. **No aliasing.** A method's object is borrowed through the state byte
-//!    of its slot (see `object.rs`) for the body only.
+//! 3. **No aliasing, no dangling.** Objects (a method's `this`, `&mut T`
+//!    arguments) are borrowed through the state byte of their block (see
+//!    `object.rs`) from before the body until their results are pushed, and
+//!    their `[0]` stays on the stack for the whole call. The borrows are
+//!    given back before anything raises.
 //!
 //! Bodies get no `&Lua`: they are plain Rust over their arguments. A
 //! function that needs mlua (tables, callbacks) uses [`crate::Module::function`].
@@ -30,7 +33,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use mlua::ffi::{self, lua_State};
 
 use crate::error::Error;
-use crate::object::{self, Slot};
 use crate::raw::{self, Status as Kind};
 use crate::stack::{protected_push_bytes, Push, PushError};
 
@@ -121,42 +123,24 @@ pub fn call<R, E: Into<Error>>(body: impl FnOnce() -> Result<R, E>) -> Result<R,
     }
 }
 
-/// Runs a method body with its object borrowed; the borrow ends before this
-/// returns, whatever the body did.
-///
-/// # Safety
-/// `slot` comes from [`object::check_self`] in this call (anchored on the
-/// stack).
-#[doc(hidden)]
-#[inline(always)]
-pub unsafe fn call_method<T, R, E: Into<Error>>(
-    slot: *mut Slot<T>,
-    body: impl FnOnce(&mut T) -> Result<R, E>,
-) -> Result<R, Error> {
-    unsafe {
-        match object::borrow(slot) {
-            Ok(value) => {
-                let outcome = call(|| body(&mut *value));
-                object::release(slot);
-                outcome
-            }
-            Err(why) => Err(why.into_error()),
-        }
-    }
-}
-
-/// Pushes a body's results, or its error message, without raising, and
-/// drops everything the outcome owned. Returns what to do next.
+/// Pushes a body's results, or its error message, and drops everything the
+/// outcome owned. Returns what to do next. Never raises when `holds` (the
+/// call holds borrows of objects, given back afterwards) or when `R` has
+/// something to drop.
 ///
 /// # Safety
 /// `state` is the state of the running generated C function.
 #[doc(hidden)]
 #[inline(always)]
-pub unsafe fn complete<R: Push>(state: *mut lua_State, outcome: Result<R, Error>) -> Status {
+pub unsafe fn complete<R: Push>(
+    state: *mut lua_State,
+    outcome: Result<R, Error>,
+    holds: bool,
+) -> Status {
     match outcome {
         // Strings can be pushed unprotected when nothing in `R` has a
-        // destructor to skip.
-        Ok(results) => match unsafe { results.push(state, std::mem::needs_drop::<R>()) } {
+        // destructor to skip and no borrow is to be given back.
+        Ok(results) => match unsafe { results.push(state, holds || std::mem::needs_drop::<R>()) } {
             Ok(n) => Status(Outcome::Results(n)),
             Err(e) => e.into(),
         },
@@ -239,9 +223,10 @@ unsafe fn raise(state: *mut lua_State, outcome: Outcome, pushed: c_int) -> ! {
 /// ```
 ///
 /// Arguments are numbered from 1 in order and read like `luaL_check*`
-/// (see [`crate::Arg`]: `i64`, `f64`, `bool`, `&str`, `&[u8]`, `Option<_>`);
-/// the return type is `Result<R, E>` with `R:` [`crate::Push`] and
-/// `E: Into<Error>`. The item defined is a `const` [`NativeFunction`].
+/// (see [`crate::Arg`]: `i64`, `f64`, `bool`, `&str`, `&[u8]`, `Option<_>`,
+/// and `&mut T` for an instance of the class of `T`); the return type is
+/// `Result<R, E>` with `R:` [`crate::Push`] and `E: Into<Error>`. The item
+/// defined is a `const` [`NativeFunction`].
 #[macro_export]
 macro_rules! native_fn {
     ($(
@@ -256,22 +241,53 @@ macro_rules! native_fn {
             #[inline(always)]
             fn body $(<$($lt),+>)? ($($arg: $ty),*) -> $ret $body
 
-            unsafe extern "C-unwind" fn entry(
+            #[allow(unused_mut, unused_variables, unused_assignments, unused_labels)]
+            #[allow(clippy::extra_unused_lifetimes, clippy::needless_lifetimes)]
+            unsafe extern "C-unwind" fn entry $(<$($lt),+>)? (
                 state: *mut $crate::__private::lua_State,
             ) -> ::core::ffi::c_int {
-                // SAFETY: Lua calls C functions with a valid state. This frame
-                // holds only Copy values (the arguments) when anything raises:
-                // the checks, and `finish` once `complete` has consumed the
-                // outcome.
+                // SAFETY: Lua calls C functions with a valid state. This
+                // frame holds only Copy values (checked arguments, borrowed
+                // references, counters) whenever anything can raise: the
+                // checks and anchors, and `finish`, once `complete` has
+                // consumed the outcome and the borrows are given back.
                 unsafe {
-                    let mut _index: ::core::ffi::c_int = 0;
+                    let mut _n: ::core::ffi::c_int = 0;
                     $(
-                        _index += 1;
-                        let $arg = $crate::Arg::check(state, _index);
+                        _n += 1;
+                        let $arg = <$ty as $crate::Arg>::check(state, _n);
                     )*
-                    let outcome = $crate::__private::call(move || body($($arg),*));
-                    let status = $crate::__private::complete(state, outcome);
-                    $crate::__private::finish(state, status, 0)
+                    let mut _pushed: ::core::ffi::c_int = 0;
+                    let mut _n: ::core::ffi::c_int = 0;
+                    $(
+                        _n += 1;
+                        _pushed += <$ty as $crate::Arg>::anchor(state, _n, $arg);
+                    )*
+                    let _holds = false $(|| <$ty as $crate::Arg>::OBJECT)*;
+                    let _checked = ($($arg,)*);
+                    let mut _taken: usize = 0;
+                    let outcome = 'run: {
+                        $(
+                            let $arg = match <$ty as $crate::Arg>::take($arg) {
+                                ::core::result::Result::Ok(v) => v,
+                                ::core::result::Result::Err(e) => {
+                                    break 'run ::core::result::Result::Err(e)
+                                }
+                            };
+                            _taken += 1;
+                        )*
+                        $crate::__private::call(move || body($($arg),*))
+                    };
+                    let status = $crate::__private::complete(state, outcome, _holds);
+                    let ($($arg,)*) = _checked;
+                    let mut _i: usize = 0;
+                    $(
+                        if _i < _taken {
+                            <$ty as $crate::Arg>::give_back($arg);
+                        }
+                        _i += 1;
+                    )*
+                    $crate::__private::finish(state, status, _pushed)
                 }
             }
             // SAFETY: `entry` reads only its arguments and uses no upvalues.
@@ -311,36 +327,62 @@ macro_rules! native_method {
             #[inline(always)]
             fn body $(<$($lt),+>)? ($this: &mut $class $(, $arg: $ty)*) -> $ret $body
 
-            unsafe extern "C-unwind" fn entry(
+            #[allow(unused_mut, unused_variables, unused_assignments, unused_labels)]
+            #[allow(clippy::extra_unused_lifetimes, clippy::needless_lifetimes)]
+            unsafe extern "C-unwind" fn entry $(<$($lt),+>)? (
                 state: *mut $crate::__private::lua_State,
             ) -> ::core::ffi::c_int {
                 // SAFETY: as for native_fn!, and the closure was made by
                 // ClassBuilder::native_method with the class's metatables as
-                // upvalues 1 and 2, which check_self relies on. The slot
-                // stays reachable through the table in slot 1 while only
-                // non-allocating checks run; after allocating ones,
-                // anchor_self re-checks [0] and keeps it on the stack (pushed
-                // after the arguments, so that absent ones stay absent).
+                // upvalues 1 and 2, which check_self relies on.
                 unsafe {
-                    let slot = $crate::__private::check_self::<$class>(state);
-                    let mut _index: ::core::ffi::c_int = 1;
-                    let mut _allocated = false;
+                    let _self = $crate::__private::check_self::<$class>(state);
+                    let mut _n: ::core::ffi::c_int = 1;
                     $(
-                        _index += 1;
-                        let $arg = $crate::Arg::check(state, _index);
-                        _allocated |= $crate::__private::allocates(&$arg);
+                        _n += 1;
+                        let $arg = <$ty as $crate::Arg>::check(state, _n);
                     )*
-                    let pushed = if _allocated {
-                        $crate::__private::anchor_self(state, slot)
-                    } else {
-                        0
+                    let mut _pushed = $crate::__private::anchor_self::<$class>(state, _self);
+                    let mut _n: ::core::ffi::c_int = 1;
+                    $(
+                        _n += 1;
+                        _pushed += <$ty as $crate::Arg>::anchor(state, _n, $arg);
+                    )*
+                    let _checked = ($($arg,)*);
+                    let mut _self_taken = false;
+                    let mut _taken: usize = 0;
+                    let outcome = 'run: {
+                        let $this = match <&mut $class as $crate::Arg>::take(_self) {
+                            ::core::result::Result::Ok(v) => v,
+                            ::core::result::Result::Err(e) => {
+                                break 'run ::core::result::Result::Err(e)
+                            }
+                        };
+                        _self_taken = true;
+                        $(
+                            let $arg = match <$ty as $crate::Arg>::take($arg) {
+                                ::core::result::Result::Ok(v) => v,
+                                ::core::result::Result::Err(e) => {
+                                    break 'run ::core::result::Result::Err(e)
+                                }
+                            };
+                            _taken += 1;
+                        )*
+                        $crate::__private::call(move || body($this $(, $arg)*))
                     };
-                    let outcome = $crate::__private::call_method(
-                        slot,
-                        move |this: &mut $class| body(this $(, $arg)*),
-                    );
-                    let status = $crate::__private::complete(state, outcome);
-                    $crate::__private::finish(state, status, pushed)
+                    let status = $crate::__private::complete(state, outcome, true);
+                    let ($($arg,)*) = _checked;
+                    let mut _i: usize = 0;
+                    $(
+                        if _i < _taken {
+                            <$ty as $crate::Arg>::give_back($arg);
+                        }
+                        _i += 1;
+                    )*
+                    if _self_taken {
+                        <&mut $class as $crate::Arg>::give_back(_self);
+                    }
+                    $crate::__private::finish(state, status, _pushed)
                 }
             }
             // SAFETY: `entry` relies on exactly the upvalues native_method sets.

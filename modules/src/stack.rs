@@ -19,6 +19,9 @@ use std::ffi::{c_int, c_void};
 
 use mlua::ffi::{self, lua_State};
 
+use crate::error::Error;
+use crate::object::{self, Slot};
+
 /// An argument type of a native function, read with the auxiliary library's
 /// checks: the wording of a failure is `luaL_check*`'s own.
 ///
@@ -30,29 +33,75 @@ use mlua::ffi::{self, lua_State};
 /// | `&str`          | the same, and UTF-8 ("invalid UTF-8 string") |
 /// | `bool`          | `lua_toboolean` (never fails)             |
 /// | `Option<T>`     | `luaL_opt`: `None` when absent or nil     |
+/// | `&mut T`        | an instance of the class of `T` (its native value, borrowed for the call) |
 ///
 /// Borrowed strings point into the Lua string in the argument's stack slot,
 /// which stays there for the whole call.
 ///
+/// A call reads every argument ([`Arg::check`]), then takes them for the
+/// body ([`Arg::take`], which borrows objects), and gives them back after
+/// it ([`Arg::give_back`]).
+///
 /// # Safety
-/// `check` may raise a Lua error (longjmp), so implementations must hold
-/// only `Copy` values, and must return values valid for the whole call.
-pub unsafe trait Arg<'a>: Copy {
-    /// True when reading this argument may allocate (a number converted to a
-    /// string), which can run a garbage-collection step and finalizers.
-    const ALLOCATES: bool = false;
+/// `check` may raise a Lua error (longjmp), so implementations hold only
+/// `Copy` values, and `Checked` is `Copy`; `take` and `give_back` never
+/// raise.
+pub unsafe trait Arg<'a>: Sized {
+    /// The argument as read, before the body gets it.
+    type Checked: Copy;
+
+    /// True for object arguments: the call holds a borrow while it pushes
+    /// the results, so those pushes must not raise.
+    const OBJECT: bool = false;
 
     /// Reads argument `n` of the running C function.
     ///
     /// # Safety
     /// `state` is the state of a running C function; `n` is a stack index
     /// of an argument (which may be absent).
-    unsafe fn check(state: *mut lua_State, n: c_int) -> Self;
+    unsafe fn check(state: *mut lua_State, n: c_int) -> Self::Checked;
+
+    /// After all checks (which may have run finalizers): pushes what keeps
+    /// the argument alive until the call returns, re-checking it; returns
+    /// how many values it pushed.
+    ///
+    /// # Safety
+    /// As for `check`, with what `check` returned for argument `n`.
+    #[inline(always)]
+    unsafe fn anchor(_state: *mut lua_State, _n: c_int, _checked: Self::Checked) -> c_int {
+        0
+    }
+
+    /// Hands the argument to the body.
+    ///
+    /// # Safety
+    /// `checked` comes from `check` in this call; every successful `take`
+    /// is followed by one `give_back`.
+    unsafe fn take(checked: Self::Checked) -> Result<Self, Error>;
+
+    /// Ends what `take` began.
+    ///
+    /// # Safety
+    /// After a successful `take` of the same value, once.
+    #[inline(always)]
+    unsafe fn give_back(_checked: Self::Checked) {}
+}
+
+/// An argument whose checked form is the value itself.
+macro_rules! plain_arg {
+    () => {
+        type Checked = Self;
+        #[inline(always)]
+        unsafe fn take(checked: Self) -> Result<Self, Error> {
+            Ok(checked)
+        }
+    };
 }
 
 // SAFETY (all impls below): only Copy locals; luaL_check* raise with the
 // stock wording; strings come from the argument's own slot.
 unsafe impl Arg<'_> for i64 {
+    plain_arg!();
     #[inline(always)]
     unsafe fn check(state: *mut lua_State, n: c_int) -> i64 {
         unsafe { ffi::luaL_checkinteger(state, n) }
@@ -60,6 +109,7 @@ unsafe impl Arg<'_> for i64 {
 }
 
 unsafe impl Arg<'_> for f64 {
+    plain_arg!();
     #[inline(always)]
     unsafe fn check(state: *mut lua_State, n: c_int) -> f64 {
         unsafe { ffi::luaL_checknumber(state, n) }
@@ -67,6 +117,7 @@ unsafe impl Arg<'_> for f64 {
 }
 
 unsafe impl Arg<'_> for bool {
+    plain_arg!();
     #[inline(always)]
     unsafe fn check(state: *mut lua_State, n: c_int) -> bool {
         unsafe { ffi::lua_toboolean(state, n) != 0 }
@@ -74,7 +125,7 @@ unsafe impl Arg<'_> for bool {
 }
 
 unsafe impl<'a> Arg<'a> for &'a [u8] {
-    const ALLOCATES: bool = true;
+    plain_arg!();
 
     #[inline(always)]
     unsafe fn check(state: *mut lua_State, n: c_int) -> &'a [u8] {
@@ -89,7 +140,7 @@ unsafe impl<'a> Arg<'a> for &'a [u8] {
 }
 
 unsafe impl<'a> Arg<'a> for &'a str {
-    const ALLOCATES: bool = true;
+    plain_arg!();
 
     #[inline(always)]
     unsafe fn check(state: *mut lua_State, n: c_int) -> &'a str {
@@ -107,19 +158,11 @@ unsafe impl<'a> Arg<'a> for &'a str {
     }
 }
 
-/// [`Arg::ALLOCATES`] of an argument already read (its type may name
-/// lifetimes the caller cannot write).
-#[doc(hidden)]
-#[inline(always)]
-pub const fn allocates<'a, A: Arg<'a>>(_: &A) -> bool {
-    A::ALLOCATES
-}
-
 /// `Option<T>` is `luaL_opt`: absent or nil gives `None`.
 macro_rules! optional_arg {
     ($($t:ty),*) => {$(
         unsafe impl<'a> Arg<'a> for Option<$t> {
-            const ALLOCATES: bool = <$t as Arg<'a>>::ALLOCATES;
+            plain_arg!();
 
             #[inline(always)]
             unsafe fn check(state: *mut lua_State, n: c_int) -> Option<$t> {
@@ -135,6 +178,39 @@ macro_rules! optional_arg {
     )*};
 }
 optional_arg!(i64, f64, &'a [u8], &'a str);
+
+// SAFETY: check_arg and anchor_arg hold only Copy values; take borrows the
+// value through the block's state byte (no raise), give_back ends it.
+unsafe impl<'a, T: 'static> Arg<'a> for &'a mut T {
+    type Checked = *mut Slot<T>;
+    const OBJECT: bool = true;
+
+    #[inline(always)]
+    unsafe fn check(state: *mut lua_State, n: c_int) -> *mut Slot<T> {
+        unsafe { object::check_arg::<T>(state, n) }
+    }
+
+    #[inline(always)]
+    unsafe fn anchor(state: *mut lua_State, n: c_int, slot: *mut Slot<T>) -> c_int {
+        unsafe { object::anchor_arg(state, n, slot) }
+    }
+
+    #[inline(always)]
+    unsafe fn take(slot: *mut Slot<T>) -> Result<&'a mut T, Error> {
+        // SAFETY: the block is anchored on the stack for the call (by
+        // `anchor`); the borrow is exclusive until give_back.
+        unsafe {
+            object::borrow(slot)
+                .map(|value| &mut *value)
+                .map_err(object::BorrowError::into_error)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn give_back(slot: *mut Slot<T>) {
+        unsafe { object::release(slot) }
+    }
+}
 
 /// What went wrong pushing results (the generated function raises it once
 /// everything the results owned is dropped).

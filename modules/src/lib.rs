@@ -81,8 +81,9 @@ pub use mlua;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::module::open_module;
-    pub use crate::native::{call, complete, finish};
+    pub use crate::native::{call, complete_err, complete_ok, finish};
     pub use crate::object::{anchor_self, check_self};
+    pub use crate::stack::Returns;
 
     /// Gives the init closure its signature (so `|m|` needs no annotation).
     pub fn init_fn<F>(f: F) -> F

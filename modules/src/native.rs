@@ -123,29 +123,33 @@ pub fn call<R, E: Into<Error>>(body: impl FnOnce() -> Result<R, E>) -> Result<R,
     }
 }
 
-/// Pushes a body's results, or its error message, and drops everything the
-/// outcome owned. Returns what to do next. Never raises when `holds` (the
-/// call holds borrows of objects, given back afterwards) or when `R` has
-/// something to drop.
+/// Pushes a body's results and drops them. Returns what to do next. Never
+/// raises when `holds` (the call holds borrows of objects, given back
+/// afterwards: the results may borrow from them) or when `R` has something
+/// to drop.
 ///
 /// # Safety
 /// `state` is the state of the running generated C function.
 #[doc(hidden)]
 #[inline(always)]
-pub unsafe fn complete<R: Push>(
-    state: *mut lua_State,
-    outcome: Result<R, Error>,
-    holds: bool,
-) -> Status {
-    match outcome {
-        // Strings can be pushed unprotected when nothing in `R` has a
-        // destructor to skip and no borrow is to be given back.
-        Ok(results) => match unsafe { results.push(state, holds || std::mem::needs_drop::<R>()) } {
-            Ok(n) => Status(Outcome::Results(n)),
-            Err(e) => e.into(),
-        },
-        Err(err) => unsafe { push_error(state, err) },
+pub unsafe fn complete_ok<R: Push>(state: *mut lua_State, results: R, holds: bool) -> Status {
+    // Strings can be pushed unprotected when nothing in `R` has a destructor
+    // to skip and no borrow is to be given back.
+    match unsafe { results.push(state, holds || std::mem::needs_drop::<R>()) } {
+        Ok(n) => Status(Outcome::Results(n)),
+        Err(e) => e.into(),
     }
+}
+
+/// Pushes the message of a body's error (or of a panic, or of an object it
+/// could not borrow) without raising, and drops the error.
+///
+/// # Safety
+/// `state` is the state of the running generated C function.
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn complete_err(state: *mut lua_State, err: Error) -> Status {
+    unsafe { push_error(state, err) }
 }
 
 impl From<PushError> for Status {
@@ -257,12 +261,20 @@ macro_rules! native_fn {
                         _n += 1;
                         let $arg = <$ty as $crate::Arg>::check(state, _n);
                     )*
+                    // Objects are anchored when Lua code (finalizers) can run
+                    // while the call holds them: checks or pushes that
+                    // allocate.
+                    let _anchor = false
+                        $(|| <$ty as $crate::Arg>::ALLOCATES)*
+                        || <$ret as $crate::__private::Returns>::ALLOCATES;
                     let mut _pushed: ::core::ffi::c_int = 0;
-                    let mut _n: ::core::ffi::c_int = 0;
-                    $(
-                        _n += 1;
-                        _pushed += <$ty as $crate::Arg>::anchor(state, _n, $arg);
-                    )*
+                    if _anchor {
+                        let mut _n: ::core::ffi::c_int = 0;
+                        $(
+                            _n += 1;
+                            _pushed += <$ty as $crate::Arg>::anchor(state, _n, $arg);
+                        )*
+                    }
                     let _holds = false $(|| <$ty as $crate::Arg>::OBJECT)*;
                     let _checked = ($($arg,)*);
                     let mut _taken: usize = 0;
@@ -278,15 +290,31 @@ macro_rules! native_fn {
                         )*
                         $crate::__private::call(move || body($($arg),*))
                     };
-                    let status = $crate::__private::complete(state, outcome, _holds);
-                    let ($($arg,)*) = _checked;
-                    let mut _i: usize = 0;
-                    $(
-                        if _i < _taken {
-                            <$ty as $crate::Arg>::give_back($arg);
+                    let _taken = _taken;
+                    let give_back = move || {
+                        let ($($arg,)*) = _checked;
+                        let mut _i: usize = 0;
+                        $(
+                            if _i < _taken {
+                                <$ty as $crate::Arg>::give_back($arg);
+                            }
+                            _i += 1;
+                        )*
+                    };
+                    // Results may borrow from the objects: give them back
+                    // after pushing. An error's message does not: give them
+                    // back first (pushing it allocates).
+                    let status = match outcome {
+                        ::core::result::Result::Ok(results) => {
+                            let status = $crate::__private::complete_ok(state, results, _holds);
+                            give_back();
+                            status
                         }
-                        _i += 1;
-                    )*
+                        ::core::result::Result::Err(err) => {
+                            give_back();
+                            $crate::__private::complete_err(state, err)
+                        }
+                    };
                     $crate::__private::finish(state, status, _pushed)
                 }
             }
@@ -342,12 +370,19 @@ macro_rules! native_method {
                         _n += 1;
                         let $arg = <$ty as $crate::Arg>::check(state, _n);
                     )*
-                    let mut _pushed = $crate::__private::anchor_self::<$class>(state, _self);
-                    let mut _n: ::core::ffi::c_int = 1;
-                    $(
-                        _n += 1;
-                        _pushed += <$ty as $crate::Arg>::anchor(state, _n, $arg);
-                    )*
+                    // As in native_fn!.
+                    let _anchor = false
+                        $(|| <$ty as $crate::Arg>::ALLOCATES)*
+                        || <$ret as $crate::__private::Returns>::ALLOCATES;
+                    let mut _pushed: ::core::ffi::c_int = 0;
+                    if _anchor {
+                        _pushed = $crate::__private::anchor_self::<$class>(state, _self);
+                        let mut _n: ::core::ffi::c_int = 1;
+                        $(
+                            _n += 1;
+                            _pushed += <$ty as $crate::Arg>::anchor(state, _n, $arg);
+                        )*
+                    }
                     let _checked = ($($arg,)*);
                     let mut _self_taken = false;
                     let mut _taken: usize = 0;
@@ -370,18 +405,31 @@ macro_rules! native_method {
                         )*
                         $crate::__private::call(move || body($this $(, $arg)*))
                     };
-                    let status = $crate::__private::complete(state, outcome, true);
-                    let ($($arg,)*) = _checked;
-                    let mut _i: usize = 0;
-                    $(
-                        if _i < _taken {
-                            <$ty as $crate::Arg>::give_back($arg);
+                    let (_self_taken, _taken) = (_self_taken, _taken);
+                    let give_back = move || {
+                        let ($($arg,)*) = _checked;
+                        let mut _i: usize = 0;
+                        $(
+                            if _i < _taken {
+                                <$ty as $crate::Arg>::give_back($arg);
+                            }
+                            _i += 1;
+                        )*
+                        if _self_taken {
+                            <&mut $class as $crate::Arg>::give_back(_self);
                         }
-                        _i += 1;
-                    )*
-                    if _self_taken {
-                        <&mut $class as $crate::Arg>::give_back(_self);
-                    }
+                    };
+                    let status = match outcome {
+                        ::core::result::Result::Ok(results) => {
+                            let status = $crate::__private::complete_ok(state, results, true);
+                            give_back();
+                            status
+                        }
+                        ::core::result::Result::Err(err) => {
+                            give_back();
+                            $crate::__private::complete_err(state, err)
+                        }
+                    };
                     $crate::__private::finish(state, status, _pushed)
                 }
             }

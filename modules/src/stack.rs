@@ -54,6 +54,11 @@ pub unsafe trait Arg<'a>: Sized {
     /// the results, so those pushes must not raise.
     const OBJECT: bool = false;
 
+    /// True when reading this argument may allocate (a number converted to a
+    /// string), which can run finalizers: objects of the call must then be
+    /// anchored (see `anchor`).
+    const ALLOCATES: bool = false;
+
     /// Reads argument `n` of the running C function.
     ///
     /// # Safety
@@ -61,7 +66,8 @@ pub unsafe trait Arg<'a>: Sized {
     /// of an argument (which may be absent).
     unsafe fn check(state: *mut lua_State, n: c_int) -> Self::Checked;
 
-    /// After all checks (which may have run finalizers): pushes what keeps
+    /// When the call can run Lua code (finalizers, from an allocation) while
+    /// it holds objects: pushes, once all arguments are checked, what keeps
     /// the argument alive until the call returns, re-checking it; returns
     /// how many values it pushed.
     ///
@@ -126,6 +132,7 @@ unsafe impl Arg<'_> for bool {
 
 unsafe impl<'a> Arg<'a> for &'a [u8] {
     plain_arg!();
+    const ALLOCATES: bool = true;
 
     #[inline(always)]
     unsafe fn check(state: *mut lua_State, n: c_int) -> &'a [u8] {
@@ -141,6 +148,7 @@ unsafe impl<'a> Arg<'a> for &'a [u8] {
 
 unsafe impl<'a> Arg<'a> for &'a str {
     plain_arg!();
+    const ALLOCATES: bool = true;
 
     #[inline(always)]
     unsafe fn check(state: *mut lua_State, n: c_int) -> &'a str {
@@ -163,6 +171,7 @@ macro_rules! optional_arg {
     ($($t:ty),*) => {$(
         unsafe impl<'a> Arg<'a> for Option<$t> {
             plain_arg!();
+            const ALLOCATES: bool = <$t as Arg<'a>>::ALLOCATES;
 
             #[inline(always)]
             unsafe fn check(state: *mut lua_State, n: c_int) -> Option<$t> {
@@ -233,6 +242,9 @@ pub enum PushError {
 /// on failure, what [`PushError`] says) and must not raise when `guarded`
 /// is true.
 pub unsafe trait Push {
+    /// True when pushing may allocate (strings), which can run finalizers.
+    const ALLOCATES: bool = false;
+
     /// Pushes the values; returns how many.
     ///
     /// # Safety
@@ -301,6 +313,8 @@ unsafe impl Push for bool {
 
 // SAFETY: see push_bytes.
 unsafe impl Push for &[u8] {
+    const ALLOCATES: bool = true;
+
     #[inline(always)]
     unsafe fn push(self, state: *mut lua_State, guarded: bool) -> Result<c_int, PushError> {
         unsafe { push_bytes(state, self, guarded) }
@@ -309,6 +323,8 @@ unsafe impl Push for &[u8] {
 
 // SAFETY: see push_bytes.
 unsafe impl Push for &str {
+    const ALLOCATES: bool = true;
+
     #[inline(always)]
     unsafe fn push(self, state: *mut lua_State, guarded: bool) -> Result<c_int, PushError> {
         unsafe { push_bytes(state, self.as_bytes(), guarded) }
@@ -317,6 +333,8 @@ unsafe impl Push for &str {
 
 // SAFETY: see push_bytes.
 unsafe impl Push for String {
+    const ALLOCATES: bool = true;
+
     #[inline(always)]
     unsafe fn push(self, state: *mut lua_State, guarded: bool) -> Result<c_int, PushError> {
         unsafe { push_bytes(state, self.as_bytes(), guarded) }
@@ -325,6 +343,8 @@ unsafe impl Push for String {
 
 // SAFETY: see push_bytes.
 unsafe impl Push for Vec<u8> {
+    const ALLOCATES: bool = true;
+
     #[inline(always)]
     unsafe fn push(self, state: *mut lua_State, guarded: bool) -> Result<c_int, PushError> {
         unsafe { push_bytes(state, &self, guarded) }
@@ -333,6 +353,8 @@ unsafe impl Push for Vec<u8> {
 
 // SAFETY: nil cannot raise; Some delegates.
 unsafe impl<T: Push> Push for Option<T> {
+    const ALLOCATES: bool = T::ALLOCATES;
+
     #[inline(always)]
     unsafe fn push(self, state: *mut lua_State, guarded: bool) -> Result<c_int, PushError> {
         match self {
@@ -349,6 +371,8 @@ macro_rules! tuple_push {
     ($($name:ident),+) => {
         // SAFETY: pushes each element in order; counts add up.
         unsafe impl<$($name: Push),+> Push for ($($name,)+) {
+            const ALLOCATES: bool = false $(|| $name::ALLOCATES)+;
+
             #[inline(always)]
             #[allow(non_snake_case)]
             unsafe fn push(self, state: *mut lua_State, guarded: bool) -> Result<c_int, PushError> {
@@ -439,4 +463,15 @@ pub(crate) unsafe fn push_message(state: *mut lua_State, text: &str) -> PushErro
         Ok(_) | Err(PushError::Raised) => PushError::Raised,
         Err(PushError::StackOverflow) => PushError::StackOverflow,
     }
+}
+
+/// The return type of a native body, `Result<R, E>`: whether pushing `R`
+/// may allocate.
+#[doc(hidden)]
+pub trait Returns {
+    const ALLOCATES: bool;
+}
+
+impl<R: Push, E> Returns for Result<R, E> {
+    const ALLOCATES: bool = R::ALLOCATES;
 }

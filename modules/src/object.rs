@@ -357,7 +357,9 @@ pub unsafe fn check_self<T: 'static>(state: *mut lua_State) -> *mut Slot<T> {
         {
             no_native_value(state);
         }
-        // The two metatables and [0] (anchor_self pushes it again later).
+        // The two metatables and [0] (anchor_self pushes it again when the
+        // call can run Lua code; otherwise nothing can touch [0] before the
+        // call returns).
         ffi::lua_pop(state, 3);
         block.cast::<Slot<T>>()
     }
@@ -365,10 +367,12 @@ pub unsafe fn check_self<T: 'static>(state: *mut lua_State) -> *mut Slot<T> {
 
 /// Pushes `[0]` of argument 1 again, once the other arguments are read, and
 /// checks that it still is the value [`check_self`] found: it stays on the
-/// stack until the call returns, so it cannot be collected while borrowed
-/// (an argument check that allocates, a string pushed as a result, can run
-/// finalizers, which could replace `[0]`). Pushed after the arguments so
-/// that absent ones stay absent. Returns how many values it pushed (1).
+/// stack until the call returns, so it cannot be collected while borrowed.
+/// Needed when the call can run Lua code while it holds the object (an
+/// argument check that allocates, a string pushed as a result: allocations
+/// can run finalizers, which could replace `[0]`). Pushed after the
+/// arguments so that absent ones stay absent. Returns how many values it
+/// pushed (1).
 ///
 /// # Safety
 /// As for [`check_self`], which returned `slot` in this call.

@@ -206,8 +206,10 @@ unsafe impl<'a, T: 'static> Arg<'a> for &'a mut T {
 
     #[inline(always)]
     unsafe fn take(slot: *mut Slot<T>) -> Result<&'a mut T, Error> {
-        // SAFETY: the block is anchored on the stack for the call (by
-        // `anchor`); the borrow is exclusive until give_back.
+        // SAFETY: the block stays alive until give_back: reachable from the
+        // table in the argument slot while no Lua code can run, anchored on
+        // the stack (by `anchor`) when some can. The borrow is exclusive
+        // until give_back.
         unsafe {
             object::borrow(slot)
                 .map(|value| &mut *value)

@@ -7,21 +7,25 @@
 //! pushed with `lua_push*`. What keeps it sound:
 //!
 //! 1. **No longjmp across a frame that owns something.** The generated C
-//!    function holds only `Copy` values (the arguments are `Copy`:
-//!    [`Arg`]). Argument checks raise from there, exactly like C. The body's
-//!    outcome (which may own a `String`) is consumed by [`complete`], which
-//!    pushes results and error messages without raising and returns a
-//!    `Copy` [`Status`]; the error is raised afterwards by [`finish`], by
-//!    lauxlib itself (`luaL_typeerror`, `luaL_argerror`, `luaL_where` +
-//!    `lua_error`), so the wording is Lua's.
+//!    function holds only `Copy` values (checked arguments are
+//!    `Arg::Checked`, which is `Copy`; the values the body gets are
+//!    references or numbers). Argument checks raise from there, exactly like
+//!    C. The body's outcome (which may own a `String`) is consumed by
+//!    [`complete_ok`] or [`complete_err`], which push results or the error
+//!    message without raising when anything is owned or borrowed, and
+//!    return a `Copy` [`Status`]; the error is raised afterwards by
+//!    [`finish`], by lauxlib itself (`luaL_typeerror`, `luaL_argerror`,
+//!    `luaL_where` + `lua_error`), so the wording is Lua's.
 //! 2. **No panic crosses into Lua.** The body runs under `catch_unwind`
 //!    ([`call`]); a panic becomes the error
 //!    `<position>: panic in native function: <message>`.
 //! 3. **No aliasing, no dangling.** Objects (a method's `this`, `&mut T`
 //!    arguments) are borrowed through the state byte of their block (see
-//!    `object.rs`) from before the body until their results are pushed, and
-//!    their `[0]` stays on the stack for the whole call. The borrows are
-//!    given back before anything raises.
+//!    `object.rs`) from before the body until their results are pushed (an
+//!    error gives them back before its message is pushed), and stay alive
+//!    meanwhile: reachable from their table while no Lua code can run, and
+//!    fetched again and kept on the stack when some can (an allocation can
+//!    run finalizers). The borrows are given back before anything raises.
 //!
 //! Bodies get no `&Lua`: they are plain Rust over their arguments. A
 //! function that needs mlua (tables, callbacks) uses [`crate::Module::function`].

@@ -4,16 +4,18 @@
 //!
 //! Two rules keep this sound:
 //!
-//! * Argument readers ([`Arg`]) may raise a Lua error (`luaL_check*` does),
-//!   so they and the generated function that calls them hold only `Copy`
-//!   values: a longjmp across them skips no destructor. The trait requires
-//!   `Copy`, so an owned type cannot be an argument.
+//! * Argument readers ([`Arg::check`]) may raise a Lua error (`luaL_check*`
+//!   does), so they and the generated function that calls them hold only
+//!   `Copy` values: a longjmp across them skips no destructor. What they
+//!   return (`Arg::Checked`) must be `Copy`, so an owned type cannot be an
+//!   argument.
 //! * Results ([`Push`]) are pushed after the body has returned. Numbers,
 //!   booleans and nil cannot raise (a C function starts with `LUA_MINSTACK`
 //!   free slots). A string push allocates and may raise out-of-memory, so
-//!   when the results own memory (a `String`) strings are pushed in a
-//!   protected call, and a failure is reported back instead of jumping over
-//!   the frame that owns them.
+//!   when the results own memory (a `String`), or the call holds borrowed
+//!   objects to give back, strings are pushed in a protected call, and a
+//!   failure is reported back instead of jumping over the frames that must
+//!   still clean up.
 
 use std::ffi::{c_int, c_void};
 

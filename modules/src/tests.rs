@@ -1049,3 +1049,34 @@ fn native_object_arguments_are_checked_and_borrowed() {
     );
     assert_eq!(out.as_deref(), Ok("7 0"));
 }
+
+#[test]
+fn a_module_entry_after_the_first_requiring_coroutine_died_works() {
+    // mlua is set up on the state's main thread, not on the coroutine that
+    // happened to call require first: that coroutine can die and be
+    // collected, and mlua keeps using the thread it was set up with for
+    // work outside callbacks, such as the next module entry.
+    let s = RawState::new();
+    let out = s.run(
+        "local co = coroutine.create(function()
+           local t = require 'toolkit_test'
+           return t.check_str('first')
+         end)
+         local _, first = coroutine.resume(co)
+         co = nil
+         collectgarbage(); collectgarbage()
+         -- Reuse the memory the coroutine had.
+         local junk = {}
+         for i = 1, 2000 do junk[i] = coroutine.create(function() end) end
+         junk = nil
+         collectgarbage()
+         for i = 1, 2000 do local c = coroutine.wrap(function(...) return ... end); c(i) end
+         local ok, e = pcall(require, 'toolkit_failing')
+         local ok2, e2 = pcall(require, 'toolkit_bad_class')
+         return first .. '|' .. e .. '|' .. e2",
+    );
+    assert_eq!(
+        out.as_deref(),
+        Ok("first|cannot start: no config|class Bad: __index is set by luahost_modules")
+    );
+}

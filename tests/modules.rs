@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use luahost_suite::{
-    artifacts, require_file, require_program, run_with_timeout, scratch_dir, under_ci, Output,
+    artifacts, free_port, require_file, require_program, run_with_timeout, scratch_dir, under_ci,
+    HttpReader, Output, Proxy,
 };
 
 const CJSON: &str = "/usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so";
@@ -259,6 +260,61 @@ fn toolkit_errors_are_the_stock_strings_in_both_interpreters() {
         );
         assert_ran(&out, lua.name());
         assert_eq!(out.stdout, ERRORS_EXPECTED, "{}", lua.name());
+    }
+}
+
+/// The field's use: a Rust module first required inside an HTTP service
+/// (a coroutine of the proxy's Lua state, recycled across requests), its
+/// native functions and methods called per request, objects collected.
+#[test]
+fn toolkit_module_works_inside_a_proxy_service() {
+    let so = hello_rs_so();
+    let lib_dir = so.parent().expect("profile dir");
+    let port = free_port();
+    let lua = format!(
+        r#"package.cpath = {cpath:?} .. package.cpath
+core.register_service("hello", "http", function(applet)
+  local hello = require "hello_rs"
+  local c = hello.counter(tonumber(applet.qs) or 0)
+  c:add(5)
+  local ok, e = pcall(hello.greet)
+  local ok2, e2 = pcall(c.add, {{}})
+  local body = table.concat({{hello.greet(applet.path), c:get(), hello.add(2, 3), tostring(ok), e, e2}}, "|")
+  if tonumber(applet.qs) % 4 == 0 then collectgarbage() end
+  applet:set_status(200)
+  applet:add_header("content-length", #body)
+  applet:start_response()
+  applet:send(body)
+end)
+"#,
+        cpath = format!("{}/lib?.so;", lib_dir.display())
+    );
+    let cfg = format!(
+        "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.hello\n"
+    );
+    let _p = Proxy::start(
+        "modules_in_proxy",
+        &[("svc.lua", &lua), ("p.cfg", &cfg)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    // (pcall calls the method directly and it is not in package.loaded, so
+    // Lua names it '?', as it names a C method there.)
+    let mut c = HttpReader::connect(port);
+    for i in 0..40 {
+        c.send(format!("GET /r{i}?{i} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes());
+        let r = c.read_response(false).expect("a response");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.text(),
+            format!(
+                "hello, /r{i}!|{}|5|false|bad argument #1 to 'hello_rs.greet' (string expected, got no value)|\
+                 bad argument #1 to '?' (Counter expected, got table)",
+                i + 5
+            )
+        );
     }
 }
 

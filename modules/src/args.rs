@@ -5,12 +5,11 @@
 //! numbers, floats with an exact integer value to integers) and fails with
 //! the same [`Error`] kind, so the message Lua shows is the stock one.
 
-use mlua::{
-    FromLua, Function, Integer, Lua, LuaString, MultiValue, Number, Table, UserDataRefMut, Value,
-};
+use mlua::{FromLua, Function, Integer, Lua, LuaString, MultiValue, Number, Table, Value};
 
 use crate::error::{Error, Result};
 use crate::module::{Class, NotBorrowed};
+use crate::object::ObjectMut;
 
 /// The arguments of a call, numbered from 1 as in the Lua C API.
 ///
@@ -247,14 +246,10 @@ impl Args {
     /// the object; otherwise "bad argument #n to 'f' (<Class> expected, got
     /// <type>)". The object stays mutably borrowed while the returned guard
     /// lives; a second borrow (the same object passed twice, or a re-entrant
-    /// call) fails with mlua's borrow error instead of aliasing.
-    pub fn check_object<T: 'static>(
-        &self,
-        n: usize,
-        class: &Class<T>,
-    ) -> Result<UserDataRefMut<T>> {
+    /// call) fails with an error instead of aliasing.
+    pub fn check_object<T: 'static>(&self, n: usize, class: &Class<T>) -> Result<ObjectMut<T>> {
         match self.slot(n) {
-            Some(Value::Table(t)) => class.borrow_mut(t).map_err(|why| match why {
+            Some(Value::Table(t)) => class.borrow_mut(&self.lua, t).map_err(|why| match why {
                 NotBorrowed::NotInstance => Error::type_error(n, class.name()),
                 NotBorrowed::NoNativeValue => Error::arg(
                     n,

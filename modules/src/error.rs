@@ -54,6 +54,19 @@ impl Error {
             expected: expected.into(),
         }
     }
+
+    /// The error a panic in a body becomes: `panic in native function: <message>`
+    /// with the caller's position.
+    pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> Error {
+        let text = if let Some(s) = payload.downcast_ref::<&str>() {
+            s
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s
+        } else {
+            "(no message)"
+        };
+        Error::Runtime(format!("panic in native function: {text}"))
+    }
 }
 
 impl fmt::Display for Error {

@@ -6,10 +6,12 @@ use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, UserDataRefMut, Value};
+use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Value};
 
 use crate::args::Args;
 use crate::error::{Error, Result};
+use crate::native::{NativeFunction, NativeMethod};
+use crate::object::{self, ObjectMut};
 use crate::raw::{self, Status};
 
 /// Makes a Lua function from a Rust body. Errors the body returns, and
@@ -47,9 +49,7 @@ where
         let err = match outcome {
             Ok(Ok(values)) => return Ok(values),
             Ok(Err(err)) => err,
-            Err(panic) => {
-                Error::Runtime(format!("panic in native function: {}", panic_text(&*panic)))
-            }
+            Err(panic) => Error::from_panic(&*panic),
         };
         let (status, arg, text) = match err {
             Error::Type { arg, expected } => (Status::Type, arg, expected),
@@ -70,16 +70,6 @@ where
             Value::String(lua.create_string(text)?),
         ]))
     })
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "(no message)"
-    }
 }
 
 /// What a module's init closure gets: the Lua state and the table that
@@ -118,6 +108,16 @@ impl<'lua> Module<'lua> {
         Ok(())
     }
 
+    /// Adds a native function (see [`crate::native_fn!`]) to the module
+    /// table: a plain C function, as fast as one written in C.
+    pub fn native(&self, name: &str, f: NativeFunction) -> Result<()> {
+        // SAFETY: a NativeFunction is sound to call with any arguments and
+        // no upvalues (the contract of NativeFunction::from_entry).
+        let f = unsafe { self.lua.create_c_function(f.c_function()) }?;
+        self.exports.raw_set(name, f)?;
+        Ok(())
+    }
+
     /// Sets any other field of the module table (constants, sub-tables).
     pub fn set(&self, key: &str, value: impl IntoLua) -> Result<()> {
         self.exports.raw_set(key, value)?;
@@ -132,12 +132,15 @@ impl<'lua> Module<'lua> {
         let metatable = self.lua.create_table()?;
         metatable.raw_set("__index", &methods)?;
         metatable.raw_set("__name", name)?;
+        let native_metatable = object::native_metatable::<T>(self.lua, &metatable)?;
+        object::register_class_name::<T>(name);
         Ok(ClassBuilder {
             lua: self.lua,
             class: Class {
                 shared: Rc::new(ClassShared {
                     name: name.to_owned(),
                     metatable,
+                    native_metatable,
                     methods,
                 }),
                 _type: PhantomData,
@@ -179,8 +182,9 @@ where
 }
 
 /// A class of HAProxy-style objects: each instance is a Lua table whose `[0]`
-/// holds the native value (an mlua userdata) and whose metatable has
-/// `__index` = the methods table and `__name` = the class name.
+/// holds the native value (a userdata owning the `T`, dropped by its
+/// finalizer) and whose metatable has `__index` = the methods table and
+/// `__name` = the class name.
 ///
 /// Scripts can add their own fields to an instance, as with HAProxy's
 /// objects. A method finds its object with [`Args::check_object`], which
@@ -196,7 +200,10 @@ pub struct Class<T> {
 
 struct ClassShared {
     name: String,
+    /// The instance tables' metatable.
     metatable: Table,
+    /// The metatable of the userdata at `[0]`: identifies a `T` (object.rs).
+    native_metatable: Table,
     methods: Table,
 }
 
@@ -227,7 +234,7 @@ impl<T: 'static> Class<T> {
 
     /// A new instance holding `value` at `[0]`.
     pub fn wrap(&self, lua: &Lua, value: T) -> Result<Table> {
-        let native = lua.create_any_userdata(value)?;
+        let native = object::new_native(lua, &self.shared.native_metatable, value)?;
         let object = lua.create_table_with_capacity(0, 1)?;
         object.raw_set(0, native)?;
         object.set_metatable(Some(self.shared.metatable.clone()))?;
@@ -245,18 +252,22 @@ impl<T: 'static> Class<T> {
     /// class's metatable and a `T` at `[0]`.
     pub(crate) fn borrow_mut(
         &self,
+        lua: &Lua,
         object: &Table,
-    ) -> std::result::Result<UserDataRefMut<T>, NotBorrowed> {
+    ) -> std::result::Result<ObjectMut<T>, NotBorrowed> {
         if !self.is_instance(object) {
             return Err(NotBorrowed::NotInstance);
         }
-        match object.raw_get::<Value>(0) {
-            Ok(Value::UserData(native)) => match native.borrow_mut::<T>() {
-                Ok(guard) => Ok(guard),
-                Err(mlua::Error::UserDataTypeMismatch) => Err(NotBorrowed::NoNativeValue),
-                Err(e) => Err(NotBorrowed::Failed(Error::from(e))),
-            },
-            Ok(_) => Err(NotBorrowed::NoNativeValue),
+        let native = match object.raw_get::<Value>(0) {
+            Ok(Value::UserData(native)) => native,
+            Ok(_) => return Err(NotBorrowed::NoNativeValue),
+            Err(e) => return Err(NotBorrowed::Failed(Error::from(e))),
+        };
+        match object::slot_of::<T>(lua, &native, &self.shared.native_metatable) {
+            Ok(Some(slot)) => {
+                ObjectMut::new(slot, native).map_err(|why| NotBorrowed::Failed(why.into_error()))
+            }
+            Ok(None) => Err(NotBorrowed::NoNativeValue),
             Err(e) => Err(NotBorrowed::Failed(Error::from(e))),
         }
     }
@@ -301,15 +312,55 @@ impl<'lua, T: 'static> ClassBuilder<'lua, T> {
         F: Fn(&Lua, &mut T, Args) -> Result<R> + 'static,
         R: IntoLuaMulti,
     {
+        self.check_metamethod_name(name)?;
+        let f = self.bound_function(body)?;
+        self.class.shared.metatable.raw_set(name, f)?;
+        Ok(self)
+    }
+
+    /// Adds a native method (see [`crate::native_method!`]): a plain C
+    /// function that finds its object at `[0]` like a C method does.
+    pub fn native_method(self, name: &str, method: NativeMethod<T>) -> Result<Self> {
+        let f = self.native_closure(method)?;
+        self.class.shared.methods.raw_set(name, f)?;
+        Ok(self)
+    }
+
+    /// Adds a native metamethod such as `__len` or `__tostring`; `__index`
+    /// and `__name` are refused as for [`ClassBuilder::metamethod`].
+    pub fn native_metamethod(self, name: &str, method: NativeMethod<T>) -> Result<Self> {
+        self.check_metamethod_name(name)?;
+        let f = self.native_closure(method)?;
+        self.class.shared.metatable.raw_set(name, f)?;
+        Ok(self)
+    }
+
+    fn check_metamethod_name(&self, name: &str) -> Result<()> {
         if name == "__index" || name == "__name" {
             return Err(Error::message(format!(
                 "class {}: {name} is set by luahost_modules",
                 self.class.name()
             )));
         }
-        let f = self.bound_function(body)?;
-        self.class.shared.metatable.raw_set(name, f)?;
-        Ok(self)
+        Ok(())
+    }
+
+    /// The method's C function as a closure over the class's two metatables
+    /// (upvalue 1: instances', upvalue 2: native values').
+    fn native_closure(&self, method: NativeMethod<T>) -> Result<Function> {
+        let shared = &self.class.shared;
+        // SAFETY: exec_raw pushes the two tables at indexes 1 and 2 of a
+        // protected call; lua_pushcclosure pops them as upvalues and pushes
+        // the closure (may raise out-of-memory: protected; the closure owns
+        // nothing). These are the upvalues the NativeMethod<T> contract
+        // names, and T is this class's type.
+        let f = unsafe {
+            self.lua
+                .exec_raw::<Function>((&shared.metatable, &shared.native_metatable), |state| {
+                    mlua::ffi::lua_pushcclosure(state, method.entry(), 2);
+                })
+        }?;
+        Ok(f)
     }
 
     fn bound_function<F, R>(&self, body: F) -> Result<Function>

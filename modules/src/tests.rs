@@ -2,17 +2,162 @@
 //! opened with `luaL_newstate` the way a C host opens it, loading test
 //! modules through `require` and `package.preload`.
 
+use std::cell::Cell;
 use std::ffi::{c_int, CStr};
 
 use mlua::{MultiValue, Value};
 
-use crate::{Error, Result};
+use crate::{native_fn, native_method, Error, Result};
 
 struct Thing {
     n: i64,
 }
 
 struct Other;
+
+/// Counts the Rust heap bytes live on each thread, to see that error and
+/// panic paths free what the bodies allocated (messages, payloads, values).
+/// Lua's own allocations go through C's realloc and are not counted.
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(n: isize) {
+        // try_with: the thread may be tearing down its locals.
+        let _ = LIVE.try_with(|c| c.set(c.get() + n));
+    }
+
+    /// Bytes allocated and not freed by this thread so far.
+    pub fn live() -> isize {
+        LIVE.try_with(Cell::get).unwrap_or(0)
+    }
+
+    // SAFETY: forwards to the system allocator; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            add(-(layout.size() as isize));
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            add(new_size as isize - layout.size() as isize);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+}
+
+#[global_allocator]
+static HEAP: heap::Counting = heap::Counting;
+
+thread_local! {
+    /// Drops of native values on this thread (each test runs its Lua state
+    /// on its own thread), to see finalizers run exactly once.
+    static TRACKED_DROPS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn tracked_drops() -> usize {
+    TRACKED_DROPS.with(Cell::get)
+}
+
+struct Tracked {
+    n: i64,
+    /// Owned memory, so that a leak would show in the allocator too.
+    _payload: Vec<u8>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let _ = TRACKED_DROPS.try_with(|d| d.set(d.get() + 1));
+    }
+}
+
+// Native (C-ABI) functions and methods: the fast path.
+native_fn! {
+    fn n_len_plus(s: &[u8], n: i64) -> Result<i64> {
+        Ok(s.len() as i64 + n)
+    }
+    fn n_str(s: &str) -> Result<String> {
+        Ok(format!("<{s}>"))
+    }
+    fn n_borrowed<'a>(s: &'a str) -> Result<&'a str> {
+        Ok(s.trim())
+    }
+    fn n_number(x: f64) -> Result<f64> {
+        Ok(x * 2.0)
+    }
+    fn n_opt(a: Option<i64>, b: Option<&str>) -> Result<(i64, Option<String>)> {
+        Ok((a.unwrap_or(7), b.map(str::to_uppercase)))
+    }
+    fn n_truthy(b: bool) -> Result<bool> {
+        Ok(!b)
+    }
+    fn n_nothing() -> Result<()> {
+        Ok(())
+    }
+    fn n_three(i: i64) -> Result<(i64, &'static str, f64)> {
+        Ok((i, "two", 3.5))
+    }
+    fn n_arg_error(n: i64) -> Result<()> {
+        Err(Error::arg(1, format!("{n} is out of range")))
+    }
+    fn n_type_error() -> Result<()> {
+        Err(Error::type_error(2, "widget"))
+    }
+    fn n_runtime(s: &str) -> Result<()> {
+        Err(Error::runtime(s.to_owned()))
+    }
+    fn n_message(s: &str) -> Result<()> {
+        Err(Error::message(s))
+    }
+    fn n_panic(s: &str) -> Result<i64> {
+        panic!("native {s}")
+    }
+    // Object arguments.
+    fn n_swap(a: &mut Tracked, b: &mut Tracked) -> Result<(i64, i64)> {
+        std::mem::swap(&mut a.n, &mut b.n);
+        Ok((a.n, b.n))
+    }
+    fn n_tracked_or(o: &mut Tracked, label: &str) -> Result<String> {
+        Ok(format!("{label}{}", o.n))
+    }
+}
+
+native_method! {
+    fn t_bump(this: &mut Tracked, by: Option<i64>) -> Result<i64> {
+        this.n += by.unwrap_or(1);
+        Ok(this.n)
+    }
+    fn t_get(this: &mut Tracked) -> Result<i64> {
+        Ok(this.n)
+    }
+    fn t_fail(this: &mut Tracked, what: &str) -> Result<i64> {
+        if what == "panic" {
+            panic!("method panic at {}", this.n);
+        }
+        Err(Error::runtime(format!("{what} at {}", this.n)))
+    }
+    fn t_len(this: &mut Tracked) -> Result<i64> {
+        Ok(this.n * 10)
+    }
+    fn t_absorb(this: &mut Tracked, other: &mut Tracked, times: Option<i64>) -> Result<i64> {
+        this.n += other.n * times.unwrap_or(1);
+        other.n = 0;
+        Ok(this.n)
+    }
+    fn th_bump(this: &mut Thing, by: i64) -> Result<i64> {
+        this.n += by;
+        Ok(this.n)
+    }
+}
 
 module!(toolkit_test, |m| {
     m.set("loaded_as", m.name().unwrap_or("?"))?;
@@ -60,6 +205,8 @@ module!(toolkit_test, |m| {
             Ok(r)
         })?
         .metamethod("__len", |_, this, _| Ok(this.n))?
+        // A native method beside the mlua-based ones.
+        .native_method("nbump", th_bump)?
         .build();
     let other = m.class::<Other>("Other")?.build();
     m.function("thing", move |lua, a| {
@@ -71,6 +218,50 @@ module!(toolkit_test, |m| {
         )
     })?;
     m.function("other", move |lua, _| other.wrap(lua, Other))?;
+
+    for (name, f) in [
+        ("n_len_plus", n_len_plus),
+        ("n_str", n_str),
+        ("n_borrowed", n_borrowed),
+        ("n_number", n_number),
+        ("n_opt", n_opt),
+        ("n_truthy", n_truthy),
+        ("n_nothing", n_nothing),
+        ("n_three", n_three),
+        ("n_arg_error", n_arg_error),
+        ("n_type_error", n_type_error),
+        ("n_runtime", n_runtime),
+        ("n_message", n_message),
+        ("n_panic", n_panic),
+        ("n_swap", n_swap),
+        ("n_tracked_or", n_tracked_or),
+    ] {
+        m.native(name, f)?;
+    }
+    let tracked = m
+        .class::<Tracked>("Tracked")?
+        .native_method("bump", t_bump)?
+        .native_method("get", t_get)?
+        .native_method("fail", t_fail)?
+        .native_metamethod("__len", t_len)?
+        .native_method("absorb", t_absorb)?
+        // An mlua-based method that calls back into Lua with the object
+        // borrowed.
+        .method("with", |_, this, a| {
+            let f = a.check_function(2)?;
+            let r: Value = f.call(this.n)?;
+            Ok(r)
+        })?
+        .build();
+    m.function("tracked", move |lua, a| {
+        tracked.wrap(
+            lua,
+            Tracked {
+                n: a.opt_integer(1, 0)?,
+                _payload: vec![0; 64],
+            },
+        )
+    })?;
     Ok(())
 });
 
@@ -94,8 +285,32 @@ unsafe extern "C-unwind" {
 /// does), with the test modules in package.preload.
 struct RawState(*mut luahost_ffi::lua_State);
 
+/// The panics the test modules raise on purpose print nothing: the test
+/// harness keeps what a test prints in a buffer that grows on the test's
+/// thread, which the heap count of the leak test would see. Other panics
+/// (failed assertions) go to the default hook.
+fn quiet_deliberate_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            let deliberate = ["deliberate", "native ", "method panic"];
+            if !deliberate.iter().any(|d| msg.starts_with(d)) {
+                default(info);
+            }
+        }));
+    });
+}
+
 impl RawState {
     fn new() -> RawState {
+        quiet_deliberate_panics();
         // SAFETY: ordinary C API use on a fresh state; the pointer casts
         // convert between two bindings of the same `lua_State` type.
         unsafe {
@@ -518,5 +733,350 @@ fn works_in_a_state_owned_by_mlua_too() {
     assert_eq!(
         msg,
         "input:1: bad argument #1 to 'check_integer' (number expected, got nil)"
+    );
+}
+
+#[test]
+fn native_functions_convert_like_the_c_api() {
+    let s = RawState::new();
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         local a, b = t.n_opt()
+         local c, d = t.n_opt(nil, 'x')
+         local e, f, g = t.n_three(1)
+         return table.concat({
+           t.n_len_plus('abc', 4), t.n_len_plus(12, 1), t.n_len_plus('', '5'), t.n_len_plus('x', 2.0),
+           t.n_str('hi'), t.n_str(3), '[' .. t.n_borrowed('  pad  ') .. ']', t.n_number('1.25'), t.n_number(2),
+           a, tostring(b), c, d, tostring(t.n_truthy(nil)), tostring(t.n_truthy(0)),
+           select('#', t.n_nothing(1, 2)), e, f, g, select('#', t.n_three(1))}, ' ')",
+    );
+    assert_eq!(
+        out.as_deref(),
+        Ok("7 3 5 3 <hi> <3> [pad] 2.5 4.0 7 nil 7 X true false 0 1 two 3.5 3")
+    );
+}
+
+#[test]
+fn native_argument_errors_match_the_c_library_word_for_word() {
+    let s = RawState::new();
+    let cases = [
+        (
+            "t.n_len_plus()",
+            "bad argument #1 to 'n_len_plus' (string expected, got no value)",
+        ),
+        (
+            "t.n_len_plus('a')",
+            "bad argument #2 to 'n_len_plus' (number expected, got no value)",
+        ),
+        (
+            "t.n_len_plus({}, 1)",
+            "bad argument #1 to 'n_len_plus' (string expected, got table)",
+        ),
+        (
+            "t.n_len_plus(io.stdout, 1)",
+            "bad argument #1 to 'n_len_plus' (string expected, got FILE*)",
+        ),
+        (
+            "t.n_len_plus('a', 1.5)",
+            "bad argument #2 to 'n_len_plus' (number has no integer representation)",
+        ),
+        (
+            "t.n_len_plus('a', 'x')",
+            "bad argument #2 to 'n_len_plus' (number expected, got string)",
+        ),
+        (
+            "t.n_str('\\xff')",
+            "bad argument #1 to 'n_str' (invalid UTF-8 string)",
+        ),
+        (
+            "t.n_number(true)",
+            "bad argument #1 to 'n_number' (number expected, got boolean)",
+        ),
+        (
+            "t.n_opt('z')",
+            "bad argument #1 to 'n_opt' (number expected, got string)",
+        ),
+        (
+            "t.n_opt(nil, {})",
+            "bad argument #2 to 'n_opt' (string expected, got table)",
+        ),
+        (
+            "t.n_arg_error(99)",
+            "bad argument #1 to 'n_arg_error' (99 is out of range)",
+        ),
+        (
+            "t.n_type_error(1)",
+            "bad argument #2 to 'n_type_error' (widget expected, got no value)",
+        ),
+        (
+            "t.n_type_error(1, {})",
+            "bad argument #2 to 'n_type_error' (widget expected, got table)",
+        ),
+        ("t.n_runtime('boom')", "boom"),
+        ("t.n_panic('oops')", "panic in native function: native oops"),
+    ];
+    for (call, expected) in cases {
+        assert_eq!(
+            error_of(&s, call),
+            format!("string: input:2: {expected}"),
+            "{call}"
+        );
+    }
+    assert_eq!(error_of(&s, "t.n_message('plain')"), "string: plain");
+    // The same mistakes made with Lua's own C functions read the same.
+    let pairs = [
+        (
+            "t.n_len_plus(nil, 1)",
+            "string.rep(nil, 1)",
+            "rep",
+            "n_len_plus",
+        ),
+        (
+            "t.n_len_plus('a', 1.5)",
+            "string.rep('a', 1.5)",
+            "rep",
+            "n_len_plus",
+        ),
+        ("t.n_len_plus('a')", "string.rep('a')", "rep", "n_len_plus"),
+        ("t.n_number({})", "math.floor({})", "floor", "n_number"),
+    ];
+    for (ours, stock, stock_name, our_name) in pairs {
+        let stock_msg =
+            error_of(&s, stock).replace(&format!("'{stock_name}'"), &format!("'{our_name}'"));
+        assert_eq!(error_of(&s, ours), stock_msg, "{ours} vs {stock}");
+    }
+}
+
+#[test]
+fn native_methods_check_self_like_c_methods() {
+    let s = RawState::new();
+    let cases = [
+        ("local o = t.tracked(); o:bump('x')", "input:2: bad argument #1 to 'bump' (number expected, got string)"),
+        ("local o = t.tracked(); o.bump()", "input:2: bad argument #1 to 'bump' (Tracked expected, got no value)"),
+        ("local o = t.tracked(); o.bump(nil)", "input:2: bad argument #1 to 'bump' (Tracked expected, got nil)"),
+        ("local o = t.tracked(); o.bump({})", "input:2: bad argument #1 to 'bump' (Tracked expected, got table)"),
+        ("local o = t.tracked(); o.bump(t.thing())", "input:2: bad argument #1 to 'bump' (Tracked expected, got Thing)"),
+        ("local o = t.tracked(); local x = {bump = o.bump}; x:bump()", "input:2: calling 'bump' on bad self (Tracked expected, got table)"),
+        // The right metatable around another class's native value, or none.
+        (
+            "local o = t.tracked(); local f = setmetatable({[0] = rawget(t.thing(), 0)}, getmetatable(o)); f:bump()",
+            "input:2: calling 'bump' on bad self (Tracked expected, got Tracked without its native value at [0])",
+        ),
+        (
+            "local o = t.tracked(); local f = setmetatable({}, getmetatable(o)); f:get()",
+            "input:2: calling 'get' on bad self (Tracked expected, got Tracked without its native value at [0])",
+        ),
+        ("local o = t.tracked(3); o:fail('broke')", "input:2: broke at 3"),
+        ("local o = t.tracked(4); o:fail('panic')", "input:2: panic in native function: method panic at 4"),
+        // A native method on a class that also has mlua-based methods.
+        ("local o = t.thing(); o:nbump()", "input:2: bad argument #1 to 'nbump' (number expected, got no value)"),
+    ];
+    for (code, expected) in cases {
+        assert_eq!(error_of(&s, code), format!("string: {expected}"), "{code}");
+    }
+    // The native value is hidden from getmetatable.
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         local o = t.tracked(1)
+         o:bump(); o:bump(5)
+         local mt = getmetatable(rawget(o, 0))
+         local th = t.thing(1); th:bump(); th:nbump(10)
+         return table.concat({o:get(), #o, tostring(mt), th:bump(0), #th}, ' ')",
+    );
+    assert_eq!(out.as_deref(), Ok("7 70 false 12 12"));
+}
+
+#[test]
+fn a_failed_or_panicking_native_method_releases_its_object() {
+    let s = RawState::new();
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         local o = t.tracked(1)
+         local ok1 = pcall(o.fail, o, 'panic')
+         local ok2 = pcall(o.fail, o, 'err')
+         return tostring(ok1) .. ' ' .. tostring(ok2) .. ' ' .. o:bump()",
+    );
+    assert_eq!(out.as_deref(), Ok("false false 2"));
+}
+
+#[test]
+fn native_methods_refuse_an_object_borrowed_by_a_running_method() {
+    let s = RawState::new();
+    let msg = error_of(
+        &s,
+        "local o = t.tracked(1); o:with(function() return o:bump() end)",
+    );
+    assert!(msg.starts_with("string: input:2: "), "{msg}");
+    assert!(msg.contains("borrow"), "{msg}");
+    // The object is usable once the outer method has returned.
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         local o = t.tracked(1)
+         pcall(o.with, o, function() return o:bump() end)
+         return o:with(function(n) return n + 100 end) .. ' ' .. o:bump()",
+    );
+    assert_eq!(out.as_deref(), Ok("101 2"));
+}
+
+#[test]
+fn native_error_paths_leak_nothing_and_drop_each_value_once() {
+    let s = RawState::new();
+    let top = s.top();
+    let before_drops = tracked_drops();
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         local function round()
+           for i = 1, 2000 do
+             local o = t.tracked(i)
+             pcall(o.fail, o, 'err'); pcall(o.fail, o, 'panic'); pcall(o.bump, o, 'x')
+             pcall(o.bump, {}); pcall(t.n_str, '\\xff'); pcall(t.n_runtime, string.rep('m', 100))
+             pcall(t.n_panic, 'p'); pcall(t.n_len_plus); pcall(t.n_type_error)
+             o:bump()
+           end
+         end
+         round(); collectgarbage(); collectgarbage()
+         local before = collectgarbage('count')
+         round(); collectgarbage(); collectgarbage()
+         return collectgarbage('count') - before",
+    );
+    let growth: f64 = out.expect("loop runs").parse().expect("a number");
+    assert!(
+        growth < 16.0,
+        "memory grew by {growth} KB over failing native calls"
+    );
+    assert_eq!(s.top(), top);
+    // The Rust side too: a third round, on this thread, frees all it takes
+    // (error messages, panic payloads, the objects' values).
+    let rust_before = heap::live();
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         for i = 1, 2000 do
+           local o = t.tracked(i)
+           pcall(o.fail, o, 'err'); pcall(o.fail, o, 'panic'); pcall(t.n_runtime, 'r')
+           pcall(t.n_panic, 'p'); pcall(t.n_arg_error, 1); pcall(t.n_str, {}); t.n_str('ok')
+         end
+         collectgarbage(); collectgarbage()
+         return 'done'",
+    );
+    assert_eq!(out.as_deref(), Ok("done"));
+    let rust_growth = heap::live() - rust_before;
+    assert!(
+        rust_growth < 4096,
+        "Rust heap grew by {rust_growth} bytes over 2000 rounds of failing native calls"
+    );
+    // Every object made (3 rounds of 2000) was dropped by its finalizer,
+    // once.
+    assert_eq!(
+        tracked_drops() - before_drops,
+        6000,
+        "native values dropped"
+    );
+}
+
+#[test]
+fn closing_the_state_drops_live_native_values() {
+    let before = tracked_drops();
+    {
+        let s = RawState::new();
+        let out = s.run("local t = require 'toolkit_test'; KEEP = {t.tracked(1), t.tracked(2), t.tracked(3)}; return #KEEP");
+        assert_eq!(out.as_deref(), Ok("3"));
+    }
+    assert_eq!(tracked_drops() - before, 3);
+}
+
+#[test]
+fn native_functions_work_in_coroutines() {
+    let s = RawState::new();
+    let out = s.run(
+        "local co = coroutine.wrap(function()
+           local t = require 'toolkit_test'
+           local o = t.tracked(1)
+           coroutine.yield(t.n_str('in') .. o:bump())
+           local ok, e = pcall(t.n_len_plus)
+           coroutine.yield(e)
+           return o
+         end)
+         local a, b, o = co(), co(), co()
+         return table.concat({a, b, o:bump()}, '|')",
+    );
+    assert_eq!(
+        out.as_deref(),
+        Ok("<in>2|bad argument #1 to 'toolkit_test.n_len_plus' (string expected, got no value)|3")
+    );
+}
+
+#[test]
+fn native_object_arguments_are_checked_and_borrowed() {
+    let s = RawState::new();
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         local a, b = t.tracked(1), t.tracked(2)
+         local x, y = t.n_swap(a, b)
+         local z = a:absorb(b, 10)
+         return table.concat({x, y, a:get(), b:get(), z, t.n_tracked_or(a, 'n='), t.n_tracked_or(a, 5)}, ' ')",
+    );
+    assert_eq!(out.as_deref(), Ok("2 1 12 0 12 n=12 512"));
+    let cases = [
+        ("local a = t.tracked(); t.n_swap(a)", "input:2: bad argument #2 to 'n_swap' (Tracked expected, got no value)"),
+        ("local a = t.tracked(); t.n_swap(a, nil)", "input:2: bad argument #2 to 'n_swap' (Tracked expected, got nil)"),
+        ("local a = t.tracked(); t.n_swap({}, a)", "input:2: bad argument #1 to 'n_swap' (Tracked expected, got table)"),
+        ("local a = t.tracked(); t.n_swap(a, t.thing())", "input:2: bad argument #2 to 'n_swap' (Tracked expected, got Thing)"),
+        ("local a = t.tracked(); t.n_swap(a, io.stdout)", "input:2: bad argument #2 to 'n_swap' (Tracked expected, got FILE*)"),
+        // The class's metatable around another class's value, or none.
+        (
+            "local a = t.tracked(); t.n_swap(a, setmetatable({[0] = rawget(t.thing(), 0)}, getmetatable(a)))",
+            "input:2: bad argument #2 to 'n_swap' (Tracked expected, got Tracked without its native value at [0])",
+        ),
+        (
+            "local a = t.tracked(); t.n_swap(a, {[0] = rawget(a, 0)})",
+            "input:2: bad argument #2 to 'n_swap' (Tracked expected, got table)",
+        ),
+        // The same object twice is refused rather than aliased.
+        ("local a = t.tracked(); t.n_swap(a, a)", "input:2: cannot borrow the object: a method of it is still running (re-entrant call)"),
+        ("local a = t.tracked(); a:absorb(a)", "input:2: cannot borrow the object: a method of it is still running (re-entrant call)"),
+        ("local a = t.tracked(); a:absorb({})", "input:2: bad argument #1 to 'absorb' (Tracked expected, got table)"),
+        ("local a = t.tracked(); t.n_tracked_or(a, {})", "input:2: bad argument #2 to 'n_tracked_or' (string expected, got table)"),
+    ];
+    for (code, expected) in cases {
+        assert_eq!(error_of(&s, code), format!("string: {expected}"), "{code}");
+    }
+    // Every failed call gave its borrows back.
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         local a, b = t.tracked(3), t.tracked(4)
+         pcall(t.n_swap, a, a); pcall(a.absorb, a, a); pcall(t.n_swap, a, {}); pcall(a.absorb, a, b, 'x')
+         return a:absorb(b) .. ' ' .. b:get()",
+    );
+    assert_eq!(out.as_deref(), Ok("7 0"));
+}
+
+#[test]
+fn a_module_entry_after_the_first_requiring_coroutine_died_works() {
+    // mlua is set up on the state's main thread, not on the coroutine that
+    // happened to call require first: that coroutine can die and be
+    // collected, and mlua keeps using the thread it was set up with for
+    // work outside callbacks, such as the next module entry.
+    let s = RawState::new();
+    let out = s.run(
+        "local co = coroutine.create(function()
+           local t = require 'toolkit_test'
+           return t.check_str('first')
+         end)
+         local _, first = coroutine.resume(co)
+         co = nil
+         collectgarbage(); collectgarbage()
+         -- Reuse the memory the coroutine had.
+         local junk = {}
+         for i = 1, 2000 do junk[i] = coroutine.create(function() end) end
+         junk = nil
+         collectgarbage()
+         for i = 1, 2000 do local c = coroutine.wrap(function(...) return ... end); c(i) end
+         local ok, e = pcall(require, 'toolkit_failing')
+         local ok2, e2 = pcall(require, 'toolkit_bad_class')
+         return first .. '|' .. e .. '|' .. e2",
+    );
+    assert_eq!(
+        out.as_deref(),
+        Ok("first|cannot start: no config|class Bad: __index is set by luahost_modules")
     );
 }

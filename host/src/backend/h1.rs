@@ -64,9 +64,12 @@ pub(crate) fn write_request_head(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let hop = HopByHop::of(&head.headers);
+    // Only the fixed hop-by-hop set is dropped here: the headers the client
+    // named in `Connection` were removed when its request was parsed
+    // (proxy/h1_server), so that one the rules set afterwards goes through.
     for (name, value) in &head.headers {
-        if hop.contains(name) || (name == header::CONTENT_LENGTH && framing != ReqFraming::NoBody) {
+        if is_hop_by_hop(name) || (name == header::CONTENT_LENGTH && framing != ReqFraming::NoBody)
+        {
             continue;
         }
         header_line(out, name.as_str(), value.as_bytes());

@@ -8,11 +8,11 @@
 
 pub mod body;
 pub mod error_pages;
+pub mod h1_server;
 pub mod http_front;
 pub mod plan;
 pub mod rules;
 pub mod tcp_front;
-mod wake_gate;
 pub mod worker;
 
 use crate::lua::state::LuaSettings;

@@ -324,7 +324,12 @@ async fn accept_loop(
                 crate::proxy::plan::FrontMode::Http => {
                     crate::proxy::h1_server::serve(w, f, stream, peer, sd).await
                 }
-                crate::proxy::plan::FrontMode::Tcp => tcp_front::serve(w, f, stream, peer).await,
+                // Boxed: the task's future is as large as its largest
+                // variant, and an idle HTTP connection should not pay for
+                // the TCP front end's state.
+                crate::proxy::plan::FrontMode::Tcp => {
+                    Box::pin(tcp_front::serve(w, f, stream, peer)).await
+                }
             }
         });
     }

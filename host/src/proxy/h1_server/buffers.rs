@@ -28,6 +28,9 @@ pub fn take() -> BytesMut {
 /// with body frames still in use (its spare room shrank) is dropped.
 pub fn give_back(mut buf: BytesMut) {
     buf.clear();
+    // Parsing advanced the buffer's start; when no body frame shares the
+    // allocation, this takes the whole of it back without allocating.
+    buf.reserve(READ_CHUNK);
     if buf.capacity() < READ_CHUNK {
         return;
     }

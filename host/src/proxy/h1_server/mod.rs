@@ -153,7 +153,9 @@ async fn lingering_close(mut stream: TcpStream) {
     use tokio::io::AsyncReadExt;
     let _ = stream.shutdown().await;
     let deadline = Instant::now() + std::time::Duration::from_secs(2);
-    let mut sink = [0u8; 4096];
+    // On the heap, and only while closing: an array here would be part of
+    // every connection's future, idle ones included.
+    let mut sink = vec![0u8; 4096];
     let mut budget = 1usize << 20;
     loop {
         match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {

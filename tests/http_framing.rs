@@ -228,7 +228,10 @@ fn servers(name: &str) -> (Proxy, Ports, Option<Haproxy>) {
 fn malformed_heads_get_exactly_one_response_then_close() {
     let (_p, lh, h3) = servers("framing_heads");
     let mut mismatches = Vec::new();
-    for (what, raw, status) in REFUSED_HEADS {
+    let many: String = (0..110).map(|i| format!("x{i}: a\r\n")).collect();
+    let too_many = format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n");
+    let generated = [("more than 101 header lines", too_many.as_str(), 400)];
+    for (what, raw, status) in REFUSED_HEADS.iter().chain(&generated) {
         for (kind, port) in [
             ("service", lh.noread),
             ("reading service", lh.read),
@@ -440,4 +443,29 @@ fn pipelining_continue_and_head() {
     let _ = c.stream.read_to_end(&mut rest);
     assert!(rest.is_empty(), "HTTP/1.0 without keep-alive closes");
     let _ = c.stream.write_all(b"");
+}
+
+#[test]
+fn request_and_keep_alive_timeouts() {
+    let port = free_port();
+    let cfg = format!(
+        "global\n  lua-load svc.lua\n  nbthread 1\ndefaults\n  mode http\n  timeout client 10s\n  \
+         timeout http-request 1s\n  timeout http-keep-alive 1s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.noread\n"
+    );
+    let _p = Proxy::start(
+        "framing_timeouts",
+        &[("svc.lua", SERVICES), ("p.cfg", &cfg)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    // A head that never completes: one 408, then the close.
+    let ex = exchange(port, &[b"GET / HTTP/1.1\r\nHost: t\r\n"], false);
+    assert_eq!(ex.statuses(), vec![408]);
+    assert!(ex.closed);
+    // An idle keep-alive connection is closed without an answer.
+    let ex = exchange(port, &[b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"], false);
+    assert_eq!(ex.statuses(), vec![200]);
+    assert!(ex.closed, "closed after the keep-alive timeout");
 }

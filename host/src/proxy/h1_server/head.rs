@@ -63,7 +63,8 @@ pub fn parse(buf: &[u8], limit: usize) -> Result<Option<(RequestHead, usize)>, R
                 Ok(None)
             }
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(too_large),
+        // HAProxy 3.0 answers 400 here, not 431.
+        Err(httparse::Error::TooManyHeaders) => return Err(bad("too many header lines")),
         Err(_) => return Err(bad("malformed request head")),
     };
     if len > limit {

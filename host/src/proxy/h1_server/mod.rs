@@ -49,6 +49,10 @@ use tokio::time::Instant;
 /// one write, head and body together.
 const WRITE_GATHER: usize = 16 * 1024;
 
+/// `timeout http-request` (and the keep-alive wait) when neither it nor
+/// `timeout client` is set; hyper's default before, kept.
+const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `sess.*` variables live as long as the connection.
 type SessVars = Rc<RefCell<HashMap<String, crate::lua::vars::VarValue>>>;
 
@@ -187,11 +191,12 @@ async fn read_head(
     let stopping = |s: &Shutdown| *s != Shutdown::Running;
     // `timeout http-request` for a request under way (and the first one,
     // from the accept); `timeout http-keep-alive` while idle between requests.
-    let request_deadline = || fe.http_request_timeout.map(|t| Instant::now() + t);
+    let request_timeout = fe.http_request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+    let request_deadline = || Instant::now() + request_timeout;
     let mut deadline = if first || conn.buffered() > 0 {
         request_deadline()
     } else {
-        fe.keep_alive_timeout.map(|t| Instant::now() + t)
+        Instant::now() + fe.keep_alive_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     };
     loop {
         if let Some(buf) = conn.buf.as_mut().filter(|b| !b.is_empty()) {
@@ -214,7 +219,7 @@ async fn read_head(
             r = conn.stream.readable() => if r.is_err() {
                 return HeadRead::Closed;
             },
-            _ = sleep_until(deadline) => {
+            _ = tokio::time::sleep_until(deadline) => {
                 return if idle {
                     HeadRead::Closed
                 } else {
@@ -236,13 +241,6 @@ async fn read_head(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.release_empty_buffer(),
             Err(_) => return HeadRead::Closed,
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -329,9 +329,15 @@ fn a_body_cut_by_a_close_gets_no_answer_from_its_reader() {
             } else {
                 "haproxy3"
             };
-            // A service that never reads the body answers as usual (HAProxy too).
+            // A service that never reads the body answers as usual. HAProxy
+            // too, unless the close reaches it before the service answered
+            // (then it answers nothing): at most that one 200.
             let ex = exchange(ports.noread, &[raw.as_bytes()], true);
-            assert_eq!(ex.statuses(), vec![200], "{server}: not reading {raw:?}");
+            if server == "luahost" {
+                assert_eq!(ex.statuses(), vec![200], "{server}: not reading {raw:?}");
+            } else {
+                assert!(ex.statuses().iter().all(|s| *s == 200) && ex.responses.len() <= 1);
+            }
             for (kind, port) in [("reading service", ports.read), ("proxy", ports.proxy)] {
                 let ex = exchange(port, &[raw.as_bytes()], true);
                 assert_eq!(ex.statuses(), Vec::<u16>::new(), "{server}: {kind} {raw:?}");

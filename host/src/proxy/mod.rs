@@ -13,6 +13,7 @@ pub mod http_front;
 pub mod plan;
 pub mod rules;
 pub mod tcp_front;
+mod wake_gate;
 pub mod worker;
 
 use crate::lua::state::LuaSettings;

@@ -22,6 +22,7 @@ mod response;
 pub use body::{BodyError, RequestBody};
 
 use crate::proxy::plan::FrontendPlan;
+use crate::proxy::wake_gate::WakeGated;
 use crate::proxy::worker::Worker;
 use crate::proxy::{error_pages, http_front, Shutdown};
 use body::{BodyFeed, FeedNeed};
@@ -92,15 +93,20 @@ pub async fn serve(
     fe: Arc<FrontendPlan>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<Shutdown>,
+    shutdown: watch::Receiver<Shutdown>,
 ) {
     let local = stream.local_addr().unwrap_or(peer);
+    // The stop signal, waited for while idle. Registered once for the
+    // connection and polled only when it fires: polling a watch channel's
+    // wait at every request costs about as much as parsing a small head.
+    let mut stop_rx = shutdown.clone();
+    let mut stop = WakeGated::new(stop_rx.wait_for(|s| *s != Shutdown::Running));
     let mut conn = Conn { stream, buf: None };
     let sess: SessVars = Rc::default();
     let limit = worker.plan.bufsize;
     let mut first = true;
     loop {
-        let next = match read_head(&mut conn, &fe, limit, first, &mut shutdown).await {
+        let next = match read_head(&mut conn, &fe, limit, first, &shutdown, &mut stop).await {
             HeadRead::Closed => break,
             HeadRead::Refused(r) => Next::Refuse(r),
             HeadRead::Head(h) => {
@@ -186,18 +192,19 @@ async fn read_head(
     fe: &FrontendPlan,
     limit: usize,
     first: bool,
-    shutdown: &mut watch::Receiver<Shutdown>,
+    shutdown: &watch::Receiver<Shutdown>,
+    stop: &mut (impl Future + Unpin),
 ) -> HeadRead {
-    let stopping = |s: &Shutdown| *s != Shutdown::Running;
     // `timeout http-request` for a request under way (and the first one,
     // from the accept); `timeout http-keep-alive` while idle between requests.
     let request_timeout = fe.http_request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
     let request_deadline = || Instant::now() + request_timeout;
-    let mut deadline = if first || conn.buffered() > 0 {
+    let timer = tokio::time::sleep_until(if first || conn.buffered() > 0 {
         request_deadline()
     } else {
         Instant::now() + fe.keep_alive_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT)
-    };
+    });
+    let mut timer = pin!(timer);
     loop {
         if let Some(buf) = conn.buf.as_mut().filter(|b| !b.is_empty()) {
             match head::parse(buf, limit) {
@@ -210,23 +217,22 @@ async fn read_head(
             }
         }
         let idle = conn.buffered() == 0;
-        if idle && stopping(&shutdown.borrow()) {
+        if idle && *shutdown.borrow() != Shutdown::Running {
             return HeadRead::Closed;
         }
-        let stop = shutdown.wait_for(stopping);
         tokio::select! {
             biased;
             r = conn.stream.readable() => if r.is_err() {
                 return HeadRead::Closed;
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = timer.as_mut() => {
                 return if idle {
                     HeadRead::Closed
                 } else {
                     HeadRead::Refused(Refusal { status: 408, reason: "request head timeout" })
                 };
             }
-            _ = stop, if idle => return HeadRead::Closed,
+            _ = &mut *stop, if idle => return HeadRead::Closed,
         }
         let buf = conn.buf.get_or_insert_with(buffers::take);
         buffers::reserve(buf);
@@ -235,7 +241,7 @@ async fn read_head(
             Ok(_) => {
                 if idle && !first {
                     // A new request started: it has `timeout http-request`.
-                    deadline = request_deadline();
+                    timer.as_mut().reset(request_deadline());
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.release_empty_buffer(),

@@ -332,3 +332,73 @@ impl BodyFeed {
         self.end == Some(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn cx() -> Context<'static> {
+        Context::from_waker(Waker::noop())
+    }
+
+    fn next(body: &mut RequestBody) -> Poll<Option<Result<Bytes, BodyError>>> {
+        Pin::new(body)
+            .poll_frame(&mut cx())
+            .map(|o| o.map(|r| r.map(|f| f.into_data().unwrap_or_default())))
+    }
+
+    #[test]
+    fn streamed_frames_reach_the_reader_and_the_rest_stays_buffered() {
+        // 5 bytes, 2 of them read with the head: 3 left to decode.
+        let (mut body, mut feed) = RequestBody::streamed(
+            Some(Bytes::from_static(b"ab")),
+            Decoder::length(3),
+            Some(5),
+            false,
+        );
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(matches!(next(&mut body), Poll::Ready(Some(Ok(b))) if b == "ab"));
+        assert_eq!(body.size_hint().exact(), Some(3));
+        assert!(next(&mut body).is_pending());
+        assert!(matches!(feed.need(&mut cx()), FeedNeed::Read));
+        // The rest of the body and the start of the next request.
+        let mut buf = BytesMut::from(&b"cdeGET /"[..]);
+        assert_eq!(feed.decode(&mut buf, false), Some(Ok(())));
+        assert_eq!(&buf[..], b"GET /");
+        assert!(matches!(next(&mut body), Poll::Ready(Some(Ok(b))) if b == "cde"));
+        assert!(matches!(next(&mut body), Poll::Ready(None)));
+        assert!(feed.is_complete() && !feed.reader_saw_error());
+    }
+
+    #[test]
+    fn a_cut_body_is_an_error_the_connection_learns_was_seen() {
+        let (mut body, mut feed) = RequestBody::streamed(None, Decoder::chunked(), None, false);
+        let mut buf = BytesMut::from(&b"5\r\nabc"[..]);
+        assert_eq!(feed.decode(&mut buf, false), None);
+        assert_eq!(feed.decode(&mut buf, true), Some(Err(BodyError::Cut)));
+        assert!(!feed.reader_saw_error());
+        assert!(matches!(next(&mut body), Poll::Ready(Some(Ok(b))) if b == "abc"));
+        assert!(matches!(
+            next(&mut body),
+            Poll::Ready(Some(Err(BodyError::Cut)))
+        ));
+        assert!(feed.reader_saw_error());
+    }
+
+    #[test]
+    fn continue_is_due_only_once_the_reader_asks() {
+        let (mut body, mut feed) = RequestBody::streamed(None, Decoder::length(1), Some(1), true);
+        assert!(matches!(feed.need(&mut cx()), FeedNeed::Wait));
+        assert!(next(&mut body).is_pending());
+        let FeedNeed::Write(bytes) = feed.need(&mut cx()) else {
+            panic!("100 Continue due");
+        };
+        assert_eq!(bytes, b"HTTP/1.1 100 Continue\r\n\r\n");
+        feed.wrote(bytes.len());
+        assert!(matches!(feed.need(&mut cx()), FeedNeed::Read));
+        // The body is Send: it may be read on another worker.
+        fn send<T: Send>(_: &T) {}
+        send(&body);
+    }
+}

@@ -442,6 +442,7 @@ fn pipelining_continue_and_head() {
     let mut c = HttpReader::connect(lh.noread);
     c.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     let r = c.read_response(false).expect("1.0 keep-alive");
+    assert_eq!(r.status_line, "HTTP/1.0 200 OK");
     assert_eq!(r.header("connection"), Some("keep-alive"));
     c.send(b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(c.read_response(false).expect("1.0").text(), "ok");

@@ -84,7 +84,10 @@ pub fn encode_head(
         .map(|r| r.as_bytes())
         .or_else(|| status.canonical_reason().map(str::as_bytes))
         .unwrap_or(b"");
-    let _ = write!(out, "HTTP/1.1 {code} ");
+    // An HTTP/1.0 client gets an HTTP/1.0 status line (as from HAProxy and
+    // hyper).
+    let version = if ex.http10 { "1.0" } else { "1.1" };
+    let _ = write!(out, "HTTP/{version} {code} ");
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
@@ -177,6 +180,7 @@ mod tests {
             keep_alive: true,
         };
         let (h, f, k) = head(Response::new(()), SizeHint::default(), &ex10);
+        assert!(h.starts_with("HTTP/1.0 200 OK\r\n"));
         assert!(h.contains("connection: close\r\n"));
         assert_eq!((f, k), (Framing::UntilClose, false));
         let (h, f, _) = head(Response::new(()), SizeHint::with_exact(2), &ex10);

@@ -293,8 +293,8 @@ impl Pools {
     }
 }
 
-/// The client's request body. The common case avoids boxing: hyper's
-/// [`RequestBody`] is kept as it is.
+/// The client's request body. The common case avoids boxing: the client
+/// connection's [`RequestBody`] is kept as it is.
 enum ReqBody {
     Client(RequestBody),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),

@@ -64,9 +64,12 @@ pub(crate) fn write_request_head(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let hop = HopByHop::of(&head.headers);
+    // Only the fixed hop-by-hop set is dropped here: the headers the client
+    // named in `Connection` were removed when its request was parsed
+    // (proxy/h1_server), so that one the rules set afterwards goes through.
     for (name, value) in &head.headers {
-        if hop.contains(name) || (name == header::CONTENT_LENGTH && framing != ReqFraming::NoBody) {
+        if is_hop_by_hop(name) || (name == header::CONTENT_LENGTH && framing != ReqFraming::NoBody)
+        {
             continue;
         }
         header_line(out, name.as_str(), value.as_bytes());
@@ -188,8 +191,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes the hop-by-hop headers from a header map (responses, and
-/// requests handed to a Lua service). hyper's server side then frames the
-/// message itself on the next hop.
+/// requests handed to a Lua service). The client connection
+/// (proxy/h1_server) then frames the message itself on the next hop.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Most messages have none: one pass over the names and done.
     if !h.keys().any(is_hop_by_hop) {
@@ -303,7 +306,7 @@ pub(crate) fn parse_response_head(
     let keep_alive = !connection.close && (!http10 || connection.keep_alive);
     let mut resp = Response::new(());
     *resp.status_mut() = status;
-    // hyper's server side answers in its client's version.
+    // The client connection answers in its client's version.
     *resp.version_mut() = Version::HTTP_11;
     *resp.headers_mut() = headers;
     if let Some(r) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {

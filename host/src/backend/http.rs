@@ -14,11 +14,12 @@ use super::connect::{connect, io_reason};
 use super::h1::{self, ChunkStep, Chunked, Parsed, ReqFraming, ResFraming, ResponseHead};
 use super::server::ConnSlot;
 use super::{Backend, ForwardError};
+use crate::proxy::h1_server::RequestBody;
 use crate::txn::Txn;
 use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::http::request;
 use hyper::{Method, Response};
 use std::any::Any;
@@ -292,10 +293,10 @@ impl Pools {
     }
 }
 
-/// The client's request body. The common case avoids boxing: hyper's
-/// `Incoming` is kept as it is.
+/// The client's request body. The common case avoids boxing: the client
+/// connection's [`RequestBody`] is kept as it is.
 enum ReqBody {
-    Incoming(Incoming),
+    Client(RequestBody),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
@@ -312,24 +313,24 @@ impl ReqBody {
         let mut slot = Some(body);
         let any = &mut slot as &mut dyn Any;
         if let Some(b) = any
-            .downcast_mut::<Option<Incoming>>()
+            .downcast_mut::<Option<RequestBody>>()
             .and_then(Option::take)
         {
-            return Some(ReqBody::Incoming(b));
+            return Some(ReqBody::Client(b));
         }
         slot.map(|b| ReqBody::Boxed(UnsyncBoxBody::new(b.map_err(Into::into))))
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ReqBody::Incoming(b) => b.size_hint(),
+            ReqBody::Client(b) => b.size_hint(),
             ReqBody::Boxed(b) => b.size_hint(),
         }
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self {
-            ReqBody::Incoming(b) => Pin::new(b)
+            ReqBody::Client(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(BoxError::from))),
             ReqBody::Boxed(b) => Pin::new(b).poll_frame(cx),

@@ -14,10 +14,10 @@ use crate::lua::handles::{self, Handle, Kind, Native, Registration};
 use crate::lua::raw;
 use crate::lua::state::HostState;
 use crate::lua::txn_access::TxnCell;
+use crate::proxy::h1_server::RequestBody;
 use crate::raw_function;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use mlua::{ffi, Lua, Table, Value};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 /// reads.
 pub struct HttpAppletRequest {
     pub content_length: Option<u64>,
-    pub body: Option<Incoming>,
+    pub body: Option<RequestBody>,
     /// The transaction (for the head, f/sf/c/sc and variables).
     pub txn: Option<Box<crate::txn::Txn>>,
 }
@@ -54,7 +54,7 @@ pub struct HttpReply {
 /// Reads the request body on demand, never holding more than one frame
 /// beyond what the script asked for.
 struct BodyReader {
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
     buf: BytesMut,
 }
 

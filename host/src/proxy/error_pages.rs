@@ -43,8 +43,8 @@ fn page(status: u16) -> String {
     format!("<html><body><h1>{status} {reason}</h1>\n{explanation}\n</body></html>\n")
 }
 
-/// The same page as raw HTTP/1.1 bytes, for a connection hyper no longer
-/// serves; the connection is closed after it.
+/// The same page as raw HTTP/1.1 bytes, for a request the connection
+/// refuses (proxy/h1_server); the connection is closed after it.
 pub fn raw(status: u16) -> Vec<u8> {
     let body = page(status);
     format!(

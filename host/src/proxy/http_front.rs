@@ -1,139 +1,25 @@
-//! The HTTP/1.1 side of a frontend: keep-alive and pipelining (hyper answers
-//! pipelined requests in order), header size limits (431 for oversized
-//! headers, 400 for malformed requests, produced by hyper's parser), and
-//! routing of each request to its Lua service.
+//! The request pipeline of an HTTP frontend: one transaction from its
+//! parsed request to its response. The connection itself (parsing, body
+//! framing, keep-alive, writing responses) is `h1_server`'s; this module
+//! runs the rules, picks a Lua service or a backend, and applies the
+//! response rules.
 
 use crate::lua::applet_http::{HttpAppletRequest, HttpReply, ResponseHead};
 use crate::proxy::body::ProxyBody;
+use crate::proxy::error_pages;
+use crate::proxy::h1_server::RequestBody;
 use crate::proxy::plan::{FrontendPlan, ServiceTarget};
 use crate::proxy::rules::{self, RuleSide, Verdict};
-use crate::proxy::wake_gate::WakeGated;
 use crate::proxy::worker::Worker;
-use crate::proxy::{error_pages, Shutdown};
 use crate::sample::SampleCtx;
 use crate::txn::{Txn, TxnMode};
-use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
-
-/// Serves one client connection until it closes or the process stops.
-pub async fn serve(
-    worker: Rc<Worker>,
-    fe: Arc<FrontendPlan>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: watch::Receiver<Shutdown>,
-) {
-    let local = stream.local_addr().unwrap_or(peer);
-    let svc = {
-        let (worker, fe) = (worker.clone(), fe.clone());
-        let served = Rc::new(std::cell::Cell::new(0u64));
-        // `sess.*` variables live as long as the connection.
-        let sess = Rc::new(std::cell::RefCell::new(std::collections::HashMap::new()));
-        // Boxed: poll_without_shutdown needs an Unpin service future.
-        service_fn(move |req| {
-            let first = served.get() == 0;
-            served.set(served.get() + 1);
-            Box::pin(handle(
-                worker.clone(),
-                fe.clone(),
-                peer,
-                local,
-                first,
-                sess.clone(),
-                req,
-            ))
-        })
-    };
-    let mut builder = http1::Builder::new();
-    builder
-        .keep_alive(true)
-        // Flush each response: with batched flushes, responses to pipelined
-        // requests that precede a malformed one would be lost with the
-        // connection.
-        .pipeline_flush(false)
-        .half_close(false)
-        .auto_date_header(false)
-        // One buffered write per response, like HAProxy (no writev of
-        // scattered head and body pieces).
-        .writev(false)
-        // hyper refuses buffers under 8 KiB; HAProxy's default is 16 KiB.
-        .max_header_size(worker.plan.bufsize)
-        .timer(TokioTimer::new());
-    if let Some(t) = fe.http_request_timeout {
-        builder.header_read_timeout(t);
-    }
-    let mut conn = builder.serve_connection(TokioIo::new(stream), svc);
-    let stopping = |s: &Shutdown| *s != Shutdown::Running;
-    // Serve without letting hyper close the socket: the error answer and the
-    // lingering close below need it.
-    let mut result = None;
-    if !stopping(&shutdown.borrow()) {
-        // The stop signal is polled only when it fires, not at each of the
-        // connection's wake-ups.
-        let stop = WakeGated::new(shutdown.wait_for(stopping));
-        tokio::select! {
-            biased;
-            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result = Some(r),
-            _ = stop => {}
-        }
-    }
-    let result = match result {
-        Some(r) => r,
-        None => {
-            // Finish the request in flight, then close instead of keeping alive.
-            std::pin::Pin::new(&mut conn).graceful_shutdown();
-            std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
-        }
-    };
-    let mut stream = conn.into_parts().io.into_inner();
-    // A request head hyper could not parse ends the connection with an error
-    // and nothing written for that request (hyper 1.12 prepares a 400/431 but
-    // does not flush it on this path): answer as HAProxy does.
-    if let Err(e) = &result {
-        if e.is_parse() || e.is_parse_too_large() {
-            let status = if e.is_parse_too_large() { 431 } else { 400 };
-            use tokio::io::AsyncWriteExt;
-            let _ = stream.write_all(&error_pages::raw(status)).await;
-            if crate::log::access_log_enabled() {
-                let t = crate::log::UtcTime::now();
-                crate::log::access(&format!(
-                    "{peer} [{}] {} <BADREQ> {status} \"{e}\"",
-                    t.log_date(),
-                    fe.name
-                ));
-            }
-        }
-    }
-    lingering_close(stream).await;
-}
-
-/// Closes the way HAProxy and nginx close: stop writing, then read and
-/// discard what the client still sends for a moment. Closing with unread
-/// input makes the kernel send a reset, which can destroy a response the
-/// client has not read yet (e.g. a 431 sent while it was still writing).
-async fn lingering_close(mut stream: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = stream.shutdown().await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-    let mut sink = [0u8; 4096];
-    let mut budget = 1usize << 20;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 && budget > n => budget -= n,
-            _ => return,
-        }
-    }
-}
+use tokio::sync::{mpsc, oneshot};
 
 /// Why a request gets no response: the connection is closed instead
 /// (`reject`, `act.ABORT`, `txn:done()` without a reply).
@@ -148,14 +34,16 @@ impl std::fmt::Display for Abort {
 
 impl std::error::Error for Abort {}
 
-async fn handle(
+/// One transaction: the request's rules, its service or server, the
+/// response rules, and its access log line.
+pub(crate) async fn handle(
     worker: Rc<Worker>,
     fe: Arc<FrontendPlan>,
     peer: SocketAddr,
     local: SocketAddr,
     first_request: bool,
     sess: Rc<std::cell::RefCell<std::collections::HashMap<String, crate::lua::vars::VarValue>>>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, Abort> {
     crate::stats::count_request();
     let start = Instant::now();
@@ -199,7 +87,7 @@ async fn pipeline(
     worker: &Worker,
     fe: &FrontendPlan,
     txn: &mut Box<Txn>,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<ProxyBody>, Abort> {
     // An empty rule set skips building the rules' future (most proxies).
     let verdict = if fe.rules.http_request.is_empty() {
@@ -238,7 +126,7 @@ async fn backend_stage(
     fe: &FrontendPlan,
     name: &Arc<str>,
     txn: &mut Box<Txn>,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<ProxyBody>, Abort> {
     txn.backend = Some(name.clone());
     let be_rules = worker.plan.backends.get(&**name).cloned();
@@ -341,7 +229,7 @@ async fn start_service(
     worker: &Worker,
     target: &ServiceTarget,
     txn: &mut Box<Txn>,
-    body: Incoming,
+    body: RequestBody,
 ) -> Response<ProxyBody> {
     let Some(parts) = txn.req.as_ref() else {
         return error_pages::response(500);

@@ -10,6 +10,7 @@
 
 pub mod body;
 pub mod error_pages;
+pub mod h1_server;
 pub mod http_front;
 mod listen;
 mod pidfile;

@@ -118,6 +118,10 @@ pub struct FrontendPlan {
     /// `default_backend`, or the listen section itself when it has servers.
     pub default_backend: Option<Arc<str>>,
     pub http_request_timeout: Option<Duration>,
+    /// How long a connection may wait idle for its next request:
+    /// `timeout http-keep-alive`, else `timeout http-request`, else
+    /// `timeout client` (HAProxy's fallbacks).
+    pub keep_alive_timeout: Option<Duration>,
     pub maxconn: Option<usize>,
     pub inspect_delay: Option<Duration>,
     /// The frontend's own `option forwardfor` (applied when the backend has none).
@@ -314,6 +318,11 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             use_backends,
             default_backend,
             http_request_timeout: p.timeouts.http_request.or(p.timeouts.client),
+            keep_alive_timeout: p
+                .timeouts
+                .http_keep_alive
+                .or(p.timeouts.http_request)
+                .or(p.timeouts.client),
             maxconn: p.maxconn,
             inspect_delay: p.tcp_request_inspect_delay,
             forwardfor: p

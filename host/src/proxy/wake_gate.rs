@@ -1,7 +1,7 @@
 //! A future that is polled only when its own wake-up came.
 //!
-//! A connection task waits on two things at once: its HTTP connection, busy
-//! with every request, and the worker's stop signal, which fires once in
+//! An idle client connection waits on two things at once: its socket, ready
+//! for every request, and the worker's stop signal, which fires once in
 //! the process's life. `select!` polls both at each wake-up of the task,
 //! and polling a watch channel's wait costs about as much as a small
 //! request's header parsing. [`WakeGated`] skips polling the stop signal

@@ -12,7 +12,7 @@ use crate::lua::applet_http::{self, HttpAppletRequest, HttpReply};
 use crate::lua::sample_bridge::StateSamples;
 use crate::lua::state::{HostState, LuaSettings};
 use crate::proxy::plan::{FrontendPlan, Plan, ServiceTarget, StateKind};
-use crate::proxy::{http_front, tcp_front, Shutdown};
+use crate::proxy::{tcp_front, Shutdown};
 use crate::sample::{LuaSamples, Sample};
 use crate::txn::Txn;
 use std::rc::Rc;
@@ -327,9 +327,14 @@ async fn accept_loop(
             let _permits = (global_permit, fe_permit);
             match f.mode {
                 crate::proxy::plan::FrontMode::Http => {
-                    http_front::serve(w, f, stream, peer, sd).await
+                    crate::proxy::h1_server::serve(w, f, stream, peer, sd).await
                 }
-                crate::proxy::plan::FrontMode::Tcp => tcp_front::serve(w, f, stream, peer).await,
+                // Boxed: the task's future is as large as its largest
+                // variant, and an idle HTTP connection should not pay for
+                // the TCP front end's state.
+                crate::proxy::plan::FrontMode::Tcp => {
+                    Box::pin(tcp_front::serve(w, f, stream, peer)).await
+                }
             }
         });
     }

@@ -139,7 +139,7 @@ impl Drop for Running<'_> {
 /// `tune.lua.forced-yield`.
 pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
     let triggers = HookTriggers::new().every_nth_instruction(every.max(1));
-    lua.set_global_hook(triggers, |lua, _debug| {
+    lua.set_global_hook(triggers, |lua, debug| {
         let ptr = CURRENT.with(|c| c.get());
         if ptr.is_null() {
             // Body and start-up code: no budget applies.
@@ -152,6 +152,12 @@ pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
         let own_thread = ctx.yieldable
             && !ctx.thread.get().is_null()
             && lua.current_thread().to_pointer() == ctx.thread.get();
+        if own_thread && in_async_wrapper(&debug) {
+            // Neither yield nor raise here (see in_async_wrapper): the
+            // next tick, in the script's own code, does.
+            ctx.check(Instant::now());
+            return Ok(VmState::Continue);
+        }
         if let Some(expiry) = ctx.check(Instant::now()) {
             // Yielding hands control back to the runner, which stops the
             // coroutine for good (an error could be caught by a pcall). But a
@@ -172,6 +178,26 @@ pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
             VmState::Continue
         })
     })
+}
+
+/// The chunk name of mlua's Lua wrapper around every async Rust function
+/// (`Lua::create_async_function`).
+const ASYNC_WRAPPER: &str = "=__mlua_async_poll";
+
+/// Whether the hook fired inside mlua's async wrapper, where a forced yield
+/// would lose a wake-up.
+///
+/// The wrapper polls the Rust future and, when it is pending, yields a
+/// "pending" marker so the runner waits for the future's waker. A forced
+/// yield landing between that poll and that yield makes the runner wake the
+/// task itself; on that resume the wrapper yields the stale marker without
+/// polling the future again. A wake-up the future's source sent in between
+/// (e.g. hyper delivering the next body chunk) was absorbed by the
+/// self-wake, so the coroutine waited forever: the cause of the stalled
+/// uploads. The wrapper runs a handful of instructions before it returns
+/// to the script, where the next hook yields normally.
+fn in_async_wrapper(debug: &mlua::debug::Debug) -> bool {
+    debug.source().source.as_deref() == Some(ASYNC_WRAPPER)
 }
 
 /// How a context ended without returning normally.

@@ -189,7 +189,7 @@ end
             };
             let line = r.getline(crate::proxy::bufsize()).await;
             a.put_reader(r);
-            lua.create_string(&line?)
+            lua.create_string(&line?.data)
         })?,
     )?;
     c.method(
@@ -205,7 +205,7 @@ end
                 _ => r.receive_all().await,
             };
             a.put_reader(r);
-            lua.create_string(&out?)
+            lua.create_string(&out?.data)
         })?,
     )?;
     // f/sf/c/sc and headers are built when first read (see Class::lazy_fields).

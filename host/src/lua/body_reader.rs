@@ -2,32 +2,54 @@
 //! (`applet:receive`, `applet:getline`).
 //!
 //! Nothing is read ahead: a frame is pulled from the connection only when
-//! the buffer cannot answer the call, so the connection's flow control
-//! keeps the client waiting while the script is busy, and the buffer holds
-//! at most what the call asked for plus one frame. Every byte buffered is
-//! charged to the process-wide Lua memory count ([`Charge`]), so
-//! `tune.lua.maxmem` bounds a whole-body `receive()` while it is being
-//! collected, not only once it has become a Lua string. The charge is
-//! released when the bytes are handed to Lua (whose allocator then charges
-//! the string) or dropped with the reader.
+//! the buffered frames cannot answer the call, so the connection's flow
+//! control holds the client back while the script is busy, and the reader
+//! holds at most what the call asked for plus one frame. Frames are kept as
+//! they came (no copy, no buffer growing by doubling, whose copies and freed
+//! blocks cost several times the body in resident memory); a read copies
+//! its bytes into one block of the exact size, or hands out a slice of a
+//! frame that holds them all.
+//!
+//! Every byte held is charged to the process-wide Lua memory count
+//! ([`Charge`]), so `tune.lua.maxmem` bounds a whole-body `receive()` while
+//! the body is being collected, not only once it has become a Lua string.
+//! The data a read returns carries its charge until it is dropped, i.e.
+//! until Lua has made its string of it (charged by Lua's allocator).
 
 use crate::lua::memory::Charge;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body;
+use std::collections::VecDeque;
 
 /// The error of a read that would pass `tune.lua.maxmem`: Lua's own
-/// message for a failed allocation, as HAProxy's `luaL_Buffer` would raise.
+/// message for a failed allocation, as HAProxy's `luaL_Buffer` raises it.
 fn not_enough_memory() -> mlua::Error {
     mlua::Error::MemoryError("not enough memory".to_string())
+}
+
+/// Bytes read from the body, still charged to the memory count.
+pub struct Taken {
+    pub data: Bytes,
+    _charge: Charge,
+}
+
+impl std::ops::Deref for Taken {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.data
+    }
 }
 
 /// A request body being read by a script.
 pub struct BodyReader<B> {
     body: Option<B>,
-    buf: BytesMut,
+    frames: VecDeque<Bytes>,
+    /// Bytes in `frames`, all charged.
+    buffered: usize,
     /// A frame that arrived when its bytes could not be charged: kept (it is
-    /// already in memory) for the next read, which charges it first.
+    /// in memory already) for the next read, which charges it first.
     refused: Option<Bytes>,
     charge: Charge,
 }
@@ -39,20 +61,15 @@ where
     pub fn new(body: Option<B>) -> BodyReader<B> {
         BodyReader {
             body,
-            buf: BytesMut::new(),
+            frames: VecDeque::new(),
+            buffered: 0,
             refused: None,
             charge: Charge::default(),
         }
     }
 
-    /// Bytes buffered and charged.
-    #[cfg(test)]
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Pulls the next data frame into the buffer; false at the end of the
-    /// body (or when the client went away).
+    /// Pulls the next data frame in; false at the end of the body (or when
+    /// the client went away).
     async fn fill(&mut self) -> mlua::Result<bool> {
         let data = match self.refused.take() {
             Some(d) => d,
@@ -77,63 +94,92 @@ where
             self.refused = Some(data);
             return Err(not_enough_memory());
         }
-        self.buf.extend_from_slice(&data);
+        self.buffered += data.len();
+        self.frames.push_back(data);
         Ok(true)
     }
 
-    /// Hands the first `n` buffered bytes over to the caller, uncharged.
-    fn take(&mut self, n: usize) -> BytesMut {
-        let out = self.buf.split_to(n.min(self.buf.len()));
-        self.charge.release(out.len());
-        out
+    /// Hands the first `n` buffered bytes (at most all) over, with their
+    /// charge.
+    fn take(&mut self, n: usize) -> Taken {
+        let n = n.min(self.buffered);
+        self.buffered -= n;
+        let charge = self.charge.split(n);
+        let data = match self.frames.front_mut() {
+            Some(front) if front.len() >= n => {
+                let data = front.split_to(n);
+                if front.is_empty() {
+                    self.frames.pop_front();
+                }
+                data
+            }
+            _ => {
+                let mut out = BytesMut::with_capacity(n);
+                while out.len() < n {
+                    let Some(front) = self.frames.front_mut() else {
+                        break;
+                    };
+                    let want = (n - out.len()).min(front.len());
+                    out.extend_from_slice(&front.split_to(want));
+                    if front.is_empty() {
+                        self.frames.pop_front();
+                    }
+                }
+                out.freeze()
+            }
+        };
+        Taken {
+            data,
+            _charge: charge,
+        }
     }
 
     /// `receive(n)`: exactly `n` bytes, fewer only at the end of the body
-    /// (HAProxy waits for the whole size, as a socket's `receive(n)` does).
-    pub async fn receive(&mut self, n: usize) -> mlua::Result<BytesMut> {
-        while self.buf.len() < n && self.fill().await? {}
+    /// (HAProxy waits for the whole size).
+    pub async fn receive(&mut self, n: usize) -> mlua::Result<Taken> {
+        while self.buffered < n && self.fill().await? {}
         Ok(self.take(n))
     }
 
     /// `receive()`: the rest of the body.
-    pub async fn receive_all(&mut self) -> mlua::Result<BytesMut> {
-        // With a known length, one allocation of the right size: growing by
-        // doubling would copy the body several times and leave the freed
-        // smaller blocks in the allocator's hands, several times the body
-        // in resident memory at its peak. Reserving touches no page; under
-        // a cap, no more than the cap is reserved.
-        let remaining = self.body.as_ref().and_then(|b| b.size_hint().exact());
-        if let Some(remaining) = remaining {
-            let limit = crate::lua::memory::limit();
-            let mut want = usize::try_from(remaining).unwrap_or(usize::MAX);
-            if limit != 0 {
-                want = want.min(limit);
-            }
-            self.buf.reserve(want);
-        }
+    pub async fn receive_all(&mut self) -> mlua::Result<Taken> {
         while self.fill().await? {}
-        Ok(self.take(self.buf.len()))
+        Ok(self.take(self.buffered))
     }
 
     /// `getline()`: up to and including the next `\n`; a line longer than
     /// `limit` (`tune.bufsize`) comes back in pieces of `limit` bytes, as in
     /// HAProxy; the rest (possibly empty) at the end of the body.
-    pub async fn getline(&mut self, limit: usize) -> mlua::Result<BytesMut> {
+    pub async fn getline(&mut self, limit: usize) -> mlua::Result<Taken> {
         let limit = limit.max(1);
-        let mut scanned = 0;
         loop {
-            let window = self.buf.len().min(limit);
-            if let Some(pos) = self.buf[scanned..window].iter().position(|&b| b == b'\n') {
-                return Ok(self.take(scanned + pos + 1));
+            if let Some(end) = self.line_end(limit) {
+                return Ok(self.take(end));
             }
-            if self.buf.len() >= limit {
+            if self.buffered >= limit {
                 return Ok(self.take(limit));
             }
-            scanned = window;
             if !self.fill().await? {
-                return Ok(self.take(self.buf.len()));
+                return Ok(self.take(self.buffered));
             }
         }
+    }
+
+    /// The length of the first line (with its `\n`) if it ends within the
+    /// first `limit` buffered bytes.
+    fn line_end(&self, limit: usize) -> Option<usize> {
+        let mut offset = 0;
+        for frame in &self.frames {
+            if offset >= limit {
+                return None;
+            }
+            let window = &frame[..frame.len().min(limit - offset)];
+            if let Some(pos) = window.iter().position(|&b| b == b'\n') {
+                return Some(offset + pos + 1);
+            }
+            offset += frame.len();
+        }
+        None
     }
 }
 
@@ -191,7 +237,7 @@ mod tests {
         run(async {
             let mut r = reader(&["abcdef", "ghijkl"]);
             assert_eq!(&r.receive(2).await.expect("read")[..], b"ab");
-            assert_eq!(r.buffered(), 4, "the second frame is not read ahead");
+            assert_eq!(r.buffered, 4, "the second frame is not read ahead");
             assert_eq!(
                 r.charge.bytes(),
                 4,

@@ -152,7 +152,7 @@ pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
         let own_thread = ctx.yieldable
             && !ctx.thread.get().is_null()
             && lua.current_thread().to_pointer() == ctx.thread.get();
-        if own_thread && in_async_wrapper(&debug) {
+        if own_thread && in_async_wrapper(debug) {
             // Neither yield nor raise here (see in_async_wrapper): the
             // next tick, in the script's own code, does.
             ctx.check(Instant::now());

@@ -138,6 +138,14 @@ impl Charge {
         grown.is_ok()
     }
 
+    /// Moves `bytes` of this charge (at most all of it) into a charge of
+    /// its own, e.g. for data handed over together with its charge.
+    pub fn split(&mut self, bytes: usize) -> Charge {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        Charge { bytes }
+    }
+
     /// Releases `bytes` of the charge (data handed over to Lua, whose own
     /// allocator charges the string made of it, or dropped).
     pub fn release(&mut self, bytes: usize) {

@@ -2,7 +2,7 @@
 //! bounded memory (real luahost processes, loopback sockets).
 
 use luahost_suite::upload::{peak_rss_kib, upload, DiscardOrigin, Framing};
-use luahost_suite::{free_port, http_get, Proxy};
+use luahost_suite::{free_port, http_get, HttpReader, Proxy};
 use std::time::Duration;
 
 /// Body size of the streamed uploads.
@@ -43,6 +43,12 @@ core.register_service("whole", "http", function(applet)
   end
   applet:send(tostring(#body))
 end)
+core.register_service("pieces", "http", function(applet)
+  local out = {}
+  for i = 1, 4 do out[#out + 1] = #applet:receive(1500) end
+  out[#out + 1] = #applet:receive(0)
+  applet:send(table.concat(out, ","))
+end)
 core.register_service("whole_unprotected", "http", function(applet)
   applet:send(tostring(#applet:receive()))
 end)
@@ -52,7 +58,7 @@ fn lua_config(load: &str, port: u16, global: &str) -> String {
     format!(
         "global\n  {load} svc.lua\n  nbthread 2\n{global}defaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n{}",
-        ["sink", "lines", "whole", "whole_unprotected"]
+        ["sink", "lines", "whole", "pieces", "whole_unprotected"]
             .map(|s| format!("  http-request use-service lua.{s} if {{ path /{s} }}\n"))
             .concat()
     )
@@ -176,4 +182,22 @@ fn maxmem_refuses_a_whole_body_receive_while_buffering() {
     let r = upload(port, "/sink", SIZE, Framing::Chunked, IDLE).expect("upload");
     assert_eq!((r.status, r.body), (200, SIZE.to_string()));
     assert_eq!(http_get(port, "/sink").text(), "0");
+}
+
+#[test]
+fn receive_n_waits_for_n_bytes() {
+    let (_p, port) = start_lua("upload_pieces", "lua-load", "");
+    let mut c = HttpReader::connect(port);
+    // 1000 bytes, a pause long enough for the service to have read them,
+    // then the other 2000: the first receive(1500) waits for the rest.
+    c.send(b"POST /pieces HTTP/1.1\r\nhost: t\r\ncontent-length: 3000\r\n\r\n");
+    c.send(&[b'a'; 1000]);
+    std::thread::sleep(Duration::from_millis(200));
+    c.send(&[b'b'; 2000]);
+    let r = c.read_response(false).expect("a response");
+    assert_eq!(
+        r.text(),
+        "1500,1500,0,0,0",
+        "exactly n bytes, fewer only at the end"
+    );
 }

@@ -349,3 +349,64 @@ pub fn call_sync<R: FromLuaMulti>(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A script waiting in an async Rust function while forced yields fire
+    /// at every instruction, fed by a producer that sends a value only when
+    /// asked (as hyper reads the next body frame only once the body is
+    /// polled): every value must wake the script. Before the fix, the
+    /// producer ran in the gap of a forced yield inside mlua's async
+    /// wrapper, its wake-up was absorbed, and both sides waited forever.
+    #[test]
+    fn forced_yields_never_lose_an_async_wake_up() {
+        let lua = Lua::new();
+        install_hook(&lua, 1).expect("hook");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let rx = Rc::new(tokio::sync::Mutex::new(rx));
+        let want = Rc::new(tokio::sync::Notify::new());
+        let asked = want.clone();
+        let recv = lua
+            .create_async_function(move |_, ()| {
+                let (rx, want) = (rx.clone(), want.clone());
+                async move {
+                    want.notify_one();
+                    Ok(rx.lock().await.recv().await.unwrap_or(0))
+                }
+            })
+            .expect("function");
+        let script: mlua::Function = lua
+            .load(
+                "local recv = ... return function() local s = 0 \
+                 for i = 1, 100 do s = s + recv() end return s end",
+            )
+            .call(recv)
+            .expect("script");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let sum = local.block_on(&rt, async {
+            tokio::task::spawn_local(async move {
+                for _ in 0..100 {
+                    asked.notified().await;
+                    let _ = tx.send(1);
+                }
+            });
+            let ctx = ExecCtx::new(Budget::default(), true);
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                run_coroutine::<u32>(&lua, ctx, script, ()),
+            )
+            .await
+        });
+        match sum {
+            Ok(Ok(s)) => assert_eq!(s, 100),
+            Ok(Err(e)) => panic!("script failed: {}", e.message()),
+            Err(_) => panic!("the script stopped waking up"),
+        }
+    }
+}

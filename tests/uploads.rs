@@ -49,6 +49,16 @@ core.register_service("pieces", "http", function(applet)
   out[#out + 1] = #applet:receive(0)
   applet:send(table.concat(out, ","))
 end)
+core.register_service("retry", "http", function(applet)
+  local ok, err = pcall(applet.receive, applet)
+  local n = 0
+  while true do
+    local d = applet:receive(65536)
+    if #d == 0 then break end
+    n = n + #d
+  end
+  applet:send(tostring(ok) .. " " .. tostring(err) .. " " .. n)
+end)
 core.register_service("whole_unprotected", "http", function(applet)
   applet:send(tostring(#applet:receive()))
 end)
@@ -58,7 +68,7 @@ fn lua_config(load: &str, port: u16, global: &str) -> String {
     format!(
         "global\n  {load} svc.lua\n  nbthread 2\n{global}defaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n{}",
-        ["sink", "lines", "whole", "pieces", "whole_unprotected"]
+        ["sink", "lines", "whole", "pieces", "retry", "whole_unprotected"]
             .map(|s| format!("  http-request use-service lua.{s} if {{ path /{s} }}\n"))
             .concat()
     )
@@ -161,6 +171,13 @@ fn maxmem_refuses_a_whole_body_receive_while_buffering() {
         r.sent < SIZE / 2,
         "refused only after {} MiB were read",
         r.sent >> 20
+    );
+    // Nothing is lost by a refusal: the bytes already taken stay in the
+    // request buffer, and reading on in pieces gets the whole body.
+    let r = upload(port, "/retry", 64 << 20, Framing::ContentLength, IDLE).expect("an answer");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "false not enough memory 67108864")
     );
     // Uncaught: the service fails with HAProxy's 500 and a log line.
     let r = upload(port, "/whole_unprotected", SIZE, Framing::Chunked, IDLE).expect("an answer");

@@ -7,6 +7,7 @@
 //! the response head leaves through a oneshot and the body through a bounded
 //! channel (so a fast producer waits for a slow client instead of buffering).
 
+use crate::lua::body_reader::BodyReader;
 use crate::lua::class::Class;
 use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
@@ -16,8 +17,7 @@ use crate::lua::state::HostState;
 use crate::lua::txn_access::TxnCell;
 use crate::proxy::h1_server::RequestBody;
 use crate::raw_function;
-use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use bytes::Bytes;
 use mlua::{ffi, Lua, Table, Value};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -51,36 +51,6 @@ pub struct HttpReply {
     pub body: mpsc::Sender<BodyChunk>,
 }
 
-/// Reads the request body on demand, never holding more than one frame
-/// beyond what the script asked for.
-struct BodyReader {
-    body: Option<RequestBody>,
-    buf: BytesMut,
-}
-
-impl BodyReader {
-    /// Pulls the next data frame into `buf`; false at the end of the body.
-    async fn fill(&mut self) -> bool {
-        loop {
-            let Some(body) = self.body.as_mut() else {
-                return false;
-            };
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.buf.extend_from_slice(&data);
-                        return true;
-                    }
-                    // Trailers: skip.
-                }
-                Some(Err(_)) | None => {
-                    self.body = None;
-                    return false;
-                }
-            }
-        }
-    }
-}
 
 /// The native object at [0] of an AppletHTTP.
 pub struct HttpApplet {
@@ -92,7 +62,7 @@ pub struct HttpApplet {
     /// (until the next GC, or longer if a script keeps it), but the response
     /// must end when the service does.
     body_tx: RefCell<Option<mpsc::Sender<BodyChunk>>>,
-    reader: RefCell<Option<BodyReader>>,
+    reader: RefCell<Option<BodyReader<RequestBody>>>,
     /// The transaction: variables, private data and samples.
     pub(crate) cell: Rc<TxnCell>,
 }
@@ -159,11 +129,11 @@ impl HttpApplet {
         self.body_tx.borrow_mut().take();
     }
 
-    fn take_reader(&self) -> Option<BodyReader> {
+    fn take_reader(&self) -> Option<BodyReader<RequestBody>> {
         self.reader.borrow_mut().take()
     }
 
-    fn put_reader(&self, r: BodyReader) {
+    fn put_reader(&self, r: BodyReader<RequestBody>) {
         *self.reader.borrow_mut() = Some(r);
     }
 }
@@ -215,28 +185,9 @@ end
             let Some(mut r) = a.take_reader() else {
                 return lua.create_string("");
             };
-            // As HAProxy: a line longer than the buffer comes back in pieces.
-            let limit = crate::proxy::bufsize();
-            loop {
-                if let Some(pos) = r.buf[..r.buf.len().min(limit)]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                {
-                    let line = r.buf.split_to(pos + 1);
-                    a.put_reader(r);
-                    return lua.create_string(&line);
-                }
-                if r.buf.len() >= limit {
-                    let piece = r.buf.split_to(limit);
-                    a.put_reader(r);
-                    return lua.create_string(&piece);
-                }
-                if !r.fill().await {
-                    let rest = r.buf.split();
-                    a.put_reader(r);
-                    return lua.create_string(&rest);
-                }
-            }
+            let line = r.getline(crate::proxy::bufsize()).await;
+            a.put_reader(r);
+            lua.create_string(&line?.data)
         })?,
     )?;
     c.method(
@@ -247,21 +198,12 @@ end
                 return lua.create_string("");
             };
             let out = match n {
-                Some(n) if n >= 0 => {
-                    let n = n as usize;
-                    while r.buf.len() < n && r.fill().await {}
-                    let take = n.min(r.buf.len());
-                    r.buf.split_to(take)
-                }
-                // The whole body: bounded by the Lua memory cap, since it
-                // all becomes one Lua string.
-                _ => {
-                    while !crate::lua::memory::would_exceed(r.buf.len()) && r.fill().await {}
-                    r.buf.split()
-                }
+                Some(n) if n >= 0 => r.receive(usize::try_from(n).unwrap_or(usize::MAX)).await,
+                // The whole body (HAProxy: any negative size too).
+                _ => r.receive_all().await,
             };
             a.put_reader(r);
-            lua.create_string(&out)
+            lua.create_string(&out?.data)
         })?,
     )?;
     // f/sf/c/sc and headers are built when first read (see Class::lazy_fields).
@@ -437,10 +379,7 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         headers: RefCell::new(hyper::HeaderMap::new()),
         head_tx: RefCell::new(Some(reply.head)),
         body_tx: RefCell::new(Some(reply.body)),
-        reader: RefCell::new(Some(BodyReader {
-            body: req.body.take(),
-            buf: BytesMut::new(),
-        })),
+        reader: RefCell::new(Some(BodyReader::new(req.body.take()))),
         cell: TxnCell::applet(txn),
     });
     // The applet is reachable from its Lua objects until the service ends.

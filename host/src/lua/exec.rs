@@ -139,7 +139,7 @@ impl Drop for Running<'_> {
 /// `tune.lua.forced-yield`.
 pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
     let triggers = HookTriggers::new().every_nth_instruction(every.max(1));
-    lua.set_global_hook(triggers, |lua, _debug| {
+    lua.set_global_hook(triggers, |lua, debug| {
         let ptr = CURRENT.with(|c| c.get());
         if ptr.is_null() {
             // Body and start-up code: no budget applies.
@@ -152,6 +152,12 @@ pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
         let own_thread = ctx.yieldable
             && !ctx.thread.get().is_null()
             && lua.current_thread().to_pointer() == ctx.thread.get();
+        if own_thread && in_async_wrapper(debug) {
+            // Neither yield nor raise here (see in_async_wrapper): the
+            // next tick, in the script's own code, does.
+            ctx.check(Instant::now());
+            return Ok(VmState::Continue);
+        }
         if let Some(expiry) = ctx.check(Instant::now()) {
             // Yielding hands control back to the runner, which stops the
             // coroutine for good (an error could be caught by a pcall). But a
@@ -172,6 +178,26 @@ pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
             VmState::Continue
         })
     })
+}
+
+/// The chunk name of mlua's Lua wrapper around every async Rust function
+/// (`Lua::create_async_function`).
+const ASYNC_WRAPPER: &str = "=__mlua_async_poll";
+
+/// Whether the hook fired inside mlua's async wrapper, where a forced yield
+/// would lose a wake-up.
+///
+/// The wrapper polls the Rust future and, when it is pending, yields a
+/// "pending" marker so the runner waits for the future's waker. A forced
+/// yield landing between that poll and that yield makes the runner wake the
+/// task itself; on that resume the wrapper yields the stale marker without
+/// polling the future again. A wake-up the future's source sent in between
+/// (e.g. hyper delivering the next body chunk) was absorbed by the
+/// self-wake, so the coroutine waited forever: the cause of the stalled
+/// uploads. The wrapper runs a handful of instructions before it returns
+/// to the script, where the next hook yields normally.
+fn in_async_wrapper(debug: &mlua::debug::Debug) -> bool {
+    debug.source().source.as_deref() == Some(ASYNC_WRAPPER)
 }
 
 /// How a context ended without returning normally.
@@ -322,4 +348,65 @@ pub fn call_sync<R: FromLuaMulti>(
             ExecError::Lua(e)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A script waiting in an async Rust function while forced yields fire
+    /// at every instruction, fed by a producer that sends a value only when
+    /// asked (as hyper reads the next body frame only once the body is
+    /// polled): every value must wake the script. Before the fix, the
+    /// producer ran in the gap of a forced yield inside mlua's async
+    /// wrapper, its wake-up was absorbed, and both sides waited forever.
+    #[test]
+    fn forced_yields_never_lose_an_async_wake_up() {
+        let lua = Lua::new();
+        install_hook(&lua, 1).expect("hook");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let rx = Rc::new(tokio::sync::Mutex::new(rx));
+        let want = Rc::new(tokio::sync::Notify::new());
+        let asked = want.clone();
+        let recv = lua
+            .create_async_function(move |_, ()| {
+                let (rx, want) = (rx.clone(), want.clone());
+                async move {
+                    want.notify_one();
+                    Ok(rx.lock().await.recv().await.unwrap_or(0))
+                }
+            })
+            .expect("function");
+        let script: mlua::Function = lua
+            .load(
+                "local recv = ... return function() local s = 0 \
+                 for i = 1, 100 do s = s + recv() end return s end",
+            )
+            .call(recv)
+            .expect("script");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let sum = local.block_on(&rt, async {
+            tokio::task::spawn_local(async move {
+                for _ in 0..100 {
+                    asked.notified().await;
+                    let _ = tx.send(1);
+                }
+            });
+            let ctx = ExecCtx::new(Budget::default(), true);
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                run_coroutine::<u32>(&lua, ctx, script, ()),
+            )
+            .await
+        });
+        match sum {
+            Ok(Ok(s)) => assert_eq!(s, 100),
+            Ok(Err(e)) => panic!("script failed: {}", e.message()),
+            Err(_) => panic!("the script stopped waking up"),
+        }
+    }
 }

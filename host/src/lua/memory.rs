@@ -107,3 +107,56 @@ unsafe extern "C" fn counting_alloc(
         p
     }
 }
+
+/// Bytes held in Rust on behalf of a Lua context (a request body being
+/// collected for `applet:receive()`), charged to the same process-wide
+/// count as the Lua heaps, so that `tune.lua.maxmem` bounds them too.
+/// Dropping the charge releases it.
+#[derive(Debug, Default)]
+pub struct Charge {
+    bytes: usize,
+}
+
+impl Charge {
+    /// Bytes charged.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Charges `extra` more bytes; false, charging nothing, when that would
+    /// pass the cap.
+    pub fn try_grow(&mut self, extra: usize) -> bool {
+        let limit = LIMIT.load(Ordering::Relaxed);
+        let grown = USED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+            let n = used.checked_add(extra)?;
+            (limit == 0 || n <= limit).then_some(n)
+        });
+        if grown.is_ok() {
+            self.bytes += extra;
+        }
+        grown.is_ok()
+    }
+
+    /// Moves `bytes` of this charge (at most all of it) into a charge of
+    /// its own, e.g. for data handed over together with its charge.
+    pub fn split(&mut self, bytes: usize) -> Charge {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        Charge { bytes }
+    }
+
+    /// Releases `bytes` of the charge (data handed over to Lua, whose own
+    /// allocator charges the string made of it, or dropped).
+    pub fn release(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        USED.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.release(self.bytes);
+    }
+}

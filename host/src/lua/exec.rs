@@ -17,6 +17,7 @@
 //! Budgets count Lua execution time only: the time inside each poll of the
 //! coroutine. Sleeping and waiting for I/O happen between polls.
 
+use crate::lua::debug_hooks::{HostTick, ScriptHooks};
 use mlua::{FromLuaMulti, HookTriggers, IntoLuaMulti, Lua, Thread, VmState};
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -137,9 +138,16 @@ impl Drop for Running<'_> {
 
 /// Installs the preemption and budget hook on a state. `every` is
 /// `tune.lua.forced-yield`.
-pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
+///
+/// Scripts' own hooks (`debug.sethook`) are chained behind it: `hooks`
+/// calls them, and decides whether a count event is luahost's turn.
+pub fn install_hook(lua: &Lua, every: u32, hooks: Rc<ScriptHooks>) -> mlua::Result<()> {
     let triggers = HookTriggers::new().every_nth_instruction(every.max(1));
-    lua.set_global_hook(triggers, |lua, _debug| {
+    let h = hooks.clone();
+    lua.set_global_hook(triggers, move |lua, debug| {
+        if let HostTick::Skip = h.dispatch(lua, debug)? {
+            return Ok(VmState::Continue);
+        }
         let ptr = CURRENT.with(|c| c.get());
         if ptr.is_null() {
             // Body and start-up code: no budget applies.
@@ -171,7 +179,8 @@ pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
         } else {
             VmState::Continue
         })
-    })
+    })?;
+    hooks.capture_proc(lua)
 }
 
 /// How a context ended without returning normally.
@@ -203,6 +212,8 @@ pub struct ThreadPool {
     idle: std::cell::RefCell<Vec<Thread>>,
     /// What an idle coroutine holds, so that it keeps nothing else alive.
     placeholder: mlua::Function,
+    /// Cleans a script's hook off a coroutine before it is reused.
+    hooks: Rc<ScriptHooks>,
 }
 
 /// Most coroutines kept idle per state.
@@ -210,11 +221,12 @@ const POOL_MAX: usize = 64;
 
 impl ThreadPool {
     /// Creates the pool of `lua`, reachable from [`run_coroutine`].
-    pub fn install(lua: &Lua) -> mlua::Result<()> {
+    pub fn install(lua: &Lua, hooks: Rc<ScriptHooks>) -> mlua::Result<()> {
         let placeholder = lua.create_function(|_, ()| Ok(()))?;
         lua.set_app_data(Rc::new(ThreadPool {
             idle: std::cell::RefCell::new(Vec::new()),
             placeholder,
+            hooks,
         }));
         Ok(())
     }
@@ -224,7 +236,10 @@ impl ThreadPool {
         let idle = self.idle.borrow_mut().pop();
         match idle {
             Some(t) => match t.reset(func.clone()) {
-                Ok(()) => Ok(t),
+                Ok(()) => {
+                    self.hooks.clean(lua, &t);
+                    Ok(t)
+                }
                 Err(_) => lua.create_thread(func),
             },
             None => lua.create_thread(func),

@@ -9,6 +9,8 @@ pub mod channel_class;
 pub mod class;
 pub mod core_api;
 pub mod core_util;
+pub mod coroutines;
+pub mod debug_hooks;
 pub mod errors;
 pub mod exec;
 pub mod fetches_class;

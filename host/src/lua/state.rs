@@ -168,8 +168,10 @@ impl HostState {
         crate::lua::errors::install_normalizer(&lua)?;
         blocking::install(&lua, &info)?;
         prepend_paths(&lua, &settings.prepend_paths)?;
-        exec::install_hook(&lua, settings.forced_yield)?;
-        exec::ThreadPool::install(&lua)?;
+        crate::lua::coroutines::install(&lua)?;
+        let hooks = crate::lua::debug_hooks::ScriptHooks::install(&lua, settings.forced_yield)?;
+        exec::install_hook(&lua, settings.forced_yield, hooks.clone())?;
+        exec::ThreadPool::install(&lua, hooks)?;
         Ok(Rc::new(HostState { lua, info }))
     }
 

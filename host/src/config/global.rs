@@ -24,6 +24,7 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "tune.lua.task-timeout",
     "tune.lua.burst-timeout",
     "tune.lua.blocking-calls",
+    "tune.lua.bytecode",
 ];
 
 /// HAProxy `global` keywords that luahost recognises but does not implement.
@@ -219,6 +220,19 @@ pub(crate) fn keyword(g: &mut Global, words: &[&str], loc: &Location) -> Result<
                 _ => {
                     return Err(format!(
                         "'tune.lua.blocking-calls' expects 'warn', 'deny' or 'allow'{}",
+                        arg.map(|a| format!(", got '{a}'")).unwrap_or_default()
+                    ))
+                }
+            });
+            at_most(words, 2)?;
+        }
+        "tune.lua.bytecode" => {
+            g.lua.bytecode_allowed = Some(match arg {
+                Some("allow") => true,
+                Some("refuse") => false,
+                _ => {
+                    return Err(format!(
+                        "'tune.lua.bytecode' expects 'refuse' or 'allow'{}",
                         arg.map(|a| format!(", got '{a}'")).unwrap_or_default()
                     ))
                 }

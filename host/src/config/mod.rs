@@ -253,6 +253,9 @@ pub struct LuaTune {
     pub burst_timeout: Option<Duration>,
     /// `tune.lua.blocking-calls` (luahost extension).
     pub blocking_calls: Option<BlockingCalls>,
+    /// `tune.lua.bytecode` (luahost extension): whether binary chunks load
+    /// at runtime.
+    pub bytecode_allowed: Option<bool>,
 }
 
 /// What to do when a script makes a blocking call in a context that must not block.

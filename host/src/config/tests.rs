@@ -150,6 +150,7 @@ global
             task_timeout: ms(250),
             burst_timeout: Some(Duration::from_micros(500)),
             blocking_calls: Some(BlockingCalls::Deny),
+            bytecode_allowed: None,
         }
     );
     assert_eq!(g.bufsize, Some(32 * 1024));

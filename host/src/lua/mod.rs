@@ -5,6 +5,7 @@ pub mod action;
 pub mod applet_http;
 pub mod applet_tcp;
 pub mod blocking;
+pub mod bytecode;
 pub mod channel_class;
 pub mod class;
 pub mod core_api;

@@ -21,6 +21,8 @@ pub struct LuaSettings {
     pub task_timeout: Option<Duration>,
     pub burst_timeout: Option<Duration>,
     pub blocking: BlockingMode,
+    /// `tune.lua.bytecode allow`: binary chunks load at runtime too.
+    pub bytecode_allowed: bool,
     /// `lua-prepend-path` entries: (pattern, is_cpath).
     pub prepend_paths: Vec<(String, bool)>,
     pub nbthread: usize,
@@ -166,6 +168,7 @@ impl HostState {
         lua.set_app_data(info.clone());
         core_api::install(&lua, &info)?;
         crate::lua::errors::install_normalizer(&lua)?;
+        crate::lua::bytecode::install(&lua, &info)?;
         blocking::install(&lua, &info)?;
         prepend_paths(&lua, &settings.prepend_paths)?;
         crate::lua::coroutines::install(&lua)?;

@@ -57,6 +57,11 @@ pub enum HostTick {
     Run,
     /// Not luahost's event (or not its turn yet).
     Skip,
+    /// A script's hook function just ran: check the budget, and yield by
+    /// time rather than by count (count events that fall inside a hook
+    /// function are lost, so a loop whose instructions keep pace with its
+    /// hook's could otherwise never see one).
+    Check,
 }
 
 impl ScriptHooks {
@@ -96,30 +101,24 @@ impl ScriptHooks {
     }
 
     /// Sets `thread`'s real hook: luahost's procedure with `mask`/`count`.
-    fn set_raw(&self, lua: &Lua, thread: &Thread, mask: c_int, count: c_int) -> mlua::Result<()> {
-        let proc_ = self.proc_.get();
-        // SAFETY: the thread is at index 1 of the protected call's stack;
-        // lua_sethook only writes that thread's hook fields (the debug
-        // library calls it on other threads in the same way), and `proc_` is
-        // the procedure luahost installed on the main thread.
-        unsafe {
-            lua.exec_raw::<()>(thread.clone(), |state| {
-                let co = ffi::lua_tothread(state, 1);
-                if !co.is_null() {
-                    ffi::lua_sethook(co, proc_, mask, count);
-                }
-            })
-        }
+    fn set_raw(&self, thread: &Thread, mask: c_int, count: c_int) {
+        let co = thread.to_pointer() as *mut ffi::lua_State;
+        // SAFETY: a thread's pointer is its lua_State (lua_topointer), alive
+        // while `thread` is referenced. lua_sethook only writes that thread's
+        // hook fields, with no protected call (the thread may be in the
+        // middle of a hook, or yielding from one); the debug library calls it
+        // on other threads in the same way.
+        unsafe { ffi::lua_sethook(co, self.proc_.get(), mask, count) }
     }
 
     /// Restores luahost's plain hook on a host coroutine about to be reused:
     /// a hook a script set on it must not follow into another request.
-    pub fn clean(&self, lua: &Lua, thread: &Thread) {
+    pub fn clean(&self, thread: &Thread) {
         if !self.any.get() {
             return;
         }
         let _ = self.table.raw_set(thread.clone(), Value::Nil);
-        let _ = self.set_raw(lua, thread, ffi::LUA_MASKCOUNT, self.every);
+        self.set_raw(thread, ffi::LUA_MASKCOUNT, self.every);
     }
 
     /// The script's part of a hook event on the running thread. Called only
@@ -130,13 +129,21 @@ impl ScriptHooks {
             return Ok(host_tick_for(event));
         }
         let thread = lua.current_thread();
+        // SAFETY: the running thread's lua_State; lua_status only reads it.
+        let status = unsafe { ffi::lua_status(thread.to_pointer() as *mut ffi::lua_State) };
+        if status != ffi::LUA_OK {
+            // luahost's count hook just asked this thread to yield, and Lua
+            // calls the line hook of the same instruction before yielding: no
+            // Lua call may run on a yielding thread.
+            return Ok(HostTick::Skip);
+        }
         let entry: Option<Table> = self.table.raw_get(thread.clone())?;
         let Some(entry) = entry else {
             // A coroutine created by a hooked thread inherits its mask and
             // count, not its hook function (as with the stock library): put
             // luahost's plain hook back on it.
             if !matches!(event, DebugEvent::Count) {
-                self.set_raw(lua, &thread, ffi::LUA_MASKCOUNT, self.every)?;
+                self.set_raw(&thread, ffi::LUA_MASKCOUNT, self.every);
                 return Ok(HostTick::Skip);
             }
             return Ok(HostTick::Run);
@@ -164,16 +171,20 @@ impl ScriptHooks {
                     return Ok(tick);
                 }
                 entry.raw_set(F_SCRIPT_ACC, script_acc - count)?;
+                let tick = match tick {
+                    HostTick::Run => HostTick::Run,
+                    _ => HostTick::Check,
+                };
                 ("count", None, tick)
             }
             DebugEvent::Line if mask & ffi::LUA_MASKLINE != 0 => {
-                ("line", debug.current_line(), HostTick::Skip)
+                ("line", debug.current_line(), HostTick::Check)
             }
-            DebugEvent::Call if mask & ffi::LUA_MASKCALL != 0 => ("call", None, HostTick::Skip),
+            DebugEvent::Call if mask & ffi::LUA_MASKCALL != 0 => ("call", None, HostTick::Check),
             DebugEvent::TailCall if mask & ffi::LUA_MASKCALL != 0 => {
-                ("tail call", None, HostTick::Skip)
+                ("tail call", None, HostTick::Check)
             }
-            DebugEvent::Ret if mask & ffi::LUA_MASKRET != 0 => ("return", None, HostTick::Skip),
+            DebugEvent::Ret if mask & ffi::LUA_MASKRET != 0 => ("return", None, HostTick::Check),
             _ => return Ok(HostTick::Skip),
         };
         func.call::<()>((name, line.map(|l| l as i64)))?;
@@ -195,7 +206,8 @@ impl ScriptHooks {
             Value::Nil => {
                 // Turn the script's hook off; luahost's stays.
                 self.table.raw_set(thread.clone(), Value::Nil)?;
-                return self.set_raw(lua, &thread, ffi::LUA_MASKCOUNT, self.every);
+                self.set_raw(&thread, ffi::LUA_MASKCOUNT, self.every);
+                return Ok(());
             }
             Value::Function(f) => f,
             other => {
@@ -254,7 +266,8 @@ impl ScriptHooks {
         ])?;
         self.table.raw_set(thread.clone(), entry)?;
         self.any.set(true);
-        self.set_raw(lua, &thread, mask | ffi::LUA_MASKCOUNT, step as c_int)
+        self.set_raw(&thread, mask | ffi::LUA_MASKCOUNT, step as c_int);
+        Ok(())
     }
 
     /// `debug.gethook([thread])`: the script's hook, never luahost's.

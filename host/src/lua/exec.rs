@@ -18,6 +18,7 @@
 //! coroutine. Sleeping and waiting for I/O happen between polls.
 
 use crate::lua::debug_hooks::{HostTick, ScriptHooks};
+use mlua::debug::DebugEvent;
 use mlua::{FromLuaMulti, HookTriggers, IntoLuaMulti, Lua, Thread, VmState};
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -136,6 +137,24 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Whether the context running on this OS thread has spent its budget, as
+/// of now (which records the expiry). For the allocator, which is the only
+/// part of luahost a long C call reaches (long_calls.rs).
+pub fn budget_spent_now() -> bool {
+    let ptr = CURRENT.with(|c| c.get());
+    if ptr.is_null() {
+        return false;
+    }
+    // SAFETY: as in the hook: CURRENT holds a context only while its
+    // `Running` guard, on this OS thread, is alive.
+    let ctx = unsafe { &*ptr };
+    ctx.check(Instant::now()).is_some()
+}
+
+/// How long a thread with a script's hook runs before a forced yield (its
+/// count events are unreliable, see install_hook).
+const HOOKED_SLICE: Duration = Duration::from_millis(1);
+
 /// Installs the preemption and budget hook on a state. `every` is
 /// `tune.lua.forced-yield`.
 ///
@@ -145,7 +164,8 @@ pub fn install_hook(lua: &Lua, every: u32, hooks: Rc<ScriptHooks>) -> mlua::Resu
     let triggers = HookTriggers::new().every_nth_instruction(every.max(1));
     let h = hooks.clone();
     lua.set_global_hook(triggers, move |lua, debug| {
-        if let HostTick::Skip = h.dispatch(lua, debug)? {
+        let tick = h.dispatch(lua, debug)?;
+        if let HostTick::Skip = tick {
             return Ok(VmState::Continue);
         }
         let ptr = CURRENT.with(|c| c.get());
@@ -174,7 +194,23 @@ pub fn install_hook(lua: &Lua, every: u32, hooks: Rc<ScriptHooks>) -> mlua::Resu
             ctx.yield_requested.set(false);
             return Err(mlua::Error::runtime(expiry.message()));
         }
-        Ok(if own_thread {
+        let yield_now = match tick {
+            HostTick::Run => own_thread,
+            // After a script's hook ran: Lua counted the instructions of the
+            // hook function too, and dropped the count events that fell in
+            // it (hooks are off inside a hook), so the count can't be
+            // trusted; yield by time instead (only line events may yield).
+            HostTick::Check => {
+                own_thread
+                    && matches!(debug.event(), DebugEvent::Line)
+                    && ctx
+                        .run_start
+                        .get()
+                        .is_some_and(|s| s.elapsed() >= HOOKED_SLICE)
+            }
+            HostTick::Skip => false,
+        };
+        Ok(if yield_now {
             VmState::Yield
         } else {
             VmState::Continue
@@ -237,7 +273,7 @@ impl ThreadPool {
         match idle {
             Some(t) => match t.reset(func.clone()) {
                 Ok(()) => {
-                    self.hooks.clean(lua, &t);
+                    self.hooks.clean(&t);
                     Ok(t)
                 }
                 Err(_) => lua.create_thread(func),

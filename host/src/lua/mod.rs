@@ -17,6 +17,7 @@ pub mod exec;
 pub mod fetches_class;
 pub mod handles;
 pub mod http_class;
+pub mod long_calls;
 pub mod map_class;
 pub mod memory;
 pub mod raw;

@@ -172,6 +172,7 @@ impl HostState {
         blocking::install(&lua, &info)?;
         prepend_paths(&lua, &settings.prepend_paths)?;
         crate::lua::coroutines::install(&lua)?;
+        crate::lua::long_calls::install(&lua)?;
         let hooks = crate::lua::debug_hooks::ScriptHooks::install(&lua, settings.forced_yield)?;
         exec::install_hook(&lua, settings.forced_yield, hooks.clone())?;
         exec::ThreadPool::install(&lua, hooks)?;

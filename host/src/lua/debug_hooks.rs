@@ -95,9 +95,7 @@ impl ScriptHooks {
     /// Records luahost's hook procedure; called once the global hook is set.
     pub fn capture_proc(&self, lua: &Lua) -> mlua::Result<()> {
         // SAFETY: lua_gethook only reads the running thread's hook field.
-        let proc_ =
-            unsafe { lua.exec_raw::<()>((), |state| self.proc_.set(ffi::lua_gethook(state))) };
-        proc_
+        unsafe { lua.exec_raw::<()>((), |state| self.proc_.set(ffi::lua_gethook(state))) }
     }
 
     /// Sets `thread`'s real hook: luahost's procedure with `mask`/`count`.

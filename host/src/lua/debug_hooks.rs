@@ -106,7 +106,12 @@ impl ScriptHooks {
         // hook fields, with no protected call (the thread may be in the
         // middle of a hook, or yielding from one); the debug library calls it
         // on other threads in the same way.
-        unsafe { ffi::lua_sethook(co, self.proc_.get(), mask, count) }
+        let Some(proc_) = self.proc_.get() else {
+            // Never the case once install_hook ran; setting no procedure
+            // would remove luahost's hook, so leave the thread as it is.
+            return;
+        };
+        unsafe { ffi::lua_sethook(co, Some(proc_), mask, count) }
     }
 
     /// Restores luahost's plain hook on a host coroutine about to be reused:

@@ -20,18 +20,28 @@ use mlua::{Lua, Value};
 
 /// The replacements, in Lua so that they can yield. Their upvalues are the
 /// stock coroutine functions and `is_pending`, a Rust function: the internal
-/// value itself is not among them.
+/// value itself is not among them. This `coroutine.resume` also turns an
+/// error a host function raised into its message, as `pcall` does
+/// (errors.rs); `coroutine.wrap` uses the stock `resume` directly (one C
+/// call per step, as the stock `wrap`), so such an error leaves it as raised
+/// and the next `pcall` turns it into its message.
 const WRAPPERS: &str = r##"
-local is_pending, co_resume, co_yield, co_status, co_create, co_close = ...
+local is_pending, to_message, co_resume, co_yield, co_status, co_create, co_close = ...
 local select, type, error = select, type, error
 
-local forward
 -- What an inner coroutine gave back: a luahost wait is passed on to our own
--- resumer, and the inner coroutine resumed with whatever comes back.
+-- resumer, and the inner coroutine resumed with whatever comes back; an
+-- error a host function raised becomes its message (errors.rs). The common
+-- case (a script's own value) costs one `type` call.
+local forward
 forward = function(co, ok, ...)
-  if ok and select("#", ...) == 1 and type((...)) == "userdata" and is_pending((...))
-     and co_status(co) == "suspended" then
-    return forward(co, co_resume(co, co_yield((...))))
+  if type((...)) == "userdata" then
+    if not ok then
+      return false, to_message((...)), select(2, ...)
+    end
+    if select("#", ...) == 1 and is_pending((...)) and co_status(co) == "suspended" then
+      return forward(co, co_resume(co, co_yield((...))))
+    end
   end
   return ok, ...
 end
@@ -40,12 +50,9 @@ local function resume(co, ...)
   return forward(co, co_resume(co, ...))
 end
 
--- coroutine.wrap's results: errors are raised in the caller, with its
--- position when the error is a string, after closing the coroutine (as the
--- stock wrap does).
-local function finish(co, ok, ...)
-  if ok then return ... end
-  local err = ...
+-- coroutine.wrap's failure: raised in the caller, with its position when
+-- the error is a string, after closing the coroutine (as the stock wrap).
+local function fail(co, err)
   if co_status(co) == "dead" then
     local closed, cerr = co_close(co)
     if not closed and cerr ~= nil then err = cerr end
@@ -55,8 +62,19 @@ end
 
 local function wrap(f)
   local co = co_create(f)
+  local step
+  step = function(ok, ...)
+    if ok then
+      if type((...)) == "userdata" and select("#", ...) == 1 and is_pending((...))
+         and co_status(co) == "suspended" then
+        return step(co_resume(co, co_yield((...))))
+      end
+      return ...
+    end
+    return fail(co, (...))
+  end
   return function(...)
-    return finish(co, resume(co, ...))
+    return step(co_resume(co, ...))
   end
 end
 
@@ -73,6 +91,7 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     let (resume, wrap): (mlua::Function, mlua::Function) =
         lua.load(WRAPPERS).set_name("=luahost-coroutines").call((
             is_pending,
+            crate::lua::errors::to_message_function(lua)?,
             coroutine.get::<mlua::Function>("resume")?,
             coroutine.get::<mlua::Function>("yield")?,
             coroutine.get::<mlua::Function>("status")?,

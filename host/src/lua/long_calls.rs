@@ -19,7 +19,9 @@
 //! function in a protected call, so the flag is always reset before an error
 //! goes on. `table.concat` is guarded only on a plain table (no metatable)
 //! of strings and numbers: no Lua code (which could call back into Rust) runs
-//! inside it then.
+//! inside it then; and only from 33 pieces on: with fewer, its work is a few
+//! copies bounded by the pieces' own size, and the scan of the pieces would
+//! cost more than the concatenation of a few short strings.
 
 use mlua::ffi::{self, lua_CFunction, lua_State};
 use mlua::Lua;
@@ -30,6 +32,10 @@ use std::sync::OnceLock;
 /// Results at least this large are built with the guard on; the allocator
 /// refuses only allocations at least this large.
 pub const LARGE: usize = 1 << 20;
+
+/// `table.concat` of fewer pieces than this is not guarded (see
+/// [`concat_length`]).
+const MIN_GUARDED_PARTS: i64 = 32;
 
 /// Lua's largest string (MAX_SIZE for a 64-bit lua_Integer).
 const MAX_SIZE: usize = i64::MAX as usize;
@@ -261,6 +267,14 @@ unsafe fn concat_length(state: *mut lua_State) -> Option<usize> {
     let last = opt_integer(state, 4, ffi::lua_rawlen(state, 1) as i64)?;
     if first > last {
         return Some(0);
+    }
+    if last
+        .checked_sub(first)
+        .is_none_or(|d| d < MIN_GUARDED_PARTS)
+    {
+        // A few pieces: a few copies, bounded by the pieces' own size; not
+        // worth a scan on every call (the common, small case).
+        return None;
     }
     let mut total: usize = 0;
     let mut i = first;

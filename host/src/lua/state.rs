@@ -167,11 +167,11 @@ impl HostState {
         });
         lua.set_app_data(info.clone());
         core_api::install(&lua, &info)?;
+        crate::lua::coroutines::install(&lua)?;
         crate::lua::errors::install_normalizer(&lua)?;
         crate::lua::bytecode::install(&lua, &info)?;
         blocking::install(&lua, &info)?;
         prepend_paths(&lua, &settings.prepend_paths)?;
-        crate::lua::coroutines::install(&lua)?;
         crate::lua::long_calls::install(&lua)?;
         let hooks = crate::lua::debug_hooks::ScriptHooks::install(&lua, settings.forced_yield)?;
         exec::install_hook(&lua, settings.forced_yield, hooks.clone())?;

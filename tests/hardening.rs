@@ -40,9 +40,27 @@ fn timed_get(port: u16, path: &str) -> (u16, Duration) {
 
 #[test]
 fn script_hooks_cannot_switch_off_preemption() {
-    let (spin, hook, hello) = (free_port(), free_port(), free_port());
+    let (spin, hook, hello, routes) = (free_port(), free_port(), free_port(), free_port());
     let lua = format!(
         r#"{REPLY}
+core.register_service("routes", "http", function(applet)
+  -- Every way a script might reach the stock debug.sethook gives luahost's.
+  local mine, bad = debug.sethook, {{}}
+  local function check(name, f) if f ~= nil and f ~= mine then bad[#bad + 1] = name end end
+  -- The stock C function has no upvalue; luahost's (a Rust function) has.
+  if debug.getinfo(mine, "u").nups == 0 then bad[#bad + 1] = "stock" end
+  check("package.loaded", package.loaded.debug.sethook)
+  check("require", require("debug").sethook)
+  for i = 1, 10 do
+    local n, v = debug.getupvalue(mine, i)
+    if n == nil then break end
+    if type(v) == "function" then bad[#bad + 1] = "upvalue " .. i end
+  end
+  for k, v in pairs(debug.getregistry()) do
+    if type(v) == "table" and rawget(v, "sethook") ~= nil then check("registry." .. tostring(k), rawget(v, "sethook")) end
+  end
+  reply(applet, #bad == 0 and "none" or table.concat(bad, ","))
+end)
 core.register_service("spin", "http", function(applet)
   if applet.path == "/own" then
     debug.sethook(function() end, "l")
@@ -81,15 +99,21 @@ end)
     );
     let cfg = config(
         "  tune.lua.service-timeout 1500",
-        &[(spin, "spin"), (hook, "hook"), (hello, "hello")],
+        &[
+            (spin, "spin"),
+            (hook, "hook"),
+            (hello, "hello"),
+            (routes, "routes"),
+        ],
     );
     let p = Proxy::start(
         "hardening_hooks",
         &[("svc.lua", &lua), ("p.cfg", &cfg)],
         "p.cfg",
         &[],
-        &[spin, hook, hello],
+        &[spin, hook, hello, routes],
     );
+    assert_eq!(http_get(routes, "/").text(), "none");
 
     // The script's own hooks are called, and debug.gethook answers them.
     let r = http_get(hook, "/");

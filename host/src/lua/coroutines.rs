@@ -127,15 +127,12 @@ unsafe extern "C-unwind" fn forwarding_resume(state: *mut lua_State) -> c_int {
 
 /// Resumes the coroutine at index 1 with the values above it; the stack
 /// becomes: co, ok, results...
+///
+/// The stock function runs in this frame (a plain C call): it moves the
+/// arguments into the coroutine and leaves co, ok, results on this stack.
 unsafe fn resume_step(state: *mut lua_State, stock: lua_CFunction) -> c_int {
     ffi::luaL_checkstack(state, 3, std::ptr::null());
-    let n = ffi::lua_gettop(state);
-    // co, args -> co, stock, co, args -> (call) co, ok, results
-    ffi::lua_pushcfunction(state, stock);
-    ffi::lua_insert(state, 2);
-    ffi::lua_pushvalue(state, 1);
-    ffi::lua_insert(state, 3);
-    ffi::lua_call(state, n, ffi::LUA_MULTRET);
+    stock(state);
     let co = ffi::lua_tothread(state, 1);
     if is_wait(state, 2, co) {
         // Pass the wait on; resume_continue resumes `co` afterwards. The
@@ -150,6 +147,7 @@ unsafe fn resume_step(state: *mut lua_State, stock: lua_CFunction) -> c_int {
     }
     let top = ffi::lua_gettop(state);
     if ffi::lua_toboolean(state, 2) == 0 && ffi::lua_type(state, 3) == ffi::LUA_TUSERDATA {
+        ffi::luaL_checkstack(state, 2, std::ptr::null());
         // An error raised by a host function: its message, as pcall gives.
         ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
         ffi::lua_pushvalue(state, 3);
@@ -206,15 +204,12 @@ unsafe fn wrap_step(state: *mut lua_State) -> c_int {
         return 0;
     };
     ffi::luaL_checkstack(state, 3, std::ptr::null());
-    let n = ffi::lua_gettop(state);
-    // args -> stock, co, args -> (call) ok, results
-    ffi::lua_pushcfunction(state, stock);
-    ffi::lua_insert(state, 1);
+    // args -> co, args -> (stock, in this frame) co, ok, results
     ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
-    ffi::lua_insert(state, 2);
-    ffi::lua_call(state, n + 1, ffi::LUA_MULTRET);
-    let co = ffi::lua_tothread(state, ffi::lua_upvalueindex(1));
-    if is_wait(state, 1, co) {
+    ffi::lua_insert(state, 1);
+    stock(state);
+    let co = ffi::lua_tothread(state, 1);
+    if is_wait(state, 2, co) {
         // The coroutine is this closure's upvalue; nothing on the stack
         // needs to outlive the yield.
         ffi::lua_settop(state, 0);
@@ -222,9 +217,9 @@ unsafe fn wrap_step(state: *mut lua_State) -> c_int {
         return ffi::lua_yieldk(state, 1, 0, Some(wrap_continue));
     }
     let top = ffi::lua_gettop(state);
-    if ffi::lua_toboolean(state, 1) != 0 {
-        ffi::lua_remove(state, 1);
-        return top - 1;
+    if ffi::lua_toboolean(state, 2) != 0 {
+        // The results are the values above co and ok.
+        return top - 2;
     }
     // The stock auxwrap's error path: close a coroutine that failed (its
     // to-be-closed variables), take the error object that leaves, prefix a

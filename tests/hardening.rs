@@ -297,6 +297,22 @@ fn binary_chunks_are_refused_at_runtime_unless_allowed() {
 
 /// core.msleep/core.yield inside coroutines the script creates.
 const SLEEPERS: &str = r#"
+core.register_service("nested", "http", function(applet)
+  local outer = coroutine.wrap(function()
+    local inner = coroutine.create(function(a)
+      core.msleep(50)
+      local b = coroutine.yield(a * 2)
+      core.msleep(50)
+      return b + 1
+    end)
+    local _, x = coroutine.resume(inner, 5)
+    core.msleep(50)
+    local _, y = coroutine.resume(inner, 10)
+    coroutine.yield(x)
+    return y
+  end)
+  reply(applet, outer() .. " " .. outer())
+end)
 core.register_service("co", "http", function(applet)
   local t0 = core.now()
   local f = coroutine.wrap(function(a)
@@ -336,6 +352,23 @@ fn core_sleeps_inside_script_coroutines_wait_and_leak_nothing() {
     assert_eq!(
         http_get(port, "/timed").text(),
         "wrap=1:2,10 resume=true,done,arg status=dead slept=true"
+    );
+    // Waits two levels down, in a coroutine.create inside a wrap generator.
+    let nested = free_port();
+    let cfg = config("", &[(nested, "nested")]);
+    let _n = Proxy::start(
+        "hardening_sleepers_nested",
+        &[("svc.lua", &lua), ("p.cfg", &cfg)],
+        "p.cfg",
+        &[],
+        &[nested],
+    );
+    let t = Instant::now();
+    assert_eq!(http_get(nested, "/").text(), "10 11");
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
     );
 }
 
@@ -471,4 +504,67 @@ end)
         3,
         "{log}"
     );
+}
+
+/// Pure Lua: results and errors of coroutine.resume/wrap, as lines. The
+/// same text runs under stock lua5.4 and in a luahost service.
+const COROUTINE_SEMANTICS: &str = r##"
+local out = {}
+local function add(...) out[#out + 1] = table.concat({...}, " | ") end
+add(tostring(select(2, pcall(coroutine.wrap(function() error("boom") end)))))
+add(tostring(select(2, pcall(function() return coroutine.wrap(function() error("boom") end)() end))))
+add(tostring(select(2, pcall(function() local x = coroutine.wrap(function() error("boom") end)() return x end))))
+add(type(select(2, pcall(coroutine.wrap(function() error({}) end)))))
+local f = coroutine.wrap(function() return 1 end)
+f()
+add(tostring(select(2, pcall(f))))
+add(tostring(select(2, pcall(coroutine.wrap, 1))))
+add(tostring(select(2, pcall(coroutine.resume, 1))))
+local co = coroutine.create(function(a, b) local c = coroutine.yield(a + b) return c, "end" end)
+add(tostring(coroutine.resume(co, 1, 2)), select(2, coroutine.resume(co, "x")))
+add(tostring(coroutine.resume(co)), tostring(select(2, coroutine.resume(co))), coroutine.status(co))
+local g = coroutine.wrap(function(...) coroutine.yield(select("#", ...)) coroutine.yield(nil, nil) end)
+add(tostring(g(1, nil, nil)), tostring(select("#", g())), tostring(select("#", g())))
+local closed = false
+local h = coroutine.wrap(function() local _ <close> = setmetatable({}, {__close = function() closed = true end}) error("x") end)
+add(tostring(select(2, pcall(h))), tostring(closed))
+local results = table.concat(out, "\n")
+"##;
+
+#[test]
+fn coroutine_wrappers_behave_as_the_stock_functions() {
+    let Some(lua54) = require_file("/usr/bin/lua5.4", "the stock reference") else {
+        return;
+    };
+    let dir = scratch_dir("hardening_coroutine_semantics");
+    std::fs::write(
+        dir.join("s.lua"),
+        format!("{COROUTINE_SEMANTICS}\nio.write(results)\n"),
+    )
+    .expect("write");
+    let stock = Command::new(lua54)
+        .arg("s.lua")
+        .current_dir(&dir)
+        .output()
+        .expect("lua5.4");
+    let stock = String::from_utf8_lossy(&stock.stdout).into_owned();
+    assert!(stock.contains("s.lua:4: boom"), "{stock}");
+
+    let port = free_port();
+    // The same chunk, named s.lua, run by the service at runtime: positions
+    // in the messages match (a long string skips its first newline, hence
+    // the extra one).
+    let lua = format!(
+        "{REPLY}\nlocal chunk = [==[\n{COROUTINE_SEMANTICS} return results]==]\n\
+         core.register_service('sem', 'http', function(applet) reply(applet, load(chunk, '@s.lua')()) end)\n"
+    );
+    let cfg = config("", &[(port, "sem")]);
+    let _p = Proxy::start(
+        "hardening_coroutine_semantics_luahost",
+        &[("svc.lua", &lua), ("p.cfg", &cfg)],
+        "p.cfg",
+        &[],
+        &[port],
+    );
+    assert_eq!(http_get(port, "/").text(), stock);
 }

@@ -28,6 +28,7 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "tune.lua.log.loggers",
     "tune.lua.log.stderr",
     "tune.lua.openlibs",
+    "tune.lua.bytecode",
 ];
 
 /// The optional standard libraries `tune.lua.openlibs` names (base and
@@ -238,6 +239,19 @@ pub(crate) fn keyword(g: &mut Global, words: &[&str], loc: &Location) -> Result<
                     return Err(format!(
                         "'{kw}' expects either 'on' or 'off' but got '{}'.",
                         arg.unwrap_or_default()
+                    ))
+                }
+            });
+            at_most(words, 2)?;
+        }
+        "tune.lua.bytecode" => {
+            g.lua.bytecode_allowed = Some(match arg {
+                Some("allow") => true,
+                Some("refuse") => false,
+                _ => {
+                    return Err(format!(
+                        "'tune.lua.bytecode' expects 'refuse' or 'allow'{}",
+                        arg.map(|a| format!(", got '{a}'")).unwrap_or_default()
                     ))
                 }
             });

@@ -332,6 +332,9 @@ pub struct LuaTune {
     /// `tune.lua.openlibs`: the optional standard libraries a state opens
     /// (`None`: all of them).
     pub openlibs: Option<Vec<String>>,
+    /// `tune.lua.bytecode` (luahost extension): whether binary chunks load
+    /// at runtime.
+    pub bytecode_allowed: Option<bool>,
 }
 
 /// `tune.lua.log.stderr`.

@@ -175,6 +175,11 @@ global
     assert_eq!(c.global.lua.blocking_calls, Some(BlockingCalls::Warn));
     let c = ok("global\n tune.lua.blocking-calls allow\n");
     assert_eq!(c.global.lua.blocking_calls, Some(BlockingCalls::Allow));
+    assert_eq!(c.global.lua.bytecode_allowed, None);
+    let c = ok("global\n tune.lua.bytecode allow\n");
+    assert_eq!(c.global.lua.bytecode_allowed, Some(true));
+    let c = ok("global\n tune.lua.bytecode refuse\n");
+    assert_eq!(c.global.lua.bytecode_allowed, Some(false));
 }
 
 #[test]
@@ -198,6 +203,9 @@ fn global_errors() {
         ("tune.lua.burst-timeout 5x", "'tune.lua.burst-timeout' expects a time value like 5s, 100ms or 30000 (ms), got '5x' (unknown unit 'x'; units are us, ms, s, m, h, d)"),
         ("tune.lua.blocking-calls maybe", "'tune.lua.blocking-calls' expects 'warn', 'deny' or 'allow', got 'maybe'"),
         ("tune.lua.blocking-calls", "'tune.lua.blocking-calls' expects 'warn', 'deny' or 'allow'"),
+        ("tune.lua.bytecode yes", "'tune.lua.bytecode' expects 'refuse' or 'allow', got 'yes'"),
+        ("tune.lua.bytecode", "'tune.lua.bytecode' expects 'refuse' or 'allow'"),
+        ("tune.lua.bytecode allow now", "'tune.lua.bytecode' does not take the argument 'now'"),
         ("tune.bufsize 16q", "'tune.bufsize' expects a size like 16384, 16k or 1m, got '16q'"),
         ("tune.bufsize 100", "'tune.bufsize' must be between 1024 and 2147483647 bytes, got '100'"),
         ("pidfile", "'pidfile' expects a file name"),
@@ -218,7 +226,7 @@ fn global_errors() {
         ("user no-such-user-xyz", "cannot find user id for 'no-such-user-xyz'"),
         ("group no-such-group-xyz", "cannot find group id for 'no-such-group-xyz'"),
         ("chroot", "'chroot' expects a directory as an argument."),
-        ("bind :80", "unknown keyword 'bind' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs"),
+        ("bind :80", "unknown keyword 'bind' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs, tune.lua.bytecode"),
     ];
     for (line, message) in cases {
         let text = format!("global\n  {line}\n");
@@ -811,7 +819,7 @@ frontend f
         errs(text),
         [
             "[ALERT] parsing [t.cfg:2] : 'nbthread' expects a number of threads (an integer between 1 and 4096), got 'zero'",
-            "[ALERT] parsing [t.cfg:3] : unknown keyword 'bogus' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs",
+            "[ALERT] parsing [t.cfg:3] : unknown keyword 'bogus' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs, tune.lua.bytecode",
             "[ALERT] parsing [t.cfg:5] : 'bind': ':99999': invalid port '99999'; expected a number between 1 and 65535",
             "[ALERT] parsing [t.cfg:6] : 'timeout client' expects a time value like 5s, 100ms or 30000 (ms), got '5q' (unknown unit 'q'; units are us, ms, s, m, h, d)",
             "[ALERT] parsing [t.cfg:7] : 'http-request set-header' expects a header name and a value format",

@@ -95,19 +95,30 @@ fn has_location(msg: &str) -> bool {
 /// see them (pcall, xpcall handlers, coroutine.resume), as HAProxy's are.
 /// mlua raises a Rust function's error as a userdata; the conversion
 /// function receives it as `Value::Error` and returns the message.
+///
+/// `coroutine.resume` is not wrapped here: coroutines.rs replaces it with a
+/// function that normalizes its errors with [`to_message_function`] in the
+/// same Lua frame that passes luahost's waits through (one layer per resume
+/// instead of two).
 pub fn install_normalizer(lua: &mlua::Lua) -> mlua::Result<()> {
-    let to_message = lua.create_function(|lua, v: mlua::Value| match v {
-        mlua::Value::Error(e) => Ok(mlua::Value::String(lua.create_string(message(&e))?)),
-        other => Ok(other),
-    })?;
+    let to_message = to_message_function(lua)?;
     lua.load(NORMALIZER)
         .set_name("=luahost-errors")
         .call::<()>(to_message)
 }
 
+/// A Lua function turning an mlua error value into its message (other
+/// values are returned as they are).
+pub fn to_message_function(lua: &mlua::Lua) -> mlua::Result<mlua::Function> {
+    lua.create_function(|lua, v: mlua::Value| match v {
+        mlua::Value::Error(e) => Ok(mlua::Value::String(lua.create_string(message(&e))?)),
+        other => Ok(other),
+    })
+}
+
 const NORMALIZER: &str = r#"
 local to_message = ...
-local raw_pcall, raw_xpcall, raw_resume = pcall, xpcall, coroutine.resume
+local raw_pcall, raw_xpcall = pcall, xpcall
 local type, select = type, select
 local function fix(ok, ...)
   if ok then return ok, ... end
@@ -122,7 +133,6 @@ xpcall = function(f, handler, ...)
     return handler(e)
   end, ...)
 end
-coroutine.resume = function(co, ...) return fix(raw_resume(co, ...)) end
 "#;
 
 /// Drops a trailing "stack traceback:" section.

@@ -17,6 +17,8 @@
 //! Budgets count Lua execution time only: the time inside each poll of the
 //! coroutine. Sleeping and waiting for I/O happen between polls.
 
+use crate::lua::debug_hooks::{HostTick, ScriptHooks};
+use mlua::debug::DebugEvent;
 use mlua::{FromLuaMulti, HookTriggers, IntoLuaMulti, Lua, Thread, VmState};
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -135,11 +137,37 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Whether the context running on this OS thread has spent its budget, as
+/// of now (which records the expiry). For the allocator, which is the only
+/// part of luahost a long C call reaches (long_calls.rs).
+pub fn budget_spent_now() -> bool {
+    let ptr = CURRENT.with(|c| c.get());
+    if ptr.is_null() {
+        return false;
+    }
+    // SAFETY: as in the hook: CURRENT holds a context only while its
+    // `Running` guard, on this OS thread, is alive.
+    let ctx = unsafe { &*ptr };
+    ctx.check(Instant::now()).is_some()
+}
+
+/// How long a thread with a script's hook runs before a forced yield (its
+/// count events are unreliable, see install_hook).
+const HOOKED_SLICE: Duration = Duration::from_millis(1);
+
 /// Installs the preemption and budget hook on a state. `every` is
 /// `tune.lua.forced-yield`.
-pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
+///
+/// Scripts' own hooks (`debug.sethook`) are chained behind it: `hooks`
+/// calls them, and decides whether a count event is luahost's turn.
+pub fn install_hook(lua: &Lua, every: u32, hooks: Rc<ScriptHooks>) -> mlua::Result<()> {
     let triggers = HookTriggers::new().every_nth_instruction(every.max(1));
-    lua.set_global_hook(triggers, |lua, debug| {
+    let h = hooks.clone();
+    lua.set_global_hook(triggers, move |lua, debug| {
+        let tick = h.dispatch(lua, debug)?;
+        if let HostTick::Skip = tick {
+            return Ok(VmState::Continue);
+        }
         let ptr = CURRENT.with(|c| c.get());
         if ptr.is_null() {
             // Body and start-up code: no budget applies.
@@ -172,12 +200,29 @@ pub fn install_hook(lua: &Lua, every: u32) -> mlua::Result<()> {
             ctx.yield_requested.set(false);
             return Err(mlua::Error::runtime(expiry.message()));
         }
-        Ok(if own_thread {
+        let yield_now = match tick {
+            HostTick::Run => own_thread,
+            // After a script's hook ran: Lua counted the instructions of the
+            // hook function too, and dropped the count events that fell in
+            // it (hooks are off inside a hook), so the count can't be
+            // trusted; yield by time instead (only line events may yield).
+            HostTick::Check => {
+                own_thread
+                    && matches!(debug.event(), DebugEvent::Line)
+                    && ctx
+                        .run_start
+                        .get()
+                        .is_some_and(|s| s.elapsed() >= HOOKED_SLICE)
+            }
+            HostTick::Skip => false,
+        };
+        Ok(if yield_now {
             VmState::Yield
         } else {
             VmState::Continue
         })
-    })
+    })?;
+    hooks.capture_proc(lua)
 }
 
 /// The chunk name of mlua's Lua wrapper around every async Rust function
@@ -229,6 +274,8 @@ pub struct ThreadPool {
     idle: std::cell::RefCell<Vec<Thread>>,
     /// What an idle coroutine holds, so that it keeps nothing else alive.
     placeholder: mlua::Function,
+    /// Cleans a script's hook off a coroutine before it is reused.
+    hooks: Rc<ScriptHooks>,
 }
 
 /// Most coroutines kept idle per state.
@@ -236,11 +283,12 @@ const POOL_MAX: usize = 64;
 
 impl ThreadPool {
     /// Creates the pool of `lua`, reachable from [`run_coroutine`].
-    pub fn install(lua: &Lua) -> mlua::Result<()> {
+    pub fn install(lua: &Lua, hooks: Rc<ScriptHooks>) -> mlua::Result<()> {
         let placeholder = lua.create_function(|_, ()| Ok(()))?;
         lua.set_app_data(Rc::new(ThreadPool {
             idle: std::cell::RefCell::new(Vec::new()),
             placeholder,
+            hooks,
         }));
         Ok(())
     }
@@ -250,7 +298,10 @@ impl ThreadPool {
         let idle = self.idle.borrow_mut().pop();
         match idle {
             Some(t) => match t.reset(func.clone()) {
-                Ok(()) => Ok(t),
+                Ok(()) => {
+                    self.hooks.clean(&t);
+                    Ok(t)
+                }
                 Err(_) => lua.create_thread(func),
             },
             None => lua.create_thread(func),
@@ -363,7 +414,8 @@ mod tests {
     #[test]
     fn forced_yields_never_lose_an_async_wake_up() {
         let lua = Lua::new();
-        install_hook(&lua, 1).expect("hook");
+        let hooks = crate::lua::debug_hooks::ScriptHooks::install(&lua, 1).expect("script hooks");
+        install_hook(&lua, 1, hooks).expect("hook");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
         let rx = Rc::new(tokio::sync::Mutex::new(rx));
         let want = Rc::new(tokio::sync::Notify::new());

@@ -8,6 +8,7 @@
 //! the Lua context that asked; the host goes on. Native modules that allocate
 //! through `lua_getallocf` (the concat builder does) are bounded as well.
 
+use crate::lua::long_calls;
 use mlua::ffi;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +38,21 @@ pub fn would_exceed(extra: usize) -> bool {
 /// Bytes in use by all Lua states of the process.
 pub fn used() -> usize {
     USED.load(Ordering::Relaxed)
+}
+
+extern "C" {
+    /// mimalloc's collection: with `force`, freed memory goes back to the
+    /// system now rather than on later allocation activity. (Declared here:
+    /// libmimalloc-sys exposes it only with its `extended` feature.)
+    fn mi_collect(force: bool);
+}
+
+/// Returns freed memory to the system at once. For the rare moments when a
+/// large amount was just freed (a long C call stopped by its budget): an idle
+/// worker would otherwise keep it resident.
+pub fn give_back() {
+    // SAFETY: mi_collect takes no pointer and may be called at any time.
+    unsafe { mi_collect(true) }
 }
 
 /// Replaces the allocator of `lua` with one whose allocations count against
@@ -87,6 +103,15 @@ unsafe extern "C" fn counting_alloc(
         return std::ptr::null_mut();
     }
     if nsize > old {
+        // A large allocation inside a guarded long C call (string.rep,
+        // table.concat) is where an exhausted budget can stop that call
+        // (long_calls.rs). One compare on the common path.
+        if nsize >= long_calls::LARGE
+            && long_calls::in_long_call()
+            && crate::lua::exec::budget_spent_now()
+        {
+            return std::ptr::null_mut();
+        }
         let grow = nsize - old;
         let limit = LIMIT.load(Ordering::Relaxed);
         if limit != 0 && USED.load(Ordering::Relaxed) + grow > limit {

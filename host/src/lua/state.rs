@@ -21,6 +21,8 @@ pub struct LuaSettings {
     pub task_timeout: Option<Duration>,
     pub burst_timeout: Option<Duration>,
     pub blocking: BlockingMode,
+    /// `tune.lua.bytecode allow`: binary chunks load at runtime too.
+    pub bytecode_allowed: bool,
     /// `lua-prepend-path` entries: (pattern, is_cpath).
     pub prepend_paths: Vec<(String, bool)>,
     pub nbthread: usize,
@@ -168,11 +170,16 @@ impl HostState {
         });
         lua.set_app_data(info.clone());
         core_api::install(&lua, &info)?;
+        crate::lua::coroutines::install(&lua)?;
         crate::lua::errors::install_normalizer(&lua)?;
+        crate::lua::bytecode::install(&lua, &info)?;
         blocking::install(&lua, &info)?;
         prepend_paths(&lua, &settings.prepend_paths)?;
-        exec::install_hook(&lua, settings.forced_yield)?;
-        exec::ThreadPool::install(&lua)?;
+        crate::lua::long_calls::install(&lua)?;
+        let hooks = crate::lua::debug_hooks::ScriptHooks::install(&lua, settings.forced_yield)?;
+        exec::install_hook(&lua, settings.forced_yield, hooks.clone())?;
+        exec::ThreadPool::install(&lua, hooks)?;
+        // After the guards above, which replace functions of these libraries.
         if let Some(keep) = &settings.openlibs {
             restrict_libs(&lua, keep)?;
         }

@@ -24,10 +24,11 @@ pub mod worker;
 use crate::lua::state::LuaSettings;
 use pidfile::PidFile;
 use plan::{Plan, Registered, StateKind};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 use worker::{SharedJob, SharedLua, Worker};
 
@@ -387,7 +388,11 @@ pub fn run(opts: Options) -> ExitCode {
     if let Some(d) = detached {
         d.ready();
     }
-    wait_for_signals(shutdown_tx, proc_cfg.grace);
+    let watchdog = StopWatchdog {
+        grace: plan.grace,
+        pidfile: _pidfile.path().map(Path::to_path_buf),
+    };
+    wait_for_signals(shutdown_tx, proc_cfg.grace, watchdog);
     for h in handles {
         let _ = h.join();
     }
@@ -562,10 +567,54 @@ fn worker_main(w: WorkerStart) {
     });
 }
 
+/// Ends the process when a hard stop outlasts its grace period.
+///
+/// A worker normally finishes its requests within the grace period and
+/// exits. One stuck in Lua where no hook can reach it (a long C call, or a
+/// script's own hook function, which Lua runs with hooks disabled) would never
+/// return to its event loop: after the grace period and a short margin, this
+/// thread ends the process with status 1 instead of leaving it to SIGKILL.
+struct StopWatchdog {
+    grace: Duration,
+    pidfile: Option<PathBuf>,
+}
+
+/// How long after the grace period the watchdog waits for the workers.
+const STOP_MARGIN: Duration = Duration::from_secs(2);
+
+impl StopWatchdog {
+    fn arm(self) {
+        let spawned = std::thread::Builder::new()
+            .name("luahost-stop-watchdog".into())
+            .spawn(move || {
+                std::thread::sleep(self.grace + STOP_MARGIN);
+                crate::log::alert(&format!(
+                    "stop: a worker is still busy {} s after the stop began (stuck in Lua?); exiting",
+                    (self.grace + STOP_MARGIN).as_secs()
+                ));
+                if let Some(p) = &self.pidfile {
+                    let _ = std::fs::remove_file(p);
+                }
+                // SAFETY: _exit ends the process at once, without running
+                // atexit handlers or destructors, which the stuck worker
+                // thread could still be using.
+                unsafe { libc::_exit(1) }
+            });
+        if let Err(e) = spawned {
+            crate::log::alert(&format!("cannot start the stop watchdog: {e}"));
+        }
+    }
+}
+
 /// Waits for SIGTERM/SIGINT (hard stop) or SIGUSR1 (soft stop) and tells the
 /// workers; returns when they may be joined. With `grace`, a soft stop
-/// keeps accepting for that long first (HAProxy's `grace`).
-fn wait_for_signals(tx: watch::Sender<Shutdown>, grace: Option<std::time::Duration>) {
+/// keeps accepting for that long first (HAProxy's `grace`). A hard stop arms
+/// the watchdog.
+fn wait_for_signals(
+    tx: watch::Sender<Shutdown>,
+    grace: Option<std::time::Duration>,
+    watchdog: StopWatchdog,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -607,10 +656,12 @@ fn wait_for_signals(tx: watch::Sender<Shutdown>, grace: Option<std::time::Durati
         if mode == Shutdown::Soft {
             // A later SIGTERM/SIGINT turns a soft stop into a hard one.
             tokio::select! {
-                _ = term.recv() => { let _ = tx.send(Shutdown::Hard); }
-                _ = int.recv() => { let _ = tx.send(Shutdown::Hard); }
+                _ = term.recv() => { let _ = tx.send(Shutdown::Hard); watchdog.arm(); }
+                _ = int.recv() => { let _ = tx.send(Shutdown::Hard); watchdog.arm(); }
                 _ = tx.closed() => {}
             }
+        } else {
+            watchdog.arm();
         }
     });
 }

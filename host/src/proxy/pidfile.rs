@@ -23,6 +23,11 @@ impl PidFile {
         PidFile(None)
     }
 
+    /// The file's path, when one was written.
+    pub fn path(&self) -> Option<&Path> {
+        self.0.as_deref()
+    }
+
     /// Writes this process's pid to `path`; a failure is reported and the
     /// proxy goes on without a pid file, as before.
     pub fn write(path: Option<PathBuf>) -> PidFile {

@@ -200,6 +200,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             Some(config::BlockingCalls::Allow) => BlockingMode::Allow,
             _ => BlockingMode::Warn,
         },
+        bytecode_allowed: t.bytecode_allowed.unwrap_or(false),
         prepend_paths: g
             .lua_prepend_paths
             .iter()

@@ -39,8 +39,13 @@
 //!
 //! Bodies still get `&Lua` and all of mlua's conversions.
 //!
-//! Limits: bodies cannot yield (use mlua's async functions directly for
-//! that); a call costs a few times a typed mlua function (the trampoline,
+//! * **Functions that wait without blocking** (feature `async`,
+//!   [`Module::async_function`]): a future run on the module's own thread;
+//!   in luahost only the calling coroutine waits (see docs/modules.md).
+//! * **Budget-aware natives** ([`host`]): memory charged to luahost's
+//!   `tune.lua.maxmem`, and `should_yield` for long computations.
+//!
+//! Limits: bodies of plain functions cannot yield; a call costs a few times a typed mlua function (the trampoline,
 //! a generic argument list): see docs/modules.md for measurements.
 //!
 //! A module crate is a `cdylib` depending on `mlua` (features `lua54`,
@@ -48,9 +53,16 @@
 //! must take `lua_*` from the host (see docs/modules.md).
 
 mod args;
+#[cfg(feature = "async")]
+mod async_fn;
 mod error;
+pub mod host;
+pub mod host_abi;
 mod module;
 mod raw;
+
+#[cfg(feature = "async")]
+pub use async_fn::async_function;
 
 pub use args::Args;
 pub use error::{Error, Result};

@@ -16,6 +16,7 @@ pub mod handles;
 pub mod http_class;
 pub mod map_class;
 pub mod memory;
+pub mod native_async;
 pub mod raw;
 pub mod regex_class;
 pub mod sample_bridge;

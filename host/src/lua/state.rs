@@ -170,6 +170,7 @@ impl HostState {
         prepend_paths(&lua, &settings.prepend_paths)?;
         exec::install_hook(&lua, settings.forced_yield)?;
         exec::ThreadPool::install(&lua)?;
+        crate::lua::native_async::install(&lua)?;
         Ok(Rc::new(HostState { lua, info }))
     }
 

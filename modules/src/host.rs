@@ -62,10 +62,14 @@ pub fn budget(lua: &Lua) -> Option<BudgetV1> {
 
 /// Bytes charged to the host's Lua memory cap (`tune.lua.maxmem`) for as
 /// long as the value lives, as if Lua had allocated them.
-#[derive(Debug)]
+///
+/// A refused charge first runs a full collection and tries again, as Lua
+/// does for its own allocations: Lua's collector does not see these bytes,
+/// so objects holding them may be garbage that only a collection returns.
 pub struct MemoryCharge {
     api: Option<&'static HostApiV1>,
     bytes: usize,
+    lua: mlua::WeakLua,
 }
 
 impl MemoryCharge {
@@ -73,7 +77,11 @@ impl MemoryCharge {
     /// when that would pass the cap.
     pub fn new(lua: &Lua, bytes: usize) -> Result<MemoryCharge> {
         let api = api(lua);
-        let mut charge = MemoryCharge { api, bytes: 0 };
+        let mut charge = MemoryCharge {
+            api,
+            bytes: 0,
+            lua: lua.weak(),
+        };
         charge.grow(bytes)?;
         Ok(charge)
     }
@@ -82,8 +90,16 @@ impl MemoryCharge {
     pub fn grow(&mut self, bytes: usize) -> Result<()> {
         if let Some(api) = self.api {
             // SAFETY: a host function of the contract; it does not unwind.
-            if unsafe { (api.mem_charge)(bytes) } == 0 {
-                return Err(Error::message("not enough memory"));
+            let charge = || unsafe { (api.mem_charge)(bytes) } != 0;
+            if !charge() {
+                // The emergency collection; its finalizers may give back
+                // charges of collected objects.
+                if let Some(lua) = self.lua.try_upgrade() {
+                    let _ = lua.gc_collect();
+                }
+                if !charge() {
+                    return Err(Error::message("not enough memory"));
+                }
             }
         }
         self.bytes += bytes;
@@ -103,6 +119,15 @@ impl MemoryCharge {
     /// Bytes charged now.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+impl std::fmt::Debug for MemoryCharge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryCharge")
+            .field("bytes", &self.bytes)
+            .field("host", &self.api.is_some())
+            .finish()
     }
 }
 

@@ -431,6 +431,7 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         ));
         return;
     };
+    let body_watch = reply.body.clone();
     let applet = Rc::new(HttpApplet {
         status: Cell::new(200),
         reason: RefCell::new(None),
@@ -471,7 +472,20 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         }
     };
     let ctx = ExecCtx::new(state.info.settings.service_budget(), true);
-    let result = exec::run_coroutine::<()>(&state.lua, ctx, func, obj).await;
+    // When the client goes away, the front end drops the response's
+    // receiving side: stop the service then (as HAProxy releases the applet
+    // of an aborted stream), which also cancels what it waits on.
+    let client = body_watch;
+    let result = tokio::select! {
+        r = exec::run_coroutine::<()>(&state.lua, ctx, func, obj) => r,
+        _ = client.closed() => {
+            if let Ok(id) = applet.cell.with(|t| t.id) {
+                state.info.privs.borrow_mut().remove(&id);
+            }
+            return;
+        }
+    };
+    drop(client);
     // The transaction ends with the service: drop its private data.
     if let Ok(id) = applet.cell.with(|t| t.id) {
         state.info.privs.borrow_mut().remove(&id);

@@ -89,7 +89,11 @@ impl LineServer {
 
     /// Lets every connection, present and future, have its answer.
     fn release(&self) {
-        *self.shared.released.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *self
+            .shared
+            .released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
         self.shared.release.notify_all();
     }
 
@@ -167,6 +171,13 @@ end)
 core.register_service("nap", "http", function(applet)
   reply(applet, "slept " .. a.sleep(1000))
 end)
+core.register_service("napwork", "http", function(applet)
+  local slept = a.sleep(1000)
+  -- Enough instructions after the wait for the budget hook to run.
+  local n = 0
+  for i = 1, 200000 do n = n + i end
+  reply(applet, "slept " .. slept)
+end)
 core.register_service("plain", "http", function(applet)
   reply(applet, "plain live=" .. a.live() .. " loaded=" .. loaded)
 end)
@@ -199,6 +210,7 @@ fn start_proxy(name: &str, server_port: u16, global: &str) -> (Proxy, u16) {
          \x20 http-request set-header x-fetch %[lua.nap] if {{ path_beg /fetch }}\n\
          \x20 http-request set-header x-conv %[str(a),lua.nap] if {{ path_beg /conv }}\n\
          \x20 http-request use-service lua.line if {{ path_beg /line }}\n\
+         \x20 http-request use-service lua.napwork if {{ path_beg /napwork }}\n\
          \x20 http-request use-service lua.nap if {{ path_beg /nap }}\n\
          \x20 http-request use-service lua.odd if {{ path_beg /odd }}\n\
          \x20 http-request use-service lua.plain\n"
@@ -225,7 +237,9 @@ fn send_get(port: u16, path: &str) -> HttpReader {
 fn hundred_calls_wait_together_on_one_worker_that_keeps_serving() {
     let server = LineServer::start(false);
     let (_p, port) = start_proxy("async_hundred", server.port, "");
-    let mut clients: Vec<HttpReader> = (0..100).map(|i| send_get(port, &format!("/line{i}"))).collect();
+    let mut clients: Vec<HttpReader> = (0..100)
+        .map(|i| send_get(port, &format!("/line{i}")))
+        .collect();
     // All 100 reach the server before any is answered: one worker thread
     // waits on all of them at once (blocking calls would reach it one by
     // one, and the first would never be answered).
@@ -335,7 +349,10 @@ fn where_waiting_is_refused_the_error_says_why() {
         "Lua sample-fetch 'nap': {} {refused}",
         at("register_fetches")
     );
-    let conv = format!("Lua converter 'nap': {} {refused}", at("register_converters"));
+    let conv = format!(
+        "Lua converter 'nap': {} {refused}",
+        at("register_converters")
+    );
     assert!(log.contains(&fetch), "{fetch}\n{log}");
     assert!(log.contains(&conv), "{conv}\n{log}");
     let odd = http_get(port, "/odd").text();
@@ -363,13 +380,14 @@ fn line_of(needle: &str) -> usize {
 #[test]
 fn waiting_is_not_charged_to_the_execution_budget() {
     let server = LineServer::start(true);
-    // 300 ms of budget; the service waits 1000 ms.
+    // 300 ms of budget; the service waits 1000 ms, then runs Lua code (so
+    // that the budget is checked after the wait).
     let (_p, port) = start_proxy(
         "async_budget",
         server.port,
         "  tune.lua.service-timeout 300\n",
     );
-    let r = http_get(port, "/nap");
+    let r = http_get(port, "/napwork");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "slept 1000");
 }

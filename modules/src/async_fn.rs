@@ -51,8 +51,8 @@ use mlua::{IntoLuaMulti, Lua, MultiValue, Value};
 use crate::args::Args;
 use crate::error::{Error, Result};
 use crate::host_abi::{
-    self, OpV1, OpVtableV1, WakerV1, POLL_PENDING, POLL_READY, WAIT_BLOCK, WAIT_REFUSED_C_CALL,
-    WAIT_REFUSED_COROUTINE, WAIT_REFUSED_FETCH, WAIT_YIELD,
+    self, OpV1, OpVtableV1, WakerV1, POLL_PENDING, POLL_READY, WAIT_BLOCK, WAIT_REFUSED_COROUTINE,
+    WAIT_REFUSED_C_CALL, WAIT_REFUSED_FETCH, WAIT_YIELD,
 };
 use crate::module::{inner_function, Module};
 use crate::raw;
@@ -340,9 +340,9 @@ impl<R> Shared<R> {
         let mut slot = self.lock();
         loop {
             if let Slot::Finished(outcome) = &mut *slot {
-                return outcome
-                    .take()
-                    .unwrap_or_else(|| Err(Error::message("luahost_modules: result already taken")));
+                return outcome.take().unwrap_or_else(|| {
+                    Err(Error::message("luahost_modules: result already taken"))
+                });
             }
             slot = self.done.wait(slot).unwrap_or_else(|e| e.into_inner());
         }
@@ -504,8 +504,7 @@ fn pin_library() {
     // marks it non-deletable.
     unsafe {
         let mut info: libc::Dl_info = std::mem::zeroed();
-        if libc::dladdr(pin_library as *const c_void, &mut info) != 0 && !info.dli_fname.is_null()
-        {
+        if libc::dladdr(pin_library as *const c_void, &mut info) != 0 && !info.dli_fname.is_null() {
             libc::dlopen(
                 info.dli_fname,
                 libc::RTLD_LAZY | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,

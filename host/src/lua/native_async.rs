@@ -34,7 +34,7 @@ use luahost_modules::host_abi::{
     BudgetV1, HostApiV1, OpV1, WakerV1, WakerVtableV1, API_KEY, AWAIT_KEY, POLL_READY, WAIT_BLOCK,
     WAIT_REFUSED_COROUTINE, WAIT_REFUSED_C_CALL, WAIT_REFUSED_FETCH, WAIT_YIELD,
 };
-use mlua::{ffi, Lua, LightUserData};
+use mlua::{ffi, LightUserData, Lua};
 
 use crate::lua::exec;
 use crate::lua::memory;
@@ -106,10 +106,7 @@ unsafe extern "C" fn should_yield() -> c_int {
             .budget
             .burst
             .map_or(YIELD_SLICE, |b| (b / 2).min(YIELD_SLICE));
-        let total_spent = view
-            .budget
-            .total
-            .is_some_and(|t| view.used + view.run >= t);
+        let total_spent = view.budget.total.is_some_and(|t| view.used + view.run >= t);
         c_int::from(view.expired || total_spent || view.run >= slice)
     })
 }

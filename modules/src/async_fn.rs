@@ -177,7 +177,7 @@ where
     let handle = runtime()?;
     let shared = Arc::new(Shared::<R>::new());
     let task = handle.spawn(Timed {
-        inner: future,
+        inner: Some(Box::pin(future)),
         shared: shared.clone(),
     });
     if mode == WAIT_BLOCK {
@@ -378,23 +378,25 @@ impl Drop for OwnedWaker {
 }
 
 /// The future of a call as it runs on the module thread: measures its
-/// polls, turns a panic into an error, and publishes the outcome.
+/// polls, turns a panic into an error, drops the future once it is done
+/// (before anyone learns of the result, so its resources are gone by then)
+/// and publishes the outcome.
 struct Timed<Fut, R> {
-    inner: Fut,
+    inner: Option<Pin<Box<Fut>>>,
     shared: Arc<Shared<R>>,
 }
 
 impl<Fut: Future<Output = Result<R>>, R> Future for Timed<Fut, R> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // SAFETY: `inner` is never moved out of the pinned Timed.
-        let this = unsafe { self.get_unchecked_mut() };
-        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(());
+        };
         let started = Instant::now();
-        let polled = catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+        let polled = catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx)));
         let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        this.shared.run_ns.fetch_add(ns, Ordering::Relaxed);
+        self.shared.run_ns.fetch_add(ns, Ordering::Relaxed);
         let outcome = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(outcome)) => outcome,
@@ -403,7 +405,15 @@ impl<Fut: Future<Output = Result<R>>, R> Future for Timed<Fut, R> {
                 crate::module::panic_text(&*panic)
             ))),
         };
-        this.shared.complete(outcome);
+        // A panicking destructor must not lose the outcome either.
+        let dropped = catch_unwind(AssertUnwindSafe(|| self.inner = None));
+        let outcome = match dropped {
+            Ok(()) => outcome,
+            Err(_) => Err(Error::runtime(
+                "panic in native function: dropping its future",
+            )),
+        };
+        self.shared.complete(outcome);
         Poll::Ready(())
     }
 }

@@ -14,6 +14,8 @@
 //! and return the same results. In a sample fetch or converter they raise
 //! "cannot wait in a sample fetch or converter".
 //!
+//! `echo(s)` returns `s` from a future that is ready at once.
+//!
 //! Also, for the budget side of the toolkit:
 //! * `live()`: futures of this module alive now (created, not yet dropped);
 //! * `hold(n)`: an object holding an n-byte buffer charged to luahost's
@@ -91,6 +93,13 @@ module!(async_rs, |m| {
             tokio::time::sleep(Duration::from_millis(ms as u64)).await;
             Ok(ms)
         })
+    })?;
+
+    // echo(...): its arguments back, from a future that is ready at once
+    // (the cost of the mechanism itself; benches/async_calls.rs).
+    m.async_function("echo", |_, args| {
+        let text = args.check_string(1)?.to_str()?.to_owned();
+        Ok(async move { Ok(text) })
     })?;
 
     m.async_function("request", |_, args| {

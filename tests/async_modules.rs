@@ -181,6 +181,12 @@ core.register_service("napwork", "http", function(applet)
   for i = 1, 200000 do n = n + i end
   reply(applet, "slept " .. slept)
 end)
+core.register_service("after", "http", function(applet)
+  reply(applet, "sent")
+  -- The response is complete; the service goes on.
+  a.sleep(100)
+  core.Alert("after " .. applet.method .. " " .. applet.path)
+end)
 core.register_service("plain", "http", function(applet)
   reply(applet, "plain live=" .. a.live() .. " loaded=" .. loaded)
 end)
@@ -216,6 +222,7 @@ fn start_proxy(name: &str, server_port: u16, global: &str) -> (Proxy, u16) {
          \x20 http-request use-service lua.napwork if {{ path_beg /napwork }}\n\
          \x20 http-request use-service lua.nap if {{ path_beg /nap }}\n\
          \x20 http-request use-service lua.odd if {{ path_beg /odd }}\n\
+         \x20 http-request use-service lua.after if {{ path_beg /after }}\n\
          \x20 http-request use-service lua.plain\n"
     );
     let p = Proxy::start(
@@ -337,6 +344,27 @@ fn client_gone_cancels_the_wait_and_leaks_nothing() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+#[test]
+fn a_service_runs_on_after_its_complete_response() {
+    // Stopping services whose client went away must not stop one that
+    // answered in full (content-length reached, or HEAD) and goes on.
+    let server = LineServer::start(true);
+    let (p, port) = start_proxy("async_after", server.port, "");
+    assert_eq!(http_get(port, "/after-get").text(), "sent");
+    let mut c = send_head(port, "/after-head");
+    let r = c.read_response(true).expect("a response");
+    assert_eq!(r.status, 200);
+    let log = p.wait_log("after HEAD /after-head", 10);
+    assert!(log.contains("after GET /after-get"), "{log}");
+    assert!(log.contains("after HEAD /after-head"), "{log}");
+}
+
+fn send_head(port: u16, path: &str) -> HttpReader {
+    let mut c = HttpReader::connect(port);
+    c.send(format!("HEAD {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").as_bytes());
+    c
 }
 
 #[test]

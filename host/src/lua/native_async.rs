@@ -299,3 +299,152 @@ unsafe extern "C" fn noop_clone(_: *const c_void) -> WakerV1 {
         vtable: &NOOP,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The host side of the contract against a test operation that follows
+    //! the contract (modules/src/host_abi.rs) and records what the host does.
+
+    use super::*;
+    use luahost_modules::host_abi::{OpVtableV1, POLL_PENDING};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::Wake;
+
+    #[repr(C)]
+    struct TestOp {
+        header: OpV1,
+        ready: bool,
+        releases: Arc<AtomicUsize>,
+        kept: Arc<Mutex<Option<KeptWaker>>>,
+    }
+
+    struct KeptWaker(WakerV1);
+    // SAFETY: the contract makes waker clones callable from any thread.
+    unsafe impl Send for KeptWaker {}
+
+    impl KeptWaker {
+        fn wake(self) {
+            unsafe { ((*self.0.vtable).wake)(self.0.data) }
+        }
+    }
+
+    static VTABLE: OpVtableV1 = OpVtableV1 {
+        poll: test_poll,
+        release: test_release,
+    };
+
+    unsafe extern "C" fn test_poll(op: *mut OpV1, waker: *const WakerV1) -> c_int {
+        let op = unsafe { &*(op as *const TestOp) };
+        if op.ready {
+            return POLL_READY;
+        }
+        let w = unsafe { &*waker };
+        let clone = unsafe { ((*w.vtable).clone)(w.data) };
+        let old = op
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(KeptWaker(clone));
+        if let Some(KeptWaker(old)) = old {
+            unsafe { ((*old.vtable).drop)(old.data) };
+        }
+        POLL_PENDING
+    }
+
+    unsafe extern "C" fn test_release(op: *mut OpV1) {
+        let op = unsafe { Box::from_raw(op as *mut TestOp) };
+        op.releases.fetch_add(1, Ordering::SeqCst);
+        let kept = op.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(KeptWaker(w)) = kept {
+            unsafe { ((*w.vtable).drop)(w.data) };
+        }
+    }
+
+    type Kept = Arc<Mutex<Option<KeptWaker>>>;
+
+    fn op(ready: bool) -> (*mut OpV1, Arc<AtomicUsize>, Kept) {
+        let releases = Arc::new(AtomicUsize::new(0));
+        let kept = Arc::new(Mutex::new(None));
+        let op = Box::into_raw(Box::new(TestOp {
+            header: OpV1 { vtable: &VTABLE },
+            ready,
+            releases: releases.clone(),
+            kept: kept.clone(),
+        }));
+        (op.cast(), releases, kept)
+    }
+
+    struct CountingWaker(AtomicUsize);
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll_once(w: &mut HostWait, waker: &Waker) -> Poll<mlua::Result<()>> {
+        Pin::new(w).poll(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn a_ready_operation_is_released_once() {
+        let (op, releases, _) = op(true);
+        let mut w = HostWait::new(op);
+        let waker = Waker::noop();
+        assert!(matches!(poll_once(&mut w, waker), Poll::Ready(Ok(()))));
+        drop(w);
+        assert_eq!(releases.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn dropping_a_pending_wait_releases_it_and_its_waker() {
+        let (op, releases, kept) = op(false);
+        let mut w = HostWait::new(op);
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        assert!(poll_once(&mut w, &waker).is_pending());
+        assert!(kept.lock().unwrap_or_else(|e| e.into_inner()).is_some());
+        drop(w);
+        assert_eq!(releases.load(Ordering::SeqCst), 1);
+        assert!(kept.lock().unwrap_or_else(|e| e.into_inner()).is_none());
+        // Only our own Arc is left: the clone given to the module is gone.
+        assert_eq!(Arc::strong_count(&counter), 2); // `counter` and `waker`
+    }
+
+    #[test]
+    fn a_clone_of_the_waker_wakes_the_task_from_another_thread() {
+        let (op, releases, kept) = op(false);
+        let mut w = HostWait::new(op);
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        assert!(poll_once(&mut w, &waker).is_pending());
+        let clone = kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(clone) = clone else {
+            panic!("the operation kept no waker")
+        };
+        std::thread::spawn(move || clone.wake())
+            .join()
+            .unwrap_or_else(|_| panic!("waking thread panicked"));
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        drop(w);
+        assert_eq!(releases.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn cancel_all_releases_pending_operations_exactly_once() {
+        let (op, releases, _) = op(false);
+        let waits = Waits::default();
+        let mut w = HostWait::new(op);
+        waits.register(&w.slot);
+        assert!(poll_once(&mut w, Waker::noop()).is_pending());
+        waits.cancel_all();
+        assert_eq!(releases.load(Ordering::SeqCst), 1);
+        // Resumed after the cancel: an error, and no second release.
+        assert!(matches!(
+            poll_once(&mut w, Waker::noop()),
+            Poll::Ready(Err(_))
+        ));
+        drop(w);
+        assert_eq!(releases.load(Ordering::SeqCst), 1);
+    }
+}

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The workspace packages whose binaries or cdylibs tests use.
-const ARTIFACT_PACKAGES: &[&str] = &["luahost", "concat", "hello-rs", "hello-c"];
+const ARTIFACT_PACKAGES: &[&str] = &["luahost", "concat", "hello-rs", "hello-c", "async-rs"];
 
 /// Paths of the built artifacts.
 pub struct Artifacts {

@@ -53,20 +53,33 @@
 //! Only mlua's public API is used (the entry point included: see `raw.rs`),
 //! tested with mlua 0.12.0 to 0.12.2.
 //!
-//! Limits: bodies cannot yield (use mlua's async functions directly for
-//! that).
+//! * **Functions that wait without blocking** (feature `async`,
+//!   [`Module::async_function`]): a future run on the module's own thread;
+//!   in luahost only the calling coroutine waits (see docs/modules.md).
+//! * **Budget-aware natives** ([`host`]): memory charged to luahost's
+//!   `tune.lua.maxmem`, and `should_yield` for long computations.
+//!
+//! Limits: bodies of plain functions cannot yield (async functions wait
+//! instead).
 //!
 //! A module crate is a `cdylib` depending on `mlua` (features `lua54`,
 //! `module`) and this crate, and never on a crate that links Lua: the `.so`
 //! must take `lua_*` from the host (see docs/modules.md).
 
 mod args;
+#[cfg(feature = "async")]
+mod async_fn;
 mod error;
+pub mod host;
+pub mod host_abi;
 mod module;
 mod native;
 mod object;
 mod raw;
 mod stack;
+
+#[cfg(feature = "async")]
+pub use async_fn::async_function;
 
 pub use args::Args;
 pub use error::{Error, Result};

@@ -34,7 +34,7 @@ where
 /// an error record that `raw::finish` raises. It never returns an mlua error
 /// for the body's own failures, so mlua never raises its error userdata for
 /// them; by the time it returns, every Rust value of the call is dropped.
-fn inner_function<F, R>(lua: &Lua, body: F) -> mlua::Result<Function>
+pub(crate) fn inner_function<F, R>(lua: &Lua, body: F) -> mlua::Result<Function>
 where
     F: Fn(&Lua, Args) -> Result<R> + 'static,
     R: IntoLuaMulti,
@@ -70,6 +70,16 @@ where
             Value::String(lua.create_string(text)?),
         ]))
     })
+}
+
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
 }
 
 /// What a module's init closure gets: the Lua state and the table that

@@ -65,12 +65,23 @@ pub struct HttpApplet {
     reader: RefCell<Option<BodyReader<RequestBody>>>,
     /// The transaction: variables, private data and samples.
     pub(crate) cell: Rc<TxnCell>,
+    /// What the front end expects of the body, to tell a client that went
+    /// away from a response that is complete (see `awaits_body`).
+    head_request: bool,
+    declared_len: Cell<Option<u64>>,
+    body_sent: Cell<u64>,
 }
 
 impl HttpApplet {
     /// Sends the response head (once).
     fn start_response(&self) {
         if let Some(tx) = self.head_tx.borrow_mut().take() {
+            let declared = self
+                .headers
+                .borrow()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+            self.declared_len.set(declared);
             let _ = tx.send(ResponseHead {
                 status: self.status.get(),
                 reason: self.reason.borrow_mut().take(),
@@ -89,8 +100,28 @@ impl HttpApplet {
                 "AppletHTTP: the response is already complete",
             ));
         };
+        let len = data.len() as u64;
         // The client is gone: stop the service quietly, as HAProxy does.
-        tx.send(Ok(data)).await.map_err(|_| done_error())
+        tx.send(Ok(data)).await.map_err(|_| done_error())?;
+        self.body_sent.set(self.body_sent.get() + len);
+        Ok(())
+    }
+
+    /// Whether the front end still waits for this response: a receiver it
+    /// dropped then means the client went away. It does not once the head
+    /// of a response without body (HEAD, 1xx, 204, 304) or all the bytes of
+    /// a declared content-length are sent.
+    fn awaits_body(&self) -> bool {
+        if self.head_tx.borrow().is_some() {
+            return true;
+        }
+        let status = self.status.get();
+        if self.head_request || status < 200 || status == 204 || status == 304 {
+            return false;
+        }
+        self.declared_len
+            .get()
+            .is_none_or(|len| self.body_sent.get() < len)
     }
 
     /// Sends `data` if the body channel has room: Ok(false) when the caller
@@ -105,7 +136,10 @@ impl HttpApplet {
             return Err("AppletHTTP: the response is already complete");
         };
         match tx.try_send(Ok(Bytes::copy_from_slice(data))) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.body_sent.set(self.body_sent.get() + data.len() as u64);
+                Ok(true)
+            }
             Err(_) => Ok(false),
         }
     }
@@ -373,6 +407,11 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         ));
         return;
     };
+    let body_watch = reply.body.clone();
+    let head_request = txn
+        .req
+        .as_ref()
+        .is_some_and(|p| p.method == hyper::Method::HEAD);
     let applet = Rc::new(HttpApplet {
         status: Cell::new(200),
         reason: RefCell::new(None),
@@ -381,6 +420,9 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         body_tx: RefCell::new(Some(reply.body)),
         reader: RefCell::new(Some(BodyReader::new(req.body.take()))),
         cell: TxnCell::applet(txn),
+        head_request,
+        declared_len: Cell::new(None),
+        body_sent: Cell::new(0),
     });
     // The applet is reachable from its Lua objects until the service ends.
     let registration = match Registration::new(Native::AppletHttp(applet.clone())) {
@@ -410,7 +452,26 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         }
     };
     let ctx = ExecCtx::new(state.info.settings.service_budget(), true);
-    let result = exec::run_coroutine::<()>(&state.lua, ctx, func, obj).await;
+    // When the client goes away, the front end drops the response's
+    // receiving side: stop the service then (as HAProxy releases the applet
+    // of an aborted stream), which also cancels what it waits on.
+    let client = body_watch;
+    let run = exec::run_coroutine::<()>(&state.lua, ctx, func, obj);
+    tokio::pin!(run);
+    let result = tokio::select! {
+        r = &mut run => r,
+        _ = client.closed() => {
+            if applet.awaits_body() {
+                if let Ok(id) = applet.cell.with(|t| t.id) {
+                    state.info.privs.borrow_mut().remove(&id);
+                }
+                return;
+            }
+            // The response is complete: the service runs on to its end.
+            run.await
+        }
+    };
+    drop(client);
     // The transaction ends with the service: drop its private data.
     if let Ok(id) = applet.cell.with(|t| t.id) {
         state.info.privs.borrow_mut().remove(&id);

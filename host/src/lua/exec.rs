@@ -66,6 +66,9 @@ pub struct ExecCtx {
     expired: Cell<Option<Expiry>>,
     /// The hook asked for a yield after expiry (see install_hook).
     yield_requested: Cell<bool>,
+    /// Native operations this context waits on (native_async.rs), cancelled
+    /// when the context stops.
+    pub(crate) waits: crate::lua::native_async::Waits,
 }
 
 impl ExecCtx {
@@ -78,6 +81,7 @@ impl ExecCtx {
             run_start: Cell::new(None),
             expired: Cell::new(None),
             yield_requested: Cell::new(false),
+            waits: Default::default(),
         })
     }
 
@@ -353,6 +357,15 @@ struct Budgeted<F> {
     inner: F,
 }
 
+impl<F> Drop for Budgeted<F> {
+    /// However the run ends (returned, stopped, or dropped because the
+    /// client went away), native operations it still waits on are cancelled
+    /// now rather than when the coroutine is collected.
+    fn drop(&mut self) {
+        self.ctx.waits.cancel_all();
+    }
+}
+
 impl<R, F: Future<Output = mlua::Result<R>> + Unpin> Future for Budgeted<F> {
     type Output = Result<R, ExecError>;
 
@@ -399,6 +412,44 @@ pub fn call_sync<R: FromLuaMulti>(
             ExecError::Lua(e)
         }
     })
+}
+
+/// What native modules may learn about the running context
+/// (native_async.rs).
+pub(crate) struct CtxView {
+    pub yieldable: bool,
+    pub thread: *const c_void,
+    pub used: Duration,
+    pub run: Duration,
+    pub budget: Budget,
+    pub expired: bool,
+}
+
+impl ExecCtx {
+    pub(crate) fn view(&self) -> CtxView {
+        let run = self.run_start.get().map_or(Duration::ZERO, |s| s.elapsed());
+        CtxView {
+            yieldable: self.yieldable,
+            thread: self.thread.get(),
+            used: self.used.get(),
+            run,
+            budget: self.budget,
+            expired: self.expired.get().is_some(),
+        }
+    }
+
+    /// Adds execution time spent for this context outside its polls.
+    pub(crate) fn charge(&self, d: Duration) {
+        self.used.set(self.used.get() + d);
+    }
+}
+
+/// Runs `f` with the context whose Lua code runs on this thread, if any.
+pub(crate) fn with_current<T>(f: impl FnOnce(Option<&ExecCtx>) -> T) -> T {
+    let ptr = CURRENT.with(|c| c.get());
+    // SAFETY: as in install_hook: CURRENT holds a context only while its
+    // `Running` guard lives, on this thread, and `f` runs within that scope.
+    f(unsafe { ptr.as_ref() })
 }
 
 #[cfg(test)]

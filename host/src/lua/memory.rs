@@ -35,6 +35,23 @@ pub fn would_exceed(extra: usize) -> bool {
     limit != 0 && USED.load(Ordering::Relaxed).saturating_add(extra) > limit
 }
 
+/// Charges `bytes` that a native module holds for Lua (native_async.rs) as
+/// if Lua had allocated them; false, charging nothing, past the cap.
+pub fn try_charge(bytes: usize) -> bool {
+    let limit = LIMIT.load(Ordering::Relaxed);
+    let before = USED.fetch_add(bytes, Ordering::Relaxed);
+    if limit != 0 && before.saturating_add(bytes) > limit {
+        USED.fetch_sub(bytes, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// Gives back bytes charged with [`try_charge`].
+pub fn uncharge(bytes: usize) {
+    USED.fetch_sub(bytes, Ordering::Relaxed);
+}
+
 /// Bytes in use by all Lua states of the process.
 pub fn used() -> usize {
     USED.load(Ordering::Relaxed)

@@ -21,6 +21,7 @@ pub mod http_class;
 pub mod long_calls;
 pub mod map_class;
 pub mod memory;
+pub mod native_async;
 pub mod raw;
 pub mod regex_class;
 pub mod sample_bridge;

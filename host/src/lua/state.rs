@@ -179,6 +179,7 @@ impl HostState {
         let hooks = crate::lua::debug_hooks::ScriptHooks::install(&lua, settings.forced_yield)?;
         exec::install_hook(&lua, settings.forced_yield, hooks.clone())?;
         exec::ThreadPool::install(&lua, hooks)?;
+        crate::lua::native_async::install(&lua)?;
         // After the guards above, which replace functions of these libraries.
         if let Some(keep) = &settings.openlibs {
             restrict_libs(&lua, keep)?;

@@ -72,6 +72,7 @@ where
     })
 }
 
+#[cfg(feature = "async")]
 pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s

@@ -911,6 +911,10 @@ pub struct ProxyOptions {
     pub tcplog: bool,
     /// `option dontlognull`.
     pub dontlognull: bool,
+    /// `option abortonclose`: a client that closes its side while its
+    /// request is still being processed aborts it (by default it is still
+    /// answered, which a half-closed client needs).
+    pub abortonclose: bool,
 }
 
 /// `option forwardfor [except NET] [header NAME] [if-none]`.

@@ -101,6 +101,7 @@ const OPTIONS: &[(&str, u8)] = &[
     ("httplog", D | F | L),
     ("tcplog", D | F | L),
     ("dontlognull", D | F | L),
+    ("abortonclose", ALL),
 ];
 
 /// The `option` names that only make sense in HTTP mode.
@@ -651,6 +652,7 @@ fn option(p: &mut Proxy, sect: SectionKind, words: &[&str], enable: bool) -> Res
             o.tcplog = enable;
             o.httplog &= !enable;
         }
+        "abortonclose" => o.abortonclose = enable,
         _ => o.dontlognull = enable,
     }
     Ok(())

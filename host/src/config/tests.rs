@@ -331,6 +331,7 @@ backend app
             httplog: true,
             tcplog: false,
             dontlognull: true,
+            abortonclose: false,
         }
     );
     assert!(f.log_global);
@@ -646,9 +647,9 @@ fn proxy_keyword_errors() {
         ("backend", "balance hdr(host)", "'balance hdr(host)' is not supported yet; supported: roundrobin, leastconn, first, source"),
         ("backend", "balance", "'balance' expects roundrobin, leastconn, first or source"),
         ("backend", "balance roundrobin extra", "'balance' does not take the argument 'extra'"),
-        ("backend", "option redispatch", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull; 'redispatch' is not supported (yet)"),
-        ("backend", "option", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull"),
-        ("backend", "no option bogus", "'no option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull; 'bogus' is not supported (yet)"),
+        ("backend", "option redispatch", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, abortonclose; 'redispatch' is not supported (yet)"),
+        ("backend", "option", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, abortonclose"),
+        ("backend", "no option bogus", "'no option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, abortonclose; 'bogus' is not supported (yet)"),
         ("backend", "option httplog", "'option httplog' is not allowed in a 'backend' section (allowed in: defaults, frontend, listen)"),
         ("frontend", "option httpclose now", "'option httpclose' does not take the argument 'now'"),
         ("frontend", "option forwardfor header", "'option forwardfor header' expects a header name"),

@@ -51,7 +51,6 @@ pub struct HttpReply {
     pub body: mpsc::Sender<BodyChunk>,
 }
 
-
 /// The native object at [0] of an AppletHTTP.
 pub struct HttpApplet {
     status: Cell<u16>,

@@ -464,7 +464,9 @@ mod tests {
     /// wrapper, its wake-up was absorbed, and both sides waited forever.
     #[test]
     fn forced_yields_never_lose_an_async_wake_up() {
-        let lua = Lua::new();
+        // SAFETY: a test state; unsafe_new only adds the debug library,
+        // which the script-hook guard wraps.
+        let lua = unsafe { Lua::unsafe_new() };
         let hooks = crate::lua::debug_hooks::ScriptHooks::install(&lua, 1).expect("script hooks");
         install_hook(&lua, 1, hooks).expect("hook");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u32>();

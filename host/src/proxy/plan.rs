@@ -118,6 +118,8 @@ pub struct FrontendPlan {
     /// `default_backend`, or the listen section itself when it has servers.
     pub default_backend: Option<Arc<str>>,
     pub http_request_timeout: Option<Duration>,
+    /// `option abortonclose`.
+    pub abortonclose: bool,
     /// How long a connection may wait idle for its next request:
     /// `timeout http-keep-alive`, else `timeout http-request`, else
     /// `timeout client` (HAProxy's fallbacks).
@@ -319,6 +321,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             use_backends,
             default_backend,
             http_request_timeout: p.timeouts.http_request.or(p.timeouts.client),
+            abortonclose: p.options.abortonclose,
             keep_alive_timeout: p
                 .timeouts
                 .http_keep_alive

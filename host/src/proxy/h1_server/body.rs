@@ -124,6 +124,7 @@ impl RequestBody {
             continue_pending: expect_continue,
             continue_sent: 0,
             end: None,
+            discarded: 0,
         };
         (body, feed)
     }
@@ -226,6 +227,8 @@ pub struct BodyFeed {
     continue_pending: bool,
     continue_sent: usize,
     end: Option<Result<(), BodyError>>,
+    /// Body bytes read and dropped since the reader went away.
+    discarded: usize,
 }
 
 /// What the feed needs from the connection at one poll.
@@ -260,6 +263,14 @@ impl BodyFeed {
             s.conn = Some(cx.waker().clone());
             return FeedNeed::Wait;
         }
+        // Nobody reads the body any more: a short rest is drained (the
+        // connection can then be kept alive), a long one is left unread and
+        // the connection closes after the response, so a client still
+        // uploading meets a full socket and reads its answer instead of
+        // having its upload consumed for nothing.
+        if s.reader_gone && self.discarded >= READ_AHEAD {
+            return FeedNeed::Wait;
+        }
         FeedNeed::Read
     }
 
@@ -288,7 +299,9 @@ impl BodyFeed {
         let end = loop {
             match self.decoder.step(buf) {
                 Ok(Step::Data(b)) => {
-                    if !s.reader_gone {
+                    if s.reader_gone {
+                        self.discarded += b.len();
+                    } else {
                         s.buffered += b.len();
                         s.frames.push_back(b);
                     }

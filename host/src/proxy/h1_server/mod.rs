@@ -261,6 +261,43 @@ struct ExchangeCtx<'a> {
     shutdown: &'a watch::Receiver<Shutdown>,
 }
 
+/// Whether the client closed its side (Some(true)), sent more bytes
+/// (Some(false): a pipelined request, nothing to watch any more), or neither
+/// yet (None; the socket's readiness wakes the task).
+fn client_closed(stream: &TcpStream, cx: &mut Context<'_>) -> Option<bool> {
+    loop {
+        if stream.poll_read_ready(cx).is_pending() {
+            return None;
+        }
+        // A peek leaves any byte for the next request's head.
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            use std::os::fd::AsRawFd;
+            let mut probe = 0u8;
+            // SAFETY: recv writes at most 1 byte into `probe`, a live local;
+            // the descriptor belongs to `stream`, open for this call.
+            let n = unsafe {
+                libc::recv(
+                    stream.as_raw_fd(),
+                    (&mut probe as *mut u8).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match peeked {
+            Ok(0) => return Some(true),
+            Ok(_) => return Some(false),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return Some(true),
+        }
+    }
+}
+
 /// One request and its response.
 async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> Next {
     let RequestHead {
@@ -290,6 +327,9 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
         Request::from_parts(parts, body),
     );
     let mut handler = pin!(handler);
+    // With `option abortonclose`, the client's close ends the request once
+    // its body is in; until a byte of a next request shows up.
+    let mut watch_close = ctx.fe.abortonclose;
     // The request's work, with the body read alongside.
     let result = std::future::poll_fn(|cx| {
         if let Some(f) = feed.as_mut() {
@@ -297,7 +337,18 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
                 return Poll::Ready(Err(e));
             }
         }
-        handler.as_mut().poll(cx).map(Ok)
+        if let Poll::Ready(r) = handler.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        let body_in = feed.as_ref().is_none_or(|f| f.is_complete());
+        if watch_close && body_in && conn.buffered() == 0 {
+            match client_closed(&conn.stream, cx) {
+                Some(true) => return Poll::Ready(Ok(Err(http_front::Abort))),
+                Some(false) => watch_close = false,
+                None => {}
+            }
+        }
+        Poll::Pending
     })
     .await;
     let resp = match result {

@@ -171,6 +171,10 @@ end
 core.register_service("line", "http", function(applet)
   reply(applet, a.request("127.0.0.1", port, applet.path))
 end)
+core.register_service("timed", "http", function(applet)
+  local line, err = a.request("127.0.0.1", port, applet.path, 200)
+  reply(applet, tostring(line) .. " " .. tostring(err))
+end)
 core.register_service("nap", "http", function(applet)
   reply(applet, "slept " .. a.sleep(1000))
 end)
@@ -220,6 +224,7 @@ fn start_proxy(name: &str, server_port: u16, global: &str) -> (Proxy, u16) {
          \x20 http-request set-header x-fetch %[lua.nap] if {{ path_beg /fetch }}\n\
          \x20 http-request set-header x-conv %[str(a),lua.nap] if {{ path_beg /conv }}\n\
          \x20 http-request use-service lua.line if {{ path_beg /line }}\n\
+         \x20 http-request use-service lua.timed if {{ path_beg /timed }}\n\
          \x20 http-request use-service lua.napwork if {{ path_beg /napwork }}\n\
          \x20 http-request use-service lua.nap if {{ path_beg /nap }}\n\
          \x20 http-request use-service lua.odd if {{ path_beg /odd }}\n\
@@ -305,7 +310,7 @@ fn stock_lua_blocks_and_returns_the_same_results() {
         SCRIPT.replace("SERVER_PORT", &server.port.to_string())
     );
     std::fs::write(dir.join("t.lua"), script).expect("write script");
-    let expected = "50\necho:hello\necho:again\n\
+    let expected = "50\necho:hello\tnil\necho:again\tnil\n\
         false\tbad argument #1 to 'async_rs.sleep' (number expected, got nil)\n\
         false\tbad argument #2 to 'async_rs.request' (port out of range)\n0\nfalse\t1000\n";
     let mut runs = vec![("luahost run", {
@@ -347,6 +352,22 @@ fn client_gone_cancels_the_wait_and_leaks_nothing() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+#[test]
+fn a_module_timeout_drops_the_wait_and_leaks_nothing() {
+    // The server holds every line: each call ends by its own 200 ms limit,
+    // which drops the future on the module's thread and closes the
+    // connection, while the client still gets its answer.
+    let server = LineServer::start(false);
+    let (_p, port) = start_proxy("async_timeout", server.port, "");
+    let clients: Vec<HttpReader> = (0..10).map(|_| send_get(port, "/timed")).collect();
+    for mut c in clients {
+        let r = c.read_response(false).expect("an answer");
+        assert_eq!((r.status, r.text()), (200, "nil timeout".to_string()));
+    }
+    server.wait_open("timed-out calls close", |n| n == 0);
+    assert_eq!(http_get(port, "/plain").text(), "plain live=0 loaded=5");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! local a = require "async_rs"
 //! a.sleep(200)                                 --> 200 (after 200 ms)
 //! a.request("127.0.0.1", 7000, "hello")        --> the server's reply line
+//! a.request("127.0.0.1", 7000, "hello", 500)   --> nil, "timeout" after 500 ms
 //! ```
 //!
 //! In a luahost action, service, task or callback only the calling
@@ -102,15 +103,31 @@ module!(async_rs, |m| {
         Ok(async move { Ok(text) })
     })?;
 
+    // request(host, port, line[, timeout_ms]): the reply line, or nil and
+    // "timeout" when no reply came in time. The host never times a wait out
+    // (HAProxy does not either), so a module bounds its own: on timeout the
+    // inner future is dropped here, which closes its connection at once.
     m.async_function("request", |_, args| {
         let host = args.check_str(1)?.to_owned();
         let port = u16::try_from(args.check_integer(2)?)
             .map_err(|_| Error::arg(2, "port out of range"))?;
         let line = args.check_str(3)?.to_owned();
+        let limit = match args.opt_integer(4, 0)? {
+            ms if ms > 0 => Some(Duration::from_millis(ms as u64)),
+            _ => None,
+        };
         let alive = Alive::new();
         Ok(async move {
             let _alive = alive;
-            request(host, port, line).await
+            let call = request(host, port, line);
+            let reply = match limit {
+                None => call.await?,
+                Some(limit) => match tokio::time::timeout(limit, call).await {
+                    Ok(reply) => reply?,
+                    Err(_) => return Ok((None, Some("timeout"))),
+                },
+            };
+            Ok((Some(reply), None))
         })
     })?;
 

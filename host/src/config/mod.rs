@@ -18,6 +18,7 @@ mod checks;
 mod cond;
 mod environ;
 mod global;
+mod health;
 mod lexer;
 mod parser;
 mod process;
@@ -37,6 +38,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use environ::{apply as apply_env, EnvOp};
+pub use health::{
+    CheckKind, CheckRule, HttpChkLine, HttpSend, Matcher, Observe, OnError, ProxyCheck,
+    ServerCheck, Track, DEFAULT_ERROR_LIMIT,
+};
 pub use process::CpuMap;
 
 /// Where an item was written: file name and 1-based line number.
@@ -502,6 +507,9 @@ pub struct Proxy {
     pub logs: Vec<LogTarget>,
     /// `description`.
     pub description: Option<String>,
+    /// `option httpchk`, `option tcp-check` and their `http-check` /
+    /// `tcp-check` rules (boxed: most proxies have none).
+    pub health: Option<Box<ProxyCheck>>,
 }
 
 /// A listening address.
@@ -532,6 +540,8 @@ pub struct Timeouts {
     pub queue: Option<Duration>,
     /// `timeout tunnel`: inactivity once a tunnel is established.
     pub tunnel: Option<Duration>,
+    /// `timeout check`: reading a health check's answer once connected.
+    pub check: Option<Duration>,
 }
 
 /// A `use_backend` rule.
@@ -854,6 +864,9 @@ pub struct ServerDef {
     pub rise: Option<u32>,
     /// `fall`: failures to consider the server down.
     pub fall: Option<u32>,
+    /// The other check options (`fastinter`, `port`, `track`, `observe`...);
+    /// boxed, most servers have none.
+    pub health: Option<Box<ServerCheck>>,
     /// Where it was written.
     pub location: Location,
 }

@@ -38,10 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use environ::{apply as apply_env, EnvOp};
-pub use health::{
-    CheckKind, CheckRule, HttpChkLine, HttpSend, Matcher, Observe, OnError, ProxyCheck,
-    ServerCheck, Track, DEFAULT_ERROR_LIMIT,
-};
+pub use health::{CheckKind, CheckRule, HttpChkLine, HttpSend, Matcher, ProxyCheck, ServerCheck};
 pub use process::CpuMap;
 
 /// Where an item was written: file name and 1-based line number.

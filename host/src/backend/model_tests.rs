@@ -275,12 +275,16 @@ fn drain_and_weight_changes_steer_new_traffic() {
     assert_eq!(Backend::parse_weight(&s1, "50%"), Ok(0));
     assert_eq!(Backend::parse_weight(&s2, "200%"), Ok(2));
     assert_eq!(
+        Backend::parse_weight(&s1, "3x").err().as_deref(),
+        Some("Trailing garbage in weight string")
+    );
+    assert_eq!(
         Backend::parse_weight(&s1, "257").err().as_deref(),
         Some("Absolute weight can only be between 0 and 256 inclusive.")
     );
     assert_eq!(
         Backend::parse_weight(&s1, "x").err().as_deref(),
-        Some("Require <weight> or <weight%>.")
+        Some("Empty weight string empty or preceded by garbage")
     );
 }
 
@@ -341,7 +345,28 @@ fn checks_address_and_maxconn_changes_publish_events() {
         take(&seen),
         ["SERVER_INETADDR be/s1 127.0.0.1:1->127.0.0.2:81 ref=true"]
     );
-    be.set_maxconn(&s1, 1);
+    assert_eq!(
+        be.update_addr_port(&s1, Some("127.0.0.2"), Some("82"), "Lua script"),
+        "port changed from '81' to '82' by 'Lua script'"
+    );
+    assert_eq!(
+        be.update_addr_port(&s1, Some("127.0.0.3"), None, "Lua script"),
+        "IP changed from '127.0.0.2' to '127.0.0.3' by 'Lua script'"
+    );
+    assert_eq!(
+        be.update_addr_port(&s1, Some("127.0.0.3"), Some("82"), "x"),
+        "nothing changed"
+    );
+    assert_eq!(
+        be.update_addr_port(&s1, Some("nope"), None, "x"),
+        "Invalid addr 'nope'"
+    );
+    take(&seen);
+    assert_eq!(
+        be.set_maxconn_request(&s1, "1x"),
+        Some("Trailing garbage in maxconn string")
+    );
+    assert_eq!(be.set_maxconn_request(&s1, "1"), None);
     let held = be.try_take_other(client(), usize::MAX).expect("slot");
     assert!(
         be.try_take_other(client(), usize::MAX).is_none(),

@@ -296,6 +296,84 @@ impl Backend {
         prev
     }
 
+    /// HAProxy's `srv_update_addr_port`: changes the address and/or port
+    /// given as text (CLI `set server B/S addr A [port P]`, Lua
+    /// `set_addr(a[, p])`) and returns HAProxy's report, e.g. "IP changed
+    /// from '10.0.0.1' to '10.0.0.2', port changed from '80' to '81' by 'Lua
+    /// script'", or "nothing changed", or the error ("Invalid addr 'x'").
+    /// `by` names the updater ("stats socket command", "Lua script").
+    /// Port maps (`+N`/`-N`) are not supported: the number is taken as is.
+    pub fn update_addr_port(
+        &self,
+        srv: &Arc<Server>,
+        addr: Option<&str>,
+        port: Option<&str>,
+        by: &str,
+    ) -> String {
+        let cur = srv.addr();
+        let ip = match addr {
+            Some(a) => match a.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip,
+                Err(_) => return format!("Invalid addr '{a}'"),
+            },
+            None => cur.ip(),
+        };
+        let new_port = match port {
+            Some(p) => match leading_int(p) {
+                Some(n) => n as u16,
+                None => return format!("problem converting port '{p}' to an int"),
+            },
+            None => cur.port(),
+        };
+        let mut msg = String::new();
+        if ip != cur.ip() {
+            msg = format!("IP changed from '{}' to '{ip}'", cur.ip());
+        }
+        if new_port != cur.port() {
+            if !msg.is_empty() {
+                msg.push_str(", ");
+            }
+            msg.push_str(&format!(
+                "port changed from '{}' to '{new_port}'",
+                cur.port()
+            ));
+        }
+        if msg.is_empty() {
+            return "nothing changed".into();
+        }
+        self.set_addr(srv, SocketAddr::new(ip, new_port));
+        msg.push_str(&format!(" by '{by}'"));
+        msg
+    }
+
+    /// HAProxy's `server_parse_maxconn_change_request`: `None` when applied,
+    /// else the error.
+    pub fn set_maxconn_request(&self, srv: &Arc<Server>, text: &str) -> Option<&'static str> {
+        if text.is_empty() {
+            return Some("Require <maxconn>.");
+        }
+        let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+        let len = digits.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return Some("maxconn string empty or preceded by garbage");
+        }
+        if len != digits.len() {
+            return Some("Trailing garbage in maxconn string");
+        }
+        let v: i64 = text.parse().unwrap_or(0);
+        self.set_maxconn(srv, v.max(0) as usize);
+        None
+    }
+
+    /// HAProxy's `server_parse_weight_change_request`: `None` when applied,
+    /// else the error.
+    pub fn set_weight_request(&self, srv: &Arc<Server>, text: &str) -> Option<String> {
+        match Self::parse_weight(srv, text).and_then(|w| self.set_weight(srv, w)) {
+            Ok(()) => None,
+            Err(e) => Some(e),
+        }
+    }
+
     /// Sets the weight (0..=256; CLI `set server B/S weight`, Lua
     /// `set_weight`) and rebuilds the balancing tables. With a static
     /// algorithm (`balance source`) only 0 and the configured weight are
@@ -323,27 +401,33 @@ impl Backend {
     }
 
     /// Parses a weight request as HAProxy's `set weight` does: `N` (0..=256)
-    /// or `N%` of the configured weight.
+    /// or `N%` of the configured weight, with HAProxy's messages.
     pub fn parse_weight(srv: &Server, text: &str) -> Result<u32, String> {
         if text.is_empty() {
             return Err("Require <weight> or <weight%>.".into());
         }
-        if let Some(pct) = text.strip_suffix('%') {
-            let p: i64 = pct.parse().map_err(|_| "Require <weight> or <weight%>.")?;
-            if p < 0 {
+        let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+        let len = digits.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return Err("Empty weight string empty or preceded by garbage".into());
+        }
+        let sign_len = text.len() - digits.len();
+        let w: i64 = text[..sign_len + len].parse().unwrap_or(i64::MAX);
+        let rest = &digits[len..];
+        if rest == "%" {
+            if w < 0 {
                 return Err("Relative weight must be positive.".into());
             }
-            let w = i64::from(srv.initial_weight) * p / 100;
-            if w > 256 {
-                return Err("Relative weight too high.".into());
-            }
-            return Ok(w as u32);
+            let w = i64::from(srv.initial_weight) * w.min(25_600) / 100;
+            return Ok(w.min(256) as u32);
         }
-        match text.parse::<i64>() {
-            Ok(w) if (0..=256).contains(&w) => Ok(w as u32),
-            Ok(_) => Err(WEIGHT_RANGE.into()),
-            Err(_) => Err("Require <weight> or <weight%>.".into()),
+        if !(0..=256).contains(&w) {
+            return Err(WEIGHT_RANGE.into());
         }
+        if !rest.is_empty() {
+            return Err("Trailing garbage in weight string".into());
+        }
+        Ok(w as u32)
     }
 
     /// Sets `maxconn` (0: unlimited; CLI `set maxconn server`, Lua
@@ -353,6 +437,18 @@ impl Backend {
         srv.store_maxconn(maxconn);
         self.wake_all(srv);
     }
+}
+
+/// The integer at the start of `text` (strtol-like: optional sign, digits),
+/// None without digits.
+fn leading_int(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let len = digits.bytes().take_while(u8::is_ascii_digit).count();
+    if len == 0 {
+        return None;
+    }
+    let sign_len = text.len() - digits.len();
+    text[..sign_len + len].parse().ok()
 }
 
 impl Registry {

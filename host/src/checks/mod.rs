@@ -10,6 +10,7 @@
 //! Layout: `status` (HAProxy's status names), `probe` (one check run),
 //! `state` (the counter and intervals), this file (the tasks).
 
+pub(crate) mod model;
 pub(crate) mod probe;
 pub(crate) mod state;
 pub(crate) mod status;
@@ -113,7 +114,7 @@ impl Shared {
 
 /// The thread that runs every check task.
 pub(crate) struct Runner {
-    handle: tokio::runtime::Handle,
+    pub(crate) handle: tokio::runtime::Handle,
 }
 
 impl Runner {
@@ -137,9 +138,19 @@ impl Runner {
         server: Arc<dyn Checked>,
         delay: Duration,
     ) -> Arc<Shared> {
+        Runner::spawn_on(&self.handle, spec, server, delay)
+    }
+
+    /// [`Runner::spawn`] from anywhere that holds the runner's handle.
+    pub(crate) fn spawn_on(
+        handle: &tokio::runtime::Handle,
+        spec: Spec,
+        server: Arc<dyn Checked>,
+        delay: Duration,
+    ) -> Arc<Shared> {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
-        self.handle.spawn(async move {
+        handle.spawn(async move {
             tokio::time::sleep(delay).await;
             run(spec, server, s).await;
         });

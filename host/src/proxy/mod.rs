@@ -363,6 +363,14 @@ pub fn run(opts: Options) -> ExitCode {
         plan.nbthread,
         plan.frontends.len()
     ));
+    // Health checks start once everything serves, on their own thread.
+    let _checks = match crate::checks::model::start(&cfg, &plan.registry) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::log::alert(&format!("cannot start the health checks: {e}"));
+            None
+        }
+    };
     if let Some(d) = detached {
         d.ready();
     }

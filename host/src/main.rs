@@ -2,7 +2,6 @@
 //! compatible script runner, and a checker for native Lua modules.
 
 mod backend;
-#[allow(dead_code)] // wired to the server model when it lands
 mod checks;
 #[allow(dead_code)]
 mod config;

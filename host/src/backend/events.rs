@@ -83,6 +83,11 @@ impl EventMask {
         EventMask(self.0 | kind.bit())
     }
 
+    /// Both sets.
+    pub fn union(self, other: EventMask) -> EventMask {
+        EventMask(self.0 | other.0)
+    }
+
     pub fn contains(self, kind: ServerEventKind) -> bool {
         self.0 & kind.bit() != 0
     }
@@ -205,6 +210,23 @@ impl ServerEvent {
             server_gid: server.gid,
             server: Arc::downgrade(server),
             detail,
+        }
+    }
+
+    /// An event about no live server (Lua layer tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(kind: ServerEventKind, server_gid: usize) -> Self {
+        ServerEvent {
+            kind,
+            when: SystemTime::now(),
+            name: Arc::from("s1"),
+            puid: 1,
+            rid: 0,
+            proxy_name: Arc::from("be"),
+            proxy_uuid: 2,
+            server_gid,
+            server: Weak::new(),
+            detail: EventDetail::None,
         }
     }
 

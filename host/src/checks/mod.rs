@@ -19,7 +19,6 @@ use probe::{Plan, Target};
 use state::{Health, Intervals};
 use status::Outcome;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +38,9 @@ pub(crate) trait Checked: Send + Sync + 'static {
     fn gone(&self) -> bool;
     /// Checks are suspended (maintenance, `disable health`).
     fn suspended(&self) -> bool;
+    /// The server is operationally up (changed by checks, and also by the
+    /// CLI, Lua's `check_force_*` or leaving maintenance).
+    fn is_up(&self) -> bool;
     /// One result. `moved`: the counter changed (HAProxy reports the check
     /// then, SERVER_CHECK). When `health.is_up()` differs from the
     /// server's operational state, the model changes it.
@@ -86,32 +88,6 @@ impl Spec {
     }
 }
 
-/// Commands and readings shared between a check task and the rest of the
-/// process (Lua's `check_force_*`, stats).
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    /// The counter's current value, for stats.
-    pub health: AtomicU32,
-    /// A forced state waiting for the task: 0 none, 1 up, 2 down.
-    force: AtomicU8,
-    /// Use `fastinter` for the next check (an observed error).
-    fast: AtomicBool,
-    wake: tokio::sync::Notify,
-}
-
-impl Shared {
-    /// Forces the health up or down at once (the task applies it).
-    pub(crate) fn force(&self, up: bool) {
-        self.force.store(if up { 1 } else { 2 }, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-
-    /// Asks for the next check sooner (`fastinter`).
-    pub(crate) fn hurry(&self) {
-        self.fast.store(true, Ordering::Relaxed);
-    }
-}
-
 /// The thread that runs every check task.
 pub(crate) struct Runner {
     pub(crate) handle: tokio::runtime::Handle,
@@ -132,12 +108,7 @@ impl Runner {
 
     /// Starts checking `server` after `delay` (spread so that the checks of
     /// many servers do not all start at once).
-    pub(crate) fn spawn(
-        &self,
-        spec: Spec,
-        server: Arc<dyn Checked>,
-        delay: Duration,
-    ) -> Arc<Shared> {
+    pub(crate) fn spawn(&self, spec: Spec, server: Arc<dyn Checked>, delay: Duration) {
         Runner::spawn_on(&self.handle, spec, server, delay)
     }
 
@@ -147,27 +118,23 @@ impl Runner {
         spec: Spec,
         server: Arc<dyn Checked>,
         delay: Duration,
-    ) -> Arc<Shared> {
-        let shared = Arc::new(Shared::default());
-        let s = shared.clone();
+    ) {
         handle.spawn(async move {
             tokio::time::sleep(delay).await;
-            run(spec, server, s).await;
+            run(spec, server).await;
         });
-        shared
     }
 }
 
 /// One server's check loop.
-async fn run(spec: Spec, server: Arc<dyn Checked>, shared: Arc<Shared>) {
+async fn run(spec: Spec, server: Arc<dyn Checked>) {
     let mut health = Health::new(spec.rise, spec.fall);
-    shared.health.store(health.cur, Ordering::Relaxed);
     loop {
         if server.gone() {
             return;
         }
-        apply_forced(&mut health, &server, &shared);
         if !server.suspended() {
+            health.follow(server.is_up());
             if let Some(addr) = server.addr() {
                 let outcome = probe::run(&spec.plan, spec.target(addr)).await;
                 let change = if outcome.passed() {
@@ -175,42 +142,14 @@ async fn run(spec: Spec, server: Arc<dyn Checked>, shared: Arc<Shared>) {
                 } else {
                     health.fail()
                 };
-                shared.health.store(health.cur, Ordering::Relaxed);
                 if server.gone() {
                     return;
                 }
                 server.report(&outcome, health, change.moved);
             }
         }
-        let fast = shared.fast.swap(false, Ordering::Relaxed);
-        let wait = spec.intervals.next(&health, fast);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.wake.notified() => {}
-        }
+        tokio::time::sleep(spec.intervals.next(&health)).await;
     }
-}
-
-/// Applies a forced state (`check_force_up` / `check_force_down`).
-fn apply_forced(health: &mut Health, server: &Arc<dyn Checked>, shared: &Shared) {
-    let up = match shared.force.swap(0, Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => return,
-    };
-    if up {
-        health.force_up();
-    } else {
-        health.force_down();
-    }
-    shared.health.store(health.cur, Ordering::Relaxed);
-    let status = if up {
-        status::Status::L4Ok
-    } else {
-        status::Status::L4Con
-    };
-    let outcome = Outcome::new(status, Some("forced by the administrator".to_string()));
-    server.report(&outcome, *health, true);
 }
 
 /// The check spec of a server of backend `p` (None without `check`).

@@ -60,6 +60,10 @@ impl Checked for ModelServer {
         self.server.check_flags() & CheckFlags::ENABLED == 0 || self.server.admin().in_maint()
     }
 
+    fn is_up(&self) -> bool {
+        self.server.oper() != OperState::Stopped
+    }
+
     fn report(&self, outcome: &Outcome, health: Health, moved: bool) {
         let Some(be) = self.backend.upgrade() else {
             return;

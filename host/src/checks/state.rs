@@ -66,34 +66,14 @@ impl Health {
         Change { moved: true }
     }
 
-    /// `on-error sudden-death`: one more failure brings the server down.
-    pub(crate) fn sudden_death(&mut self) {
-        if self.cur > self.rise {
-            self.cur = self.rise + 1;
-        }
-    }
-
-    /// `on-error mark-down`: the next failure brings the server down.
-    pub(crate) fn mark_down(&mut self) {
-        self.cur = self.rise;
-    }
-
-    /// Forced up (`Server:check_force_up`, `set server health up`).
-    pub(crate) fn force_up(&mut self) {
-        self.cur = self.top();
-    }
-
-    /// Forced down.
-    pub(crate) fn force_down(&mut self) {
-        self.cur = 0;
-    }
-
-    /// HAProxy's status text for logs: "3/3 UP", "1/2 DOWN".
-    pub(crate) fn status_text(&self) -> String {
-        if self.is_up() {
-            format!("{}/{} UP", self.cur - self.rise + 1, self.fall)
-        } else {
-            format!("{}/{} DOWN", self.cur, self.rise)
+    /// Follows a state set outside the checks: a server brought up (by
+    /// the CLI, Lua, or leaving maintenance) restarts at `rise`, one
+    /// failure from DOWN, as HAProxy does; one brought down starts at 0.
+    pub(crate) fn follow(&mut self, up: bool) {
+        if up && !self.is_up() {
+            self.cur = self.rise;
+        } else if !up && self.is_up() {
+            self.cur = 0;
         }
     }
 }
@@ -107,13 +87,9 @@ pub(crate) struct Intervals {
 }
 
 impl Intervals {
-    /// HAProxy's `srv_getinter`: `fastinter` when forced (an observed
-    /// error) or while the health is between the extremes, `downinter`
-    /// when down for good, `inter` otherwise.
-    pub(crate) fn next(&self, h: &Health, forced_fast: bool) -> Duration {
-        if forced_fast {
-            return self.fastinter;
-        }
+    /// HAProxy's `srv_getinter`: `downinter` when down for good, `inter`
+    /// at full health, `fastinter` in between (going up or down).
+    pub(crate) fn next(&self, h: &Health) -> Duration {
         if h.cur == 0 {
             return self.downinter;
         }
@@ -141,14 +117,13 @@ mod tests {
     #[test]
     fn rise_then_fall() {
         let mut h = Health::new(2, 3);
-        h.force_down();
+        h.follow(false);
         h.pass();
         assert!(!h.is_up());
-        assert_eq!(h.status_text(), "1/2 DOWN");
+        assert_eq!(h.cur, 1);
         h.pass();
         assert!(h.is_up());
         assert_eq!(h.cur, 4);
-        assert_eq!(h.status_text(), "3/3 UP");
         assert!(!h.pass().moved);
         h.fail();
         h.fail();
@@ -165,11 +140,12 @@ mod tests {
             downinter: Duration::from_secs(5),
         };
         let mut h = Health::new(2, 2);
-        assert_eq!(i.next(&h, false), i.fastinter);
-        h.force_up();
-        assert_eq!(i.next(&h, false), i.inter);
-        assert_eq!(i.next(&h, true), i.fastinter);
-        h.force_down();
-        assert_eq!(i.next(&h, false), i.downinter);
+        assert_eq!(i.next(&h), i.fastinter);
+        h.pass();
+        assert_eq!(i.next(&h), i.inter);
+        h.follow(false);
+        assert_eq!(i.next(&h), i.downinter);
+        h.follow(true);
+        assert_eq!(h.cur, 2);
     }
 }

@@ -32,16 +32,6 @@ pub(crate) enum CheckResult {
     Passed,
 }
 
-impl CheckResult {
-    /// "FAILED" / "PASSED".
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            CheckResult::Failed => "FAILED",
-            CheckResult::Passed => "PASSED",
-        }
-    }
-}
-
 impl Status {
     /// HAProxy's short name.
     pub(crate) fn short(self) -> &'static str {

@@ -42,6 +42,7 @@ pub fn install(lua: &Lua, info: &Rc<StateInfo>) -> mlua::Result<()> {
     install_logging(lua, &core)?;
     install_registration(lua, &core, info)?;
     install_flow(lua, &core)?;
+    crate::lua::event_sub::install(lua, &core, info)?;
     install_info(lua, &core, info)?;
     install_parsers(lua, &core)?;
 

@@ -17,6 +17,9 @@
 //! handler runs per subscription rather than one per thread. At run time
 //! any state may subscribe, and its worker runs the callback.
 
+use crate::backend::{
+    AdminFlags, CheckResult, EventBus, EventDetail, EventMask, Server, ServerEvent, SubscriptionId,
+};
 use crate::lua::exec::{self, ExecCtx, ExecError};
 use crate::lua::state::{Phase, StateInfo};
 use mlua::{Function, Lua, MultiValue, Table, Value};
@@ -29,127 +32,23 @@ use tokio::sync::Notify;
 /// Unconsumed events past which a subscription pauses (HAProxy's 100).
 pub(crate) const MAX_PENDING: usize = 100;
 
-/// The event types, one bit each.
-pub(crate) mod types {
-    pub const SERVER_ADD: u32 = 1;
-    pub const SERVER_DEL: u32 = 1 << 1;
-    pub const SERVER_UP: u32 = 1 << 2;
-    pub const SERVER_DOWN: u32 = 1 << 3;
-    pub const SERVER_STATE: u32 = 1 << 4;
-    pub const SERVER_ADMIN: u32 = 1 << 5;
-    pub const SERVER_CHECK: u32 = 1 << 6;
-    pub const SERVER_INETADDR: u32 = 1 << 7;
-    /// The family: every server event.
-    pub const SERVER: u32 = (1 << 8) - 1;
+/// Builds the Lua Server object of a live server (`data.reference`). The
+/// Server class registers it; until then events carry no reference.
+pub(crate) type ServerObject = fn(&Lua, Arc<Server>) -> mlua::Result<Value>;
 
-    /// The names scripts use, with their bits.
-    pub const NAMES: &[(&str, u32)] = &[
-        ("SERVER", SERVER),
-        ("SERVER_ADD", SERVER_ADD),
-        ("SERVER_DEL", SERVER_DEL),
-        ("SERVER_UP", SERVER_UP),
-        ("SERVER_DOWN", SERVER_DOWN),
-        ("SERVER_STATE", SERVER_STATE),
-        ("SERVER_ADMIN", SERVER_ADMIN),
-        ("SERVER_CHECK", SERVER_CHECK),
-        ("SERVER_INETADDR", SERVER_INETADDR),
-    ];
+static SERVER_OBJECT: std::sync::OnceLock<ServerObject> = std::sync::OnceLock::new();
 
-    /// The name of one event type.
-    pub fn name(bit: u32) -> &'static str {
-        NAMES
-            .iter()
-            .skip(1)
-            .find(|(_, b)| *b == bit)
-            .map_or("SERVER", |(n, _)| n)
-    }
-}
-
-/// A check result as events carry it (HAProxy's `ServerEventCheckRes`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CheckRes {
-    /// "FAILED", "PASSED" or "CONDPASS".
-    pub result: &'static str,
-    pub agent: bool,
-    pub duration_ms: u64,
-    pub short: &'static str,
-    pub desc: &'static str,
-    /// The HTTP status, for checks that looked at one.
-    pub code: Option<u16>,
-    pub health_cur: u32,
-    pub rise: u32,
-    pub fall: u32,
-}
-
-/// The type-specific part of an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Detail {
-    None,
-    /// SERVER_STATE.
-    State {
-        admin: bool,
-        cause: String,
-        old_state: &'static str,
-        new_state: &'static str,
-        requeued: u32,
-        /// The check that caused an operational change.
-        check: Option<CheckRes>,
-    },
-    /// SERVER_ADMIN: the admin flags before and after (see [`ADMIN_FLAGS`]).
-    Admin {
-        cause: String,
-        old_admin: u8,
-        new_admin: u8,
-        requeued: u32,
-    },
-    /// SERVER_CHECK.
-    Check(CheckRes),
-}
-
-/// The admin flags of a SERVER_ADMIN event, with their bits.
-pub(crate) const ADMIN_FLAGS: &[(&str, u8)] = &[
-    ("MAINT", 1),
-    ("FMAINT", 2),
-    ("IMAINT", 4),
-    ("RMAINT", 8),
-    ("CMAINT", 16),
-    ("DRAIN", 32),
-    ("FDRAIN", 64),
-    ("IDRAIN", 128),
-];
-
-/// One server event, as the bus hands it to subscriptions (`Send`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ServerEvent {
-    /// One of [`types`].
-    pub kind: u32,
-    pub name: Arc<str>,
-    pub puid: i64,
-    pub rid: i64,
-    pub proxy_name: Arc<str>,
-    pub proxy_uuid: i64,
-    /// Epoch seconds.
-    pub when: i64,
-    pub detail: Detail,
-}
-
-/// Finds the live Lua Server object of an event (None once the server is
-/// gone): set by the server model, which owns the Server class.
-pub(crate) type LiveServer = fn(&Lua, &ServerEvent) -> mlua::Result<Option<Value>>;
-
-/// Attaches a subscription to the event source and detaches it.
-pub(crate) trait Source {
-    /// Starts delivering events to `inbox`; returns a handle for `detach`.
-    fn attach(&self, inbox: Arc<Inbox>) -> u64;
-    fn detach(&self, id: u64);
+/// Registers how to build Server objects for `data.reference`.
+pub(crate) fn set_server_object(f: ServerObject) {
+    let _ = SERVER_OBJECT.set(f);
 }
 
 /// The events waiting for one subscription, filled by the bus.
 pub(crate) struct Inbox {
     /// The subscribed types.
-    mask: u32,
-    /// Server:event_sub: only this server's events (proxy uuid, puid, rid).
-    server: Option<(i64, i64, i64)>,
+    mask: EventMask,
+    /// Server:event_sub: only this server's events (its process-wide id).
+    server: Option<usize>,
     queue: Mutex<VecDeque<ServerEvent>>,
     paused: AtomicBool,
     ended: AtomicBool,
@@ -161,7 +60,7 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    fn new(mask: u32, server: Option<(i64, i64, i64)>, origin: String) -> Inbox {
+    fn new(mask: EventMask, server: Option<usize>, origin: String) -> Inbox {
         Inbox {
             mask,
             server,
@@ -176,10 +75,8 @@ impl Inbox {
 
     /// Whether this subscription wants `ev`.
     pub(crate) fn wants(&self, ev: &ServerEvent) -> bool {
-        self.mask & ev.kind != 0
-            && self
-                .server
-                .is_none_or(|s| s == (ev.proxy_uuid, ev.puid, ev.rid))
+        self.mask.contains(ev.kind)
+            && self.server.is_none_or(|gid| gid == ev.server_gid)
             && !self.ended.load(Ordering::Relaxed)
     }
 
@@ -243,28 +140,28 @@ impl Inbox {
 /// The native side of an EventSub object.
 struct SubHandle {
     inbox: Arc<Inbox>,
-    source: Arc<dyn Source>,
-    id: u64,
+    bus: Arc<EventBus>,
+    id: SubscriptionId,
 }
 
 impl SubHandle {
     fn unsub(&self) {
         if !self.inbox.ended.load(Ordering::Relaxed) {
             self.inbox.end();
-            self.source.detach(self.id);
+            self.bus.unsubscribe(self.id);
         }
     }
 }
 
 /// Reads the event type list: HAProxy's argument errors.
-fn parse_types(v: &Value) -> mlua::Result<u32> {
+fn parse_types(v: &Value) -> mlua::Result<EventMask> {
     let Value::Table(t) = v else {
         return Err(mlua::Error::runtime(format!(
             "bad argument #1 to 'event_sub' (table of strings expected, got {})",
             v.type_name()
         )));
     };
-    let mut mask = 0;
+    let mut mask = EventMask::NONE;
     for pair in t.pairs::<Value, Value>() {
         let (_, v) = pair?;
         let Value::String(s) = &v else {
@@ -273,8 +170,8 @@ fn parse_types(v: &Value) -> mlua::Result<u32> {
             ));
         };
         let name = s.to_str()?.to_string();
-        match types::NAMES.iter().find(|(n, _)| *n == name) {
-            Some((_, bit)) => mask |= bit,
+        match EventMask::from_name(&name) {
+            Some(m) => mask = mask.union(m),
             None => {
                 return Err(mlua::Error::runtime(format!(
                     "bad argument #1 to 'event_sub' ('{name}' event type is unknown)"
@@ -282,7 +179,7 @@ fn parse_types(v: &Value) -> mlua::Result<u32> {
             }
         }
     }
-    if mask == 0 {
+    if mask == EventMask::NONE {
         return Err(mlua::Error::runtime(
             "event_sub: no valid event types were provided",
         ));
@@ -301,14 +198,6 @@ fn origin(lua: &Lua, func: &Function) -> String {
     }
 }
 
-/// The wiring a state needs to subscribe: the event source and the live
-/// server lookup, set once the server model exists.
-#[derive(Clone)]
-pub(crate) struct Wiring {
-    pub source: Arc<dyn Source>,
-    pub live: LiveServer,
-}
-
 /// `core.event_sub` / `Server:event_sub`: subscribes `func` to the types
 /// in `types_arg` (of one server when `server` is set) and returns the
 /// EventSub object, or nothing in a per-thread state other than the first
@@ -316,11 +205,9 @@ pub(crate) struct Wiring {
 pub(crate) fn subscribe(
     lua: &Lua,
     info: &Rc<StateInfo>,
-    wiring: &Wiring,
-    class: &crate::lua::class::Class,
     types_arg: Value,
     func: Value,
-    server: Option<(i64, i64, i64)>,
+    server: Option<usize>,
 ) -> mlua::Result<MultiValue> {
     if info.phase.get() == Phase::Body && info.thread_num > 1 {
         return Ok(MultiValue::new());
@@ -333,26 +220,45 @@ pub(crate) fn subscribe(
         )));
     };
     let inbox = Arc::new(Inbox::new(mask, server, origin(lua, &func)));
-    let id = wiring.source.attach(inbox.clone());
+    let bus = info.registry.borrow().events().clone();
+    let sink_inbox = inbox.clone();
+    let id = bus.subscribe(mask, Arc::new(move |ev: &ServerEvent| sink_inbox.offer(ev)));
     let handle = SubHandle {
         inbox: inbox.clone(),
-        source: wiring.source.clone(),
+        bus,
         id,
     };
+    let class = class_of(lua)?;
     let sub = class.instantiate(lua, handle)?;
-    tokio::task::spawn_local(runner(
-        lua.clone(),
-        info.clone(),
-        inbox,
-        func,
-        sub.clone(),
-        wiring.live,
-    ));
+    tokio::task::spawn_local(runner(lua.clone(), info.clone(), inbox, func, sub.clone()));
     Ok(MultiValue::from_vec(vec![Value::Table(sub)]))
 }
 
+/// The EventSub class of this state (made on first use).
+fn class_of(lua: &Lua) -> mlua::Result<crate::lua::class::Class> {
+    if let Some(c) = lua.app_data_ref::<EventSubClass>() {
+        return Ok(c.0.clone());
+    }
+    let c = class(lua)?;
+    lua.set_app_data(EventSubClass(c.clone()));
+    Ok(c)
+}
+
+struct EventSubClass(crate::lua::class::Class);
+
+/// Installs `core.event_sub`.
+pub(crate) fn install(lua: &Lua, core: &Table, info: &Rc<StateInfo>) -> mlua::Result<()> {
+    let info = info.clone();
+    core.set(
+        "event_sub",
+        lua.create_function(move |lua, (types_arg, func): (Value, Value)| {
+            subscribe(lua, &info, types_arg, func, None)
+        })?,
+    )
+}
+
 /// The EventSub class: `unsub()`.
-pub(crate) fn class(lua: &Lua) -> mlua::Result<crate::lua::class::Class> {
+fn class(lua: &Lua) -> mlua::Result<crate::lua::class::Class> {
     let class = crate::lua::class::Class::new(lua, "EventSub")?;
     class.method(
         "unsub",
@@ -367,14 +273,7 @@ pub(crate) fn class(lua: &Lua) -> mlua::Result<crate::lua::class::Class> {
 }
 
 /// Delivers a subscription's events to its callback, one at a time.
-async fn runner(
-    lua: Lua,
-    info: Rc<StateInfo>,
-    inbox: Arc<Inbox>,
-    func: Function,
-    sub: Table,
-    live: LiveServer,
-) {
+async fn runner(lua: Lua, info: Rc<StateInfo>, inbox: Arc<Inbox>, func: Function, sub: Table) {
     loop {
         let ev = loop {
             if inbox.ended.load(Ordering::Relaxed) {
@@ -386,7 +285,7 @@ async fn runner(
             inbox.resume_if_drained();
             inbox.wake.notified().await;
         };
-        let args = match event_args(&lua, &ev, &sub, live) {
+        let args = match event_args(&lua, &ev, &sub) {
             Ok(a) => a,
             Err(e) => {
                 crate::log::log(
@@ -408,12 +307,7 @@ async fn runner(
 }
 
 /// `event, data, sub, when`.
-fn event_args(
-    lua: &Lua,
-    ev: &ServerEvent,
-    sub: &Table,
-    live: LiveServer,
-) -> mlua::Result<MultiValue> {
+fn event_args(lua: &Lua, ev: &ServerEvent, sub: &Table) -> mlua::Result<MultiValue> {
     let data = lua.create_table()?;
     data.raw_set("name", &*ev.name)?;
     data.raw_set("puid", ev.puid)?;
@@ -421,64 +315,68 @@ fn event_args(
     data.raw_set("proxy_name", &*ev.proxy_name)?;
     data.raw_set("proxy_uuid", ev.proxy_uuid)?;
     match &ev.detail {
-        Detail::None => {}
-        Detail::State {
+        EventDetail::None | EventDetail::InetAddr { .. } => {}
+        EventDetail::State {
             admin,
+            check,
             cause,
             old_state,
             new_state,
             requeued,
-            check,
         } => {
             let t = lua.create_table()?;
             t.raw_set("admin", *admin)?;
             if let Some(c) = check {
                 t.raw_set("check", check_table(lua, c)?)?;
             }
-            t.raw_set("cause", cause.as_str())?;
-            t.raw_set("old_state", *old_state)?;
-            t.raw_set("new_state", *new_state)?;
+            t.raw_set("cause", *cause)?;
+            t.raw_set("old_state", old_state.name())?;
+            t.raw_set("new_state", new_state.name())?;
             t.raw_set("requeued", *requeued)?;
             data.raw_set("state", t)?;
         }
-        Detail::Admin {
+        EventDetail::Admin {
             cause,
             old_admin,
             new_admin,
             requeued,
         } => {
             let t = lua.create_table()?;
-            t.raw_set("cause", cause.as_str())?;
+            t.raw_set("cause", *cause)?;
             t.raw_set("old_admin", admin_table(lua, *old_admin)?)?;
             t.raw_set("new_admin", admin_table(lua, *new_admin)?)?;
             t.raw_set("requeued", *requeued)?;
             data.raw_set("admin", t)?;
         }
-        Detail::Check(c) => data.raw_set("check", check_table(lua, c)?)?,
+        EventDetail::Check(c) => data.raw_set("check", check_table(lua, c)?)?,
     }
-    if ev.kind != types::SERVER_DEL {
-        if let Some(server) = live(lua, ev)? {
-            data.raw_set("reference", server)?;
-        }
+    // Looked up now, as HAProxy does: absent once the server is gone.
+    if let (Some(srv), Some(make)) = (ev.reference(), SERVER_OBJECT.get()) {
+        data.raw_set("reference", make(lua, srv)?)?;
     }
+    let when = ev
+        .when
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     Ok(MultiValue::from_vec(vec![
-        Value::String(lua.create_string(types::name(ev.kind))?),
+        Value::String(lua.create_string(ev.kind.name())?),
         Value::Table(data),
         Value::Table(sub.clone()),
-        Value::Integer(ev.when),
+        Value::Integer(when),
     ]))
 }
 
-fn check_table(lua: &Lua, c: &CheckRes) -> mlua::Result<Table> {
+fn check_table(lua: &Lua, c: &CheckResult) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.raw_set("result", c.result)?;
+    t.raw_set("result", c.result.name())?;
     t.raw_set("agent", c.agent)?;
     t.raw_set("duration", c.duration_ms)?;
     let reason = lua.create_table()?;
-    reason.raw_set("short", c.short)?;
-    reason.raw_set("desc", c.desc)?;
-    if let Some(code) = c.code {
-        reason.raw_set("code", code)?;
+    reason.raw_set("short", c.reason_short.as_str())?;
+    reason.raw_set("desc", c.reason_desc.as_str())?;
+    // HAProxy sets the code only for checks that looked at the answer.
+    if c.reason_code != 0 {
+        reason.raw_set("code", c.reason_code)?;
     }
     t.raw_set("reason", reason)?;
     let health = lua.create_table()?;
@@ -489,36 +387,35 @@ fn check_table(lua: &Lua, c: &CheckRes) -> mlua::Result<Table> {
     Ok(t)
 }
 
-fn admin_table(lua: &Lua, flags: u8) -> mlua::Result<Table> {
+/// HAProxy's admin matrix: every flag, true or false.
+fn admin_table(lua: &Lua, flags: AdminFlags) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    for (name, bit) in ADMIN_FLAGS {
-        t.raw_set(*name, flags & bit != 0)?;
-    }
+    let on = |bits: u8| flags.0 & bits != 0;
+    t.raw_set("MAINT", on(AdminFlags::MAINT))?;
+    t.raw_set("FMAINT", on(AdminFlags::FMAINT))?;
+    t.raw_set("IMAINT", on(AdminFlags::IMAINT))?;
+    t.raw_set("RMAINT", on(AdminFlags::RMAINT))?;
+    t.raw_set("CMAINT", on(AdminFlags::CMAINT))?;
+    t.raw_set("DRAIN", on(AdminFlags::DRAIN))?;
+    t.raw_set("FDRAIN", on(AdminFlags::FDRAIN))?;
+    t.raw_set("IDRAIN", on(AdminFlags::IDRAIN))?;
     Ok(t)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::ServerEventKind;
 
-    fn event(kind: u32) -> ServerEvent {
-        ServerEvent {
-            kind,
-            name: Arc::from("s1"),
-            puid: 1,
-            rid: 0,
-            proxy_name: Arc::from("be"),
-            proxy_uuid: 2,
-            when: 0,
-            detail: Detail::None,
-        }
+    fn event(kind: ServerEventKind) -> ServerEvent {
+        ServerEvent::for_test(kind, 7)
     }
 
     #[test]
     fn pauses_past_the_limit_and_resumes_once_drained() {
-        let inbox = Inbox::new(types::SERVER, None, "t.lua:1".into());
+        let inbox = Inbox::new(EventMask::ALL, None, "t.lua:1".into());
         for _ in 0..MAX_PENDING + 5 {
-            inbox.offer(&event(types::SERVER_STATE));
+            inbox.offer(&event(ServerEventKind::State));
         }
         assert!(inbox.paused.load(Ordering::Relaxed));
         assert_eq!(inbox.queue.lock().unwrap().len(), MAX_PENDING + 1);
@@ -526,31 +423,29 @@ mod tests {
         while inbox.pop().is_some() {}
         inbox.resume_if_drained();
         assert!(!inbox.paused.load(Ordering::Relaxed));
-        inbox.offer(&event(types::SERVER_UP));
+        inbox.offer(&event(ServerEventKind::Up));
         assert_eq!(inbox.queue.lock().unwrap().len(), 1);
     }
 
     #[test]
     fn filters_by_type_and_server() {
-        let inbox = Inbox::new(types::SERVER_UP, Some((2, 1, 0)), "t.lua:1".into());
-        assert!(inbox.wants(&event(types::SERVER_UP)));
-        assert!(!inbox.wants(&event(types::SERVER_DOWN)));
-        let mut other = event(types::SERVER_UP);
-        other.puid = 3;
+        let up = EventMask::NONE.with(ServerEventKind::Up);
+        let inbox = Inbox::new(up, Some(7), "t.lua:1".into());
+        assert!(inbox.wants(&event(ServerEventKind::Up)));
+        assert!(!inbox.wants(&event(ServerEventKind::Down)));
+        let other = ServerEvent::for_test(ServerEventKind::Up, 8);
         assert!(!inbox.wants(&other));
     }
 
     #[test]
     fn type_names() {
-        assert_eq!(types::name(types::SERVER_CHECK), "SERVER_CHECK");
         let lua = Lua::new();
         let t = lua
             .create_sequence_from(["SERVER_UP", "SERVER_DOWN"])
             .unwrap();
-        assert_eq!(
-            parse_types(&Value::Table(t)).unwrap(),
-            types::SERVER_UP | types::SERVER_DOWN
-        );
+        let m = parse_types(&Value::Table(t)).unwrap();
+        assert!(m.contains(ServerEventKind::Up) && m.contains(ServerEventKind::Down));
+        assert!(!m.contains(ServerEventKind::State));
         let t = lua.create_sequence_from(["NOPE"]).unwrap();
         let e = parse_types(&Value::Table(t)).unwrap_err().to_string();
         assert!(e.contains("'NOPE' event type is unknown"), "{e}");

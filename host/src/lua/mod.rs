@@ -14,7 +14,6 @@ pub mod core_util;
 pub mod coroutines;
 pub mod debug_hooks;
 pub mod errors;
-#[allow(dead_code)] // wired to the server model when it lands
 pub mod event_sub;
 pub mod exec;
 pub mod fetches_class;

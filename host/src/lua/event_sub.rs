@@ -18,7 +18,7 @@
 //! any state may subscribe, and its worker runs the callback.
 
 use crate::backend::{
-    AdminFlags, CheckResult, EventBus, EventDetail, EventMask, Server, ServerEvent, SubscriptionId,
+    AdminFlags, CheckResult, EventBus, EventDetail, EventMask, ServerEvent, SubscriptionId,
 };
 use crate::lua::exec::{self, ExecCtx, ExecError};
 use crate::lua::state::{Phase, StateInfo};
@@ -31,17 +31,6 @@ use tokio::sync::Notify;
 
 /// Unconsumed events past which a subscription pauses (HAProxy's 100).
 pub(crate) const MAX_PENDING: usize = 100;
-
-/// Builds the Lua Server object of a live server (`data.reference`). The
-/// Server class registers it; until then events carry no reference.
-pub(crate) type ServerObject = fn(&Lua, Arc<Server>) -> mlua::Result<Value>;
-
-static SERVER_OBJECT: std::sync::OnceLock<ServerObject> = std::sync::OnceLock::new();
-
-/// Registers how to build Server objects for `data.reference`.
-pub(crate) fn set_server_object(f: ServerObject) {
-    let _ = SERVER_OBJECT.set(f);
-}
 
 /// The events waiting for one subscription, filled by the bus.
 pub(crate) struct Inbox {
@@ -257,6 +246,28 @@ pub(crate) fn install(lua: &Lua, core: &Table, info: &Rc<StateInfo>) -> mlua::Re
     )
 }
 
+/// `Server:event_sub(types, cb)`: the subscription sees only this
+/// server's events. Added to the Server class.
+pub(crate) fn server_method(
+    lua: &Lua,
+    server_class: &crate::lua::class::Class,
+) -> mlua::Result<()> {
+    server_class.method(
+        "event_sub",
+        lua.create_function(|lua, (this, types_arg, func): (Value, Value, Value)| {
+            let h = crate::lua::class::native::<crate::lua::proxy_index::ServerHandle>(
+                &this,
+                "Server",
+                "event_sub",
+            )?;
+            let gid = h.srv.gid;
+            drop(h);
+            let info = crate::lua::txn_methods::state_info(lua)?;
+            subscribe(lua, &info, types_arg, func, Some(gid))
+        })?,
+    )
+}
+
 /// The EventSub class: `unsub()`.
 fn class(lua: &Lua) -> mlua::Result<crate::lua::class::Class> {
     let class = crate::lua::class::Class::new(lua, "EventSub")?;
@@ -351,8 +362,12 @@ fn event_args(lua: &Lua, ev: &ServerEvent, sub: &Table) -> mlua::Result<MultiVal
         EventDetail::Check(c) => data.raw_set("check", check_table(lua, c)?)?,
     }
     // Looked up now, as HAProxy does: absent once the server is gone.
-    if let (Some(srv), Some(make)) = (ev.reference(), SERVER_OBJECT.get()) {
-        data.raw_set("reference", make(lua, srv)?)?;
+    if let Some(srv) = ev.reference() {
+        let reg = crate::lua::proxy_index::registry(lua)?;
+        if let Some(be) = reg.get(&ev.proxy_name).cloned() {
+            let obj = crate::lua::proxy_index::new_server(lua, &reg, &be, &srv)?;
+            data.raw_set("reference", obj)?;
+        }
     }
     let when = ev
         .when

@@ -107,6 +107,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     // `track` is not supported by the model yet: no server tracks another.
     getter(lua, &class, "tracking", |_, _| Ok(Value::Nil))?;
     getter(lua, &class, "get_trackers", |lua, _| lua.create_table())?;
+    crate::lua::event_sub::server_method(lua, &class)?;
 
     class.method(
         "set_addr",

@@ -2,6 +2,7 @@
 //! compatible script runner, and a checker for native Lua modules.
 
 mod backend;
+mod cli;
 #[allow(dead_code)]
 mod config;
 #[cfg(test)]

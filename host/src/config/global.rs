@@ -29,6 +29,7 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "tune.lua.log.stderr",
     "tune.lua.openlibs",
     "tune.lua.bytecode",
+    "stats",
 ];
 
 /// The optional standard libraries `tune.lua.openlibs` names (base and
@@ -39,7 +40,6 @@ pub(crate) const LUA_LIBS: &[&str] = &[
 
 /// HAProxy `global` keywords that luahost recognises but does not implement.
 pub(crate) const UNSUPPORTED: &[&str] = &[
-    "stats",
     "nbproc",
     "ulimit-n",
     "localpeer",
@@ -281,6 +281,7 @@ pub(crate) fn keyword(g: &mut Global, words: &[&str], loc: &Location) -> Result<
             }
             at_most(words, 2)?;
         }
+        "stats" => super::stats::keyword(&mut g.stats, words, loc)?,
         "log" => match parse_log(words, loc)? {
             Some(target) => g.logs.push(target),
             None => {

@@ -7,7 +7,8 @@ use super::{
 };
 use std::path::PathBuf;
 
-/// The `global` keywords luahost supports, listed in messages.
+/// The `global` keywords luahost supports, listed in messages (besides
+/// `stats`, see `stats.rs`).
 pub(crate) const KEYWORDS: &[&str] = &[
     "lua-load",
     "lua-load-per-thread",
@@ -29,7 +30,6 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "tune.lua.log.stderr",
     "tune.lua.openlibs",
     "tune.lua.bytecode",
-    "stats",
 ];
 
 /// The optional standard libraries `tune.lua.openlibs` names (base and

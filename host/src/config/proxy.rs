@@ -450,8 +450,7 @@ fn got(word: Option<&str>) -> String {
 /// The message for a keyword with no entry in [`KEYWORDS`].
 fn unknown_keyword(kw: &str, sect: SectionKind) -> String {
     let section = sect.name();
-    // `stats` exists in both: `stats socket` in global, `stats uri` & co. in proxies.
-    if kw != "stats" && super::global::KEYWORDS.contains(&kw)
+    if super::global::KEYWORDS.contains(&kw)
         || super::global::UNSUPPORTED.contains(&kw)
         || super::process::is_keyword(kw)
     {

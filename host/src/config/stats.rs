@@ -118,9 +118,11 @@ pub(crate) fn keyword(s: &mut StatsCli, words: &[&str], loc: &Location) -> Resul
             );
         }
         "bind-process" => return Err("'stats bind-process' is not supported anymore.".to_string()),
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "'stats' only supports 'socket', 'maxconn', 'bind-process' and 'timeout' (got '{sub}')"
-        )),
+        ))
+        }
     }
     Ok(())
 }

@@ -153,6 +153,36 @@ fn builtin(
             Answer::Text(String::new())
         }
         Builtin::ShowInfo => Answer::Text(super::info::show_info(shared.nbthread)),
+        Builtin::ShowSess => Answer::Text(show_sess()),
         _ => super::servers::run(shared, sess, cmd, b, words, arg(0)),
+    }
+}
+
+/// `show sess`: the open client connections, one line each, in a short
+/// form of HAProxy's (docs/runtime-api.md).
+fn show_sess() -> String {
+    let mut out = String::new();
+    for (id, src, fe, age) in crate::stats::sessions() {
+        let proto = if src.is_ipv4() { "tcpv4" } else { "tcpv6" };
+        out.push_str(&format!(
+            "0x{id:x}: proto={proto} src={src} fe={fe} be=<NONE> srv=<none> age={}\n",
+            human_time(age.as_secs())
+        ));
+    }
+    out
+}
+
+/// HAProxy's `human_time`: the two largest units, e.g. `42s`, `1m30s`,
+/// `2h5m`, `3d4h`.
+fn human_time(s: u64) -> String {
+    let (d, h, m, sec) = (s / 86400, (s / 3600) % 24, (s / 60) % 60, s % 60);
+    if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else if m > 0 {
+        format!("{m}m{sec}s")
+    } else {
+        format!("{sec}s")
     }
 }

@@ -125,6 +125,9 @@ pub struct StateInfo {
     pub privs: RefCell<HashMap<u64, Value>>,
     /// Set by `act:wake_time(ms)` during an action.
     pub wake_time: Cell<Option<u64>>,
+    /// The live proxies and servers (`core.backends`, `nbsrv`...): empty
+    /// until the proxy hands its model over ([`HostState::set_registry`]).
+    pub registry: RefCell<std::sync::Arc<crate::backend::Registry>>,
 }
 
 /// A Lua state with its bookkeeping.
@@ -176,6 +179,7 @@ impl HostState {
             classes,
             privs: RefCell::new(HashMap::new()),
             wake_time: Cell::new(None),
+            registry: RefCell::new(std::sync::Arc::new(crate::backend::Registry::empty())),
         });
         lua.set_app_data(info.clone());
         core_api::install(&lua, &info)?;
@@ -235,6 +239,14 @@ impl HostState {
             spawn_task(self.lua.clone(), self.info.clone(), f, args);
         }
         Ok(())
+    }
+}
+
+impl HostState {
+    /// Hands the live model of proxies and servers to the state (before its
+    /// files are loaded, so that load-time code sees it).
+    pub fn set_registry(&self, registry: std::sync::Arc<crate::backend::Registry>) {
+        *self.info.registry.borrow_mut() = registry;
     }
 }
 

@@ -56,31 +56,11 @@ pub struct Options {
 /// What a worker reports after loading its Lua states.
 type Loaded = Result<Vec<(String, Registered, StateKind)>, String>;
 
-/// Set once at start-up, read by every worker.
-static BACKENDS: std::sync::OnceLock<Arc<crate::backend::Backends>> = std::sync::OnceLock::new();
 static BUFSIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(16384);
-
-/// The configured backends (empty before start-up).
-pub fn backends() -> Option<&'static Arc<crate::backend::Backends>> {
-    BACKENDS.get()
-}
 
 /// `tune.bufsize`.
 pub fn bufsize() -> usize {
     BUFSIZE.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Proxy state for sample fetches such as `nbsrv(backend)`.
-struct LiveProxies;
-
-impl crate::sample::ProxyInfo for LiveProxies {
-    fn usable_servers(&self, backend: &str) -> Option<usize> {
-        backends()?.get(backend).map(|b| b.usable_servers())
-    }
-}
-
-pub fn proxy_info() -> &'static dyn crate::sample::ProxyInfo {
-    &LiveProxies
 }
 
 /// What the main thread tells a worker after the checks.
@@ -156,10 +136,8 @@ pub fn run(opts: Options) -> ExitCode {
         &cfg.global.logs,
     );
     BUFSIZE.store(plan.bufsize, std::sync::atomic::Ordering::Relaxed);
-    match crate::backend::Backends::build(&cfg) {
-        Ok(b) => {
-            let _ = BACKENDS.set(Arc::new(b));
-        }
+    match crate::backend::Registry::build(&cfg) {
+        Ok(r) => plan.registry = Arc::new(r),
         Err(errors) => {
             for e in errors {
                 eprintln!("{e}");
@@ -423,6 +401,7 @@ fn clone_plan(p: &Plan) -> Plan {
     Plan {
         frontends: Vec::new(),
         backends: Default::default(),
+        registry: p.registry.clone(),
         shared_files: p.shared_files.clone(),
         per_thread_files: p.per_thread_files.clone(),
         nbthread: p.nbthread,

@@ -143,6 +143,9 @@ pub struct BackendPlan {
 pub struct Plan {
     pub frontends: Vec<Arc<FrontendPlan>>,
     pub backends: HashMap<String, Arc<BackendPlan>>,
+    /// The live model of proxies and servers (empty until start-up builds it
+    /// after the plan).
+    pub registry: Arc<crate::backend::Registry>,
     pub shared_files: Vec<LuaFile>,
     pub per_thread_files: Vec<LuaFile>,
     pub nbthread: usize,
@@ -341,6 +344,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
         return Err(errors);
     }
     Ok(Plan {
+        registry: Arc::new(crate::backend::Registry::empty()),
         frontends,
         backends,
         shared_files: lua_files(false),

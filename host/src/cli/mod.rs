@@ -23,7 +23,10 @@ pub mod lua_cli;
 mod protocol;
 mod servers;
 mod session;
+mod stat_csv;
 
+use crate::backend::{Registry, Server};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -37,6 +40,105 @@ pub struct Shared {
     pub table: Vec<commands::Command>,
     pub timeout: Duration,
     pub nbthread: usize,
+    /// The live model the commands read and change.
+    pub registry: Arc<Registry>,
+    /// From the configuration: what the model does not keep.
+    pub config: ConfigFacts,
+}
+
+/// What `show stat` and `show servers state` need from the configuration.
+#[derive(Default)]
+pub struct ConfigFacts {
+    /// `maxconn` of the frontends that set one.
+    pub frontend_maxconn: HashMap<String, usize>,
+    /// `rise`/`fall` of configured servers, by (backend, server).
+    pub rise_fall: HashMap<(String, String), (u32, u32)>,
+    /// The backends' `fullconn` as HAProxy derives it (`slim` of a BACKEND
+    /// row): a tenth, rounded up, of the `maxconn` of the frontends that
+    /// can use it (`default_backend`, static `use_backend`, a `listen`
+    /// section itself); 1 when none can.
+    pub fullconn: HashMap<String, usize>,
+}
+
+impl ConfigFacts {
+    pub fn from_config(cfg: &crate::config::Config) -> ConfigFacts {
+        let mut f = ConfigFacts::default();
+        let global = cfg
+            .global
+            .maxconn
+            .unwrap_or(crate::stats::snapshot().maxconn);
+        let mut fe_total: HashMap<String, usize> = HashMap::new();
+        for p in cfg.proxies.iter().filter(|p| p.kind.has_frontend()) {
+            let max = p.maxconn.unwrap_or(global);
+            let mut targets: Vec<&str> = p
+                .use_backends
+                .iter()
+                .filter(|u| !u.is_dynamic())
+                .map(|u| u.name.as_str())
+                .collect();
+            if let Some((d, _)) = &p.default_backend {
+                targets.push(d);
+            }
+            if p.kind.has_backend() {
+                targets.push(&p.name);
+            }
+            targets.sort_unstable();
+            targets.dedup();
+            for t in targets {
+                *fe_total.entry(t.to_string()).or_default() += max;
+            }
+        }
+        for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
+            let total = fe_total.get(&p.name).copied().unwrap_or(0);
+            f.fullconn.insert(p.name.clone(), total.div_ceil(10).max(1));
+        }
+        for p in &cfg.proxies {
+            if let Some(m) = p.maxconn {
+                f.frontend_maxconn.insert(p.name.clone(), m);
+            }
+            for s in &p.servers {
+                f.rise_fall.insert(
+                    (p.name.clone(), s.name.clone()),
+                    (s.rise.unwrap_or(2), s.fall.unwrap_or(3)),
+                );
+            }
+        }
+        f
+    }
+}
+
+impl Shared {
+    /// A frontend's `maxconn`, else the global one.
+    pub fn frontend_maxconn(&self, name: &str) -> usize {
+        self.config
+            .frontend_maxconn
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| crate::stats::snapshot().maxconn)
+    }
+
+    /// A server's `rise` and `fall` (HAProxy's defaults 2 and 3 for
+    /// dynamic servers).
+    pub fn rise_fall(&self, s: &Server) -> (u32, u32) {
+        self.config
+            .rise_fall
+            .get(&(s.proxy_name.to_string(), s.name.to_string()))
+            .copied()
+            .filter(|_| !s.dynamic)
+            .unwrap_or((2, 3))
+    }
+
+    /// `srv_check_status` of `show servers state`: HAProxy's
+    /// HCHK_STATUS_INI (1) until a check reports (the model does not keep
+    /// check results).
+    pub fn check_status(&self, _s: &Server) -> u8 {
+        1
+    }
+
+    /// `srv_check_result`: CHK_RES_UNKNOWN (0) without a check result.
+    pub fn check_result(&self, _s: &Server) -> u8 {
+        0
+    }
 }
 
 /// Settings of the CLI thread.
@@ -45,6 +147,8 @@ pub struct Start {
     pub timeout: Option<Duration>,
     pub maxconn: Option<usize>,
     pub nbthread: usize,
+    pub registry: Arc<Registry>,
+    pub config: ConfigFacts,
 }
 
 /// Starts the CLI thread; it serves until `shutdown` leaves `Running`, then
@@ -61,6 +165,8 @@ pub fn start(s: Start, mut shutdown: watch::Receiver<crate::proxy::Shutdown>) {
         table: commands::table(&lua),
         timeout: s.timeout.unwrap_or(DEFAULT_TIMEOUT),
         nbthread: s.nbthread,
+        registry: s.registry,
+        config: s.config,
     });
     let slots = Arc::new(Semaphore::new(s.maxconn.unwrap_or(DEFAULT_MAXCONN)));
     let sockets = s.sockets;
@@ -100,4 +206,12 @@ pub fn start(s: Start, mut shutdown: watch::Receiver<crate::proxy::Shutdown>) {
     if let Err(e) = spawned {
         crate::log::alert(&format!("stats socket: cannot start the CLI thread: {e}"));
     }
+}
+
+/// Seconds since the epoch, the clock of the model's `last_change`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -372,6 +372,8 @@ pub fn run(opts: Options) -> ExitCode {
             timeout: cfg.global.stats.timeout,
             maxconn: cfg.global.stats.maxconn,
             nbthread: plan.nbthread,
+            registry: plan.registry.clone(),
+            config: crate::cli::ConfigFacts::from_config(&cfg),
         },
         cli_shutdown,
     );

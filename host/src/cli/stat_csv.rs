@@ -64,22 +64,29 @@ pub struct StatContext<'a> {
     pub frontend_maxconn: &'a dyn Fn(&str) -> usize,
     /// `check_rise`/`check_fall` of a server with checks.
     pub rise_fall: &'a dyn Fn(&Server) -> (u32, u32),
+    /// A backend's `fullconn`.
+    pub fullconn: &'a dyn Fn(&str) -> usize,
 }
 
 /// The whole CSV, header first, one row per frontend, server and backend.
 pub fn show_stat(reg: &Registry, ctx: &StatContext<'_>) -> String {
-    let now = crate::backend::unix_now();
+    let now = crate::cli::unix_now();
     let mut out = String::from(HEADER);
     out.push('\n');
     for p in reg.proxies() {
         let mode = mode_name(p.mode);
         if p.cap.is_frontend() {
-            let mut r = Row::from(if p.mode == Mode::Http { FE_HTTP } else { FE_TCP });
+            let mut r = Row::from(if p.mode == Mode::Http {
+                FE_HTTP
+            } else {
+                FE_TCP
+            });
             r.set("pxname", &p.name);
             r.set("svname", "FRONTEND");
             r.set("slim", (ctx.frontend_maxconn)(&p.name));
             r.set("status", "OPEN");
             r.set("iid", p.uuid);
+            r.set("sid", 0);
             r.set("mode", mode);
             let _ = writeln!(out, "{}", r.line());
         }
@@ -121,7 +128,11 @@ fn server_status(s: &Server) -> &'static str {
 
 fn server_row(be: &Backend, s: &Server, mode: Mode, now: u64, ctx: &StatContext<'_>) -> Row {
     let c = &s.counters;
-    let mut r = Row::from(if mode == Mode::Http { SRV_HTTP } else { SRV_TCP });
+    let mut r = Row::from(if mode == Mode::Http {
+        SRV_HTTP
+    } else {
+        SRV_TCP
+    });
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     r.set("pxname", be.name());
     r.set("svname", &s.name);
@@ -142,10 +153,7 @@ fn server_row(be: &Backend, s: &Server, mode: Mode, now: u64, ctx: &StatContext<
     r.set("uweight", s.weight());
     r.set("act", u8::from(!s.backup));
     r.set("bck", u8::from(s.backup));
-    r.set(
-        "lastchg",
-        now.saturating_sub(load(&c.last_change)),
-    );
+    r.set("lastchg", now.saturating_sub(load(&c.last_change)));
     r.set("iid", s.proxy_uuid);
     r.set("sid", s.puid);
     r.set("srid", s.rid);
@@ -176,8 +184,18 @@ fn backend_row(be: &Backend, uuid: i32, mode: Mode, now: u64, ctx: &StatContext<
     // Servers that take traffic now (HAProxy's srv_act/srv_bck count the
     // ones with an effective weight: up, not in maintenance nor drain).
     let live = |s: &&std::sync::Arc<Server>| s.usable();
-    let act: Vec<_> = farm.servers.iter().filter(|s| !s.backup).filter(live).collect();
-    let bck: Vec<_> = farm.servers.iter().filter(|s| s.backup).filter(live).collect();
+    let act: Vec<_> = farm
+        .servers
+        .iter()
+        .filter(|s| !s.backup)
+        .filter(live)
+        .collect();
+    let bck: Vec<_> = farm
+        .servers
+        .iter()
+        .filter(|s| s.backup)
+        .filter(live)
+        .collect();
     let weight: u32 = if act.is_empty() {
         bck.iter().map(|s| s.weight()).sum()
     } else {
@@ -189,12 +207,23 @@ fn backend_row(be: &Backend, uuid: i32, mode: Mode, now: u64, ctx: &StatContext<
     r.set("qcur", be.pending());
     r.set("scur", sum(&|s| s.current() as u64));
     r.set("stot", sum(&|s| s.counters.total.load(Ordering::Relaxed)));
-    r.set("econ", sum(&|s| s.counters.connect_errors.load(Ordering::Relaxed)));
-    r.set("eresp", sum(&|s| s.counters.response_errors.load(Ordering::Relaxed)));
-    r.set("wretr", sum(&|s| s.counters.retries.load(Ordering::Relaxed)));
-    r.set("wredis", sum(&|s| s.counters.redispatches.load(Ordering::Relaxed)));
-    // HAProxy's default fullconn: a tenth of the global maxconn, rounded up.
-    r.set("slim", crate::stats::snapshot().maxconn.div_ceil(10));
+    r.set(
+        "econ",
+        sum(&|s| s.counters.connect_errors.load(Ordering::Relaxed)),
+    );
+    r.set(
+        "eresp",
+        sum(&|s| s.counters.response_errors.load(Ordering::Relaxed)),
+    );
+    r.set(
+        "wretr",
+        sum(&|s| s.counters.retries.load(Ordering::Relaxed)),
+    );
+    r.set(
+        "wredis",
+        sum(&|s| s.counters.redispatches.load(Ordering::Relaxed)),
+    );
+    r.set("slim", (ctx.fullconn)(be.name()));
     r.set(
         "status",
         if act.is_empty() && bck.is_empty() {
@@ -213,11 +242,17 @@ fn backend_row(be: &Backend, uuid: i32, mode: Mode, now: u64, ctx: &StatContext<
         .map(|s| s.counters.last_change.load(Ordering::Relaxed))
         .max()
         .unwrap_or(now);
-    let _ = ctx;
     r.set("lastchg", now.saturating_sub(last));
-    r.set("chkdown", sum(&|s| s.counters.down_transitions.load(Ordering::Relaxed)));
+    r.set(
+        "chkdown",
+        sum(&|s| s.counters.down_transitions.load(Ordering::Relaxed)),
+    );
     r.set("iid", uuid);
-    r.set("lbtot", sum(&|s| s.counters.lb_picks.load(Ordering::Relaxed)));
+    r.set("sid", 0);
+    r.set(
+        "lbtot",
+        sum(&|s| s.counters.lb_picks.load(Ordering::Relaxed)),
+    );
     r.set("mode", mode_name(mode));
     r.set("algo", crate::cli::servers::algo_name(be));
     r

@@ -455,12 +455,111 @@ fn cli_protocol_over_socat_matches_haproxy() {
             t.label
         );
     }
+    // show info: HAProxy 3.0's fields, in its order.
+    let names = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.split_once(": ").map(|(k, _)| k.to_string()))
+            .collect()
+    };
+    let info = ask(&ours.setup.sock("admin"), "show info\n");
+    assert!(info.starts_with("Name: luahost\n"), "{info}");
+    assert!(info.ends_with("\n\n"), "{info}");
+    for t in &theirs {
+        let reference = ask(&t.setup.sock("admin"), "show info\n");
+        assert_eq!(
+            names(&info),
+            names(&reference),
+            "show info fields: luahost vs {}",
+            t.label
+        );
+    }
     // The TCP stats socket speaks the same protocol.
     let mut s = TcpStream::connect(("127.0.0.1", ours.setup.cli_tcp)).expect("tcp cli");
     s.write_all(b"show cli level\n").expect("send");
     let mut got = String::new();
     let _ = s.read_to_string(&mut got);
     assert_eq!(got, "admin\n\n");
+}
+
+/// luahost only: HAProxy 3.0 gives a CLI command's applet nothing to read.
+#[test]
+fn register_cli_commands_read_the_session_and_survive_errors() {
+    let dir = scratch_dir("runtime_api_lua_cli");
+    let sock = dir.join("a.sock");
+    std::fs::write(
+        dir.join("c.lua"),
+        r#"
+core.register_cli({"echo", "lines"}, "echo lines N : echo N lines back", function(applet, w1, w2, n)
+  for i = 1, tonumber(n) do
+    local l = applet:getline()
+    applet:send(i .. ":" .. l)
+  end
+end)
+core.register_cli({"fail"}, "fail : raise an error", function(applet)
+  error("on purpose")
+end)
+core.register_cli({"who"}, "who : the thread", function(applet)
+  applet:send("thread " .. core.thread .. "\n")
+end)
+"#,
+    )
+    .expect("lua");
+    std::fs::write(
+        dir.join("p.cfg"),
+        format!(
+            "global\n    nbthread 2\n    stats socket {} level user\n    stats timeout 1s\n    lua-load-per-thread c.lua\n",
+            sock.display()
+        ),
+    )
+    .expect("cfg");
+    let log = std::fs::File::create(dir.join("stderr")).expect("log");
+    let _p = Running(
+        Command::new(artifacts().luahost())
+            .arg("-f")
+            .arg("p.cfg")
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("luahost"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // getline reads the lines after the command; the session goes on.
+    assert_eq!(
+        ask(
+            &sock,
+            "prompt\necho lines 2\nfirst\nsecond\nshow cli level\nquit\n"
+        ),
+        "\n> 1:first\n2:second\n\n> user\n\n> "
+    );
+    // A failing command logs, answers the empty line, and the session
+    // goes on; it ran on worker 0's per-thread state.
+    assert_eq!(ask(&sock, "fail; who\n"), "\nthread 1\n\n");
+    let log = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    assert!(
+        log.contains("Lua cli '<lua.cli.fail>': ") && log.contains("on purpose"),
+        "{log}"
+    );
+    // Any level may run them; help lists them.
+    let help = ask(&sock, "help\n");
+    assert!(
+        help.contains("\n  echo lines N : echo N lines back\n"),
+        "{help}"
+    );
+    // stats timeout: an idle session is closed.
+    let mut s = UnixStream::connect(&sock).expect("connect");
+    s.write_all(b"prompt\n").expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    // Ok: luahost closed the session (a read timeout here would be an Err).
+    let closed = s.read_to_end(&mut got);
+    assert!(closed.is_ok(), "the idle session stays open: {closed:?}");
+    assert_eq!(got, b"\n> ");
 }
 
 #[test]

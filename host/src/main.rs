@@ -3,6 +3,7 @@
 
 mod backend;
 mod checks;
+mod cli;
 #[allow(dead_code)]
 mod config;
 #[cfg(test)]

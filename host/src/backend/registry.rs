@@ -103,9 +103,17 @@ impl Registry {
         let mut frontends = HashMap::new();
         let mut errors = Vec::new();
         // No `id` keyword for proxies yet: every id is automatic, so the
-        // counter is the position.
+        // counter is the position. The CLI's own frontend ("GLOBAL", which
+        // any `stats` line in `global` creates) takes id 1 in HAProxy,
+        // before every section.
+        let s = &cfg.global.stats;
+        let first = if s.sockets.is_empty() && s.timeout.is_none() && s.maxconn.is_none() {
+            1
+        } else {
+            2
+        };
         for (pos, p) in cfg.proxies.iter().enumerate() {
-            let uuid = pos as i32 + 1;
+            let uuid = pos as i32 + first;
             let cap = match p.kind {
                 ProxyKind::Frontend => ProxyCap::Frontend,
                 ProxyKind::Backend => ProxyCap::Backend,

@@ -24,6 +24,8 @@ mod parser;
 mod process;
 mod proxy;
 mod rules;
+mod stats;
+pub use stats::{CliAddr, CliLevel, StatsCli, StatsSocket};
 mod units;
 
 #[cfg(test)]
@@ -236,6 +238,8 @@ pub struct Global {
     pub pidfile: Option<PathBuf>,
     /// Process keywords: daemon, privileges, chroot, timers, CPU pinning.
     pub process: Process,
+    /// `stats socket`, `stats timeout`, `stats maxconn`: the runtime API.
+    pub stats: StatsCli,
 }
 
 /// The `global` keywords about the process itself.

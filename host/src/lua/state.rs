@@ -90,6 +90,15 @@ pub struct Registrations {
     pub inits: Vec<Function>,
     /// Tasks registered in the body, started after the init functions.
     pub pending_tasks: Vec<(Function, Vec<Value>)>,
+    /// `core.register_cli` commands, in registration order.
+    pub clis: Vec<CliReg>,
+}
+
+/// A `core.register_cli` command: its words, its help text and its function.
+pub struct CliReg {
+    pub path: Vec<String>,
+    pub usage: String,
+    pub func: Function,
 }
 
 /// The class metatables of a state.
@@ -250,6 +259,19 @@ impl HostState {
             .services
             .get(name)
             .map(|s| s.func.clone())
+    }
+}
+
+impl HostState {
+    /// The function of `core.register_cli` command `path`.
+    pub fn cli_command(&self, path: &[String]) -> Option<Function> {
+        self.info
+            .regs
+            .borrow()
+            .clis
+            .iter()
+            .find(|c| c.path == path)
+            .map(|c| c.func.clone())
     }
 }
 

@@ -189,6 +189,16 @@ pub fn run(opts: Options) -> ExitCode {
             }
         }
     }
+    // The stats sockets, bound with the frontends' listeners.
+    let mut cli_sockets = Vec::new();
+    if !opts.check_only {
+        for s in &cfg.global.stats.sockets {
+            match crate::cli::listener::bind(s) {
+                Ok(b) => cli_sockets.push(b),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
     if !errors.is_empty() {
         for e in errors {
             eprintln!("{e}");
@@ -264,9 +274,8 @@ pub fn run(opts: Options) -> ExitCode {
     // The workers hold their own copies: the sockets close when the workers
     // stop accepting (soft stop), not when this thread exits.
     drop(listeners);
-    // Only the workers hold receivers now: the sender sees them all gone once
-    // every worker has finished.
-    drop(shutdown_rx);
+    // The CLI thread's receiver; the workers hold the others.
+    let cli_shutdown = shutdown_rx;
 
     // Collect what the workers loaded.
     let mut registered = Vec::new();
@@ -357,6 +366,17 @@ pub fn run(opts: Options) -> ExitCode {
         eprintln!("[ALERT] Fatal errors found in configuration.");
         return ExitCode::from(1);
     }
+    crate::cli::start(
+        crate::cli::Start {
+            sockets: cli_sockets,
+            timeout: cfg.global.stats.timeout,
+            maxconn: cfg.global.stats.maxconn,
+            nbthread: plan.nbthread,
+            registry: plan.registry.clone(),
+            config: crate::cli::ConfigFacts::from_config(&cfg),
+        },
+        cli_shutdown,
+    );
     crate::log::notice(&format!(
         "luahost {} started: {} worker thread(s), {} frontend(s)",
         env!("CARGO_PKG_VERSION"),
@@ -482,6 +502,11 @@ fn worker_main(w: WorkerStart) {
                 }
             }
         }
+        if w.id == 0 {
+            let states: Vec<&Rc<crate::lua::state::HostState>> =
+                [&shared, &per_thread].into_iter().flatten().collect();
+            crate::cli::lua_cli::publish(&states);
+        }
         let _ = w.loaded_tx.send((w.id, Ok(registered)));
         let plan = match w.go_rx.recv() {
             Ok(Go::Serve(plan)) => plan,
@@ -512,6 +537,9 @@ fn worker_main(w: WorkerStart) {
             (None, Some(tx)) => SharedLua::Remote(tx),
             (None, None) => SharedLua::None,
         };
+        if w.id == 0 {
+            crate::cli::lua_cli::serve_jobs(shared.clone(), per_thread.clone());
+        }
         let mut job_loop = None;
         if let (Some(s), Some(mut rx)) = (shared.clone(), w.shared_rx) {
             // Jobs from other workers for the shared state.

@@ -324,7 +324,7 @@ async fn accept_loop(
             shutdown.clone(),
         );
         tokio::task::spawn_local(async move {
-            let _conn = crate::stats::ConnGuard::new();
+            let _conn = crate::stats::ConnGuard::new(peer, &f.name);
             let _active = ActiveGuard { active: a, idle: i };
             let _permits = (global_permit, fe_permit);
             match f.mode {

@@ -339,19 +339,18 @@ fn expect_http(a: &HttpAnswer, negate: bool, m: &Matcher) -> Option<Outcome> {
     if matched != negate {
         return None;
     }
-    let mut o = if on_status {
-        Outcome::new(Status::L7Sts, Some(a.reason.clone()))
+    if on_status {
+        let mut o = Outcome::new(Status::L7Sts, Some(a.reason.clone()));
+        o.code = Some(a.code);
+        return Some(o);
+    }
+    // HAProxy reports a body mismatch without the status code.
+    let info = if negate {
+        "HTTP content check matched unwanted content"
     } else {
-        Outcome::new(
-            Status::L7Rsp,
-            Some(format!(
-                "HTTP content check {} in the response body",
-                if negate { "matched" } else { "did not match" }
-            )),
-        )
+        "HTTP content check did not match"
     };
-    o.code = Some(a.code);
-    Some(o)
+    Some(Outcome::new(Status::L7Rsp, Some(info.to_string())))
 }
 
 /// A tcp-check expect: reads until the pattern matches, the connection

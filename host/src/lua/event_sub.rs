@@ -319,7 +319,7 @@ async fn runner(lua: Lua, info: Rc<StateInfo>, inbox: Arc<Inbox>, func: Function
 
 /// `event, data, sub, when`.
 fn event_args(lua: &Lua, ev: &ServerEvent, sub: &Table) -> mlua::Result<MultiValue> {
-    let data = lua.create_table()?;
+    let data = lua.create_table_with_capacity(0, 8)?;
     data.raw_set("name", &*ev.name)?;
     data.raw_set("puid", ev.puid)?;
     data.raw_set("rid", ev.rid)?;
@@ -335,7 +335,7 @@ fn event_args(lua: &Lua, ev: &ServerEvent, sub: &Table) -> mlua::Result<MultiVal
             new_state,
             requeued,
         } => {
-            let t = lua.create_table()?;
+            let t = lua.create_table_with_capacity(0, 7)?;
             t.raw_set("admin", *admin)?;
             if let Some(c) = check {
                 t.raw_set("check", check_table(lua, c)?)?;
@@ -352,7 +352,7 @@ fn event_args(lua: &Lua, ev: &ServerEvent, sub: &Table) -> mlua::Result<MultiVal
             new_admin,
             requeued,
         } => {
-            let t = lua.create_table()?;
+            let t = lua.create_table_with_capacity(0, 4)?;
             t.raw_set("cause", *cause)?;
             t.raw_set("old_admin", admin_table(lua, *old_admin)?)?;
             t.raw_set("new_admin", admin_table(lua, *new_admin)?)?;
@@ -382,11 +382,11 @@ fn event_args(lua: &Lua, ev: &ServerEvent, sub: &Table) -> mlua::Result<MultiVal
 }
 
 fn check_table(lua: &Lua, c: &CheckResult) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
+    let t = lua.create_table_with_capacity(0, 5)?;
     t.raw_set("result", c.result.name())?;
     t.raw_set("agent", c.agent)?;
     t.raw_set("duration", c.duration_ms)?;
-    let reason = lua.create_table()?;
+    let reason = lua.create_table_with_capacity(0, 3)?;
     reason.raw_set("short", c.reason_short.as_str())?;
     reason.raw_set("desc", c.reason_desc.as_str())?;
     // HAProxy sets the code only for checks that looked at the answer.
@@ -394,7 +394,7 @@ fn check_table(lua: &Lua, c: &CheckResult) -> mlua::Result<Table> {
         reason.raw_set("code", c.reason_code)?;
     }
     t.raw_set("reason", reason)?;
-    let health = lua.create_table()?;
+    let health = lua.create_table_with_capacity(0, 3)?;
     health.raw_set("cur", c.health_cur)?;
     health.raw_set("rise", c.rise)?;
     health.raw_set("fall", c.fall)?;
@@ -404,7 +404,7 @@ fn check_table(lua: &Lua, c: &CheckResult) -> mlua::Result<Table> {
 
 /// HAProxy's admin matrix: every flag, true or false.
 fn admin_table(lua: &Lua, flags: AdminFlags) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
+    let t = lua.create_table_with_capacity(0, 8)?;
     let on = |bits: u8| flags.0 & bits != 0;
     t.raw_set("MAINT", on(AdminFlags::MAINT))?;
     t.raw_set("FMAINT", on(AdminFlags::FMAINT))?;

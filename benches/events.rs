@@ -107,7 +107,7 @@ fn cli(sock: &Path) -> Option<UnixStream> {
 }
 
 fn command(i: usize) -> &'static [u8] {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         b"set server be/s1 state maint\n"
     } else {
         b"set server be/s1 state ready\n"

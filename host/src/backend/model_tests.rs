@@ -33,6 +33,7 @@ fn dynamic(name: &str, addr: &str, enabled: bool) -> AddServer {
             inter: None,
             rise: None,
             fall: None,
+            health: None,
             location: crate::config::Location {
                 file: Arc::from("cli"),
                 line: 0,

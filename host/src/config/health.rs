@@ -335,9 +335,9 @@ fn http_send(args: &[&str]) -> Result<CheckRule, String> {
             }
             "hdr" => {
                 let name = need(value, "a header name and a value")?;
-                let v = args.get(i + 2).ok_or(format!(
-                    "'http-check send' : 'hdr' expects a header name and a value as argument."
-                ))?;
+                let v = args.get(i + 2).ok_or(
+                    "'http-check send' : 'hdr' expects a header name and a value as argument.",
+                )?;
                 s.hdrs.push((name, v.to_string()));
                 i += 1;
             }
@@ -430,7 +430,7 @@ fn parse_hex(what: &str, text: &str) -> Result<Vec<u8>, String> {
         ))
     };
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(format!(
             "'{what}' : '{text}' invalid binary string (odd number of hex digits)."
         ));

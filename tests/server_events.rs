@@ -470,7 +470,11 @@ end)
     let changes = |n: usize| -> String {
         (0..n)
             .map(|i| {
-                let state = if i.is_multiple_of(2) { "maint" } else { "ready" };
+                let state = if i.is_multiple_of(2) {
+                    "maint"
+                } else {
+                    "ready"
+                };
                 format!("set server be/s1 state {state}")
             })
             .collect::<Vec<_>>()

@@ -330,15 +330,44 @@ impl Backend {
         usize::from(farm.servers.iter().any(|s| s.backup && s.usable()))
     }
 
-    /// Active and backup servers that are up (HAProxy's `srv_act` and
-    /// `srv_bck`: operationally up and not in maintenance; weight and drain
-    /// do not matter).
+    /// Usable active and backup servers (HAProxy's `srv_act` and
+    /// `srv_bck`, recounted as `recount_servers` does: up, not in
+    /// maintenance or drain, weight > 0).
     pub fn up_servers(&self) -> (usize, usize) {
         let farm = self.farm.load();
-        let up = |s: &&Arc<Server>| s.oper() != OperState::Stopped && !s.admin().in_maint();
-        let act = farm.servers.iter().filter(|s| !s.backup).filter(up).count();
-        let bck = farm.servers.iter().filter(|s| s.backup).filter(up).count();
+        let usable = |s: &&Arc<Server>| s.usable();
+        let act = farm
+            .servers
+            .iter()
+            .filter(|s| !s.backup)
+            .filter(usable)
+            .count();
+        let bck = farm
+            .servers
+            .iter()
+            .filter(|s| s.backup)
+            .filter(usable)
+            .count();
         (act, bck)
+    }
+
+    /// HAProxy's `lbprm.tot_weight`: the weights of the usable active
+    /// servers, or when there is none the first usable backup's.
+    pub fn total_weight(&self) -> u64 {
+        let farm = self.farm.load();
+        let active: Vec<&Arc<Server>> = farm
+            .servers
+            .iter()
+            .filter(|s| !s.backup && s.usable())
+            .collect();
+        if !active.is_empty() {
+            return active.iter().map(|s| u64::from(s.weight())).sum();
+        }
+        farm.servers
+            .iter()
+            .find(|s| s.backup && s.usable())
+            .map(|s| u64::from(s.weight()))
+            .unwrap_or(0)
     }
 
     /// The backend's `option forwardfor`, if any (applied by [`Forwarder::http`]).

@@ -271,7 +271,8 @@ fn drain_and_weight_changes_steer_new_traffic() {
     be.set_admin_state(&s2, AdminState::Ready);
     assert!((0..4).all(|_| pick_name(&be).as_deref() == Some("s2")));
     assert_eq!(be.usable_servers(), 1);
-    assert_eq!(be.up_servers(), (2, 0));
+    assert_eq!(be.up_servers(), (1, 0), "s1 has weight 0");
+    assert_eq!(be.total_weight(), 1);
     // HAProxy's weight requests.
     assert_eq!(Backend::parse_weight(&s1, "50%"), Ok(0));
     assert_eq!(Backend::parse_weight(&s2, "200%"), Ok(2));

@@ -99,7 +99,8 @@ impl Registry {
     pub fn build(cfg: &config::Config) -> Result<Registry, Vec<String>> {
         let events = Arc::new(EventBus::default());
         let mut proxies = Vec::with_capacity(cfg.proxies.len());
-        let mut backends = HashMap::new();
+        let nb_backends = cfg.proxies.iter().filter(|p| p.kind.has_backend()).count();
+        let mut backends = HashMap::with_capacity(nb_backends);
         let mut frontends = HashMap::new();
         let mut errors = Vec::new();
         // No `id` keyword for proxies yet: every id is automatic, so the

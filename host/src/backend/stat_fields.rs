@@ -199,14 +199,7 @@ pub fn backend_line(be: &Backend) -> StatLine {
     ));
     let up = act + bck > 0;
     l.push(("status", text(if up { "UP" } else { "DOWN" })));
-    // HAProxy: the sum of the weights of the usable servers.
-    let weight: u64 = farm
-        .servers
-        .iter()
-        .filter(|s| s.oper() != OperState::Stopped && !s.admin().in_maint())
-        .filter(|s| !s.backup || act == 0)
-        .map(|s| u64::from(s.weight()))
-        .sum();
+    let weight = be.total_weight();
     l.push(("weight", int(weight)));
     l.push(("act", int(act)));
     l.push(("bck", int(bck)));

@@ -146,6 +146,9 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    // Everything needed is in the plan and the registry now: the parsed
+    // configuration (large with many sections) goes before Lua loads.
+    drop(cfg);
     crate::stats::init(plan.maxconn);
     crate::stats::set_identity(proc_cfg.node.clone(), proc_cfg.description.clone());
     if opts.check_only {

@@ -146,9 +146,14 @@ struct BackendChecks {
     check_timeout: Option<Duration>,
 }
 
-/// Starts the checks of every server with `check`, and watches for servers
-/// added at run time. Returns the runner (it lives as long as the process).
-pub(crate) fn start(cfg: &Config, registry: &Arc<Registry>) -> std::io::Result<Option<Runner>> {
+/// The checks to start, taken from the configuration before it is dropped.
+pub(crate) struct Prepared {
+    servers: Vec<(Arc<Backend>, Arc<Server>, Spec)>,
+    per_backend: HashMap<String, BackendChecks>,
+}
+
+/// Resolves the check settings of every server with `check`.
+pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
     let mut per_backend: HashMap<String, BackendChecks> = HashMap::new();
     let mut servers = Vec::new();
     for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
@@ -177,6 +182,22 @@ pub(crate) fn start(cfg: &Config, registry: &Arc<Registry>) -> std::io::Result<O
             },
         );
     }
+    Prepared {
+        servers,
+        per_backend,
+    }
+}
+
+/// Starts the prepared checks, and watches for servers added at run time.
+/// Returns the runner (it lives as long as the process).
+pub(crate) fn start(
+    prepared: Prepared,
+    registry: &Arc<Registry>,
+) -> std::io::Result<Option<Runner>> {
+    let Prepared {
+        servers,
+        per_backend,
+    } = prepared;
     let runner = Runner::start()?;
     // Spread the first checks over the smallest interval, as HAProxy does,
     // so that many servers are not all checked at the same instant.

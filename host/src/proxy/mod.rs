@@ -74,7 +74,7 @@ enum Go {
 }
 
 pub fn run(opts: Options) -> ExitCode {
-    let cfg = match crate::config::parse_files(&opts.files) {
+    let mut cfg = match crate::config::parse_files(&opts.files) {
         Ok(c) => c,
         Err(errors) => {
             for e in errors {
@@ -146,6 +146,12 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    // What the CLI and the health checks take from the configuration.
+    let cli_timeout = cfg.global.stats.timeout;
+    let cli_maxconn = cfg.global.stats.maxconn;
+    let cli_facts = crate::cli::ConfigFacts::from_config(&cfg);
+    let cli_socket_defs = std::mem::take(&mut cfg.global.stats.sockets);
+    let checks = crate::checks::model::prepare(&cfg, &plan.registry);
     // Everything needed is in the plan and the registry now: the parsed
     // configuration (large with many sections) goes before Lua loads.
     drop(cfg);
@@ -195,7 +201,7 @@ pub fn run(opts: Options) -> ExitCode {
     // The stats sockets, bound with the frontends' listeners.
     let mut cli_sockets = Vec::new();
     if !opts.check_only {
-        for s in &cfg.global.stats.sockets {
+        for s in &cli_socket_defs {
             match crate::cli::listener::bind(s) {
                 Ok(b) => cli_sockets.push(b),
                 Err(e) => errors.push(e),
@@ -372,11 +378,11 @@ pub fn run(opts: Options) -> ExitCode {
     crate::cli::start(
         crate::cli::Start {
             sockets: cli_sockets,
-            timeout: cfg.global.stats.timeout,
-            maxconn: cfg.global.stats.maxconn,
+            timeout: cli_timeout,
+            maxconn: cli_maxconn,
             nbthread: plan.nbthread,
             registry: plan.registry.clone(),
-            config: crate::cli::ConfigFacts::from_config(&cfg),
+            config: cli_facts,
         },
         cli_shutdown,
     );
@@ -387,7 +393,7 @@ pub fn run(opts: Options) -> ExitCode {
         plan.frontends.len()
     ));
     // Health checks start once everything serves, on their own thread.
-    let _checks = match crate::checks::model::start(&cfg, &plan.registry) {
+    let _checks = match crate::checks::model::start(checks, &plan.registry) {
         Ok(r) => r,
         Err(e) => {
             crate::log::alert(&format!("cannot start the health checks: {e}"));

@@ -717,8 +717,7 @@ fn under_load_churning_servers_loses_no_request_and_spares_removed_ones() {
     let mut step = 0usize;
     while started.elapsed() < Duration::from_millis(9_500) {
         step += 1;
-        let t = std::thread::sleep(Duration::from_millis(10));
-        let _ = t;
+        std::thread::sleep(Duration::from_millis(10));
         ops += 1;
         match step % 8 {
             // Re-weight a configured server.

@@ -368,10 +368,9 @@ impl Backend {
     /// HAProxy's `server_parse_weight_change_request`: `None` when applied,
     /// else the error.
     pub fn set_weight_request(&self, srv: &Arc<Server>, text: &str) -> Option<String> {
-        match Self::parse_weight(srv, text).and_then(|w| self.set_weight(srv, w)) {
-            Ok(()) => None,
-            Err(e) => Some(e),
-        }
+        Self::parse_weight(srv, text)
+            .and_then(|w| self.set_weight(srv, w))
+            .err()
     }
 
     /// Sets the weight (0..=256; CLI `set server B/S weight`, Lua

@@ -3,7 +3,7 @@
 //! outside prompt mode, the client's close, or `stats timeout`.
 
 use super::commands::{self, Builtin, Command, CommandKind};
-use super::protocol::{self, Terminator};
+use super::protocol;
 use super::Shared;
 use crate::config::CliLevel;
 use crate::lua::applet_tcp::AppletStream;
@@ -104,7 +104,6 @@ pub async fn serve(
             let _ = stream.shutdown().await;
             return;
         }
-        let _ = term == Terminator::Semicolon;
     }
 }
 
@@ -130,7 +129,6 @@ fn builtin(
     b: Builtin,
     words: &[String],
 ) -> Answer {
-    let arg = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     match b {
         Builtin::Help => say(&commands::usage_message(&shared.table, words, true)),
         Builtin::Prompt => {
@@ -154,7 +152,7 @@ fn builtin(
         }
         Builtin::ShowInfo => Answer::Text(super::info::show_info(shared.nbthread)),
         Builtin::ShowSess => Answer::Text(show_sess()),
-        _ => super::servers::run(shared, sess, cmd, b, words, arg(0)),
+        _ => super::servers::run(shared, cmd, b, words),
     }
 }
 

@@ -17,6 +17,7 @@
 use super::server::Server;
 use crate::config::Balance;
 use std::cmp::Ordering as CmpOrdering;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,7 +50,13 @@ pub struct Farm {
     backups: Box<[usize]>,
     /// Round-robin / source map over `active` (see the module comment).
     table: Box<[usize]>,
+    /// Positions by name, for backends with many servers (small ones are
+    /// searched in order: no map to build or keep).
+    by_name: Option<HashMap<Arc<str>, usize>>,
 }
+
+/// From this many servers on, a farm indexes its servers by name.
+const NAME_INDEX_FROM: usize = 16;
 
 impl Farm {
     pub(crate) fn build(algo: Balance, servers: Vec<Arc<Server>>) -> Farm {
@@ -67,7 +74,15 @@ impl Farm {
             }
             Balance::LeastConn | Balance::First => Vec::new(),
         };
+        let by_name = (servers.len() >= NAME_INDEX_FROM).then(|| {
+            servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.clone(), i))
+                .collect()
+        });
         Farm {
+            by_name,
             servers: servers.into_boxed_slice(),
             active: active.into_boxed_slice(),
             backups,
@@ -77,7 +92,10 @@ impl Farm {
 
     /// The server named `name`.
     pub fn find(&self, name: &str) -> Option<&Arc<Server>> {
-        self.servers.iter().find(|s| &*s.name == name)
+        match &self.by_name {
+            Some(map) => self.servers.get(*map.get(name)?),
+            None => self.servers.iter().find(|s| &*s.name == name),
+        }
     }
 }
 

@@ -38,6 +38,7 @@ mod registry;
 mod runtime;
 mod server;
 mod slot;
+pub mod stat_fields;
 pub mod state;
 mod tcp;
 

@@ -51,6 +51,16 @@ pub struct ProxyEntry {
     pub mode: Mode,
     /// The backend side, for backends and listen sections.
     pub backend: Option<Arc<Backend>>,
+    /// The listening addresses (bind lines), in order: listener `sock-N`
+    /// is the N-th (HAProxy's default listener names).
+    pub listeners: Box<[std::net::SocketAddr]>,
+}
+
+impl ProxyEntry {
+    /// The name of listener `i` (0-based): HAProxy's default, `sock-N`.
+    pub fn listener_name(i: usize) -> String {
+        format!("sock-{}", i + 1)
+    }
 }
 
 /// Every proxy of the configuration, in configuration order.
@@ -129,6 +139,7 @@ impl Registry {
                 cap,
                 mode: p.mode,
                 backend,
+                listeners: p.binds.iter().map(|b| b.addr).collect(),
             };
             let at = proxies.len() as u32;
             if cap.is_backend() {
@@ -165,6 +176,26 @@ impl Registry {
         Some((be.clone(), srv))
     }
 
+    /// The position of the backend (or listen section) `name`.
+    pub fn backend_position(&self, name: &str) -> Option<usize> {
+        self.backends.get(name).map(|&at| at as usize)
+    }
+
+    /// The position of the frontend (or listen section) `name`.
+    pub fn frontend_position(&self, name: &str) -> Option<usize> {
+        self.frontends.get(name).map(|&at| at as usize)
+    }
+
+    /// The position of the proxy `name` (`core.proxies[name]`): the first in
+    /// configuration order when a frontend and a backend share the name.
+    pub fn proxy_position(&self, name: &str) -> Option<usize> {
+        match (self.frontends.get(name), self.backends.get(name)) {
+            (Some(&f), Some(&b)) => Some(f.min(b) as usize),
+            (Some(&x), None) | (None, Some(&x)) => Some(x as usize),
+            (None, None) => None,
+        }
+    }
+
     /// The frontend (or listen section) named `name`.
     pub fn frontend(&self, name: &str) -> Option<&ProxyEntry> {
         let at = *self.frontends.get(name)?;
@@ -180,14 +211,7 @@ impl Registry {
     /// A proxy by name, frontend or backend (`core.proxies[name]`): the first
     /// in configuration order when a frontend and a backend share the name.
     pub fn proxy(&self, name: &str) -> Option<&ProxyEntry> {
-        let f = self.frontends.get(name).copied();
-        let b = self.backends.get(name).copied();
-        let at = match (f, b) {
-            (Some(f), Some(b)) => f.min(b),
-            (Some(x), None) | (None, Some(x)) => x,
-            (None, None) => return None,
-        };
-        self.proxies.get(at as usize)
+        self.proxies.get(self.proxy_position(name)?)
     }
 
     /// A proxy by `uuid`.

@@ -544,6 +544,12 @@ end)
         log.contains("Lua cli '<lua.cli.fail>': ") && log.contains("on purpose"),
         "{log}"
     );
+    // `prompt timed`: the uptime in the prompt.
+    let timed = ask(&sock, "prompt timed\nquit\n");
+    assert!(
+        timed.starts_with("\n[0:00:") && timed.ends_with("]> ") && timed.len() == 15,
+        "{timed:?}"
+    );
     // Any level may run them; help lists them.
     let help = ask(&sock, "help\n");
     assert!(

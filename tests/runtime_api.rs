@@ -99,7 +99,11 @@ fn start(program: &Path, tag: &str, servers: &[u16; 3]) -> (Running, Setup) {
         .expect("start proxy");
     let mut running = Running(child);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(setup.sock("admin")).is_err() {
+    // Sockets are bound one after the other: wait for all of them.
+    while ["admin", "oper", "user"]
+        .iter()
+        .any(|n| UnixStream::connect(setup.sock(n)).is_err())
+    {
         if let Ok(Some(st)) = running.0.try_wait() {
             panic!(
                 "{tag} exited ({st}): {}",

@@ -99,7 +99,11 @@ fn start(program: &Path, tag: &str, servers: &[u16; 3]) -> (Running, Setup) {
         .expect("start proxy");
     let mut running = Running(child);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(setup.sock("admin")).is_err() {
+    // Sockets are bound one after the other: wait for all of them.
+    while ["admin", "oper", "user"]
+        .iter()
+        .any(|n| UnixStream::connect(setup.sock(n)).is_err())
+    {
         if let Ok(Some(st)) = running.0.try_wait() {
             panic!(
                 "{tag} exited ({st}): {}",
@@ -207,6 +211,7 @@ fn stat_view(csv: &str) -> (String, Vec<Vec<String>>) {
         .map(|c| names.iter().position(|n| n == c).expect("column"))
         .collect();
     let chkdown = STAT_COLUMNS.iter().position(|c| *c == "chkdown");
+    let downtime = STAT_COLUMNS.iter().position(|c| *c == "downtime");
     let rows = lines
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -215,10 +220,10 @@ fn stat_view(csv: &str) -> (String, Vec<Vec<String>>) {
                 .iter()
                 .map(|&i| f.get(i).copied().unwrap_or("?").to_string())
                 .collect();
-            // A backend's own down transitions are not counted by luahost
-            // (its servers' are).
+            // A backend's own down transitions and down time are not
+            // counted by luahost (its servers' are).
             if f.get(1) == Some(&"BACKEND") {
-                if let Some(c) = chkdown {
+                for c in [chkdown, downtime].into_iter().flatten() {
                     row[c] = "-".into();
                 }
             }
@@ -392,9 +397,14 @@ fn server_changes_show_in_servers_state_and_stat_as_in_haproxy() {
     sessions.push(("admin", "set server be/s5 state maint\n"));
     sessions.push(("admin", "show servers state be\n"));
     same_answers(&ours, &theirs, &sessions, &[]);
-    // show stat: the whole header, and the columns luahost knows.
+    // show stat: the whole header, and the columns luahost knows; one
+    // client connection open on each proxy's frontend (its `scur`).
+    let _c = TcpStream::connect(("127.0.0.1", ours.setup.fe)).expect("client");
+    std::thread::sleep(Duration::from_millis(200));
     let (h_ours, r_ours) = stat_view(&ask(&ours.setup.sock("admin"), "show stat\n"));
     for t in &theirs {
+        let _c = TcpStream::connect(("127.0.0.1", t.setup.fe)).expect("client");
+        std::thread::sleep(Duration::from_millis(200));
         let (h, r) = stat_view(&ask(&t.setup.sock("admin"), "show stat\n"));
         assert_eq!(h_ours, h, "show stat header: luahost vs {}", t.label);
         assert_eq!(
@@ -543,6 +553,12 @@ end)
     assert!(
         log.contains("Lua cli '<lua.cli.fail>': ") && log.contains("on purpose"),
         "{log}"
+    );
+    // `prompt timed`: the uptime in the prompt.
+    let timed = ask(&sock, "prompt timed\nquit\n");
+    assert!(
+        timed.starts_with("\n[0:00:") && timed.ends_with("]> ") && timed.len() == 15,
+        "{timed:?}"
     );
     // Any level may run them; help lists them.
     let help = ask(&sock, "help\n");
@@ -717,8 +733,7 @@ fn under_load_churning_servers_loses_no_request_and_spares_removed_ones() {
     let mut step = 0usize;
     while started.elapsed() < Duration::from_millis(9_500) {
         step += 1;
-        let t = std::thread::sleep(Duration::from_millis(10));
-        let _ = t;
+        std::thread::sleep(Duration::from_millis(10));
         ops += 1;
         match step % 8 {
             // Re-weight a configured server.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 static CURR_CONNS: AtomicUsize = AtomicUsize::new(0);
@@ -24,7 +24,7 @@ pub fn init(maxconn: usize) {
 
 /// Counts an accepted connection, and lists it for the CLI's `show sess`,
 /// until the guard is dropped.
-pub struct ConnGuard(u64);
+pub struct ConnGuard(u64, Arc<FrontendCounters>);
 
 impl ConnGuard {
     pub fn new(src: SocketAddr, frontend: &Arc<str>) -> ConnGuard {
@@ -38,13 +38,40 @@ impl ConnGuard {
         if let Ok(mut shard) = shard(id).lock() {
             shard.insert(id, info);
         }
-        ConnGuard(id)
+        let fe = frontend_counters(frontend);
+        let cur = fe.cur.fetch_add(1, Ordering::Relaxed) + 1;
+        fe.total.fetch_add(1, Ordering::Relaxed);
+        fe.max.fetch_max(cur, Ordering::Relaxed);
+        ConnGuard(id, fe)
+    }
+}
+
+/// A frontend's connection counters (`scur`, `smax`, `stot` of `show stat`).
+#[derive(Default)]
+pub struct FrontendCounters {
+    pub cur: AtomicUsize,
+    pub max: AtomicUsize,
+    pub total: AtomicUsize,
+}
+
+/// The counters of `frontend`, created on its first connection. The map
+/// is read-locked per accepted connection (written once per frontend).
+pub fn frontend_counters(frontend: &Arc<str>) -> Arc<FrontendCounters> {
+    static ALL: OnceLock<RwLock<HashMap<Arc<str>, Arc<FrontendCounters>>>> = OnceLock::new();
+    let all = ALL.get_or_init(Default::default);
+    if let Some(c) = all.read().ok().and_then(|m| m.get(frontend).cloned()) {
+        return c;
+    }
+    match all.write() {
+        Ok(mut m) => m.entry(frontend.clone()).or_default().clone(),
+        Err(_) => Arc::new(FrontendCounters::default()),
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         CURR_CONNS.fetch_sub(1, Ordering::Relaxed);
+        self.1.cur.fetch_sub(1, Ordering::Relaxed);
         if let Ok(mut shard) = shard(self.0).lock() {
             shard.remove(&self.0);
         }

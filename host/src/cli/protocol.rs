@@ -11,6 +11,8 @@
 //!   ended a line, so `echo "show stat" | socat ...` gets one answer; the
 //!   commands of one line (`a; b`) all run.
 
+use bytes::BytesMut;
+
 /// What ended a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Terminator {
@@ -21,7 +23,7 @@ pub enum Terminator {
 /// Takes the next complete command out of `buf`: its text (without the
 /// terminator and a trailing `\r`, escapes kept) and what ended it. `None`
 /// when no complete command is buffered yet.
-pub fn next_command(buf: &mut Vec<u8>) -> Option<(Vec<u8>, Terminator)> {
+pub fn next_command(buf: &mut BytesMut) -> Option<(Vec<u8>, Terminator)> {
     let mut i = 0;
     while i < buf.len() {
         match buf[i] {
@@ -32,7 +34,7 @@ pub fn next_command(buf: &mut Vec<u8>) -> Option<(Vec<u8>, Terminator)> {
                 } else {
                     Terminator::Semicolon
                 };
-                let mut cmd: Vec<u8> = buf.drain(..=i).collect();
+                let mut cmd = buf.split_to(i + 1).to_vec();
                 cmd.pop();
                 if cmd.last() == Some(&b'\r') {
                     cmd.pop();
@@ -89,12 +91,19 @@ pub fn message(text: &str) -> String {
     s
 }
 
-/// What follows an answer: `\n> ` in prompt mode, else `\n`.
-pub fn after_answer(prompt: bool) -> &'static str {
-    if prompt {
-        "\n> "
-    } else {
-        "\n"
+/// What follows an answer: `\n> ` in prompt mode (`\n[D:HH:MM:SS]> `
+/// with `prompt timed`, the process's uptime), else `\n`.
+pub fn after_answer(prompt: bool, timed: Option<u64>) -> String {
+    match (prompt, timed) {
+        (false, _) => "\n".to_string(),
+        (true, None) => "\n> ".to_string(),
+        (true, Some(up)) => format!(
+            "\n[{}:{:02}:{:02}:{:02}]> ",
+            up / 86400,
+            (up / 3600) % 24,
+            (up / 60) % 60,
+            up % 60
+        ),
     }
 }
 
@@ -109,7 +118,7 @@ mod tests {
     use super::*;
 
     fn all(input: &str) -> Vec<(String, Terminator)> {
-        let mut buf = input.as_bytes().to_vec();
+        let mut buf = BytesMut::from(input.as_bytes());
         let mut v = Vec::new();
         while let Some((c, t)) = next_command(&mut buf) {
             v.push((String::from_utf8(c).unwrap_or_default(), t));

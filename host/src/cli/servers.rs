@@ -3,7 +3,7 @@
 //! model's runtime API (`backend/runtime.rs`), which publishes the events.
 
 use super::commands::{Builtin, Command};
-use super::session::{say, Answer, Session};
+use super::session::{say, Answer};
 use super::Shared;
 use crate::backend::{
     AddServer, AdminFlags, AdminState, Backend, CheckFlags, OperCause, OperState, Server,
@@ -12,14 +12,8 @@ use crate::config::Balance;
 use std::fmt::Write;
 use std::sync::Arc;
 
-pub fn run(
-    shared: &Shared,
-    _sess: &mut Session,
-    cmd: &Command,
-    b: Builtin,
-    words: &[String],
-    _first: &str,
-) -> Answer {
+/// Runs server command `b` (`cmd`'s words lead `words`).
+pub fn run(shared: &Shared, cmd: &Command, b: Builtin, words: &[String]) -> Answer {
     // The words after the command's own ones.
     let args: Vec<&str> = words
         .iter()

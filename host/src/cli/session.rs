@@ -3,7 +3,7 @@
 //! outside prompt mode, the client's close, or `stats timeout`.
 
 use super::commands::{self, Builtin, Command, CommandKind};
-use super::protocol::{self, Terminator};
+use super::protocol;
 use super::Shared;
 use crate::config::CliLevel;
 use crate::lua::applet_tcp::AppletStream;
@@ -30,6 +30,8 @@ pub fn say(text: &str) -> Answer {
 pub struct Session {
     pub level: CliLevel,
     pub prompt: bool,
+    /// `prompt timed`: the prompt shows the uptime.
+    pub timed: bool,
 }
 
 /// Serves one client until the session ends.
@@ -45,15 +47,14 @@ pub async fn serve(
     let mut sess = Session {
         level,
         prompt: false,
+        timed: false,
     };
     let timeout = shared.timeout;
     let limit = crate::proxy::bufsize();
     loop {
         // The next complete command.
         let (cmd, term) = loop {
-            let mut v = buf.to_vec();
-            if let Some(found) = protocol::next_command(&mut v) {
-                buf = BytesMut::from(&v[..]);
+            if let Some(found) = protocol::next_command(&mut buf) {
                 break found;
             }
             if buf.len() >= limit {
@@ -96,7 +97,10 @@ pub async fn serve(
             }
         };
         let mut out = text.into_bytes();
-        out.extend_from_slice(protocol::after_answer(sess.prompt).as_bytes());
+        let uptime = sess
+            .timed
+            .then(|| crate::stats::snapshot().uptime.as_secs());
+        out.extend_from_slice(protocol::after_answer(sess.prompt, uptime).as_bytes());
         if stream.write_all(&out).await.is_err() {
             return;
         }
@@ -104,7 +108,6 @@ pub async fn serve(
             let _ = stream.shutdown().await;
             return;
         }
-        let _ = term == Terminator::Semicolon;
     }
 }
 
@@ -130,11 +133,17 @@ fn builtin(
     b: Builtin,
     words: &[String],
 ) -> Answer {
-    let arg = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     match b {
         Builtin::Help => say(&commands::usage_message(&shared.table, words, true)),
         Builtin::Prompt => {
-            sess.prompt = !sess.prompt;
+            // As HAProxy: `prompt timed` turns prompt mode on and toggles
+            // the uptime; `prompt` toggles prompt mode.
+            if words.get(1).map(String::as_str) == Some("timed") {
+                sess.prompt = true;
+                sess.timed = !sess.timed;
+            } else {
+                sess.prompt = !sess.prompt;
+            }
             Answer::Text(String::new())
         }
         Builtin::Quit => Answer::Quit,
@@ -154,7 +163,7 @@ fn builtin(
         }
         Builtin::ShowInfo => Answer::Text(super::info::show_info(shared.nbthread)),
         Builtin::ShowSess => Answer::Text(show_sess()),
-        _ => super::servers::run(shared, sess, cmd, b, words, arg(0)),
+        _ => super::servers::run(shared, cmd, b, words),
     }
 }
 

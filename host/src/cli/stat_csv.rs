@@ -4,7 +4,8 @@
 //! the same kind and mode (the templates below, taken from HAProxy 3.0's
 //! own output: "0" where it counts, empty where the field does not apply),
 //! then the fields luahost knows are filled in from the live model:
-//! names, ids, state, weights, current/maximum/total sessions, queue,
+//! names, ids, state, weights, current/maximum/total sessions (of
+//! frontends too: client connections), queue,
 //! limits, errors and retries, check state and counters, address, mode and
 //! algorithm. Byte counts, rates, HTTP status counters, timings and the
 //! SSL/QUIC/H2/H1 module counters stay at HAProxy's idle values: luahost
@@ -83,6 +84,10 @@ pub fn show_stat(reg: &Registry, ctx: &StatContext<'_>) -> String {
             });
             r.set("pxname", &p.name);
             r.set("svname", "FRONTEND");
+            let c = crate::stats::frontend_counters(&p.name);
+            r.set("scur", c.cur.load(Ordering::Relaxed));
+            r.set("smax", c.max.load(Ordering::Relaxed));
+            r.set("stot", c.total.load(Ordering::Relaxed));
             r.set("slim", (ctx.frontend_maxconn)(&p.name));
             r.set("status", "OPEN");
             r.set("iid", p.uuid);

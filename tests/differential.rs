@@ -1903,3 +1903,63 @@ fn proxying() {
     ];
     run_group(Group::of("proxy", "proxy.cfg", &[], cases));
 }
+
+/// The Proxy, Server and Listener classes and the lazy proxy index: the
+/// methods' answers read back through Lua services, changes made through
+/// Server methods, and scripts shaped like published ones (an auth-request
+/// script looking its backend up in `core.backends`, a least-sessions
+/// balancer reading `get_stats()`).
+#[test]
+fn proxy_classes() {
+    let no_26 = "HAProxy 2.6 lacks get_rid, is_backup, is_dynamic, tracking and the lazy index";
+    let cases = vec![
+        Case::new("proxies.model", "model", get("/"))
+            .status(200)
+            .contains("app uuid=8(string) cap=backend mode=http act=2 bck=1")
+            .contains("  a1 puid=1(string) rid=0 addr=127.0.0.1:9001 w=3")
+            .contains("status=MAINT")
+            .contains("li uuid=10(string) cap=proxy")
+            .contains("listeners: sock-1")
+            .not_on("haproxy 2.6", no_26),
+        Case::new("proxies.ops", "ops", get("/"))
+            .status(200)
+            .contains("set_weight 300 -> Absolute weight can only be between 0 and 256 inclusive.")
+            .contains("drain -> DRAIN")
+            .contains("deprecated -> ops 9 o1 1")
+            .then(get("/again"))
+            .status(200)
+            .contains("start -> no check w=1")
+            .not_on("haproxy 2.6", no_26),
+        Case::new("proxies.set_addr", "addr", get("/set"))
+            .status(200)
+            .body("IP changed from '127.0.0.1' to '127.0.0.2', port changed from '9102' to '9105' by 'Lua script'\n")
+            .then(get("/get"))
+            .status(200)
+            .body("127.0.0.2:9105\n")
+            .then(get("/back"))
+            .status(200)
+            .body("IP changed from '127.0.0.2' to '127.0.0.1', port changed from '9105' to '9102' by 'Lua script'\n")
+            .then(get("/same"))
+            .status(200)
+            .body("nothing changed\n")
+            .then(get("/get"))
+            .status(200)
+            .body("127.0.0.1:9102\n")
+            .not_on("haproxy 2.6", no_26),
+        Case::new("proxies.auth_request_shape", "auth", get("/"))
+            .status(200)
+            .contains("auth server at 127.0.0.1:"),
+        Case::new("proxies.least_sessions_shape", "least", get("/"))
+            .status(200)
+            .contains("app: a1 (0)")
+            .not_on("haproxy 2.6", no_26),
+        Case::new("proxies.index", "index", get("/"))
+            .status(200)
+            .contains("counts proxies=10 frontends=7 backends=4")
+            .contains("len=0 missing=nil")
+            .not_on("haproxy 2.6", no_26),
+    ];
+    // Lua services build every response here.
+    let cases = cases.into_iter().map(Case::any_header_order).collect();
+    run_group(Group::of("proxies", "proxies.cfg", &["proxies.lua"], cases));
+}

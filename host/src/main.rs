@@ -2,6 +2,8 @@
 //! compatible script runner, and a checker for native Lua modules.
 
 mod backend;
+mod checks;
+mod cli;
 #[allow(dead_code)]
 mod config;
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Process-wide counters for `core.get_info()` and the logs.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 static CURR_CONNS: AtomicUsize = AtomicUsize::new(0);
@@ -20,21 +22,91 @@ pub fn init(maxconn: usize) {
     MAXCONN.store(maxconn, Ordering::Relaxed);
 }
 
-/// Counts an accepted connection until the guard is dropped.
-pub struct ConnGuard(());
+/// Counts an accepted connection, and lists it for the CLI's `show sess`,
+/// until the guard is dropped.
+pub struct ConnGuard(u64, Arc<FrontendCounters>);
 
 impl ConnGuard {
-    pub fn new() -> ConnGuard {
+    pub fn new(src: SocketAddr, frontend: &Arc<str>) -> ConnGuard {
         CURR_CONNS.fetch_add(1, Ordering::Relaxed);
-        CUM_CONNS.fetch_add(1, Ordering::Relaxed);
-        ConnGuard(())
+        let id = CUM_CONNS.fetch_add(1, Ordering::Relaxed) as u64;
+        let info = SessInfo {
+            src,
+            frontend: frontend.clone(),
+            since: Instant::now(),
+        };
+        if let Ok(mut shard) = shard(id).lock() {
+            shard.insert(id, info);
+        }
+        let fe = frontend_counters(frontend);
+        let cur = fe.cur.fetch_add(1, Ordering::Relaxed) + 1;
+        fe.total.fetch_add(1, Ordering::Relaxed);
+        fe.max.fetch_max(cur, Ordering::Relaxed);
+        ConnGuard(id, fe)
+    }
+}
+
+/// A frontend's connection counters (`scur`, `smax`, `stot` of `show stat`).
+#[derive(Default)]
+pub struct FrontendCounters {
+    pub cur: AtomicUsize,
+    pub max: AtomicUsize,
+    pub total: AtomicUsize,
+}
+
+/// The counters of `frontend`, created on its first connection. The map
+/// is read-locked per accepted connection (written once per frontend).
+pub fn frontend_counters(frontend: &Arc<str>) -> Arc<FrontendCounters> {
+    static ALL: OnceLock<RwLock<HashMap<Arc<str>, Arc<FrontendCounters>>>> = OnceLock::new();
+    let all = ALL.get_or_init(Default::default);
+    if let Some(c) = all.read().ok().and_then(|m| m.get(frontend).cloned()) {
+        return c;
+    }
+    match all.write() {
+        Ok(mut m) => m.entry(frontend.clone()).or_default().clone(),
+        Err(_) => Arc::new(FrontendCounters::default()),
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         CURR_CONNS.fetch_sub(1, Ordering::Relaxed);
+        self.1.cur.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut shard) = shard(self.0).lock() {
+            shard.remove(&self.0);
+        }
     }
+}
+
+/// An open client connection, as `show sess` lists it.
+pub struct SessInfo {
+    pub src: SocketAddr,
+    pub frontend: Arc<str>,
+    pub since: Instant,
+}
+
+/// Open connections, sharded so that workers accepting and closing at the
+/// same time rarely meet on a lock (only `show sess` reads them all).
+const SHARDS: usize = 16;
+
+fn shard(id: u64) -> &'static Mutex<HashMap<u64, SessInfo>> {
+    static ALL: OnceLock<Vec<Mutex<HashMap<u64, SessInfo>>>> = OnceLock::new();
+    let all = ALL.get_or_init(|| (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect());
+    &all[id as usize % SHARDS]
+}
+
+/// The open connections (id, source, frontend, age), oldest first.
+pub fn sessions() -> Vec<(u64, SocketAddr, Arc<str>, Duration)> {
+    let mut v = Vec::new();
+    for i in 0..SHARDS as u64 {
+        if let Ok(shard) = shard(i).lock() {
+            for (id, s) in shard.iter() {
+                v.push((*id, s.src, s.frontend.clone(), s.since.elapsed()));
+            }
+        }
+    }
+    v.sort_by_key(|s| s.0);
+    v
 }
 
 pub fn count_request() {

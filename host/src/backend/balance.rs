@@ -1,7 +1,8 @@
 //! Load-balancing algorithms: which server gets the next request.
 //!
-//! Every algorithm only considers usable active servers (not disabled,
-//! weight > 0); when there are none, the first usable backup server takes
+//! Every algorithm works on a [`Farm`], a snapshot of the backend's servers
+//! and tables, and only considers usable active servers (see
+//! `Server::usable`); when there are none, the first usable backup server takes
 //! the traffic (HAProxy's behaviour without `option allbackups`). A server at
 //! its `maxconn` is skipped, except by source hashing, which waits for its
 //! server rather than breaking the client's stickiness.
@@ -16,78 +17,123 @@
 use super::server::Server;
 use crate::config::Balance;
 use std::cmp::Ordering as CmpOrdering;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-/// The outcome of a pick.
+/// The outcome of a pick (`T`: an index into the farm, or the server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pick {
+pub(crate) enum Pick<T = usize> {
     /// A slot of this server was taken.
-    Got(usize),
+    Got(T),
     /// Usable servers exist but are full: wait for this server's queue
     /// (source hashing) or the backend's (`None`).
-    Full(Option<usize>),
+    Full(Option<T>),
     /// No usable server at all.
     None,
 }
 
-/// A backend's balancing state.
-pub(crate) struct Lb {
-    algo: Balance,
-    /// Active (non-backup) servers with a non-zero weight, in configuration
-    /// order (disabled ones included: that state can change at run time).
+/// A snapshot of a backend's servers with the load-balancing tables built
+/// for them. Readers load it without a lock (arc-swap); a change to the
+/// server set or to a weight builds a new one off the request path and
+/// swaps it in. Indexes in the tables are positions in `servers`.
+pub struct Farm {
+    /// Every server of the backend, in configuration order, dynamic servers
+    /// after (deleted ones are no longer in the snapshot).
+    pub servers: Box<[Arc<Server>]>,
+    /// Active (non-backup) servers with a non-zero weight, in order
+    /// (servers out of service included: that state changes without a
+    /// rebuild, and the pick skips them).
     active: Box<[usize]>,
-    /// Backup servers with a non-zero weight, in configuration order.
+    /// Backup servers with a non-zero weight, in order.
     backups: Box<[usize]>,
     /// Round-robin / source map over `active` (see the module comment).
     table: Box<[usize]>,
+    /// Positions by name, for backends with many servers (small ones are
+    /// searched in order: no map to build or keep).
+    by_name: Option<HashMap<Arc<str>, usize>>,
+}
+
+/// From this many servers on, a farm indexes its servers by name.
+const NAME_INDEX_FROM: usize = 16;
+
+impl Farm {
+    pub(crate) fn build(algo: Balance, servers: Vec<Arc<Server>>) -> Farm {
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight()).collect();
+        let active: Vec<usize> = (0..servers.len())
+            .filter(|&i| !servers[i].backup && weights[i] > 0)
+            .collect();
+        let backups = (0..servers.len())
+            .filter(|&i| servers[i].backup && weights[i] > 0)
+            .collect();
+        let table = match algo {
+            Balance::RoundRobin | Balance::Source => {
+                let weighted: Vec<(usize, u32)> = active.iter().map(|&i| (i, weights[i])).collect();
+                spread(&weighted)
+            }
+            Balance::LeastConn | Balance::First => Vec::new(),
+        };
+        let by_name = (servers.len() >= NAME_INDEX_FROM).then(|| {
+            servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.clone(), i))
+                .collect()
+        });
+        Farm {
+            by_name,
+            servers: servers.into_boxed_slice(),
+            active: active.into_boxed_slice(),
+            backups,
+            table: table.into_boxed_slice(),
+        }
+    }
+
+    /// The server named `name`.
+    pub fn find(&self, name: &str) -> Option<&Arc<Server>> {
+        match &self.by_name {
+            Some(map) => self.servers.get(*map.get(name)?),
+            None => self.servers.iter().find(|s| &*s.name == name),
+        }
+    }
+}
+
+/// A backend's algorithm and its moving part.
+pub(crate) struct Lb {
+    pub algo: Balance,
     /// Round-robin position; for leastconn, the rotating start that breaks
     /// ties between equally loaded servers.
     cursor: AtomicUsize,
 }
 
 impl Lb {
-    pub fn new(algo: Balance, servers: &[Server]) -> Lb {
-        let active: Vec<usize> = (0..servers.len())
-            .filter(|&i| !servers[i].backup && servers[i].weight > 0)
-            .collect();
-        let backups = (0..servers.len())
-            .filter(|&i| servers[i].backup && servers[i].weight > 0)
-            .collect();
-        let table = match algo {
-            Balance::RoundRobin | Balance::Source => {
-                let weighted: Vec<(usize, u32)> =
-                    active.iter().map(|&i| (i, servers[i].weight)).collect();
-                spread(&weighted)
-            }
-            Balance::LeastConn | Balance::First => Vec::new(),
-        };
+    pub fn new(algo: Balance) -> Lb {
         Lb {
             algo,
-            active: active.into_boxed_slice(),
-            backups,
-            table: table.into_boxed_slice(),
             cursor: AtomicUsize::new(0),
         }
     }
 
-    /// Chooses a server for a request from `client` and takes a slot on it.
-    pub fn pick(&self, servers: &[Server], client: IpAddr, exclude: Option<usize>) -> Pick {
-        let eligible = |idx: usize| exclude != Some(idx) && servers[idx].usable();
+    /// Chooses a server of `farm` for a request from `client` and takes a
+    /// slot on it. `exclude` is a server `gid`.
+    pub fn pick(&self, farm: &Farm, client: IpAddr, exclude: Option<usize>) -> Pick {
+        let servers = &farm.servers[..];
+        let eligible = |idx: usize| exclude != Some(servers[idx].gid) && servers[idx].usable();
         let found = match self.algo {
-            Balance::RoundRobin => self.round_robin(servers, &eligible),
-            Balance::LeastConn => self.least_conn(servers, &eligible),
-            Balance::First => self.first(servers, &eligible),
-            Balance::Source => self.source(servers, client, &eligible),
+            Balance::RoundRobin => self.round_robin(farm, &eligible),
+            Balance::LeastConn => self.least_conn(farm, &eligible),
+            Balance::First => self.first(farm, &eligible),
+            Balance::Source => self.source(farm, client, &eligible),
         };
         match found {
-            Pick::None => self.backup(servers, &eligible),
+            Pick::None => self.backup(farm, &eligible),
             other => other,
         }
     }
 
-    fn round_robin(&self, servers: &[Server], eligible: &dyn Fn(usize) -> bool) -> Pick {
-        let len = self.table.len();
+    fn round_robin(&self, farm: &Farm, eligible: &dyn Fn(usize) -> bool) -> Pick {
+        let len = farm.table.len();
         if len == 0 {
             return Pick::None;
         }
@@ -95,18 +141,18 @@ impl Lb {
         // skipping without consuming would hand a disabled server's turns to
         // the server after it and skew the weights.
         for _ in 0..len {
-            let idx = self.table[self.cursor.fetch_add(1, Ordering::Relaxed) % len];
-            if eligible(idx) && servers[idx].try_take() {
+            let idx = farm.table[self.cursor.fetch_add(1, Ordering::Relaxed) % len];
+            if eligible(idx) && farm.servers[idx].try_take() {
                 return Pick::Got(idx);
             }
         }
         // Other threads move the cursor too, so the loop may not have seen
         // every server: decide between "full" and "none" on the server list.
-        self.full_or_none(eligible)
+        full_or_none(farm, eligible)
     }
 
-    fn least_conn(&self, servers: &[Server], eligible: &dyn Fn(usize) -> bool) -> Pick {
-        let n = self.active.len();
+    fn least_conn(&self, farm: &Farm, eligible: &dyn Fn(usize) -> bool) -> Pick {
+        let n = farm.active.len();
         if n == 0 {
             return Pick::None;
         }
@@ -117,17 +163,17 @@ impl Lb {
             let mut best: Option<(usize, u64, u64)> = None; // (idx, load + 1, weight)
             let mut any = false;
             for j in 0..n {
-                let idx = self.active[(start + j) % n];
+                let idx = farm.active[(start + j) % n];
                 if !eligible(idx) {
                     continue;
                 }
                 any = true;
-                let s = &servers[idx];
+                let s = &farm.servers[idx];
                 if !s.has_room() {
                     continue;
                 }
                 let load = s.current() as u64 + 1;
-                let w = u64::from(s.weight);
+                let w = u64::from(s.weight());
                 // Compare load/weight without division.
                 if best.is_none_or(|(_, bl, bw)| load * bw < bl * w) {
                     best = Some((idx, load, w));
@@ -136,21 +182,21 @@ impl Lb {
             match best {
                 None if any => return Pick::Full(None),
                 None => return Pick::None,
-                Some((idx, _, _)) if servers[idx].try_take() => return Pick::Got(idx),
+                Some((idx, _, _)) if farm.servers[idx].try_take() => return Pick::Got(idx),
                 Some(_) => {}
             }
         }
         Pick::Full(None)
     }
 
-    fn first(&self, servers: &[Server], eligible: &dyn Fn(usize) -> bool) -> Pick {
+    fn first(&self, farm: &Farm, eligible: &dyn Fn(usize) -> bool) -> Pick {
         let mut any = false;
-        for &idx in self.active.iter() {
+        for &idx in farm.active.iter() {
             if !eligible(idx) {
                 continue;
             }
             any = true;
-            if servers[idx].try_take() {
+            if farm.servers[idx].try_take() {
                 return Pick::Got(idx);
             }
         }
@@ -161,8 +207,8 @@ impl Lb {
         }
     }
 
-    fn source(&self, servers: &[Server], client: IpAddr, eligible: &dyn Fn(usize) -> bool) -> Pick {
-        let len = self.table.len();
+    fn source(&self, farm: &Farm, client: IpAddr, eligible: &dyn Fn(usize) -> bool) -> Pick {
+        let len = farm.table.len();
         if len == 0 {
             return Pick::None;
         }
@@ -170,9 +216,9 @@ impl Lb {
         // the table; the other clients keep their server.
         let start = (hash_ip(client) % len as u64) as usize;
         for j in 0..len {
-            let idx = self.table[(start + j) % len];
+            let idx = farm.table[(start + j) % len];
             if eligible(idx) {
-                return if servers[idx].try_take() {
+                return if farm.servers[idx].try_take() {
                     Pick::Got(idx)
                 } else {
                     Pick::Full(Some(idx))
@@ -183,20 +229,20 @@ impl Lb {
     }
 
     /// Only the first usable backup is used, as HAProxy does by default.
-    fn backup(&self, servers: &[Server], eligible: &dyn Fn(usize) -> bool) -> Pick {
-        match self.backups.iter().copied().find(|&i| eligible(i)) {
-            Some(idx) if servers[idx].try_take() => Pick::Got(idx),
+    fn backup(&self, farm: &Farm, eligible: &dyn Fn(usize) -> bool) -> Pick {
+        match farm.backups.iter().copied().find(|&i| eligible(i)) {
+            Some(idx) if farm.servers[idx].try_take() => Pick::Got(idx),
             Some(_) => Pick::Full(None),
             None => Pick::None,
         }
     }
+}
 
-    fn full_or_none(&self, eligible: &dyn Fn(usize) -> bool) -> Pick {
-        if self.active.iter().any(|&i| eligible(i)) {
-            Pick::Full(None)
-        } else {
-            Pick::None
-        }
+fn full_or_none(farm: &Farm, eligible: &dyn Fn(usize) -> bool) -> Pick {
+    if farm.active.iter().any(|&i| eligible(i)) {
+        Pick::Full(None)
+    } else {
+        Pick::None
     }
 }
 

@@ -2,7 +2,7 @@
 //! attempts after a failure, HAProxy's turn-around delay between attempts on
 //! the same server, and the optional redispatch of the last retry.
 
-use super::server::ConnSlot;
+use super::slot::ConnSlot;
 use super::{Backend, ForwardError};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ pub(crate) async fn connect(
     let turn_around = timeout.min(Duration::from_secs(1));
     let mut attempt = 0u32;
     loop {
-        let addr = slot.server().addr;
+        let addr = slot.server().addr();
         let (why, after_timeout) =
             match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
@@ -34,6 +34,10 @@ pub(crate) async fn connect(
                 Ok(Err(e)) => (io_reason(&e), false),
                 Err(_) => (format!("no answer within {} ms", timeout.as_millis()), true),
             };
+        slot.server()
+            .counters
+            .connect_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if attempt >= be.retries {
             crate::log::warning(&format!(
                 "backend '{}': server '{}' connect failed ({why}), giving up after {} retries",
@@ -44,6 +48,10 @@ pub(crate) async fn connect(
             return Err(ForwardError::ConnectFailed);
         }
         attempt += 1;
+        slot.server()
+            .counters
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::log::warning(&format!(
             "backend '{}': server '{}' connect failed ({why}), retrying ({attempt}/{})",
             be.name,
@@ -51,8 +59,13 @@ pub(crate) async fn connect(
             be.retries
         ));
         if be.redispatch && attempt == be.retries {
-            if let Some(other) = be.try_take_other(client, slot.index()) {
+            if let Some(other) = be.try_take_other(client, slot.server().gid) {
                 // The old slot is released when replaced.
+                other
+                    .server()
+                    .counters
+                    .redispatches
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 *slot = other;
                 continue;
             }

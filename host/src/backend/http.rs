@@ -12,7 +12,8 @@
 
 use super::connect::{connect, io_reason};
 use super::h1::{self, ChunkStep, Chunked, Parsed, ReqFraming, ResFraming, ResponseHead};
-use super::server::ConnSlot;
+use super::server::Server;
+use super::slot::ConnSlot;
 use super::{Backend, ForwardError};
 use crate::proxy::h1_server::RequestBody;
 use crate::txn::Txn;
@@ -27,6 +28,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -117,7 +119,7 @@ impl Forwarder {
         let mut pooled_allowed = !be.httpclose;
         loop {
             let pooled = if pooled_allowed {
-                checkout(slot.server().gid)
+                checkout(slot.server())
             } else {
                 None
             };
@@ -193,13 +195,22 @@ struct Conn {
     stream: TcpStream,
     buf: BytesMut,
     idle_since: Instant,
+    /// The server address it is connected to: after the server's address
+    /// changed, the connection is not reused.
+    addr: SocketAddr,
     /// `timeout server`, kept with the connection: see [`Conn::expired`].
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
     fn new(stream: TcpStream) -> Conn {
+        // A connection whose peer is unknown is broken: label it so that it
+        // is never taken from the pool.
+        let addr = stream
+            .peer_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         Conn {
+            addr,
             stream,
             buf: BytesMut::new(),
             idle_since: Instant::now(),
@@ -260,13 +271,16 @@ struct Pools {
     idle: RefCell<Vec<VecDeque<Conn>>>,
 }
 
-/// An idle connection to server `gid` that can take a request now.
-fn checkout(gid: usize) -> Option<Conn> {
+/// An idle connection to `server`, at its current address, that can take a
+/// request now.
+fn checkout(server: &Server) -> Option<Conn> {
+    let gid = server.gid;
+    let addr = server.addr();
     loop {
         let conn = POOLS
             .try_with(|p| p.idle.borrow_mut().get_mut(gid)?.pop_back())
             .ok()??;
-        if conn.still_open() {
+        if conn.addr == addr && conn.still_open() {
             return Some(conn);
         }
     }

@@ -1,45 +1,84 @@
 #![allow(dead_code)]
-//! Forwarding to backend servers: choosing a server, queueing when every
-//! server is at its `maxconn`, connecting with retries, and relaying HTTP
-//! (pooled keep-alive connections) or raw TCP.
+//! The live model of proxies and servers, and forwarding to servers:
+//! choosing a server, queueing when every server is at its `maxconn`,
+//! connecting with retries, and relaying HTTP (pooled keep-alive
+//! connections) or raw TCP.
 //!
 //! Layout:
-//! - this file: the backends built from the configuration, and the errors;
-//! - `server`: a server's run-time state, connection slots and the queue;
-//! - `balance`: the load-balancing algorithms;
+//! - this file: a [`Backend`] built from the configuration, and the errors;
+//! - `registry`: the [`Registry`] of every proxy (by name, with HAProxy's
+//!   ids), the model's root, passed down to the workers and Lua states;
+//! - `server`: a [`Server`]'s live state (atomics) and its queue;
+//! - `state`: HAProxy's administrative flags and operational states;
+//! - `runtime`: the changes the CLI, checks and Lua make (add/del server,
+//!   admin state, address, weight, maxconn, check results), each published
+//!   as an event;
+//! - `events`: the [`EventBus`] and [`ServerEvent`];
+//! - `balance`: the server snapshot ([`Farm`]) and load-balancing algorithms;
+//! - `slot`: taking a server slot for a request, and queueing;
 //! - `connect`: connecting with `timeout connect` and `retries`;
 //! - `http`: the per-worker [`Forwarder`], its connection pools, and HTTP;
 //! - `h1`: the HTTP/1.1 wire format towards servers (heads, body framing);
 //! - `tcp`: TCP forwarding with half-closes.
 //!
-//! [`Backends`] is built once and shared by every worker (`Send + Sync`, only
-//! atomics on the request path). [`Forwarder`] is per worker, and idle
-//! server connections are pooled per worker thread, so pooling needs no
-//! lock. Forwarding must run inside the worker's tokio `LocalSet`.
+//! The [`Registry`] is built once and shared by every worker (`Send +
+//! Sync`). On the request path nothing takes a lock: a backend's server list
+//! is an arc-swapped [`Farm`] snapshot, and each server's state is atomics.
+//! Changes (rare) are serialised per backend and rebuild the snapshot off
+//! the request path. [`Forwarder`] is per worker, and idle server
+//! connections are pooled per worker thread, so pooling needs no lock.
+//! Forwarding must run inside the worker's tokio `LocalSet`.
 
 mod balance;
 mod connect;
+pub mod events;
 mod h1;
 mod http;
+mod registry;
+mod runtime;
 mod server;
+mod slot;
+pub mod stat_fields;
+pub mod state;
 mod tcp;
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
 
+// The model's API, for the CLI, the check engine and the Lua classes (some
+// parts are not called from inside the binary yet).
+#[allow(unused_imports)]
+pub use balance::Farm;
+#[allow(unused_imports)]
+pub use events::{
+    CheckOutcome, CheckResult, EventBus, EventDetail, EventMask, EventSink, ServerEvent,
+    ServerEventKind, SubscriptionId,
+};
 pub use h1::add_forwarded_for;
 // UpstreamBody is what the front end wraps in its response body type.
 #[allow(unused_imports)]
 pub use http::{Forwarder, UpstreamBody};
+#[allow(unused_imports)]
+pub use registry::{ProxyCap, ProxyEntry, Registry};
+#[allow(unused_imports)]
+pub use runtime::AddServer;
+#[allow(unused_imports)]
+pub use server::{CheckFlags, Server, ServerCounters};
+#[allow(unused_imports)]
+pub use slot::ConnSlot;
+#[allow(unused_imports)]
+pub use state::{AdminFlags, AdminState, OperCause, OperState};
 
-use crate::config::{self, Mode, ServerAddr};
+use crate::config::{self, Balance, Mode, ServerAddr};
+use arc_swap::ArcSwap;
 use hyper::header::HeaderName;
-use server::{Queue, Server};
-use std::collections::HashMap;
+use server::{Queue, ServerInit};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// `timeout connect` when the configuration has none. HAProxy waits forever
@@ -52,54 +91,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `retries` when the configuration has none (HAProxy's default).
 pub const DEFAULT_RETRIES: u32 = 3;
 
-/// Every backend of the configuration (backend and listen sections).
-pub struct Backends {
-    by_name: HashMap<Box<str>, Arc<Backend>>,
-    /// Servers over all backends.
-    nb_servers: usize,
-}
-
 /// Server ids index the per-worker connection pools. They are unique in the
-/// process, not only within one `Backends`, so that a pool can never hand
-/// out a connection to another server of the same index in another build.
+/// process and never reused, so that a pool can never hand out a connection
+/// to another server (a deleted one's successor, or one of another build).
 static NEXT_GID: AtomicUsize = AtomicUsize::new(0);
 
-impl Backends {
-    /// Builds the backends, resolving server host names now (as HAProxy does
-    /// at startup). Every problem is reported, formatted as configuration
-    /// alerts.
-    pub fn build(cfg: &config::Config) -> Result<Backends, Vec<String>> {
-        let mut by_name = HashMap::new();
-        let mut errors = Vec::new();
-        let mut nb_servers = 0;
-        for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
-            match Backend::build(p) {
-                Ok(be) => {
-                    nb_servers += be.servers.len();
-                    by_name.insert(Box::from(p.name.as_str()), Arc::new(be));
-                }
-                Err(mut e) => errors.append(&mut e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(Backends {
-                by_name,
-                nb_servers,
-            })
-        } else {
-            Err(errors)
-        }
-    }
-
-    /// The backend (or listen section) named `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
-        self.by_name.get(name)
-    }
-
-    /// Number of servers over all backends.
-    pub fn server_count(&self) -> usize {
-        self.nb_servers
-    }
+pub(crate) fn next_gid() -> usize {
+    NEXT_GID.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Resolved timeouts of a backend.
@@ -117,11 +115,15 @@ pub(crate) struct Timeouts {
     pub tunnel: Option<Duration>,
 }
 
-/// One backend: its servers, algorithm, and forwarding settings.
+/// One backend (or the backend side of a `listen` section): its live
+/// servers, algorithm, and forwarding settings.
 pub struct Backend {
     name: Arc<str>,
+    /// HAProxy's proxy `uuid`.
+    uuid: i32,
     mode: Mode,
-    servers: Box<[Server]>,
+    /// The servers and balancing tables now; replaced as a whole.
+    farm: ArcSwap<Farm>,
     lb: balance::Lb,
     timeouts: Timeouts,
     retries: u32,
@@ -134,22 +136,38 @@ pub struct Backend {
     forwardfor: Option<ForwardFor>,
     /// Requests waiting for any server slot.
     queue: Queue,
+    /// Where server changes are published.
+    events: Arc<EventBus>,
+    /// Serialises changes to this backend's servers (never taken on the
+    /// request path), so that snapshots are built from a consistent state
+    /// and events come out in the order of the changes.
+    writer: Mutex<()>,
 }
 
 impl fmt::Debug for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Backend")
             .field("name", &self.name)
-            .field("servers", &self.servers.len())
+            .field("servers", &self.farm.load().servers.len())
             .finish()
     }
 }
 
 impl Backend {
-    fn build(p: &config::Proxy) -> Result<Backend, Vec<String>> {
+    /// Builds a backend from its section. Server ids follow HAProxy
+    /// (`check_config_validity`): a server without an `id` gets the first
+    /// free id from its position (1-based) on, so ids stay stable when an
+    /// explicit id is added elsewhere.
+    pub(crate) fn build(
+        p: &config::Proxy,
+        uuid: i32,
+        events: Arc<EventBus>,
+    ) -> Result<Backend, Vec<String>> {
         let mut errors = Vec::new();
+        let name: Arc<str> = Arc::from(p.name.as_str());
         let mut servers = Vec::with_capacity(p.servers.len());
-        for s in &p.servers {
+        // No `id` keyword for servers yet: position-based ids.
+        for (pos, s) in p.servers.iter().enumerate() {
             let addr = match &s.addr {
                 ServerAddr::Ip(a) => Some(*a),
                 ServerAddr::Host { host, port } => match resolve(host, *port) {
@@ -167,8 +185,35 @@ impl Backend {
                 },
             };
             if let Some(addr) = addr {
-                let gid = NEXT_GID.fetch_add(1, Ordering::Relaxed);
-                servers.push(Server::new(s, addr, gid));
+                servers.push(Arc::new(Server::new(ServerInit {
+                    name: Arc::from(s.name.as_str()),
+                    addr,
+                    puid: pos as u32 + 1,
+                    rid: 0,
+                    weight: s.weight.unwrap_or(1),
+                    maxconn: s.maxconn.unwrap_or(0),
+                    backup: s.backup,
+                    dynamic: false,
+                    // `disabled`: configuration and forced maintenance, down.
+                    admin: AdminFlags(if s.disabled {
+                        AdminFlags::CMAINT | AdminFlags::FMAINT
+                    } else {
+                        0
+                    }),
+                    oper: if s.disabled {
+                        OperState::Stopped
+                    } else {
+                        OperState::Running
+                    },
+                    check: if s.check {
+                        CheckFlags::CONFIGURED | CheckFlags::ENABLED
+                    } else {
+                        0
+                    },
+                    gid: next_gid(),
+                    proxy_name: name.clone(),
+                    proxy_uuid: uuid,
+                })));
             }
         }
         let forwardfor = match &p.options.forwardfor {
@@ -197,18 +242,20 @@ impl Backend {
             client: p.timeouts.client,
             tunnel: p.timeouts.tunnel,
         };
-        let lb = balance::Lb::new(p.balance, &servers);
         Ok(Backend {
-            name: Arc::from(p.name.as_str()),
+            name,
+            uuid,
             mode: p.mode,
-            servers: servers.into_boxed_slice(),
-            lb,
+            farm: ArcSwap::from_pointee(Farm::build(p.balance, servers)),
+            lb: balance::Lb::new(p.balance),
             timeouts,
             retries: p.retries.unwrap_or(DEFAULT_RETRIES),
             redispatch: false,
             httpclose: p.options.httpclose,
             forwardfor,
             queue: Queue::default(),
+            events,
+            writer: Mutex::new(()),
         })
     }
 
@@ -217,17 +264,62 @@ impl Backend {
         &self.name
     }
 
+    /// The section name, shared.
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// HAProxy's proxy `uuid`.
+    pub fn uuid(&self) -> i32 {
+        self.uuid
+    }
+
     /// The section's `mode`.
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
+    /// The `balance` algorithm.
+    pub fn balance(&self) -> Balance {
+        self.lb.algo
+    }
+
+    /// The servers now (a snapshot: later changes do not show in it).
+    pub fn servers(&self) -> Arc<Farm> {
+        self.farm.load_full()
+    }
+
+    /// The server named `name`, if it is (still) in the backend.
+    pub fn server(&self, name: &str) -> Option<Arc<Server>> {
+        self.farm.load().find(name).cloned()
+    }
+
+    /// The server with id `puid`.
+    pub fn server_by_puid(&self, puid: u32) -> Option<Arc<Server>> {
+        self.farm
+            .load()
+            .servers
+            .iter()
+            .find(|s| s.puid == puid)
+            .cloned()
+    }
+
+    /// Requests waiting for any server (the backend's queue).
+    pub fn pending(&self) -> usize {
+        self.queue.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The event bus server changes are published on.
+    pub fn events(&self) -> &Arc<EventBus> {
+        &self.events
+    }
+
     /// What `nbsrv` reports, as HAProxy computes it: the usable active
     /// servers; when there are none, 1 if a backup server can take over
-    /// (only the first usable backup is used), else 0. Usable means not
-    /// disabled and a non-zero weight (health checks come later).
+    /// (only the first usable backup is used), else 0.
     pub fn usable_servers(&self) -> usize {
-        let active = self
+        let farm = self.farm.load();
+        let active = farm
             .servers
             .iter()
             .filter(|s| !s.backup && s.usable())
@@ -235,7 +327,47 @@ impl Backend {
         if active > 0 {
             return active;
         }
-        usize::from(self.servers.iter().any(|s| s.backup && s.usable()))
+        usize::from(farm.servers.iter().any(|s| s.backup && s.usable()))
+    }
+
+    /// Usable active and backup servers (HAProxy's `srv_act` and
+    /// `srv_bck`, recounted as `recount_servers` does: up, not in
+    /// maintenance or drain, weight > 0).
+    pub fn up_servers(&self) -> (usize, usize) {
+        let farm = self.farm.load();
+        let usable = |s: &&Arc<Server>| s.usable();
+        let act = farm
+            .servers
+            .iter()
+            .filter(|s| !s.backup)
+            .filter(usable)
+            .count();
+        let bck = farm
+            .servers
+            .iter()
+            .filter(|s| s.backup)
+            .filter(usable)
+            .count();
+        (act, bck)
+    }
+
+    /// HAProxy's `lbprm.tot_weight`: the weights of the usable active
+    /// servers, or when there is none the first usable backup's.
+    pub fn total_weight(&self) -> u64 {
+        let farm = self.farm.load();
+        let active: Vec<&Arc<Server>> = farm
+            .servers
+            .iter()
+            .filter(|s| !s.backup && s.usable())
+            .collect();
+        if !active.is_empty() {
+            return active.iter().map(|s| u64::from(s.weight())).sum();
+        }
+        farm.servers
+            .iter()
+            .find(|s| s.backup && s.usable())
+            .map(|s| u64::from(s.weight()))
+            .unwrap_or(0)
     }
 
     /// The backend's `option forwardfor`, if any (applied by [`Forwarder::http`]).
@@ -245,29 +377,13 @@ impl Backend {
 
     /// Current connections (TCP) or requests in flight (HTTP) per server, in
     /// configuration order.
-    pub fn server_loads(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
-        self.servers.iter().map(|s| (&*s.name, s.current()))
-    }
-
-    /// Puts a server in or out of maintenance at run time (a later runtime
-    /// API or health checks). Returns false for an unknown server.
-    ///
-    /// Round-robin and source hashing keep their table, built from the
-    /// servers enabled at startup: a server taken out is skipped, and its
-    /// share goes to the next server in the table.
-    pub fn set_server_disabled(&self, name: &str, disabled: bool) -> bool {
-        match self.servers.iter().find(|s| &*s.name == name) {
-            Some(s) => {
-                s.set_disabled(disabled);
-                // Queued requests pick again: a server back in service has
-                // room, and those waiting for one now out of service must
-                // move on.
-                s.queue.wake_all();
-                self.queue.wake_all();
-                true
-            }
-            None => false,
-        }
+    pub fn server_loads(&self) -> Vec<(Arc<str>, usize)> {
+        self.farm
+            .load()
+            .servers
+            .iter()
+            .map(|s| (s.name.clone(), s.current()))
+            .collect()
     }
 }
 

@@ -1,60 +1,240 @@
-//! A server's run-time state, the connection slots that count its load,
-//! and the queue where requests wait for a free slot.
+//! A server's live state, and the queue where requests wait for a free slot.
 //!
 //! Counting is lock-free: a slot is an atomic increment of the server's
 //! current count (a compare-and-swap when the server has a `maxconn`), and
-//! its release is a decrement. Only requests that find every server full
-//! touch the queue's `Notify` (which has an internal mutex).
+//! its release is a decrement (see `slot.rs`). Only requests that find every
+//! server full touch the queue's `Notify` (which has an internal mutex).
 
-use super::balance::Pick;
-use super::{Backend, ForwardError};
-use crate::config::ServerDef;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use super::state::{AdminFlags, OperState};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// One server of a backend.
-pub(crate) struct Server {
+/// One server of a backend, with its live state.
+///
+/// Identity (name, ids, backup, dynamic) is fixed for the server's life;
+/// everything an operator or a check can change is an atomic (or, for the
+/// address, an atomically swapped snapshot), so the request path reads it
+/// without a lock. Changes go through [`Backend`]'s runtime API
+/// (`backend/runtime.rs`), which keeps the load-balancing tables in step and
+/// publishes the events; the setters here are the model's internals.
+pub struct Server {
     pub name: Arc<str>,
-    pub addr: SocketAddr,
-    /// `weight`; 0 takes the server out of load balancing.
-    pub weight: u32,
-    /// `maxconn`; 0 means unlimited.
-    pub maxconn: usize,
+    /// Id within its backend (HAProxy's `puid`, the `id` keyword).
+    pub puid: u32,
+    /// Revision id (HAProxy's `rid`): 0 for configured servers; for dynamic
+    /// servers, a counter that moves on when servers were deleted before, so
+    /// that a re-added name can be told from the deleted one.
+    pub rid: u32,
     pub backup: bool,
-    /// Index over all servers of all backends, for the per-worker pools.
+    /// Added at run time (`add server`).
+    pub dynamic: bool,
+    /// Unique in the process (never reused): keys the per-worker connection
+    /// pools and identifies the server in events.
     pub gid: usize,
-    /// In maintenance (`disabled`), changeable at run time.
-    disabled: AtomicBool,
+    /// The backend's name and uuid (for events and `get_proxy`).
+    pub proxy_name: Arc<str>,
+    pub proxy_uuid: i32,
+    /// The configured weight (HAProxy's `iweight`), the base of `set weight
+    /// N%`.
+    pub initial_weight: u32,
+    addr: ArcSwap<SocketAddr>,
+    /// The current weight (HAProxy's `uweight`); 0 takes the server out of
+    /// load balancing.
+    weight: AtomicU32,
+    /// `maxconn`; 0 means unlimited.
+    maxconn: AtomicUsize,
+    /// [`AdminFlags`] bits.
+    admin: AtomicU8,
+    /// [`OperState`] as u8.
+    oper: AtomicU8,
+    /// [`CheckFlags`] bits.
+    check: AtomicU8,
+    /// Removed from its backend (`del server`); set after it left the
+    /// load-balancing tables. Requests that already hold a slot complete.
+    deleted: AtomicBool,
     /// Connections (TCP) or requests in flight (HTTP) holding a slot.
-    cur: AtomicUsize,
+    pub(super) cur: AtomicUsize,
     /// Requests waiting for this very server (source hashing).
     pub queue: Queue,
+    pub counters: ServerCounters,
+}
+
+/// What kind of checks a server has, and whether they run (bits of
+/// [`Server::check_flags`]). The check engine owns what the checks do; the
+/// model keeps these flags because the CLI and Lua toggle them.
+pub struct CheckFlags;
+
+impl CheckFlags {
+    /// Health checks configured (`check`).
+    pub const CONFIGURED: u8 = 0x01;
+    /// Health checks running (`enable health` / `check_enable`).
+    pub const ENABLED: u8 = 0x02;
+    /// Agent checks configured (`agent-check`).
+    pub const AGENT_CONFIGURED: u8 = 0x04;
+    /// Agent checks running.
+    pub const AGENT_ENABLED: u8 = 0x08;
+}
+
+/// Counters for `show stat`, `get_stats()` and the like. Relaxed atomics:
+/// statistics, not synchronisation.
+#[derive(Default)]
+pub struct ServerCounters {
+    /// Sessions (connections or requests) sent to the server (`stot`).
+    pub total: AtomicU64,
+    /// Highest `cur` seen (`smax`).
+    pub max_cur: AtomicU64,
+    /// Times the load balancer picked the server (`lbtot`).
+    pub lb_picks: AtomicU64,
+    /// Failed connection attempts (`econ`).
+    pub connect_errors: AtomicU64,
+    /// Invalid or aborted responses (`eresp`).
+    pub response_errors: AtomicU64,
+    /// Connection retries (`wretr`) and redispatches (`wredis`).
+    pub retries: AtomicU64,
+    pub redispatches: AtomicU64,
+    /// Highest queue length seen (`qmax`).
+    pub max_queue: AtomicU64,
+    /// Transitions to DOWN (`chkdown`) and failed checks (`chkfail`).
+    pub down_transitions: AtomicU64,
+    pub failed_checks: AtomicU64,
+    /// Unix time of the last state change (`lastchg` is now minus this).
+    pub last_change: AtomicU64,
+}
+
+/// The settings a server starts with.
+pub(crate) struct ServerInit {
+    pub name: Arc<str>,
+    pub addr: SocketAddr,
+    pub puid: u32,
+    pub rid: u32,
+    pub weight: u32,
+    pub maxconn: usize,
+    pub backup: bool,
+    pub dynamic: bool,
+    pub admin: AdminFlags,
+    pub oper: OperState,
+    pub check: u8,
+    pub gid: usize,
+    pub proxy_name: Arc<str>,
+    pub proxy_uuid: i32,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Server {
-    pub fn new(def: &ServerDef, addr: SocketAddr, gid: usize) -> Server {
+    pub(crate) fn new(init: ServerInit) -> Server {
+        let counters = ServerCounters::default();
+        counters.last_change.store(unix_now(), Ordering::Relaxed);
         Server {
-            name: Arc::from(def.name.as_str()),
-            addr,
-            weight: def.weight.unwrap_or(1),
-            maxconn: def.maxconn.unwrap_or(0),
-            backup: def.backup,
-            gid,
-            disabled: AtomicBool::new(def.disabled),
+            name: init.name,
+            puid: init.puid,
+            rid: init.rid,
+            backup: init.backup,
+            dynamic: init.dynamic,
+            gid: init.gid,
+            proxy_name: init.proxy_name,
+            proxy_uuid: init.proxy_uuid,
+            initial_weight: init.weight,
+            addr: ArcSwap::from_pointee(init.addr),
+            weight: AtomicU32::new(init.weight),
+            maxconn: AtomicUsize::new(init.maxconn),
+            admin: AtomicU8::new(init.admin.0),
+            oper: AtomicU8::new(init.oper as u8),
+            check: AtomicU8::new(init.check),
+            deleted: AtomicBool::new(false),
             cur: AtomicUsize::new(0),
             queue: Queue::default(),
+            counters,
         }
     }
 
-    /// Can take traffic from load balancing (not in maintenance, weight > 0).
-    pub fn usable(&self) -> bool {
-        self.weight > 0 && !self.disabled.load(Ordering::Relaxed)
+    /// Where to connect now.
+    pub fn addr(&self) -> SocketAddr {
+        **self.addr.load()
     }
 
-    pub fn set_disabled(&self, disabled: bool) {
-        self.disabled.store(disabled, Ordering::Relaxed);
+    pub(super) fn store_addr(&self, addr: SocketAddr) {
+        self.addr.store(Arc::new(addr));
+    }
+
+    /// The current weight (`uweight`).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn store_weight(&self, w: u32) {
+        self.weight.store(w, Ordering::SeqCst);
+    }
+
+    /// `maxconn`, 0 for unlimited.
+    pub fn maxconn(&self) -> usize {
+        self.maxconn.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn store_maxconn(&self, n: usize) {
+        self.maxconn.store(n, Ordering::Relaxed);
+    }
+
+    pub fn admin(&self) -> AdminFlags {
+        AdminFlags(self.admin.load(Ordering::SeqCst))
+    }
+
+    pub(super) fn store_admin(&self, f: AdminFlags) {
+        self.admin.store(f.0, Ordering::SeqCst);
+    }
+
+    pub fn oper(&self) -> OperState {
+        OperState::from_u8(self.oper.load(Ordering::SeqCst))
+    }
+
+    pub(super) fn store_oper(&self, s: OperState) {
+        self.oper.store(s as u8, Ordering::SeqCst);
+    }
+
+    /// [`CheckFlags`] bits.
+    pub fn check_flags(&self) -> u8 {
+        self.check.load(Ordering::Relaxed)
+    }
+
+    /// Sets (`on`) or clears the [`CheckFlags`] bits in `bits`.
+    pub fn set_check_flags(&self, bits: u8, on: bool) {
+        if on {
+            self.check.fetch_or(bits, Ordering::Relaxed);
+        } else {
+            self.check.fetch_and(!bits, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::SeqCst);
+    }
+
+    /// HAProxy's `server_is_draining`: no weight left, or a drain flag.
+    pub fn is_draining(&self) -> bool {
+        self.weight() == 0 || self.admin().draining()
+    }
+
+    /// Can take new load-balanced traffic: not deleted, not in maintenance
+    /// or drain, operationally up (not DOWN or NOLB), weight > 0.
+    pub fn usable(&self) -> bool {
+        let admin = self.admin();
+        !admin.in_maint()
+            && !admin.draining()
+            && self.oper().takes_new_traffic()
+            && self.weight() > 0
+            && !self.is_deleted()
     }
 
     /// Current load.
@@ -63,28 +243,56 @@ impl Server {
         self.cur.load(Ordering::SeqCst)
     }
 
-    /// Whether a slot is free right now.
-    pub fn has_room(&self) -> bool {
-        self.maxconn == 0 || self.current() < self.maxconn
+    /// Requests waiting for this server (`qcur`, `get_pend_conn`).
+    pub fn pending(&self) -> usize {
+        self.queue.waiting.load(Ordering::Relaxed)
     }
 
-    /// Takes a slot if one is free.
+    /// Whether a slot is free right now.
+    pub fn has_room(&self) -> bool {
+        let max = self.maxconn();
+        max == 0 || self.current() < max
+    }
+
+    /// Takes a slot if one is free and the server is still usable.
+    ///
+    /// The usability is checked again after the count was taken: an
+    /// administrator who puts the server in maintenance stores the flag
+    /// before looking at the count (`del server` refuses a server with
+    /// connections), so with sequentially consistent operations either the
+    /// administrator sees this slot or this request sees the flag and backs
+    /// out. No new request reaches a server in maintenance or deleted.
     pub fn try_take(&self) -> bool {
-        if self.maxconn == 0 {
+        let max = self.maxconn();
+        if max == 0 {
             self.cur.fetch_add(1, Ordering::SeqCst);
-            return true;
-        }
-        let mut cur = self.cur.load(Ordering::SeqCst);
-        while cur < self.maxconn {
-            match self
-                .cur
-                .compare_exchange_weak(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => return true,
-                Err(now) => cur = now,
+        } else {
+            let mut cur = self.cur.load(Ordering::SeqCst);
+            loop {
+                if cur >= max {
+                    return false;
+                }
+                match self.cur.compare_exchange_weak(
+                    cur,
+                    cur + 1,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
             }
         }
-        false
+        if !self.usable() {
+            self.cur.fetch_sub(1, Ordering::SeqCst);
+            self.queue.wake_one_if_waiting();
+            return false;
+        }
+        let now = self.cur.load(Ordering::Relaxed) as u64;
+        self.counters.total.fetch_add(1, Ordering::Relaxed);
+        self.counters.lb_picks.fetch_add(1, Ordering::Relaxed);
+        self.counters.max_cur.fetch_max(now, Ordering::Relaxed);
+        true
     }
 }
 
@@ -96,9 +304,9 @@ impl Server {
 /// then re-checks the servers; a releaser decrements the server's count,
 /// then reads `waiting`. One of the two always sees the other.
 #[derive(Default)]
-pub(crate) struct Queue {
-    waiting: AtomicUsize,
-    notify: Notify,
+pub struct Queue {
+    pub(super) waiting: AtomicUsize,
+    pub(super) notify: Notify,
 }
 
 impl Queue {
@@ -106,154 +314,9 @@ impl Queue {
         self.notify.notify_waiters();
     }
 
-    fn wake_one_if_waiting(&self) {
+    pub(super) fn wake_one_if_waiting(&self) {
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.notify.notify_one();
-        }
-    }
-}
-
-/// Counts one waiter for as long as it lives (also when the waiting future
-/// is dropped because the client went away).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn new(n: &'a AtomicUsize) -> Waiting<'a> {
-        n.fetch_add(1, Ordering::SeqCst);
-        Waiting(n)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A taken server slot; released (and a waiter woken) when dropped. Holds
-/// the backend so that it can outlive the call that took it (an HTTP
-/// response body keeps it until the body ends).
-pub struct ConnSlot {
-    be: Arc<Backend>,
-    idx: usize,
-}
-
-impl ConnSlot {
-    pub(crate) fn server(&self) -> &Server {
-        &self.be.servers[self.idx]
-    }
-
-    pub(crate) fn index(&self) -> usize {
-        self.idx
-    }
-
-    pub(crate) fn be_name(&self) -> &str {
-        &self.be.name
-    }
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        let s = &self.be.servers[self.idx];
-        s.cur.fetch_sub(1, Ordering::SeqCst);
-        s.queue.wake_one_if_waiting();
-        self.be.queue.wake_one_if_waiting();
-    }
-}
-
-impl std::fmt::Debug for ConnSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ConnSlot({}/{})", self.be.name, self.server().name)
-    }
-}
-
-impl Backend {
-    /// Picks a server and takes one of its slots, waiting in the queue (up
-    /// to `timeout queue`) when the chosen server, or every server, is full.
-    /// `exclude` keeps one server out (redispatch after a failure).
-    pub(crate) async fn take_slot(
-        self: &Arc<Self>,
-        client: IpAddr,
-        exclude: Option<usize>,
-    ) -> Result<ConnSlot, ForwardError> {
-        let target = match self.lb.pick(&self.servers, client, exclude) {
-            Pick::Got(idx) => return Ok(self.slot(idx)),
-            Pick::None => {
-                crate::log::warning(&format!("backend '{}': no server available", self.name));
-                return Err(ForwardError::NoServer);
-            }
-            Pick::Full(target) => target,
-        };
-        // Boxed: the waiting state is large and rarely needed, and every
-        // request's future would otherwise carry it.
-        Box::pin(self.wait_for_slot(client, exclude, target)).await
-    }
-
-    /// Waits in the queue of `target` (a server, or the whole backend when
-    /// None) for a slot, up to `timeout queue`.
-    async fn wait_for_slot(
-        self: &Arc<Self>,
-        client: IpAddr,
-        exclude: Option<usize>,
-        mut target: Option<usize>,
-    ) -> Result<ConnSlot, ForwardError> {
-        let deadline = tokio::time::Instant::now() + self.timeouts.queue;
-        loop {
-            // Source hashing waits for its server; the other algorithms
-            // take whichever server frees a slot first.
-            let queue = match target {
-                Some(idx) => &self.servers[idx].queue,
-                None => &self.queue,
-            };
-            let _waiting = Waiting::new(&queue.waiting);
-            let notified = queue.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.lb.pick(&self.servers, client, exclude) {
-                Pick::Got(idx) => return Ok(self.slot(idx)),
-                Pick::None => {
-                    crate::log::warning(&format!("backend '{}': no server available", self.name));
-                    return Err(ForwardError::NoServer);
-                }
-                Pick::Full(t) if t != target => {
-                    // The server set changed under us: wait in the right queue.
-                    target = t;
-                    continue;
-                }
-                Pick::Full(_) => {}
-            }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    crate::log::warning(&format!(
-                        "backend '{}': no free server slot within timeout queue ({} ms)",
-                        self.name,
-                        self.timeouts.queue.as_millis()
-                    ));
-                    return Err(ForwardError::QueueTimeout);
-                }
-            }
-        }
-    }
-
-    /// Takes a slot without waiting, from another server than `exclude` if
-    /// the algorithm finds one (redispatch).
-    pub(crate) fn try_take_other(
-        self: &Arc<Self>,
-        client: IpAddr,
-        exclude: usize,
-    ) -> Option<ConnSlot> {
-        match self.lb.pick(&self.servers, client, Some(exclude)) {
-            Pick::Got(idx) => Some(self.slot(idx)),
-            _ => None,
-        }
-    }
-
-    /// Wraps a slot already counted by `Lb::pick`.
-    fn slot(self: &Arc<Self>, idx: usize) -> ConnSlot {
-        ConnSlot {
-            be: self.clone(),
-            idx,
         }
     }
 }

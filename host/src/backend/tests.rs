@@ -39,14 +39,30 @@ fn run<F: Future<Output = ()>>(f: F) {
     });
 }
 
-fn backends(cfg: &str) -> Backends {
+fn backends(cfg: &str) -> Registry {
     let c = match crate::config::parse_str("t.cfg", cfg) {
         Ok(c) => c,
         Err(e) => panic!("config errors: {e:?}"),
     };
-    match Backends::build(&c) {
+    match Registry::build(&c) {
         Ok(b) => b,
         Err(e) => panic!("build errors: {e:?}"),
+    }
+}
+
+/// Puts a server in or out of forced maintenance; false for an unknown server.
+fn set_maint(be: &Arc<Backend>, name: &str, on: bool) -> bool {
+    match be.server(name) {
+        Some(s) => {
+            let state = if on {
+                AdminState::Maint
+            } else {
+                AdminState::Ready
+            };
+            be.set_admin_state(&s, state);
+            true
+        }
+        None => false,
     }
 }
 
@@ -213,7 +229,7 @@ async fn take_names(
     be: &Arc<Backend>,
     ip: &str,
     n: usize,
-    keep: &mut Vec<server::ConnSlot>,
+    keep: &mut Vec<ConnSlot>,
 ) -> Vec<String> {
     let ip: IpAddr = ip.parse().expect("ip");
     let mut names = Vec::new();
@@ -275,7 +291,11 @@ fn leastconn_picks_the_least_loaded_by_weight() {
         held.retain(|s| &*s.server().name != "s1");
         let names = take_names(&be, "10.0.0.1", 3, &mut held).await;
         assert_eq!(names, ["s1", "s1", "s1"]);
-        let loads: Vec<_> = be.server_loads().map(|(n, l)| (n.to_string(), l)).collect();
+        let loads: Vec<_> = be
+            .server_loads()
+            .into_iter()
+            .map(|(n, l)| (n.to_string(), l))
+            .collect();
         assert_eq!(loads, [("s1".to_string(), 3), ("s2".to_string(), 2)]);
     });
 }
@@ -330,7 +350,7 @@ fn source_hashing_is_stable_and_spreads() {
         assert_eq!(c.len(), 3, "every server gets clients: {c:?}");
         // A server going out of service only moves its own clients.
         let before: Vec<String> = first.clone();
-        assert!(be.set_server_disabled("s2", true));
+        assert!(set_maint(&be, "s2", true));
         for (i, was) in before.iter().enumerate() {
             let ip = format!("192.168.{}.{}", i / 10, i % 10 + 1);
             let mut keep = Vec::new();
@@ -356,22 +376,22 @@ fn backup_servers_only_when_no_active_is_usable() {
             ["s1", "s1", "s1"]
         );
         assert_eq!(be.usable_servers(), 1);
-        be.set_server_disabled("s1", true);
+        set_maint(&be, "s1", true);
         // Only the first backup is used.
         assert_eq!(
             take_names(&be, "10.0.0.1", 3, &mut held).await,
             ["b1", "b1", "b1"]
         );
         assert_eq!(be.usable_servers(), 1);
-        be.set_server_disabled("b1", true);
+        set_maint(&be, "b1", true);
         assert_eq!(take_names(&be, "10.0.0.1", 1, &mut held).await, ["b2"]);
-        be.set_server_disabled("b2", true);
+        set_maint(&be, "b2", true);
         assert_eq!(be.usable_servers(), 0);
         let err = be.take_slot("10.0.0.1".parse().expect("ip"), None).await;
         assert_eq!(err.map(|_| ()), Err(ForwardError::NoServer));
         assert_eq!(ForwardError::NoServer.status(), 503);
         // Back in service, the active server takes over again.
-        be.set_server_disabled("s1", false);
+        set_maint(&be, "s1", false);
         assert_eq!(take_names(&be, "10.0.0.1", 1, &mut held).await, ["s1"]);
 
         // `disabled` in the configuration works the same way.
@@ -462,7 +482,7 @@ fn queued_requests_take_a_server_put_back_in_service() {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let start = Instant::now();
-        assert!(be.set_server_disabled("s2", false));
+        assert!(set_maint(&be, "s2", false));
         let name = waiter.await.expect("join").expect("slot");
         assert_eq!(name, "s2");
         assert!(start.elapsed() < Duration::from_secs(1));
@@ -533,7 +553,10 @@ fn connect_refused_is_retried_then_503() {
         );
         assert_eq!(t.server.as_deref(), Some("s1"));
         // The slot was released.
-        assert_eq!(be.server_loads().map(|(_, l)| l).sum::<usize>(), 0);
+        assert_eq!(
+            be.server_loads().into_iter().map(|(_, l)| l).sum::<usize>(),
+            0
+        );
     });
 }
 
@@ -559,19 +582,21 @@ fn retries_stay_on_the_server_unless_redispatch() {
         assert_eq!(body_string(resp).await, "LIVE");
 
         // With it, the last retry moves to another server.
-        let mut bes = backends(&cfg);
-        let Some(be) = bes.by_name.get_mut("be").and_then(Arc::get_mut) else {
-            panic!("backend not unique")
-        };
+        let parsed = crate::config::parse_str("t.cfg", &cfg).expect("config");
+        let section = parsed.proxies.iter().find(|p| p.name == "be").expect("be");
+        let mut be = Backend::build(section, 1, Arc::new(EventBus::default())).expect("build");
         be.redispatch = true;
-        let be = bes.get("be").cloned().expect("be");
+        let be = Arc::new(be);
         let mut t = txn("10.0.0.1:1000");
         let resp = forward(&fwd, &be, &mut t, get("/"))
             .await
             .expect("redispatched");
         assert_eq!(t.server.as_deref(), Some("s2"));
         assert_eq!(body_string(resp).await, "LIVE");
-        assert_eq!(be.server_loads().map(|(_, l)| l).sum::<usize>(), 0);
+        assert_eq!(
+            be.server_loads().into_iter().map(|(_, l)| l).sum::<usize>(),
+            0
+        );
     });
 }
 
@@ -786,7 +811,10 @@ fn stalled_response_body_times_out() {
         let r = resp.into_body().collect().await;
         assert!(r.is_err(), "a stalled body ends in an error");
         assert!(start.elapsed() >= Duration::from_millis(190));
-        assert_eq!(be.server_loads().map(|(_, l)| l).sum::<usize>(), 0);
+        assert_eq!(
+            be.server_loads().into_iter().map(|(_, l)| l).sum::<usize>(),
+            0
+        );
         assert_eq!(fwd.idle_connections(), 0);
         drop(seen);
     });
@@ -1045,7 +1073,10 @@ fn tcp_forwarding_honours_half_close() {
         let (r, server) = relay.await.expect("join");
         assert_eq!(r, Ok(()));
         assert_eq!(server.as_deref(), Some("s1"));
-        assert_eq!(be.server_loads().map(|(_, l)| l).sum::<usize>(), 0);
+        assert_eq!(
+            be.server_loads().into_iter().map(|(_, l)| l).sum::<usize>(),
+            0
+        );
     });
 }
 
@@ -1099,7 +1130,7 @@ fn build_resolves_names_and_reports_errors() {
     let b = backends("backend be\n  server s1 localhost:8080\nlisten li\n  bind 127.0.0.1:8080\n  server s2 127.0.0.1:1\n");
     let be = b.get("be").expect("be");
     assert_eq!(be.name(), "be");
-    assert!(be.servers[0].addr.ip().is_loopback());
+    assert!(be.servers().servers[0].addr().ip().is_loopback());
     assert!(b.get("li").is_some(), "listen sections are backends too");
     assert_eq!(b.server_count(), 2);
     assert!(b.get("nope").is_none());
@@ -1109,7 +1140,7 @@ fn build_resolves_names_and_reports_errors() {
         "backend be\n  option forwardfor except 10.0.0.0/99\n  server s1 no-such-host.invalid:80\n",
     )
     .expect("config");
-    let errs = match Backends::build(&cfg) {
+    let errs = match Registry::build(&cfg) {
         Ok(_) => panic!("expected errors"),
         Err(e) => e,
     };
@@ -1124,7 +1155,7 @@ fn build_resolves_names_and_reports_errors() {
 #[test]
 fn shared_types_are_thread_safe() {
     fn shared<T: Send + Sync>() {}
-    shared::<Backends>();
+    shared::<Registry>();
     shared::<Arc<Backend>>();
     shared::<ForwardError>();
     fn movable<T: Send>() {}

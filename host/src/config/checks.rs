@@ -8,7 +8,7 @@
 
 use super::proxy::HTTP_OPTIONS;
 use super::rules::RuleSet;
-use super::{ConfigError, ConfigWarning, Location, Mode, Proxy, ProxyKind};
+use super::{CheckKind, ConfigError, ConfigWarning, Location, Mode, Proxy, ProxyKind};
 use std::collections::HashSet;
 
 /// FNV-1a with a final mix: fast for short names, and a configuration file is
@@ -126,6 +126,7 @@ pub(crate) fn check_proxy(
         );
     }
     check_server_names(p, errors);
+    warn_unused_check_rules(p, warnings);
     if p.mode == Mode::Tcp {
         warn_http_in_tcp(p, warnings);
     }
@@ -153,6 +154,87 @@ fn check_server_names(p: &Proxy, errors: &mut Vec<ConfigError>) {
         for s in &p.servers {
             if !seen.insert(&s.name) {
                 report(s);
+            }
+        }
+    }
+}
+
+/// `http-check` / `tcp-check` rules without the option that runs them are
+/// ignored, as HAProxy says.
+fn warn_unused_check_rules(p: &Proxy, warnings: &mut Vec<ConfigWarning>) {
+    let Some(pc) = p.health.as_deref() else {
+        return;
+    };
+    if !p.kind.has_backend() || pc.inherited {
+        return;
+    }
+    let unused = [
+        (
+            "http-check",
+            "option httpchk",
+            &pc.http_rules,
+            CheckKind::Http,
+        ),
+        (
+            "tcp-check",
+            "option tcp-check",
+            &pc.tcp_rules,
+            CheckKind::Tcp,
+        ),
+    ];
+    for (rules, option, list, kind) in unused {
+        if !list.is_empty() && pc.kind != Some(kind) {
+            warnings.push(ConfigWarning {
+                location: Some(p.location.clone()),
+                message: format!(
+                    "{} '{}' uses {rules} rules without '{option}', so the rules are ignored",
+                    p.kind.keyword(),
+                    p.name
+                ),
+            });
+        }
+    }
+}
+
+/// Every `track [PROXY/]SERVER` names an existing server that has checks.
+fn check_tracks(proxies: &[Proxy], names: &Names, errors: &mut Vec<ConfigError>) {
+    for p in proxies.iter().filter(|p| p.kind.has_backend()) {
+        for s in &p.servers {
+            let Some(t) = s.health.as_deref().and_then(|h| h.track.as_ref()) else {
+                continue;
+            };
+            let who = format!("'server {}/{}'", p.name, s.name);
+            let target = match &t.proxy {
+                None => Some(p),
+                Some(name) => names.backend(proxies, name),
+            };
+            let Some(tp) = target else {
+                let name = t.proxy.as_deref().unwrap_or_default();
+                alert(
+                    errors,
+                    &s.location,
+                    format!("{who} : unable to find required proxy '{name}' for tracking."),
+                );
+                continue;
+            };
+            match tp.servers.iter().find(|x| x.name == t.server) {
+                None => alert(
+                    errors,
+                    &s.location,
+                    format!(
+                        "{who} : unable to find required server '{}' for tracking.",
+                        t.server
+                    ),
+                ),
+                Some(ts) if !ts.check => alert(
+                    errors,
+                    &s.location,
+                    format!(
+                        "{who} : unable to use {}/{} for tracking as it does not have any check nor agent enabled.",
+                        tp.name, ts.name
+                    ),
+                ),
+                Some(_) => {}
             }
         }
     }
@@ -210,6 +292,7 @@ pub(crate) fn check_references(
 ) {
     names.sort();
     check_names(proxies, names, errors);
+    check_tracks(proxies, names, errors);
     for p in frontends.iter().filter_map(|&i| proxies.get(i)) {
         let defaults = p
             .default_backend

@@ -371,7 +371,7 @@ fn check_config(text: &str) -> Result<(), String> {
             check_located("plan", e, nlines)?;
         }
     }
-    if let Err(errors) = crate::backend::Backends::build(&cfg) {
+    if let Err(errors) = crate::backend::Registry::build(&cfg) {
         for e in &errors {
             check_located("backend", e, nlines)?;
         }

@@ -7,7 +7,8 @@ use super::{
 };
 use std::path::PathBuf;
 
-/// The `global` keywords luahost supports, listed in messages.
+/// The `global` keywords luahost supports, listed in messages (besides
+/// `stats`, see `stats.rs`).
 pub(crate) const KEYWORDS: &[&str] = &[
     "lua-load",
     "lua-load-per-thread",
@@ -39,7 +40,6 @@ pub(crate) const LUA_LIBS: &[&str] = &[
 
 /// HAProxy `global` keywords that luahost recognises but does not implement.
 pub(crate) const UNSUPPORTED: &[&str] = &[
-    "stats",
     "nbproc",
     "ulimit-n",
     "localpeer",
@@ -281,6 +281,7 @@ pub(crate) fn keyword(g: &mut Global, words: &[&str], loc: &Location) -> Result<
             }
             at_most(words, 2)?;
         }
+        "stats" => super::stats::keyword(&mut g.stats, words, loc)?,
         "log" => match parse_log(words, loc)? {
             Some(target) => g.logs.push(target),
             None => {

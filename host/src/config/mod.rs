@@ -18,11 +18,14 @@ mod checks;
 mod cond;
 mod environ;
 mod global;
+mod health;
 mod lexer;
 mod parser;
 mod process;
 mod proxy;
 mod rules;
+mod stats;
+pub use stats::{CliAddr, CliLevel, StatsCli, StatsSocket};
 mod units;
 
 #[cfg(test)]
@@ -37,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use environ::{apply as apply_env, EnvOp};
+pub use health::{CheckKind, CheckRule, HttpChkLine, HttpSend, Matcher, ProxyCheck, ServerCheck};
 pub use process::CpuMap;
 
 /// Where an item was written: file name and 1-based line number.
@@ -234,6 +238,8 @@ pub struct Global {
     pub pidfile: Option<PathBuf>,
     /// Process keywords: daemon, privileges, chroot, timers, CPU pinning.
     pub process: Process,
+    /// `stats socket`, `stats timeout`, `stats maxconn`: the runtime API.
+    pub stats: StatsCli,
 }
 
 /// The `global` keywords about the process itself.
@@ -502,6 +508,9 @@ pub struct Proxy {
     pub logs: Vec<LogTarget>,
     /// `description`.
     pub description: Option<String>,
+    /// `option httpchk`, `option tcp-check` and their `http-check` /
+    /// `tcp-check` rules (boxed: most proxies have none).
+    pub health: Option<Box<ProxyCheck>>,
 }
 
 /// A listening address.
@@ -532,6 +541,8 @@ pub struct Timeouts {
     pub queue: Option<Duration>,
     /// `timeout tunnel`: inactivity once a tunnel is established.
     pub tunnel: Option<Duration>,
+    /// `timeout check`: reading a health check's answer once connected.
+    pub check: Option<Duration>,
 }
 
 /// A `use_backend` rule.
@@ -854,6 +865,9 @@ pub struct ServerDef {
     pub rise: Option<u32>,
     /// `fall`: failures to consider the server down.
     pub fall: Option<u32>,
+    /// The other check options (`fastinter`, `port`, `track`, `observe`...);
+    /// boxed, most servers have none.
+    pub health: Option<Box<ServerCheck>>,
     /// Where it was written.
     pub location: Location,
 }

@@ -71,15 +71,31 @@ struct Parser<'e> {
     aborted: bool,
 }
 
+/// An upper bound of the proxy sections in `text`: lines starting with
+/// "frontend", "backend" or "listen".
+fn count_sections(text: &[u8]) -> usize {
+    text.split(|&b| b == b'\n')
+        .filter(|l| {
+            let l = l.trim_ascii_start();
+            l.starts_with(b"backend") || l.starts_with(b"frontend") || l.starts_with(b"listen")
+        })
+        .count()
+}
+
 /// Parses `sources` (file name, contents) in order as one configuration.
 pub(crate) fn parse<'a>(
     sources: impl IntoIterator<Item = (Arc<str>, &'a [u8])>,
     env: &dyn Env,
 ) -> Result<Config, Vec<ConfigError>> {
+    let sources: Vec<(Arc<str>, &[u8])> = sources.into_iter().collect();
+    // Sized once: with hundreds of thousands of sections, growing the list
+    // by doubling would copy it again and again (and touch twice the
+    // memory at the last step).
+    let sections = sources.iter().map(|(_, t)| count_sections(t)).sum();
     let mut p = Parser {
         env: Overlay::new(env),
         global: Global::default(),
-        proxies: Vec::new(),
+        proxies: Vec::with_capacity(sections),
         defaults: builtin_defaults(&Location {
             file: Arc::from(""),
             line: 0,

@@ -250,7 +250,7 @@ fn no_effect(kw: &str, args: Args, words: &[&str]) -> Result<(), String> {
     }
 }
 
-fn user_id(name: &str) -> Option<u32> {
+pub(crate) fn user_id(name: &str) -> Option<u32> {
     let c = CString::new(name).ok()?;
     // SAFETY: getpwnam reads a NUL-terminated string and returns a pointer
     // to static storage (or null), read at once on this thread; parsing
@@ -260,7 +260,7 @@ fn user_id(name: &str) -> Option<u32> {
     (!pw.is_null()).then(|| unsafe { (*pw).pw_uid })
 }
 
-fn group_id(name: &str) -> Option<u32> {
+pub(crate) fn group_id(name: &str) -> Option<u32> {
     let c = CString::new(name).ok()?;
     // SAFETY: as in `user_id`, for the group database.
     let gr = unsafe { libc::getgrnam(c.as_ptr()) };

@@ -4,11 +4,12 @@
 use super::acl::{is_name_char, parse_acl_line};
 use super::addr::{parse_bind, parse_server};
 use super::global::{at_most, parse_log};
+use super::health;
 use super::rules::{parse_rule, RuleSet};
 use super::units::{int_arg, time_arg};
 use super::{
-    Balance, Bind, ForwardFor, Location, Mode, Proxy, ProxyKind, ProxyOptions, ServerDef, Timeouts,
-    UseBackend,
+    Balance, Bind, CheckKind, ForwardFor, Location, Mode, Proxy, ProxyCheck, ProxyKind,
+    ProxyOptions, ServerDef, Timeouts, UseBackend,
 };
 
 /// The section a proxy keyword appears in.
@@ -80,6 +81,8 @@ const KEYWORDS: &[(&str, u8)] = &[
     ("retries", D | B | L),
     ("log", ALL),
     ("description", F | B | L),
+    ("http-check", D | B | L),
+    ("tcp-check", D | B | L),
 ];
 
 /// The `timeout` kinds and where each applies.
@@ -91,6 +94,7 @@ const TIMEOUTS: &[(&str, u8)] = &[
     ("http-keep-alive", ALL),
     ("queue", D | B | L),
     ("tunnel", D | B | L),
+    ("check", D | B | L),
 ];
 
 /// The `option` names and where each applies.
@@ -102,6 +106,8 @@ const OPTIONS: &[(&str, u8)] = &[
     ("tcplog", D | F | L),
     ("dontlognull", D | F | L),
     ("abortonclose", ALL),
+    ("httpchk", D | B | L),
+    ("tcp-check", D | B | L),
 ];
 
 /// The `option` names that only make sense in HTTP mode.
@@ -133,7 +139,6 @@ const UNSUPPORTED: &[&str] = &[
     "fullconn",
     "guid",
     "hash-type",
-    "http-check",
     "http-error",
     "http-reuse",
     "http-send-name-header",
@@ -156,7 +161,6 @@ const UNSUPPORTED: &[&str] = &[
     "stats",
     "stick",
     "stick-table",
-    "tcp-check",
     "unique-id-format",
     "unique-id-header",
     "use-server",
@@ -216,6 +220,7 @@ pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
         log_global: false,
         logs: Vec::new(),
         description: None,
+        health: None,
     }
 }
 
@@ -240,6 +245,7 @@ pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Locat
             http_keep_alive: d.http_keep_alive,
             queue: pick(be, d.queue),
             tunnel: pick(be, d.tunnel),
+            check: pick(be, d.check),
         },
         maxconn: if fe { defaults.maxconn } else { None },
         backlog: if fe { defaults.backlog } else { None },
@@ -258,6 +264,7 @@ pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Locat
         retries: if be { defaults.retries } else { None },
         log_global: defaults.log_global,
         logs: defaults.logs.clone(),
+        health: if be { inherit_checks(defaults) } else { None },
         ..builtin_defaults(loc)
     }
 }
@@ -384,6 +391,8 @@ pub(crate) fn keyword(
             Some(target) => push(&mut p.logs, target),
             None => p.log_global = true,
         },
+        "http-check" => health::http_check(proxy_check(p), &words[1..])?,
+        "tcp-check" => health::tcp_check(proxy_check(p), &words[1..])?,
         "description" => {
             if words.len() < 2 {
                 return Err("'description' expects a text".to_string());
@@ -470,6 +479,19 @@ fn unknown_keyword(kw: &str, sect: SectionKind) -> String {
     )
 }
 
+/// The proxy's check settings, created on first use.
+fn proxy_check(p: &mut Proxy) -> &mut ProxyCheck {
+    p.health.get_or_insert_with(Box::default)
+}
+
+/// What a new backend takes from the defaults' check settings: everything,
+/// with the rules marked as inherited (the backend's own rules replace them).
+fn inherit_checks(defaults: &Proxy) -> Option<Box<ProxyCheck>> {
+    let mut pc = defaults.health.clone()?;
+    pc.inherited = true;
+    Some(pc)
+}
+
 /// The largest `backlog`: listen() takes an int (and the kernel caps it at
 /// net.core.somaxconn anyway).
 const MAX_BACKLOG: u64 = i32::MAX as u64;
@@ -527,7 +549,7 @@ fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<(), Strin
     let Some(&(name, mask)) = TIMEOUTS.iter().find(|(k, _)| Some(*k) == kind) else {
         let known: Vec<&str> = TIMEOUTS.iter().map(|(k, _)| *k).collect();
         return Err(match kind {
-            Some(k @ ("check" | "tarpit" | "client-fin" | "server-fin" | "client-hs")) => {
+            Some(k @ ("tarpit" | "client-fin" | "server-fin" | "client-hs")) => {
                 format!("'timeout {k}' is not supported yet")
             }
             _ => format!(
@@ -549,6 +571,7 @@ fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<(), Strin
         "http-request" => &mut t.http_request,
         "http-keep-alive" => &mut t.http_keep_alive,
         "queue" => &mut t.queue,
+        "check" => &mut t.check,
         _ => &mut t.tunnel,
     };
     *slot = Some(value);
@@ -623,6 +646,23 @@ fn option(p: &mut Proxy, sect: SectionKind, words: &[&str], enable: bool) -> Res
     };
     let what = format!("option {name}");
     check_section(&what, mask, sect)?;
+    match (name, enable) {
+        ("httpchk", true) => return health::option_httpchk(proxy_check(p), &words[1..]),
+        ("tcp-check", true) => return health::option_tcp_check(proxy_check(p), &words[1..]),
+        ("httpchk" | "tcp-check", false) => {
+            let pc = proxy_check(p);
+            let kind = if name == "httpchk" {
+                CheckKind::Http
+            } else {
+                CheckKind::Tcp
+            };
+            if pc.kind == Some(kind) {
+                pc.kind = None;
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let o = &mut p.options;
     if name == "forwardfor" && enable {
         o.forwardfor = Some(Box::new(forwardfor(&words[1..])?));
@@ -653,7 +693,8 @@ fn option(p: &mut Proxy, sect: SectionKind, words: &[&str], enable: bool) -> Res
             o.httplog &= !enable;
         }
         "abortonclose" => o.abortonclose = enable,
-        _ => o.dontlognull = enable,
+        "dontlognull" => o.dontlognull = enable,
+        _ => return Err(format!("'{prefix} {name}' is not handled")),
     }
     Ok(())
 }
@@ -686,7 +727,36 @@ fn forwardfor(args: &[&str]) -> Result<ForwardFor, String> {
 }
 
 /// The server options luahost supports, listed in messages.
-const SERVER_OPTIONS: &str = "weight, maxconn, disabled, enabled, backup, check, inter, rise, fall";
+const SERVER_OPTIONS: &str = "weight, maxconn, disabled, enabled, backup, check, inter, \
+fastinter, downinter, rise, fall, port, addr, track, observe, error-limit, on-error";
+
+/// `inter`: a non-zero delay, with HAProxy's messages.
+fn check_delay(
+    who: &str,
+    name: &str,
+    kw: &str,
+    value: Option<&str>,
+) -> Result<std::time::Duration, String> {
+    let Some(v) = value else {
+        return Err(format!("{who} : '{kw}' expects a delay as argument."));
+    };
+    let d = time_arg(kw, Some(v)).map_err(|e| format!("{who} : {e}"))?;
+    if d.is_zero() {
+        return Err(format!(
+            "{who} : invalid value 0 for argument '{kw}' of server {name}."
+        ));
+    }
+    Ok(d)
+}
+
+/// `rise` and `fall`: a number above 0.
+fn positive(who: &str, kw: &str, value: Option<&str>) -> Result<u32, String> {
+    let n = value.and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    if n == 0 {
+        return Err(format!("{who} : '{kw}' has to be > 0."));
+    }
+    Ok(n)
+}
 
 /// `server NAME ADDR [options]`.
 fn server(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
@@ -707,13 +777,13 @@ fn server(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
         inter: None,
         rise: None,
         fall: None,
+        health: None,
         location: loc.clone(),
     };
+    let who = format!("'server {}/{name}'", p.name);
     let mut i = 3;
     while let Some(&opt) = words.get(i) {
         let value = words.get(i + 1).copied();
-        let checks = "a number of checks";
-        let max32 = u64::from(u32::MAX);
         // Flags take no value; the other options take one.
         let flag = match opt {
             "disabled" => Some((&mut s.disabled, true)),
@@ -735,9 +805,16 @@ fn server(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
                 let noun = "a number of connections";
                 s.maxconn = Some(int_arg("server maxconn", noun, value, 0, u64::MAX)?);
             }
-            "inter" => s.inter = Some(time_arg("server inter", value)?),
-            "rise" => s.rise = Some(int_arg("server rise", checks, value, 1, max32)?),
-            "fall" => s.fall = Some(int_arg("server fall", checks, value, 1, max32)?),
+            "inter" => s.inter = Some(check_delay(&who, name, "inter", value)?),
+            "rise" | "fall" => {
+                let n = positive(&who, opt, value)?;
+                if opt == "rise" {
+                    s.rise = Some(n)
+                } else {
+                    s.fall = Some(n)
+                }
+            }
+            other if health::server_option(&mut s.health, &who, name, other, value)? => {}
             other => {
                 return Err(format!(
                     "server '{name}': option '{other}' is not supported yet; supported: {SERVER_OPTIONS}"

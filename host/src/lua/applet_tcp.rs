@@ -14,14 +14,73 @@ use crate::lua::txn_access::TxnCell;
 use bytes::BytesMut;
 use mlua::{Lua, Value};
 use std::cell::RefCell;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// The client socket of an applet: a TCP connection of a frontend, or a
+/// CLI session (TCP or UNIX stats socket) running a `core.register_cli`
+/// command.
+pub enum AppletStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AppletStream {
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            AppletStream::Tcp(s) => s.try_read(buf),
+            AppletStream::Unix(s) => s.try_read(buf),
+        }
+    }
+}
+
+impl AsyncRead for AppletStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AppletStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            AppletStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for AppletStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            AppletStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            AppletStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AppletStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            AppletStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AppletStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            AppletStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Read side state: the socket and what was read but not yet returned.
 struct Conn {
-    stream: TcpStream,
+    stream: AppletStream,
     buf: BytesMut,
     eof: bool,
 }
@@ -207,23 +266,39 @@ pub async fn run(
             return;
         }
     };
+    let what = format!("Lua applet tcp '{name}'");
+    let conn = Conn {
+        stream: AppletStream::Tcp(stream),
+        buf: BytesMut::from(&initial[..]),
+        eof: false,
+    };
+    // Flush and close: the applet is the end of this connection.
+    if let Some(mut conn) = run_applet(&state, &what, func, conn, txn, Vec::new()).await {
+        let _ = conn.stream.shutdown().await;
+    }
+}
+
+/// Runs `func(applet, args...)` on `conn` until it returns; gives the
+/// connection back (with what was read but not consumed) unless the
+/// applet could not be built. `what` names the applet in messages.
+async fn run_applet(
+    state: &Rc<HostState>,
+    what: &str,
+    func: mlua::Function,
+    conn: Conn,
+    txn: Box<crate::txn::Txn>,
+    args: Vec<String>,
+) -> Option<Conn> {
     let applet = Rc::new(TcpApplet {
-        conn: RefCell::new(Some(Conn {
-            stream,
-            buf: BytesMut::from(&initial[..]),
-            eof: false,
-        })),
+        conn: RefCell::new(Some(conn)),
         cell: TxnCell::owned(txn),
     });
     // The applet is reachable from its Lua objects until the service ends.
     let registration = match Registration::new(Native::AppletTcp(applet.clone())) {
         Ok(r) => r,
         Err(e) => {
-            crate::log::alert(&format!(
-                "Lua applet tcp '{name}': {}.",
-                crate::lua::errors::message(&e)
-            ));
-            return;
+            crate::log::alert(&format!("{what}: {}.", crate::lua::errors::message(&e)));
+            return None;
         }
     };
     let obj = match state.info.classes.applet_tcp.build(
@@ -233,28 +308,55 @@ pub async fn run(
     ) {
         Ok(o) => o,
         Err(e) => {
-            crate::log::alert(&format!(
-                "Lua applet tcp '{name}': {}.",
-                crate::lua::errors::message(&e)
-            ));
-            return;
+            crate::log::alert(&format!("{what}: {}.", crate::lua::errors::message(&e)));
+            return None;
         }
     };
+    let mut call_args = vec![Value::Table(obj)];
+    for a in args {
+        match state.lua.create_string(&a) {
+            Ok(s) => call_args.push(Value::String(s)),
+            Err(e) => {
+                crate::log::alert(&format!("{what}: {}.", crate::lua::errors::message(&e)));
+                return None;
+            }
+        }
+    }
     let ctx = ExecCtx::new(state.info.settings.service_budget(), true);
-    match exec::run_coroutine::<()>(&state.lua, ctx, func, obj).await {
+    match exec::run_coroutine::<()>(&state.lua, ctx, func, mlua::MultiValue::from_vec(call_args))
+        .await
+    {
         Ok(()) | Err(ExecError::Done) => {}
-        Err(e) => crate::log::log(
-            crate::log::ERR,
-            &format!("Lua applet tcp '{name}': {}.", e.message()),
-        ),
+        Err(e) => crate::log::log(crate::log::ERR, &format!("{what}: {}.", e.message())),
     }
     // The connection ends with the service: drop its private data.
     if let Ok(id) = applet.cell.with(|t| t.id) {
         state.info.privs.borrow_mut().remove(&id);
     }
-    // Flush and close: the applet is the end of this connection.
     let conn = applet.conn.borrow_mut().take();
-    if let Some(mut conn) = conn {
-        let _ = conn.stream.shutdown().await;
-    }
+    conn
+}
+
+/// Runs `core.register_cli` command `func` for a CLI session: the function
+/// gets an AppletTCP on the session's socket (`getline` reads what the
+/// client sends after the command, `send` writes to it) and the command's
+/// words as arguments. Returns the socket, the bytes read but not
+/// consumed and whether the client finished sending, for the session to go
+/// on; `None` if the applet could not be built.
+pub async fn run_cli(
+    state: Rc<HostState>,
+    what: String,
+    func: mlua::Function,
+    stream: AppletStream,
+    pending: BytesMut,
+    txn: Box<crate::txn::Txn>,
+    args: Vec<String>,
+) -> Option<(AppletStream, BytesMut, bool)> {
+    let conn = Conn {
+        stream,
+        buf: pending,
+        eof: false,
+    };
+    let conn = run_applet(&state, &what, func, conn, txn, args).await?;
+    Some((conn.stream, conn.buf, conn.eof))
 }

@@ -42,6 +42,7 @@ pub fn install(lua: &Lua, info: &Rc<StateInfo>) -> mlua::Result<()> {
     install_logging(lua, &core)?;
     install_registration(lua, &core, info)?;
     install_flow(lua, &core)?;
+    crate::lua::event_sub::install(lua, &core, info)?;
     install_info(lua, &core, info)?;
     install_parsers(lua, &core)?;
 
@@ -54,6 +55,7 @@ pub fn install(lua: &Lua, info: &Rc<StateInfo>) -> mlua::Result<()> {
 
     crate::lua::map_class::install(lua, &core)?;
     crate::lua::regex_class::install(lua, &core)?;
+    crate::lua::proxy_index::install(lua, &core)?;
 
     let act = lua.create_table()?;
     for (name, code) in ACT_CODES {
@@ -152,6 +154,29 @@ fn install_registration(lua: &Lua, core: &Table, info: &Rc<StateInfo>) -> mlua::
             }
             let nb_args = nb_args.unwrap_or(0).max(0) as usize;
             i.regs.borrow_mut().actions.insert(name, ActionReg { func, kinds: list, nb_args });
+            Ok(())
+        })?,
+    )?;
+
+    let i = info.clone();
+    core.set(
+        "register_cli",
+        lua.create_function(move |_, (path, usage, func): (Value, Value, Value)| {
+            body_only(&i, "register_cli")?;
+            let reg = cli_registration(path, usage, func)?;
+            let mut regs = i.regs.borrow_mut();
+            // As HAProxy: registering the same words again replaces the
+            // function (with a warning); the first usage text stays.
+            if let Some(old) = regs.clis.iter_mut().find(|c| c.path == reg.path) {
+                crate::log::warning(&format!(
+                    "Trying to register CLI keyword 'lua.{}' more than once. \
+                     This will become a hard error in version 2.5.",
+                    reg.path.join(" ")
+                ));
+                old.func = reg.func;
+            } else {
+                regs.clis.push(reg);
+            }
             Ok(())
         })?,
     )?;
@@ -356,4 +381,51 @@ fn install_parsers(lua: &Lua, core: &Table) -> mlua::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Checks `core.register_cli`'s arguments with HAProxy's messages.
+fn cli_registration(
+    path: Value,
+    usage: Value,
+    func: Value,
+) -> mlua::Result<crate::lua::state::CliReg> {
+    let bad = |n: usize, why: &str| {
+        mlua::Error::runtime(format!("bad argument #{n} to 'register_cli' ({why})"))
+    };
+    let Value::Table(t) = path else {
+        return Err(bad(1, "1st argument must be a table"));
+    };
+    let mut words = Vec::new();
+    for pair in t.pairs::<Value, Value>() {
+        let (_, v) = pair?;
+        if words.len() >= 5 {
+            return Err(bad(
+                1,
+                "1st argument must be a table with a maximum of 5 entries",
+            ));
+        }
+        match v {
+            Value::String(s) => words.push(s.to_string_lossy()),
+            _ => return Err(bad(1, "1st argument must be a table filled with strings")),
+        }
+    }
+    let usage = match usage {
+        Value::String(s) => s.to_string_lossy(),
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => {
+            return Err(bad(
+                2,
+                &format!("string expected, got {}", other.type_name()),
+            ))
+        }
+    };
+    let Value::Function(func) = func else {
+        return Err(bad(3, "function expected"));
+    };
+    Ok(crate::lua::state::CliReg {
+        path: words,
+        usage,
+        func,
+    })
 }

@@ -113,7 +113,8 @@ fn call_fetch(
     let info = state_info(lua)?;
     let sample = cell.with(|txn| {
         let samples = StateSamples { lua, info: &info };
-        let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+        let registry = info.registry.borrow().clone();
+        let ctx = SampleCtx::new(txn, &samples, &*registry);
         fetch::call_kw(kw, &args, &ctx)
     })?;
     let sample = sample.map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;
@@ -134,7 +135,8 @@ fn call_conv(
     let info = state_info(lua)?;
     let sample = cell.with(|txn| {
         let samples = StateSamples { lua, info: &info };
-        let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+        let registry = info.registry.borrow().clone();
+        let ctx = SampleCtx::new(txn, &samples, &*registry);
         conv::call(name, input, &args, &ctx)
     })?;
     let sample = sample.map_err(|e| mlua::Error::runtime(format!("{name}: {e}")))?;

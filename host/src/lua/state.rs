@@ -90,6 +90,15 @@ pub struct Registrations {
     pub inits: Vec<Function>,
     /// Tasks registered in the body, started after the init functions.
     pub pending_tasks: Vec<(Function, Vec<Value>)>,
+    /// `core.register_cli` commands, in registration order.
+    pub clis: Vec<CliReg>,
+}
+
+/// A `core.register_cli` command: its words, its help text and its function.
+pub struct CliReg {
+    pub path: Vec<String>,
+    pub usage: String,
+    pub func: Function,
 }
 
 /// The class metatables of a state.
@@ -116,6 +125,9 @@ pub struct StateInfo {
     pub privs: RefCell<HashMap<u64, Value>>,
     /// Set by `act:wake_time(ms)` during an action.
     pub wake_time: Cell<Option<u64>>,
+    /// The live proxies and servers (`core.backends`, `nbsrv`...): empty
+    /// until the proxy hands its model over ([`HostState::set_registry`]).
+    pub registry: RefCell<std::sync::Arc<crate::backend::Registry>>,
 }
 
 /// A Lua state with its bookkeeping.
@@ -167,6 +179,7 @@ impl HostState {
             classes,
             privs: RefCell::new(HashMap::new()),
             wake_time: Cell::new(None),
+            registry: RefCell::new(std::sync::Arc::new(crate::backend::Registry::empty())),
         });
         lua.set_app_data(info.clone());
         core_api::install(&lua, &info)?;
@@ -230,6 +243,14 @@ impl HostState {
 }
 
 impl HostState {
+    /// Hands the live model of proxies and servers to the state (before its
+    /// files are loaded, so that load-time code sees it).
+    pub fn set_registry(&self, registry: std::sync::Arc<crate::backend::Registry>) {
+        *self.info.registry.borrow_mut() = registry;
+    }
+}
+
+impl HostState {
     /// The function of registered service `name`.
     pub fn service(&self, name: &str) -> Option<Function> {
         self.info
@@ -238,6 +259,19 @@ impl HostState {
             .services
             .get(name)
             .map(|s| s.func.clone())
+    }
+}
+
+impl HostState {
+    /// The function of `core.register_cli` command `path`.
+    pub fn cli_command(&self, path: &[String]) -> Option<Function> {
+        self.info
+            .regs
+            .borrow()
+            .clis
+            .iter()
+            .find(|c| c.path == path)
+            .map(|c| c.func.clone())
     }
 }
 

@@ -110,7 +110,7 @@ async fn pipeline(
 /// `use_backend` rules in order, then `default_backend`.
 fn select_backend(worker: &Worker, fe: &FrontendPlan, txn: &Txn) -> Option<Arc<str>> {
     let samples = worker.samples();
-    let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+    let ctx = SampleCtx::new(txn, &samples, &*worker.plan.registry);
     for sw in &fe.use_backends {
         let matched = sw.cond.as_ref().is_none_or(|c| c.eval(&ctx));
         if matched {
@@ -141,7 +141,7 @@ async fn backend_stage(
             Verdict::Abort => return Err(Abort),
         }
     }
-    let Some(backend) = crate::proxy::backends().and_then(|b| b.get(name)).cloned() else {
+    let Some(backend) = worker.plan.registry.get(name).cloned() else {
         crate::log::warning(&format!(
             "frontend '{}': backend '{name}' has no server",
             fe.name

@@ -56,31 +56,11 @@ pub struct Options {
 /// What a worker reports after loading its Lua states.
 type Loaded = Result<Vec<(String, Registered, StateKind)>, String>;
 
-/// Set once at start-up, read by every worker.
-static BACKENDS: std::sync::OnceLock<Arc<crate::backend::Backends>> = std::sync::OnceLock::new();
 static BUFSIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(16384);
-
-/// The configured backends (empty before start-up).
-pub fn backends() -> Option<&'static Arc<crate::backend::Backends>> {
-    BACKENDS.get()
-}
 
 /// `tune.bufsize`.
 pub fn bufsize() -> usize {
     BUFSIZE.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Proxy state for sample fetches such as `nbsrv(backend)`.
-struct LiveProxies;
-
-impl crate::sample::ProxyInfo for LiveProxies {
-    fn usable_servers(&self, backend: &str) -> Option<usize> {
-        backends()?.get(backend).map(|b| b.usable_servers())
-    }
-}
-
-pub fn proxy_info() -> &'static dyn crate::sample::ProxyInfo {
-    &LiveProxies
 }
 
 /// What the main thread tells a worker after the checks.
@@ -94,7 +74,7 @@ enum Go {
 }
 
 pub fn run(opts: Options) -> ExitCode {
-    let cfg = match crate::config::parse_files(&opts.files) {
+    let mut cfg = match crate::config::parse_files(&opts.files) {
         Ok(c) => c,
         Err(errors) => {
             for e in errors {
@@ -156,10 +136,8 @@ pub fn run(opts: Options) -> ExitCode {
         &cfg.global.logs,
     );
     BUFSIZE.store(plan.bufsize, std::sync::atomic::Ordering::Relaxed);
-    match crate::backend::Backends::build(&cfg) {
-        Ok(b) => {
-            let _ = BACKENDS.set(Arc::new(b));
-        }
+    match crate::backend::Registry::build(&cfg) {
+        Ok(r) => plan.registry = Arc::new(r),
         Err(errors) => {
             for e in errors {
                 eprintln!("{e}");
@@ -168,6 +146,15 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    // What the CLI and the health checks take from the configuration.
+    let cli_timeout = cfg.global.stats.timeout;
+    let cli_maxconn = cfg.global.stats.maxconn;
+    let cli_facts = crate::cli::ConfigFacts::from_config(&cfg);
+    let cli_socket_defs = std::mem::take(&mut cfg.global.stats.sockets);
+    let checks = crate::checks::model::prepare(&cfg, &plan.registry);
+    // Everything needed is in the plan and the registry now: the parsed
+    // configuration (large with many sections) goes before Lua loads.
+    drop(cfg);
     crate::stats::init(plan.maxconn);
     crate::stats::set_identity(proc_cfg.node.clone(), proc_cfg.description.clone());
     if opts.check_only {
@@ -208,6 +195,16 @@ pub fn run(opts: Options) -> ExitCode {
                         b.location, b.addr
                     )),
                 }
+            }
+        }
+    }
+    // The stats sockets, bound with the frontends' listeners.
+    let mut cli_sockets = Vec::new();
+    if !opts.check_only {
+        for s in &cli_socket_defs {
+            match crate::cli::listener::bind(s) {
+                Ok(b) => cli_sockets.push(b),
+                Err(e) => errors.push(e),
             }
         }
     }
@@ -286,9 +283,8 @@ pub fn run(opts: Options) -> ExitCode {
     // The workers hold their own copies: the sockets close when the workers
     // stop accepting (soft stop), not when this thread exits.
     drop(listeners);
-    // Only the workers hold receivers now: the sender sees them all gone once
-    // every worker has finished.
-    drop(shutdown_rx);
+    // The CLI thread's receiver; the workers hold the others.
+    let cli_shutdown = shutdown_rx;
 
     // Collect what the workers loaded.
     let mut registered = Vec::new();
@@ -379,12 +375,31 @@ pub fn run(opts: Options) -> ExitCode {
         eprintln!("[ALERT] Fatal errors found in configuration.");
         return ExitCode::from(1);
     }
+    crate::cli::start(
+        crate::cli::Start {
+            sockets: cli_sockets,
+            timeout: cli_timeout,
+            maxconn: cli_maxconn,
+            nbthread: plan.nbthread,
+            registry: plan.registry.clone(),
+            config: cli_facts,
+        },
+        cli_shutdown,
+    );
     crate::log::notice(&format!(
         "luahost {} started: {} worker thread(s), {} frontend(s)",
         env!("CARGO_PKG_VERSION"),
         plan.nbthread,
         plan.frontends.len()
     ));
+    // Health checks start once everything serves, on their own thread.
+    let _checks = match crate::checks::model::start(checks, &plan.registry) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::log::alert(&format!("cannot start the health checks: {e}"));
+            None
+        }
+    };
     if let Some(d) = detached {
         d.ready();
     }
@@ -405,6 +420,7 @@ fn clone_plan(p: &Plan) -> Plan {
     Plan {
         frontends: Vec::new(),
         backends: Default::default(),
+        registry: p.registry.clone(),
         shared_files: p.shared_files.clone(),
         per_thread_files: p.per_thread_files.clone(),
         nbthread: p.nbthread,
@@ -495,6 +511,11 @@ fn worker_main(w: WorkerStart) {
                 }
             }
         }
+        if w.id == 0 {
+            let states: Vec<&Rc<crate::lua::state::HostState>> =
+                [&shared, &per_thread].into_iter().flatten().collect();
+            crate::cli::lua_cli::publish(&states);
+        }
         let _ = w.loaded_tx.send((w.id, Ok(registered)));
         let plan = match w.go_rx.recv() {
             Ok(Go::Serve(plan)) => plan,
@@ -525,6 +546,9 @@ fn worker_main(w: WorkerStart) {
             (None, Some(tx)) => SharedLua::Remote(tx),
             (None, None) => SharedLua::None,
         };
+        if w.id == 0 {
+            crate::cli::lua_cli::serve_jobs(shared.clone(), per_thread.clone());
+        }
         let mut job_loop = None;
         if let (Some(s), Some(mut rx)) = (shared.clone(), w.shared_rx) {
             // Jobs from other workers for the shared state.

@@ -143,6 +143,9 @@ pub struct BackendPlan {
 pub struct Plan {
     pub frontends: Vec<Arc<FrontendPlan>>,
     pub backends: HashMap<String, Arc<BackendPlan>>,
+    /// The live model of proxies and servers (empty until start-up builds it
+    /// after the plan).
+    pub registry: Arc<crate::backend::Registry>,
     pub shared_files: Vec<LuaFile>,
     pub per_thread_files: Vec<LuaFile>,
     pub nbthread: usize,
@@ -161,6 +164,15 @@ pub struct Plan {
 
 const DEFAULT_MAXCONN: usize = 4096;
 const DEFAULT_BUFSIZE: usize = 16384;
+
+/// Whether a proxy has any rule to run.
+fn has_rules(r: &ProxyRules) -> bool {
+    !(r.http_request.is_empty()
+        && r.http_response.is_empty()
+        && r.http_after_response.is_empty()
+        && r.tcp_request.is_empty()
+        && r.tcp_response.is_empty())
+}
 
 /// Builds the plan; errors are complete alert lines.
 pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
@@ -251,7 +263,12 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             }
         };
         if p.kind == ProxyKind::Backend {
-            backends.insert(p.name.clone(), Arc::new(BackendPlan { rules }));
+            // Only backends with rules get a plan: one without behaves the
+            // same absent, and a configuration may have hundreds of
+            // thousands of them.
+            if has_rules(&rules) {
+                backends.insert(p.name.clone(), Arc::new(BackendPlan { rules }));
+            }
             continue;
         }
         let mode = match p.mode {
@@ -264,18 +281,8 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             (None, ProxyKind::Listen) if !p.servers.is_empty() => Some(Arc::from(p.name.as_str())),
             _ => None,
         };
-        if p.kind == ProxyKind::Listen && !p.servers.is_empty() {
-            // Its rules already run as the frontend's; the backend part has none.
-            let empty = ProxyRules {
-                acls: AclSet::default(),
-                http_request: Vec::new(),
-                http_response: Vec::new(),
-                http_after_response: Vec::new(),
-                tcp_request: Vec::new(),
-                tcp_response: Vec::new(),
-            };
-            backends.insert(p.name.clone(), Arc::new(BackendPlan { rules: empty }));
-        }
+        // A listen section's rules run as its frontend's; its backend part
+        // has none, so it needs no backend plan.
         let use_backends = p
             .use_backends
             .iter()
@@ -341,6 +348,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
         return Err(errors);
     }
     Ok(Plan {
+        registry: Arc::new(crate::backend::Registry::empty()),
         frontends,
         backends,
         shared_files: lua_files(false),

@@ -392,7 +392,7 @@ pub async fn run(worker: &Worker, rules: &[CRule], txn: &mut Box<Txn>, side: Rul
     for rule in rules {
         let verdict = {
             let samples = worker.samples();
-            let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+            let ctx = SampleCtx::new(txn, &samples, &*worker.plan.registry);
             if !applies(rule, &ctx) {
                 continue;
             }

@@ -65,7 +65,7 @@ pub async fn serve(
                         }
                     }
                 }
-                match crate::proxy::backends().and_then(|b| b.get(&name)).cloned() {
+                match worker.plan.registry.get(&name).cloned() {
                     Some(be) => {
                         let initial = txn.req_buf.split().freeze();
                         match worker.forwarder.tcp(&be, &mut txn, stream, initial).await {
@@ -130,7 +130,7 @@ fn try_read_more(stream: &TcpStream, txn: &mut Txn, limit: usize) -> std::io::Re
 
 fn select_backend(worker: &Worker, fe: &FrontendPlan, txn: &Txn) -> Option<Arc<str>> {
     let samples = worker.samples();
-    let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+    let ctx = SampleCtx::new(txn, &samples, &*worker.plan.registry);
     for sw in &fe.use_backends {
         if sw.cond.as_ref().is_none_or(|c| c.eval(&ctx)) {
             return Some(sw.name(&ctx));

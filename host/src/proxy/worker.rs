@@ -163,6 +163,7 @@ pub fn load_states(
     let shared = if id == 0 && !plan.shared_files.is_empty() {
         let s = HostState::new(shared_settings.clone(), 0)
             .map_err(|e| crate::lua::errors::message(&e))?;
+        s.set_registry(plan.registry.clone());
         for f in &plan.shared_files {
             s.load_file(&f.path, &f.args)
                 .map_err(|e| format!("parsing [{}] : lua-load: {e}", f.location))?;
@@ -176,6 +177,7 @@ pub fn load_states(
     } else {
         let s = HostState::new(settings.clone(), id + 1)
             .map_err(|e| crate::lua::errors::message(&e))?;
+        s.set_registry(plan.registry.clone());
         for f in &plan.per_thread_files {
             s.load_file(&f.path, &f.args)
                 .map_err(|e| format!("parsing [{}] : lua-load-per-thread: {e}", f.location))?;
@@ -322,7 +324,7 @@ async fn accept_loop(
             shutdown.clone(),
         );
         tokio::task::spawn_local(async move {
-            let _conn = crate::stats::ConnGuard::new();
+            let _conn = crate::stats::ConnGuard::new(peer, &f.name);
             let _active = ActiveGuard { active: a, idle: i };
             let _permits = (global_permit, fe_permit);
             match f.mode {

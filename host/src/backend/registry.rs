@@ -1,0 +1,258 @@
+//! The registry of proxies: every frontend, backend and listen section by
+//! name, with HAProxy's proxy ids, and the backends' live server models.
+//!
+//! It is the root of the live model: built once at start-up, shared by the
+//! workers (through the plan) and the Lua states (through their state info),
+//! never a process-wide global. Proxies do not come and go at run time (only
+//! servers do), so the proxy list itself is immutable.
+
+use super::events::EventBus;
+use super::server::Server;
+use super::Backend;
+use crate::config::{self, Mode, ProxyKind};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What a proxy can do (HAProxy's `get_cap()`: "frontend", "backend" or
+/// "proxy" for both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyCap {
+    Frontend,
+    Backend,
+    /// A `listen` section: both.
+    Listen,
+}
+
+impl ProxyCap {
+    pub fn is_frontend(self) -> bool {
+        matches!(self, ProxyCap::Frontend | ProxyCap::Listen)
+    }
+
+    pub fn is_backend(self) -> bool {
+        matches!(self, ProxyCap::Backend | ProxyCap::Listen)
+    }
+
+    /// The name `Proxy:get_cap()` returns.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyCap::Frontend => "frontend",
+            ProxyCap::Backend => "backend",
+            ProxyCap::Listen => "proxy",
+        }
+    }
+}
+
+/// One proxy (section) of the configuration.
+pub struct ProxyEntry {
+    pub name: Arc<str>,
+    /// HAProxy's `uuid` (`id` keyword, else automatic).
+    pub uuid: i32,
+    pub cap: ProxyCap,
+    pub mode: Mode,
+    /// The backend side, for backends and listen sections.
+    pub backend: Option<Arc<Backend>>,
+    /// The listening addresses (bind lines), in order: listener `sock-N`
+    /// is the N-th (HAProxy's default listener names).
+    pub listeners: Box<[std::net::SocketAddr]>,
+}
+
+impl ProxyEntry {
+    /// The name of listener `i` (0-based): HAProxy's default, `sock-N`.
+    pub fn listener_name(i: usize) -> String {
+        format!("sock-{}", i + 1)
+    }
+}
+
+/// Every proxy of the configuration, in configuration order.
+pub struct Registry {
+    proxies: Box<[ProxyEntry]>,
+    /// Positions in `proxies` of the backends (and listen sections) by name.
+    backends: HashMap<Arc<str>, u32>,
+    /// Positions of the frontends (and listen sections) by name.
+    frontends: HashMap<Arc<str>, u32>,
+    events: Arc<EventBus>,
+    /// HAProxy's `srv_id_reuse_cnt`: the source of dynamic servers' `rid`
+    /// (see `runtime.rs`); only touched by add/del server.
+    rid_counter: Mutex<u64>,
+}
+
+impl Registry {
+    /// A registry without proxies (a Lua state outside the proxy, tests).
+    pub fn empty() -> Registry {
+        Registry {
+            proxies: Box::new([]),
+            backends: HashMap::new(),
+            frontends: HashMap::new(),
+            events: Arc::new(EventBus::default()),
+            rid_counter: Mutex::new(0),
+        }
+    }
+
+    /// Builds the registry, resolving server host names now (as HAProxy does
+    /// at startup). Every problem is reported, formatted as configuration
+    /// alerts.
+    ///
+    /// Proxy ids follow HAProxy 3.0 (`check_config_validity`): walking the
+    /// sections in order with a counter starting at 1 that moves on for every
+    /// section, a section without an `id` takes the first id not used from
+    /// the counter on.
+    pub fn build(cfg: &config::Config) -> Result<Registry, Vec<String>> {
+        let events = Arc::new(EventBus::default());
+        let mut proxies = Vec::with_capacity(cfg.proxies.len());
+        let nb_backends = cfg.proxies.iter().filter(|p| p.kind.has_backend()).count();
+        let mut backends = HashMap::with_capacity(nb_backends);
+        let mut frontends = HashMap::new();
+        let mut errors = Vec::new();
+        // No `id` keyword for proxies yet: every id is automatic, so the
+        // counter is the position. The CLI's own frontend ("GLOBAL", which
+        // any `stats` line in `global` creates) takes id 1 in HAProxy,
+        // before every section.
+        let s = &cfg.global.stats;
+        let first = if s.sockets.is_empty() && s.timeout.is_none() && s.maxconn.is_none() {
+            1
+        } else {
+            2
+        };
+        for (pos, p) in cfg.proxies.iter().enumerate() {
+            let uuid = pos as i32 + first;
+            let cap = match p.kind {
+                ProxyKind::Frontend => ProxyCap::Frontend,
+                ProxyKind::Backend => ProxyCap::Backend,
+                ProxyKind::Listen => ProxyCap::Listen,
+            };
+            let backend = if p.kind.has_backend() {
+                match Backend::build(p, uuid, events.clone()) {
+                    Ok(be) => Some(Arc::new(be)),
+                    Err(mut e) => {
+                        errors.append(&mut e);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let entry = ProxyEntry {
+                name: backend
+                    .as_ref()
+                    .map(|b| b.name_arc().clone())
+                    .unwrap_or_else(|| Arc::from(p.name.as_str())),
+                uuid,
+                cap,
+                mode: p.mode,
+                backend,
+                listeners: p.binds.iter().map(|b| b.addr).collect(),
+            };
+            let at = proxies.len() as u32;
+            if cap.is_backend() {
+                backends.insert(entry.name.clone(), at);
+            }
+            if cap.is_frontend() {
+                frontends.insert(entry.name.clone(), at);
+            }
+            proxies.push(entry);
+        }
+        if errors.is_empty() {
+            Ok(Registry {
+                proxies: proxies.into_boxed_slice(),
+                backends,
+                frontends,
+                events,
+                rid_counter: Mutex::new(0),
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The backend (or listen section) named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
+        let at = *self.backends.get(name)?;
+        self.proxies.get(at as usize)?.backend.as_ref()
+    }
+
+    /// The server `server` of backend `backend`.
+    pub fn find_server(&self, backend: &str, server: &str) -> Option<(Arc<Backend>, Arc<Server>)> {
+        let be = self.get(backend)?;
+        let srv = be.server(server)?;
+        Some((be.clone(), srv))
+    }
+
+    /// The position of the backend (or listen section) `name`.
+    pub fn backend_position(&self, name: &str) -> Option<usize> {
+        self.backends.get(name).map(|&at| at as usize)
+    }
+
+    /// The position of the frontend (or listen section) `name`.
+    pub fn frontend_position(&self, name: &str) -> Option<usize> {
+        self.frontends.get(name).map(|&at| at as usize)
+    }
+
+    /// The position of the proxy `name` (`core.proxies[name]`): the first in
+    /// configuration order when a frontend and a backend share the name.
+    pub fn proxy_position(&self, name: &str) -> Option<usize> {
+        match (self.frontends.get(name), self.backends.get(name)) {
+            (Some(&f), Some(&b)) => Some(f.min(b) as usize),
+            (Some(&x), None) | (None, Some(&x)) => Some(x as usize),
+            (None, None) => None,
+        }
+    }
+
+    /// The frontend (or listen section) named `name`.
+    pub fn frontend(&self, name: &str) -> Option<&ProxyEntry> {
+        let at = *self.frontends.get(name)?;
+        self.proxies.get(at as usize)
+    }
+
+    /// The backend-capable proxy named `name`, as an entry.
+    pub fn backend_entry(&self, name: &str) -> Option<&ProxyEntry> {
+        let at = *self.backends.get(name)?;
+        self.proxies.get(at as usize)
+    }
+
+    /// A proxy by name, frontend or backend (`core.proxies[name]`): the first
+    /// in configuration order when a frontend and a backend share the name.
+    pub fn proxy(&self, name: &str) -> Option<&ProxyEntry> {
+        self.proxies.get(self.proxy_position(name)?)
+    }
+
+    /// A proxy by `uuid`.
+    pub fn proxy_by_uuid(&self, uuid: i32) -> Option<&ProxyEntry> {
+        self.proxies.iter().find(|p| p.uuid == uuid)
+    }
+
+    /// Every proxy, in configuration order.
+    pub fn proxies(&self) -> &[ProxyEntry] {
+        &self.proxies
+    }
+
+    /// The proxy at position `at` (for enumerating without holding a borrow).
+    pub fn proxy_at(&self, at: usize) -> Option<&ProxyEntry> {
+        self.proxies.get(at)
+    }
+
+    /// Every backend, in configuration order.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> + '_ {
+        self.proxies.iter().filter_map(|p| p.backend.as_ref())
+    }
+
+    /// Number of servers over all backends now.
+    pub fn server_count(&self) -> usize {
+        self.backends().map(|b| b.servers().servers.len()).sum()
+    }
+
+    pub(super) fn reuse_counter(&self) -> &Mutex<u64> {
+        &self.rid_counter
+    }
+
+    /// The process's server event bus.
+    pub fn events(&self) -> &Arc<EventBus> {
+        &self.events
+    }
+}
+
+/// `nbsrv(backend)` and the like read the live model.
+impl crate::sample::ProxyInfo for Registry {
+    fn usable_servers(&self, backend: &str) -> Option<usize> {
+        self.get(backend).map(|b| b.usable_servers())
+    }
+}

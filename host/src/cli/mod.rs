@@ -1,0 +1,217 @@
+//! The runtime API: HAProxy's CLI on the `stats socket`s of `global`.
+//!
+//! It runs on a thread of its own (`luahost-cli`) with its own event loop,
+//! never on a worker: a slow client or a long `show stat` costs a worker
+//! nothing, and the commands that change servers only touch the live model
+//! (atomics and snapshot swaps, see `backend`), which the workers read
+//! without locks. Only `core.register_cli` commands run on a worker (worker
+//! 0, where their Lua state lives), as a Lua service does.
+//!
+//! - `protocol`: commands, words, answer framing (no I/O)
+//! - `commands`: the command table, `help`, unknown commands
+//! - `listener`: binding the stats sockets, accepting sessions
+//! - `session`: one client: read, run, answer
+//! - `servers`: the commands that read or change backends and servers
+//! - `stat_csv`: `show stat`
+//! - `info`: `show info`
+//! - `lua_cli`: `core.register_cli` commands
+
+mod commands;
+mod info;
+pub mod listener;
+pub mod lua_cli;
+mod protocol;
+mod servers;
+mod session;
+mod stat_csv;
+
+use crate::backend::{Registry, Server};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+/// HAProxy's defaults: `stats timeout 10s`, `stats maxconn 10`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAXCONN: usize = 10;
+
+/// What every session reads.
+pub struct Shared {
+    pub table: Vec<commands::Command>,
+    pub timeout: Duration,
+    pub nbthread: usize,
+    /// The live model the commands read and change.
+    pub registry: Arc<Registry>,
+    /// From the configuration: what the model does not keep.
+    pub config: ConfigFacts,
+}
+
+/// What `show stat` and `show servers state` need from the configuration.
+#[derive(Default)]
+pub struct ConfigFacts {
+    /// `maxconn` of the frontends that set one.
+    pub frontend_maxconn: HashMap<String, usize>,
+    /// `rise`/`fall` of configured servers, by (backend, server).
+    pub rise_fall: HashMap<(String, String), (u32, u32)>,
+    /// The backends' `fullconn` as HAProxy derives it (`slim` of a BACKEND
+    /// row): a tenth, rounded up, of the `maxconn` of the frontends that
+    /// can use it (`default_backend`, static `use_backend`, a `listen`
+    /// section itself); 1 when none can.
+    pub fullconn: HashMap<String, usize>,
+}
+
+impl ConfigFacts {
+    pub fn from_config(cfg: &crate::config::Config) -> ConfigFacts {
+        let mut f = ConfigFacts::default();
+        let global = cfg
+            .global
+            .maxconn
+            .unwrap_or(crate::stats::snapshot().maxconn);
+        let mut fe_total: HashMap<String, usize> = HashMap::new();
+        for p in cfg.proxies.iter().filter(|p| p.kind.has_frontend()) {
+            let max = p.maxconn.unwrap_or(global);
+            let mut targets: Vec<&str> = p
+                .use_backends
+                .iter()
+                .filter(|u| !u.is_dynamic())
+                .map(|u| u.name.as_str())
+                .collect();
+            if let Some((d, _)) = &p.default_backend {
+                targets.push(d);
+            }
+            if p.kind.has_backend() {
+                targets.push(&p.name);
+            }
+            targets.sort_unstable();
+            targets.dedup();
+            for t in targets {
+                *fe_total.entry(t.to_string()).or_default() += max;
+            }
+        }
+        for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
+            let total = fe_total.get(&p.name).copied().unwrap_or(0);
+            f.fullconn.insert(p.name.clone(), total.div_ceil(10).max(1));
+        }
+        for p in &cfg.proxies {
+            if let Some(m) = p.maxconn {
+                f.frontend_maxconn.insert(p.name.clone(), m);
+            }
+            for s in &p.servers {
+                f.rise_fall.insert(
+                    (p.name.clone(), s.name.clone()),
+                    (s.rise.unwrap_or(2), s.fall.unwrap_or(3)),
+                );
+            }
+        }
+        f
+    }
+}
+
+impl Shared {
+    /// A frontend's `maxconn`, else the global one.
+    pub fn frontend_maxconn(&self, name: &str) -> usize {
+        self.config
+            .frontend_maxconn
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| crate::stats::snapshot().maxconn)
+    }
+
+    /// A server's `rise` and `fall` (HAProxy's defaults 2 and 3 for
+    /// dynamic servers).
+    pub fn rise_fall(&self, s: &Server) -> (u32, u32) {
+        self.config
+            .rise_fall
+            .get(&(s.proxy_name.to_string(), s.name.to_string()))
+            .copied()
+            .filter(|_| !s.dynamic)
+            .unwrap_or((2, 3))
+    }
+
+    /// `srv_check_status` of `show servers state`: HAProxy's
+    /// HCHK_STATUS_INI (1) until a check reports (the model does not keep
+    /// check results).
+    pub fn check_status(&self, _s: &Server) -> u8 {
+        1
+    }
+
+    /// `srv_check_result`: CHK_RES_UNKNOWN (0) without a check result.
+    pub fn check_result(&self, _s: &Server) -> u8 {
+        0
+    }
+}
+
+/// Settings of the CLI thread.
+pub struct Start {
+    pub sockets: Vec<listener::Bound>,
+    pub timeout: Option<Duration>,
+    pub maxconn: Option<usize>,
+    pub nbthread: usize,
+    pub registry: Arc<Registry>,
+    pub config: ConfigFacts,
+}
+
+/// Starts the CLI thread; it serves until `shutdown` leaves `Running`, then
+/// removes the socket files.
+pub fn start(s: Start, mut shutdown: watch::Receiver<crate::proxy::Shutdown>) {
+    if s.sockets.is_empty() {
+        return;
+    }
+    let lua: Vec<(Vec<String>, String)> = lua_cli::commands()
+        .iter()
+        .map(|c| (c.path.clone(), c.usage.clone()))
+        .collect();
+    let shared = Arc::new(Shared {
+        table: commands::table(&lua),
+        timeout: s.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        nbthread: s.nbthread,
+        registry: s.registry,
+        config: s.config,
+    });
+    let slots = Arc::new(Semaphore::new(s.maxconn.unwrap_or(DEFAULT_MAXCONN)));
+    let sockets = s.sockets;
+    let spawned = std::thread::Builder::new()
+        .name("luahost-cli".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    crate::log::alert(&format!("stats socket: cannot create the event loop: {e}"));
+                    return;
+                }
+            };
+            let paths: Vec<_> = sockets.iter().filter_map(|b| b.path.clone()).collect();
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                for b in sockets {
+                    tokio::task::spawn_local(listener::accept_loop(
+                        shared.clone(),
+                        b,
+                        slots.clone(),
+                    ));
+                }
+                while *shutdown.borrow_and_update() == crate::proxy::Shutdown::Running {
+                    if shutdown.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        });
+    if let Err(e) = spawned {
+        crate::log::alert(&format!("stats socket: cannot start the CLI thread: {e}"));
+    }
+}
+
+/// Seconds since the epoch, the clock of the model's `last_change`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

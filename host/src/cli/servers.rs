@@ -1,0 +1,311 @@
+//! The commands that read or change backends and servers, with HAProxy
+//! 3.0's arguments, answers and messages. Changes go through the live
+//! model's runtime API (`backend/runtime.rs`), which publishes the events.
+
+use super::commands::{Builtin, Command};
+use super::session::{say, Answer};
+use super::Shared;
+use crate::backend::{
+    AddServer, AdminFlags, AdminState, Backend, CheckFlags, OperCause, OperState, Server,
+};
+use crate::config::Balance;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// Runs server command `b` (`cmd`'s words lead `words`).
+pub fn run(shared: &Shared, cmd: &Command, b: Builtin, words: &[String]) -> Answer {
+    // The words after the command's own ones.
+    let args: Vec<&str> = words
+        .iter()
+        .skip(cmd.words.len())
+        .map(String::as_str)
+        .collect();
+    let arg = |i: usize| args.get(i).copied().unwrap_or("");
+    match b {
+        Builtin::ShowStat => Answer::Text(super::stat_csv::show_stat(
+            &shared.registry,
+            &super::stat_csv::StatContext {
+                frontend_maxconn: &|name| shared.frontend_maxconn(name),
+                rise_fall: &|s| shared.rise_fall(s),
+                fullconn: &|name| shared.config.fullconn.get(name).copied().unwrap_or(1),
+            },
+        )),
+        Builtin::ShowServersState => show_servers_state(shared, arg(0)),
+        Builtin::ShowBackend => {
+            let mut out = String::from("# name\n");
+            for be in shared.registry.backends() {
+                let _ = writeln!(out, "{}", be.name());
+            }
+            Answer::Text(out)
+        }
+        Builtin::AddServer => add_server(shared, &args),
+        Builtin::DelServer => del_server(shared, arg(0)),
+        Builtin::EnableServer | Builtin::DisableServer => with_server(shared, arg(0), |be, s| {
+            let state = if b == Builtin::EnableServer {
+                AdminState::Ready
+            } else {
+                AdminState::Maint
+            };
+            be.set_admin_state(s, state);
+            Answer::Text(String::new())
+        }),
+        Builtin::EnableHealth | Builtin::DisableHealth => with_server(shared, arg(0), |_, s| {
+            if b == Builtin::EnableHealth {
+                if s.check_flags() & CheckFlags::CONFIGURED == 0 {
+                    return say("Health check was not configured on this server, cannot enable.");
+                }
+                s.set_check_flags(CheckFlags::ENABLED, true);
+            } else {
+                s.set_check_flags(CheckFlags::ENABLED, false);
+            }
+            Answer::Text(String::new())
+        }),
+        Builtin::GetWeight => {
+            let Some((be, s)) = parse_be_srv(arg(0)) else {
+                return say("Require 'backend/server'.");
+            };
+            let Some(b) = shared.registry.get(be) else {
+                return say("No such backend.");
+            };
+            let Some(s) = b.server(s) else {
+                return say("No such server.");
+            };
+            Answer::Text(format!("{} (initial {})\n", s.weight(), s.initial_weight))
+        }
+        Builtin::SetWeight => with_server(shared, arg(0), |be, s| set_weight(be, s, arg(1))),
+        Builtin::SetMaxconnServer => with_server(shared, arg(0), |be, s| {
+            match be.set_maxconn_request(s, arg(1)) {
+                None => Answer::Text(String::new()),
+                Some(e) => say(e),
+            }
+        }),
+        Builtin::SetServer => with_server(shared, arg(0), |be, s| set_server(be, s, &args[1..])),
+        _ => say("Unknown command."),
+    }
+}
+
+/// `BACKEND/SERVER` split at the first '/'; None without a server part.
+fn parse_be_srv(text: &str) -> Option<(&str, &str)> {
+    let (be, srv) = text.split_once('/')?;
+    (!srv.is_empty()).then_some((be, srv))
+}
+
+/// HAProxy's `cli_find_server`: the server named by `text`, or the
+/// message saying why not.
+fn with_server(
+    shared: &Shared,
+    text: &str,
+    f: impl FnOnce(&Arc<Backend>, &Arc<Server>) -> Answer,
+) -> Answer {
+    let Some((be, srv)) = parse_be_srv(text) else {
+        return say("Require 'backend/server'.");
+    };
+    let Some(b) = shared.registry.get(be) else {
+        return say("No such backend.");
+    };
+    let Some(s) = b.server(srv) else {
+        return say("No such server.");
+    };
+    f(b, &s)
+}
+
+/// HAProxy's `server_parse_weight_change_request`.
+fn set_weight(be: &Backend, s: &Arc<Server>, text: &str) -> Answer {
+    match be.set_weight_request(s, text) {
+        None => Answer::Text(String::new()),
+        Some(e) => say(&e),
+    }
+}
+
+/// `set server B/S state|weight|addr|health|agent ...`.
+fn set_server(be: &Backend, s: &Arc<Server>, args: &[&str]) -> Answer {
+    let arg = |i: usize| args.get(i).copied().unwrap_or("");
+    match arg(0) {
+        "weight" => set_weight(be, s, arg(1)),
+        "state" => {
+            let state = match arg(1) {
+                "ready" => AdminState::Ready,
+                "drain" => AdminState::Drain,
+                "maint" => AdminState::Maint,
+                _ => return say("'set server <srv> state' expects 'ready', 'drain' and 'maint'."),
+            };
+            be.set_admin_state(s, state);
+            Answer::Text(String::new())
+        }
+        "health" => {
+            let state = match arg(1) {
+                "up" => OperState::Running,
+                "stopping" => OperState::Stopping,
+                "down" => OperState::Stopped,
+                _ => {
+                    return say("'set server <srv> health' expects 'up', 'stopping', or 'down'.")
+                }
+            };
+            be.set_oper_state(s, state, OperCause::Cli, None);
+            Answer::Text(String::new())
+        }
+        "agent" => say("agent checks are not enabled on this server."),
+        "addr" => set_addr(be, s, arg(1), (arg(2) == "port").then(|| arg(3))),
+        "agent-addr" | "agent-port" | "agent-send" | "check-addr" | "check-port" | "fqdn"
+        | "ssl" => say(&format!(
+            "'set server <srv> {}' is not supported by luahost.",
+            arg(0)
+        )),
+        _ => say("usage: set server <backend>/<server> addr | agent | agent-addr | agent-port | agent-send | check-addr | check-port | fqdn | health | ssl | state | weight"),
+    }
+}
+
+/// HAProxy's `srv_update_addr_port` for `set server B/S addr A [port P]`.
+fn set_addr(be: &Backend, s: &Arc<Server>, addr: &str, port: Option<&str>) -> Answer {
+    if addr.is_empty() {
+        return say("set server <b>/<s> addr requires an address and optionally a port.");
+    }
+    say(&be.update_addr_port(s, Some(addr), port, "stats socket command"))
+}
+
+/// `add server B/S ADDR[:PORT] [options]`: the options are read by the
+/// configuration parser (the `server` keyword's), so a dynamic server takes
+/// what a configured one takes.
+fn add_server(shared: &Shared, args: &[&str]) -> Answer {
+    let Some((be, name)) = args.first().and_then(|t| parse_be_srv(t)) else {
+        return say("Require 'backend/server'.");
+    };
+    if shared.registry.get(be).is_none() {
+        return say("No such backend.");
+    }
+    let Some(addr) = args.get(1) else {
+        return say("'server' expects <name> and <addr>[:<port>] as arguments.");
+    };
+    let line = std::iter::once(format!("server {name} {addr}"))
+        .chain(args[2..].iter().map(|w| w.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = format!("backend runtime-api\n    {line}\n");
+    let def = match crate::config::parse_str("add server", &text) {
+        Ok(cfg) => cfg
+            .proxies
+            .into_iter()
+            .next()
+            .and_then(|p| p.servers.into_iter().next()),
+        Err(errors) => {
+            let e = errors
+                .into_iter()
+                .next()
+                .map(|e| e.message)
+                .unwrap_or_default();
+            return say(&e);
+        }
+    };
+    let Some(def) = def else {
+        return say("'server' expects <name> and <addr>[:<port>] as arguments.");
+    };
+    let enabled = args[2..].contains(&"enabled");
+    let disabled = def.disabled;
+    match shared.registry.add_server(be, &AddServer { def, enabled }) {
+        Ok(srv) => {
+            // `disabled`: maintenance "from the configuration" too (HAProxy
+            // shows admin state 5, not 1).
+            if disabled && !enabled {
+                if let Some(b) = shared.registry.get(be) {
+                    b.change_admin_flag(&srv, AdminFlags::CMAINT, true);
+                }
+            }
+            say("New server registered.")
+        }
+        Err(e) => say(&e),
+    }
+}
+
+/// `del server B/S`.
+fn del_server(shared: &Shared, text: &str) -> Answer {
+    let Some((be, srv)) = parse_be_srv(text) else {
+        return say("Require 'backend/server'.");
+    };
+    match shared.registry.del_server(be, srv) {
+        Ok(()) => say("Server deleted."),
+        Err(e) => say(&e),
+    }
+}
+
+/// `show servers state [BACKEND]`: format version 1, HAProxy's columns.
+fn show_servers_state(shared: &Shared, only: &str) -> Answer {
+    let mut out = String::from("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n");
+    let backends: Vec<&Arc<Backend>> = if only.is_empty() {
+        shared.registry.backends().collect()
+    } else {
+        match shared.registry.get(only) {
+            Some(b) => vec![b],
+            None => return say("Can't find backend."),
+        }
+    };
+    let now = crate::cli::unix_now();
+    for be in backends {
+        for s in be.servers().servers.iter() {
+            let a = s.addr();
+            let admin = s.admin();
+            let configured = s.check_flags() & CheckFlags::CONFIGURED != 0;
+            let (rise, fall) = shared.rise_fall(s);
+            let up = s.oper() != OperState::Stopped;
+            // HAProxy's check.state bits: CONFIGURED 0x02, ENABLED 0x04,
+            // PAUSED 0x08 (checks pause during maintenance).
+            let mut chk_state = 0;
+            if configured {
+                chk_state |= 0x02;
+            }
+            if s.check_flags() & CheckFlags::ENABLED != 0 {
+                chk_state |= 0x04;
+            }
+            // Checks pause when a server enters maintenance (or starts in
+            // it by configuration); a dynamic server created in
+            // maintenance has not entered it, and has never gone down.
+            let created_in_maint = s.dynamic
+                && admin.0 & AdminFlags::CMAINT == 0
+                && s.counters
+                    .down_transitions
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    == 0;
+            if admin.in_maint() && !created_in_maint {
+                chk_state |= 0x08;
+            }
+            let health = match (up, configured) {
+                (false, _) => 0,
+                (true, true) => rise + fall - 1,
+                (true, false) => rise,
+            };
+            let _ = writeln!(
+                out,
+                "{} {} {} {} {} {} {} {} {} {} {} {} {} {} 0 0 0 - {} - 0 0 - - 0",
+                be.uuid(),
+                be.name(),
+                s.puid,
+                s.name,
+                a.ip(),
+                s.oper() as u8,
+                admin.0,
+                s.weight(),
+                s.initial_weight,
+                now.saturating_sub(
+                    s.counters
+                        .last_change
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                ),
+                shared.check_status(s),
+                shared.check_result(s),
+                health,
+                chk_state,
+                a.port(),
+            );
+        }
+    }
+    Answer::Text(out)
+}
+
+/// The `algo` column of `show stat`.
+pub fn algo_name(be: &Backend) -> &'static str {
+    match be.balance() {
+        Balance::RoundRobin => "roundrobin",
+        Balance::LeastConn => "leastconn",
+        Balance::First => "first",
+        Balance::Source => "source",
+    }
+}

@@ -34,6 +34,9 @@
 //! writing cases); `DIFF_CASE=substr` runs only the cases whose name
 //! contains `substr`.
 
+#[path = "differential/local_servers.rs"]
+mod local_servers;
+
 use luahost_suite::{
     artifacts, free_port, haproxy_peers, scratch_dir, workspace_root, HaproxyPeer, HttpReader,
 };
@@ -669,6 +672,10 @@ fn placeholders(names: &[String], echo: u16, dead: u16) -> BTreeMap<String, Stri
     }
     v.insert("@ECHO@".into(), format!("127.0.0.1:{echo}"));
     v.insert("@DEAD@".into(), format!("127.0.0.1:{dead}"));
+    let servers = local_servers::local_servers();
+    v.insert("@LINE@".into(), format!("127.0.0.1:{}", servers.line));
+    v.insert("@SILENT@".into(), format!("127.0.0.1:{}", servers.silent));
+    v.insert("@UNIX@".into(), servers.unix.display().to_string());
     v
 }
 
@@ -1902,4 +1909,102 @@ fn proxying() {
             .body(&error_page(503)),
     ];
     run_group(Group::of("proxy", "proxy.cfg", &[], cases));
+}
+
+/// Lua sockets (`core.tcp()`) against local servers: an action that asks a
+/// check service before allowing a request, conversations with `*l`, byte
+/// counts and prefixes, a peer that closes, a silent server (timeouts), a
+/// refused connection, a Unix socket, the same from an HTTP service and a
+/// task, sockets left open (none outlives its context), and a socket in a
+/// sample fetch (refused).
+#[test]
+fn lua_sockets() {
+    let at = |scenario: &str| get(&format!("/{scenario}"));
+    let mut cases = vec![
+        Case::new("sockets.gate_allows", "gate", get("/index.html"))
+            .status(200)
+            .body("allowed /index.html\n")
+            .then(get("/admin/users"))
+            .status(403),
+        Case::new("sockets.fetch_refused", "fetch", get("/"))
+            .status(200)
+            .body("[]\n"),
+    ];
+    for front in ["act", "svc"] {
+        let name = |s: &str| format!("sockets.{front}.{s}");
+        cases.push(
+            Case::new(&name("talk"), front, at("talk"))
+                .status(200)
+                .contains("(string:got: one)(string:abcd)(string:pre:ef)(string:gh)")
+                .contains("(number:9)(string:ijgot: two)")
+                .contains("(string:>got: three)(number:0)()")
+                .contains("(string:bye)(nil:nil, string:connection closed.)")
+                .contains("()(number:-1)(nil:nil, string:connection closed.)(nil:nil)()"),
+        );
+        cases.push(
+            Case::new(&name("peer_close"), front, at("peer_close"))
+                .status(200)
+                .contains("(string:partial)(nil:nil, string:connection closed.)")
+                .contains("(string:got: all")
+                .contains("partial)(number:1)(number:8)(string:p:partial)")
+                .contains("(string:p:partial)"),
+        );
+        cases.push(
+            Case::new(&name("refused"), front, at("refused"))
+                .status(200)
+                .body("true (nil:nil, string:Can't connect)(number:-1)(nil:nil, string:connection closed.)(string:pre)(nil:nil)\n"),
+        );
+        cases.push(
+            Case::new(&name("refused_port"), front, at("refused_port"))
+                .status(200)
+                .body("true (nil:nil, string:Can't connect)\n"),
+        );
+        cases.push(
+            Case::new(&name("timeout"), front, at("timeout"))
+                .status(200)
+                .contains(
+                    "(number:1)(number:1)(number:6)(nil:nil, string:connection closed.)(number:-1)",
+                )
+                .contains("(string:pre)")
+                .contains("(string:got: before")
+                .not_on(
+                    "haproxy 2.6",
+                    "2.6's send on a socket whose timeout expired still reports the bytes as \
+                     sent; 3.0 (and luahost) return -1",
+                ),
+        );
+        cases.push(
+            Case::new(&name("unix"), front, at("unix"))
+                .status(200)
+                .contains("(string:got: unix)(string:unix)(string:unix)")
+                .contains("(string:got: plain)")
+                .contains("(string:got: v4)"),
+        );
+        cases.push(
+            Case::new(&name("task"), front, at("task"))
+                .status(200)
+                .contains("(string:got: task)(string:abcdefghijklmnopqrstuvwxyz)(string:abcd)"),
+        );
+        // Five sockets left open by the script, then (a new context) the
+        // number still open at the line service.
+        cases.push(
+            Case::new(&name("leave_open"), front, at("leave_open"))
+                .status(200)
+                .contains("(string:got: 5)")
+                .then(at("open_count"))
+                .status(200)
+                .body("true open: 0\n"),
+        );
+    }
+    cases.push(
+        Case::new("sockets.errors", "act", at("errors"))
+            .status(200)
+            .contains("(boolean:false, string:connect: port missing)")
+            .contains(
+                "(boolean:false, string:connect: cannot parse destination address 'localhost:')",
+            )
+            .contains("(boolean:false, string:Unsupported pattern.)")
+            .contains("(string:HAProxy class Socket)"),
+    );
+    run_group(Group::of("sockets", "sockets.cfg", &["sockets.lua"], cases));
 }

@@ -55,6 +55,7 @@ pub fn install(lua: &Lua, info: &Rc<StateInfo>) -> mlua::Result<()> {
     crate::lua::map_class::install(lua, &core)?;
     crate::lua::regex_class::install(lua, &core)?;
     crate::lua::socket_class::install(lua, &core)?;
+    crate::lua::queue_class::install(lua, &core)?;
 
     let act = lua.create_table()?;
     for (name, code) in ACT_CODES {

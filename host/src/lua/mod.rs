@@ -22,6 +22,7 @@ pub mod long_calls;
 pub mod map_class;
 pub mod memory;
 pub mod native_async;
+pub mod queue_class;
 pub mod raw;
 pub mod regex_class;
 pub mod sample_bridge;

@@ -7,6 +7,7 @@ mod config;
 #[cfg(test)]
 mod fuzz;
 mod headers;
+mod httpclient;
 mod log;
 mod lua;
 mod module_check;
@@ -14,8 +15,6 @@ mod proxy;
 mod run_script;
 mod sample;
 mod stats;
-// Until its users (Lua sockets, the HTTP client) are in, parts are unused.
-#[allow(dead_code)]
 mod tls;
 mod txn;
 

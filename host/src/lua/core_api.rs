@@ -54,6 +54,7 @@ pub fn install(lua: &Lua, info: &Rc<StateInfo>) -> mlua::Result<()> {
 
     crate::lua::map_class::install(lua, &core)?;
     crate::lua::regex_class::install(lua, &core)?;
+    crate::lua::httpclient_class::install(lua, &core, info)?;
 
     let act = lua.create_table()?;
     for (name, code) in ACT_CODES {

@@ -28,7 +28,7 @@ use tokio_rustls::TlsConnector;
 pub use tokio_rustls::client::TlsStream;
 
 /// Whether the server's certificate is checked (HAProxy's `verify` keyword).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Verify {
     /// Accept any certificate (`verify none`).
     None,
@@ -75,6 +75,12 @@ impl fmt::Display for TlsSetupError {
 }
 
 impl std::error::Error for TlsSetupError {}
+
+impl TlsSetupError {
+    pub fn new(message: String) -> TlsSetupError {
+        TlsSetupError(message)
+    }
+}
 
 impl TlsClient {
     /// A client trusting `roots`.

@@ -676,6 +676,8 @@ fn placeholders(names: &[String], echo: u16, dead: u16) -> BTreeMap<String, Stri
     v.insert("@LINE@".into(), format!("127.0.0.1:{}", servers.line));
     v.insert("@SILENT@".into(), format!("127.0.0.1:{}", servers.silent));
     v.insert("@UNIX@".into(), servers.unix.display().to_string());
+    v.insert("@TLS@".into(), format!("127.0.0.1:{}", servers.tls));
+    v.insert("@TLS_CERT@".into(), servers.tls_cert.display().to_string());
     v
 }
 
@@ -2001,6 +2003,17 @@ fn lua_sockets() {
                 .body("true open: 0\n"),
         );
     }
+    cases.push(
+        Case::new("sockets.tls", "act", at("tls"))
+            .status(200)
+            .body("true (number:1)(number:16)(string:got: secret)(string:sni: none)(boolean:true)(boolean:false, string:'connect_ssl' needs 3 arguments)\n"),
+    );
+    cases.push(
+        Case::new("sockets.tls_options", "svc", at("tls_options"))
+            .status(200)
+            .body("true (number:1)(number:4)(string:sni: tls.test)(number:1)(number:14)(string:got: verified)(nil:nil, string:Can't connect)(nil:nil, string:Can't connect)\n")
+            .luahost_only("a server name (SNI) and verification for connect_ssl are luahost's"),
+    );
     cases.push(
         Case::new("sockets.errors", "act", at("errors"))
             .status(200)

@@ -7,6 +7,7 @@ mod config;
 #[cfg(test)]
 mod fuzz;
 mod headers;
+mod httpclient;
 mod log;
 mod lua;
 mod module_check;
@@ -14,6 +15,7 @@ mod proxy;
 mod run_script;
 mod sample;
 mod stats;
+mod tls;
 mod txn;
 
 use clap::{Parser, Subcommand};

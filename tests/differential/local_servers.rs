@@ -11,6 +11,10 @@
 //! - `PARTIAL` -> `partial` without an end of line, then a close
 //! - `BYE` -> `bye`, then a close
 //!
+//! The TLS line service (a self-signed certificate for `tls.test`, made at
+//! start) answers the same commands over TLS, and `SNI` with `sni: NAME`
+//! (or `sni: none`), the server name the client sent.
+//!
 //! The silent service accepts and reads but never answers (it holds each
 //! connection 10 s at most).
 
@@ -26,6 +30,9 @@ pub struct LocalServers {
     pub line: u16,
     pub silent: u16,
     pub unix: PathBuf,
+    pub tls: u16,
+    /// The TLS service's certificate (PEM), for `ca_file`.
+    pub tls_cert: PathBuf,
 }
 
 /// The servers, started on first use.
@@ -74,10 +81,13 @@ fn start() -> LocalServers {
             });
         }
     });
+    let (tls, tls_cert) = start_tls(&dir, open.clone());
     LocalServers {
         line: line_port,
         silent: silent_port,
         unix,
+        tls,
+        tls_cert,
     }
 }
 
@@ -105,15 +115,83 @@ impl Stream for UnixStream {
     }
 }
 
-fn serve_lines<S: Stream>(conn: S, open: Arc<AtomicUsize>) {
-    open.fetch_add(1, Ordering::SeqCst);
-    struct Gone(Arc<AtomicUsize>);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
+/// Counts a connection while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(open: &Arc<AtomicUsize>) -> Counted {
+        open.fetch_add(1, Ordering::SeqCst);
+        Counted(open.clone())
     }
-    let _gone = Gone(open.clone());
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The TLS line service: (port, certificate file).
+fn start_tls(dir: &std::path::Path, open: Arc<AtomicUsize>) -> (u16, PathBuf) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["tls.test".to_string()]).expect("rcgen");
+    let cert_file = dir.join("tls.pem");
+    std::fs::write(&cert_file, certified.cert.pem()).expect("write the certificate");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("the server certificate");
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the TLS service");
+    let port = listener.local_addr().expect("TLS address").port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let (config, open) = (config.clone(), open.clone());
+            std::thread::spawn(move || {
+                let _counted = Counted::new(&open);
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut pending = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = match tls.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    pending.extend_from_slice(&chunk[..n]);
+                    while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=nl).collect();
+                        let cmd = String::from_utf8_lossy(&line);
+                        let cmd = cmd.trim_end_matches(['\r', '\n']);
+                        let answer = match cmd.split_once(' ').unwrap_or((cmd, "")) {
+                            ("ECHO", arg) => format!("got: {arg}\r\n"),
+                            ("SNI", _) => {
+                                format!("sni: {}\n", tls.conn.server_name().unwrap_or("none"))
+                            }
+                            _ => "what?\n".to_string(),
+                        };
+                        if tls.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, cert_file)
+}
+
+fn serve_lines<S: Stream>(conn: S, open: Arc<AtomicUsize>) {
+    let _counted = Counted::new(&open);
     // Bounds a connection a proxy keeps open but idle.
     conn.set_timeout(Duration::from_secs(30));
     let Ok(mut out) = conn.try_clone_stream() else {

@@ -183,3 +183,44 @@ core.register_fetches("socket_fetch", function(txn)
   local s = core.tcp()
   return show(s:connect(LINE))
 end)
+
+-- TLS to a server with a self-signed certificate. HAProxy verifies nothing
+-- and sends no server name.
+local TLS = "@TLS@"
+local TLS_HOST, TLS_PORT = TLS:match("^(.*):(%d+)$")
+scenarios.tls = function()
+  local s = core.tcp()
+  s:settimeout(3)
+  local r = show(s:connect_ssl(TLS_HOST, tonumber(TLS_PORT)))
+  r = r .. show(s:send("ECHO secret\nSNI\n")) .. show(s:receive("*l")) .. show(s:receive("*l"))
+  r = r .. show(s:getpeername() == TLS)
+  s:close()
+  r = r .. show(pcall(s.connect_ssl, s, TLS))
+  return r
+end
+
+-- luahost's fourth argument: a server name (SNI), and verification.
+scenarios.tls_options = function()
+  local s = core.tcp()
+  s:settimeout(3)
+  local r = show(s:connect_ssl(TLS_HOST, tonumber(TLS_PORT), "tls.test"))
+  r = r .. show(s:send("SNI\n")) .. show(s:receive("*l"))
+  s:close()
+  -- Verified against the certificate itself: accepted for its name...
+  local t = core.tcp()
+  t:settimeout(3)
+  r = r .. show(t:connect_ssl(TLS_HOST, tonumber(TLS_PORT),
+    { server_name = "tls.test", verify = "required", ca_file = "@TLS_CERT@" }))
+  r = r .. show(t:send("ECHO verified\n")) .. show(t:receive("*l"))
+  t:close()
+  -- ...refused for another name, and refused against the system's roots.
+  local u = core.tcp()
+  u:settimeout(3)
+  r = r .. show(u:connect_ssl(TLS_HOST, tonumber(TLS_PORT),
+    { server_name = "other.test", verify = "required", ca_file = "@TLS_CERT@" }))
+  local v = core.tcp()
+  v:settimeout(3)
+  r = r .. show(v:connect_ssl(TLS_HOST, tonumber(TLS_PORT), { server_name = "tls.test", verify = "required" }))
+  -- A plain connection to the TLS port: the handshake never comes.
+  return r
+end

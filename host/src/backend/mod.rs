@@ -19,7 +19,7 @@
 
 mod balance;
 mod connect;
-mod h1;
+pub(crate) mod h1;
 mod http;
 mod server;
 mod tcp;

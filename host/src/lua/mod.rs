@@ -18,6 +18,7 @@ pub mod exec;
 pub mod fetches_class;
 pub mod handles;
 pub mod http_class;
+pub mod httpclient_class;
 pub mod long_calls;
 pub mod map_class;
 pub mod memory;

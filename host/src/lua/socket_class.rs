@@ -26,6 +26,7 @@ use crate::lua::class::{native, Class};
 use crate::lua::exec::ContextResource;
 use crate::lua::memory;
 use crate::lua::socket_addr::{self, Destination};
+use crate::lua::socket_tls::TlsOptions;
 use bytes::BytesMut;
 use mlua::{Lua, MultiValue, Table, Value};
 use std::cell::{Cell, RefCell};
@@ -91,14 +92,8 @@ pub struct SocketInner {
     mode: Cell<TimeoutMode>,
     peer: RefCell<Option<String>>,
     local: RefCell<Option<String>>,
-    /// TLS was asked for (`connect_ssl`), with this server name if any.
-    tls: RefCell<Option<TlsWanted>>,
-}
-
-/// What `connect_ssl` asked for.
-#[derive(Clone)]
-struct TlsWanted {
-    server_name: Option<String>,
+    /// TLS was asked for (`connect_ssl`), with these options.
+    tls: RefCell<Option<TlsOptions>>,
 }
 
 impl SocketInner {
@@ -398,9 +393,7 @@ async fn connect(lua: Lua, args: MultiValue, func: &'static str) -> mlua::Result
         .run(async {
             let (io, peer, local) = open_stream(&dest).await?;
             let io = match tls {
-                Some(t) => {
-                    crate::lua::socket_tls::wrap(io, &dest, t.server_name.as_deref()).await?
-                }
+                Some(t) => crate::lua::socket_tls::wrap(io, &dest, &t).await?,
                 None => io,
             };
             Ok::<_, std::io::Error>((io, peer, local))
@@ -704,24 +697,19 @@ pub fn install(lua: &Lua, core: &Table) -> mlua::Result<()> {
     class.method(
         "connect_ssl",
         lua.create_async_function(|lua, args: MultiValue| async move {
-            // connect_ssl(address, port[, server_name]): the third argument
-            // is luahost's (HAProxy sends no SNI); it is taken off before
-            // the arguments go to connect.
+            // connect_ssl(address, port[, options]): HAProxy takes exactly
+            // the address and the port; the options (a server name to send
+            // as SNI, or a table) are luahost's, taken off before the
+            // arguments go to connect.
+            if args.len() != 3 && args.len() != 4 {
+                return Err(mlua::Error::runtime("'connect_ssl' needs 3 arguments"));
+            }
             let mut args = args.into_vec();
-            let server_name = if args.len() >= 4 {
-                match args.remove(3) {
-                    Value::Nil => None,
-                    Value::String(s) => Some(s.to_str()?.to_string()),
-                    other => {
-                        return Err(bad_arg(4, "connect_ssl", "string", Some(&other)));
-                    }
-                }
-            } else {
-                None
-            };
-            let s = socket(args.first().unwrap_or(&Value::Nil), "connect_ssl")?;
+            let options = if args.len() == 4 { args.pop() } else { None };
+            let options = TlsOptions::from_lua(options)?;
+            let s = socket(&args[0], "connect_ssl")?;
             if s.phase.get() == Phase::New {
-                *s.tls.borrow_mut() = Some(TlsWanted { server_name });
+                *s.tls.borrow_mut() = Some(options);
             }
             connect(lua, MultiValue::from_vec(args), "connect_ssl").await
         })?,

@@ -2002,6 +2002,11 @@ fn lua_sockets() {
                 .status(200)
                 .body("true open: 0\n"),
         );
+        cases.push(
+            Case::new(&name("collected"), front, at("collected"))
+                .status(200)
+                .body("true (number:1)(number:8)(string:got: gc) open: 0\n"),
+        );
     }
     cases.push(
         Case::new("sockets.tls", "act", at("tls"))

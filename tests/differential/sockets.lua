@@ -145,6 +145,15 @@ scenarios.leave_open = function()
   end
   return r
 end
+-- A socket the collector frees is closed then, while its context runs on.
+scenarios.collected = function()
+  local s = core.tcp()
+  local r = show(s:connect(LINE)) .. show(s:send("ECHO gc\n")) .. show(s:receive("*l"))
+  s = nil
+  collectgarbage("collect")
+  collectgarbage("collect")
+  return r .. " " .. open_count()
+end
 scenarios.open_count = function()
   return open_count()
 end

@@ -11,10 +11,9 @@
 //!
 //! Failures are answered as HAProxy 3.0's internal proxy answers them: 503
 //! with its error page when no connection could be made, 504 on `timeout`,
-//! 502 for a broken response, an empty 503 for a name that does not resolve,
-//! and status 0 (with a reason saying what happened) for the errors HAProxy
-//! reports as status 0 (a failed TLS handshake) or that it does not have (a
-//! body over `tune.lua.maxmem`).
+//! 502 for a broken response, an empty 503 for a name that does not resolve;
+//! and status 0, with a reason saying what happened, for what HAProxy does
+//! not have (a body over `tune.lua.maxmem`, TLS unavailable).
 
 mod connect;
 pub mod dst;
@@ -139,8 +138,16 @@ pub async fn send(req: Request) -> Response {
                 Err(ExchangeError::NoResponse { .. }) if retry_left && req.method.idempotent() => {}
                 Err(e) => return exchange_failed(e),
             },
+            // HAProxy counts a failed handshake (an unverified certificate
+            // included) as a failed connection: retried, then a 503. Its
+            // reason is worth an operator's attention.
             Err(ConnectError::Tls(e)) => {
-                return internal_error(&format!("TLS handshake failed: {e}"))
+                crate::log::warning(&format!(
+                    "httpclient: TLS handshake with {target:?} failed: {e}"
+                ));
+                if !retry_left {
+                    return error_page(503);
+                }
             }
             Err(ConnectError::Connect(e)) => {
                 crate::log::debug(&format!("httpclient: connecting to {target:?}: {e}"));

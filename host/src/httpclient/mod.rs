@@ -337,3 +337,65 @@ fn internal_error(reason: &str) -> Response {
         body: Bytes::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)], body: &str) -> Request {
+        Request {
+            method: Method::Post,
+            url: url::parse("http://example.com:8080/p?q=1").unwrap(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                        HeaderValue::from_str(v).unwrap(),
+                    )
+                })
+                .collect(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            dst: None,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn request_heads_as_haproxy_writes_them() {
+        let head = request_head(&request(
+            &[("x-a", "1"), ("x-a", "2"), ("Accept", "text/plain")],
+            "body",
+        ));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nx-a: 1\r\nx-a: 2\r\naccept: text/plain\r\nhost: example.com:8080\r\n\
+             user-agent: HAProxy\r\ncontent-length: 4\r\n\r\n"
+        );
+        // The script's host, user-agent and framing headers: its own host and
+        // agent stay, its framing is replaced by the body's length.
+        let head = request_head(&request(
+            &[
+                ("host", "h"),
+                ("user-agent", "me"),
+                ("content-length", "99"),
+                ("transfer-encoding", "chunked"),
+            ],
+            "",
+        ));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nhost: h\r\nuser-agent: me\r\naccept: */*\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn tls_name_follows_the_host_header() {
+        assert_eq!(tls_name(&request(&[], "")), "example.com");
+        assert_eq!(
+            tls_name(&request(&[("host", "api.example:443")], "")),
+            "api.example"
+        );
+        assert_eq!(tls_name(&request(&[("host", "[::1]:443")], "")), "::1");
+    }
+}

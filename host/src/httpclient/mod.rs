@@ -11,10 +11,9 @@
 //!
 //! Failures are answered as HAProxy 3.0's internal proxy answers them: 503
 //! with its error page when no connection could be made, 504 on `timeout`,
-//! 502 for a broken response, an empty 503 for a name that does not resolve,
-//! and status 0 (with a reason saying what happened) for the errors HAProxy
-//! reports as status 0 (a failed TLS handshake) or that it does not have (a
-//! body over `tune.lua.maxmem`).
+//! 502 for a broken response, an empty 503 for a name that does not resolve;
+//! and status 0, with a reason saying what happened, for what HAProxy does
+//! not have (a body over `tune.lua.maxmem`, TLS unavailable).
 
 mod connect;
 pub mod dst;
@@ -139,8 +138,16 @@ pub async fn send(req: Request) -> Response {
                 Err(ExchangeError::NoResponse { .. }) if retry_left && req.method.idempotent() => {}
                 Err(e) => return exchange_failed(e),
             },
+            // HAProxy counts a failed handshake (an unverified certificate
+            // included) as a failed connection: retried, then a 503. Its
+            // reason is worth an operator's attention.
             Err(ConnectError::Tls(e)) => {
-                return internal_error(&format!("TLS handshake failed: {e}"))
+                crate::log::warning(&format!(
+                    "httpclient: TLS handshake with {target:?} failed: {e}"
+                ));
+                if !retry_left {
+                    return error_page(503);
+                }
             }
             Err(ConnectError::Connect(e)) => {
                 crate::log::debug(&format!("httpclient: connecting to {target:?}: {e}"));
@@ -328,5 +335,67 @@ fn internal_error(reason: &str) -> Response {
         reason: Bytes::copy_from_slice(reason.as_bytes()),
         headers: Vec::new(),
         body: Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)], body: &str) -> Request {
+        Request {
+            method: Method::Post,
+            url: url::parse("http://example.com:8080/p?q=1").unwrap(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                        HeaderValue::from_str(v).unwrap(),
+                    )
+                })
+                .collect(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            dst: None,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn request_heads_as_haproxy_writes_them() {
+        let head = request_head(&request(
+            &[("x-a", "1"), ("x-a", "2"), ("Accept", "text/plain")],
+            "body",
+        ));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nx-a: 1\r\nx-a: 2\r\naccept: text/plain\r\nhost: example.com:8080\r\n\
+             user-agent: HAProxy\r\ncontent-length: 4\r\n\r\n"
+        );
+        // The script's host, user-agent and framing headers: its own host and
+        // agent stay, its framing is replaced by the body's length.
+        let head = request_head(&request(
+            &[
+                ("host", "h"),
+                ("user-agent", "me"),
+                ("content-length", "99"),
+                ("transfer-encoding", "chunked"),
+            ],
+            "",
+        ));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nhost: h\r\nuser-agent: me\r\naccept: */*\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn tls_name_follows_the_host_header() {
+        assert_eq!(tls_name(&request(&[], "")), "example.com");
+        assert_eq!(
+            tls_name(&request(&[("host", "api.example:443")], "")),
+            "api.example"
+        );
+        assert_eq!(tls_name(&request(&[("host", "[::1]:443")], "")), "::1");
     }
 }

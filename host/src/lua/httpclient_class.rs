@@ -16,8 +16,13 @@ use mlua::{Lua, MultiValue, Table, Value};
 
 use crate::httpclient::{self, dst, url, Method, Request, Response};
 use crate::lua::class::{native, Class};
+use crate::lua::native_async::Cancel;
 use crate::lua::state::{Phase, StateInfo};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 /// The native side of an HTTPClient object (it holds nothing: connections
@@ -42,7 +47,7 @@ pub fn install(lua: &Lua, core: &Table, info: &Rc<StateInfo>) -> mlua::Result<()
                 let checked = check_call(&args).and_then(|()| parse_request(method, &args));
                 async move {
                     let request = checked?;
-                    let response = httpclient::send(request).await;
+                    let response = send_cancellable(request).await?;
                     response_table(&lua, response)
                 }
             })?,
@@ -243,4 +248,57 @@ fn response_table(lua: &Lua, r: Response) -> mlua::Result<Table> {
     }
     t.raw_set("headers", headers)?;
     Ok(t)
+}
+
+/// A request in flight, owned here so that the end of the Lua context's run
+/// drops it (closing its connection) at once, rather than when the
+/// suspended coroutine is collected.
+struct InFlight {
+    request: RefCell<Option<Pin<Box<dyn Future<Output = Response>>>>>,
+    /// The task to wake to notice a cancel.
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Cancel for InFlight {
+    fn cancel(&self) {
+        // Not while it is being polled: cancel_all runs when the run ends,
+        // outside of any poll of this request.
+        if let Ok(mut r) = self.request.try_borrow_mut() {
+            r.take();
+        }
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// Sends `request`, registered with the running context for cancellation.
+async fn send_cancellable(request: Request) -> mlua::Result<Response> {
+    let in_flight = Rc::new(InFlight {
+        request: RefCell::new(Some(Box::pin(httpclient::send(request)))),
+        waker: RefCell::new(None),
+    });
+    crate::lua::exec::with_current(|ctx| {
+        if let Some(ctx) = ctx {
+            let as_cancel: Rc<dyn Cancel> = in_flight.clone();
+            ctx.waits.register(&as_cancel);
+        }
+    });
+    std::future::poll_fn(|cx| {
+        let mut slot = in_flight.request.borrow_mut();
+        let Some(request) = slot.as_mut() else {
+            return Poll::Ready(Err(mlua::Error::runtime("httpclient: request cancelled")));
+        };
+        match request.as_mut().poll(cx) {
+            Poll::Ready(r) => {
+                slot.take();
+                Poll::Ready(Ok(r))
+            }
+            Poll::Pending => {
+                *in_flight.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }

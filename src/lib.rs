@@ -7,6 +7,7 @@
 //! test itself. [`artifacts`] builds them once per test process with a nested
 //! `cargo build` (the outer `cargo test` has released the build lock by then).
 
+pub mod http_origin;
 pub mod upload;
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ mod config;
 #[cfg(test)]
 mod fuzz;
 mod headers;
+mod httpclient;
 mod log;
 mod lua;
 mod module_check;
@@ -16,6 +17,7 @@ mod proxy;
 mod run_script;
 mod sample;
 mod stats;
+mod tls;
 mod txn;
 
 use clap::{Parser, Subcommand};

@@ -32,7 +32,7 @@
 mod balance;
 mod connect;
 pub mod events;
-mod h1;
+pub(crate) mod h1;
 mod http;
 mod registry;
 mod runtime;

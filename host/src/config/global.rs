@@ -30,6 +30,14 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "tune.lua.log.stderr",
     "tune.lua.openlibs",
     "tune.lua.bytecode",
+    "httpclient.retries",
+    "httpclient.timeout.connect",
+    "httpclient.ssl.verify",
+    "httpclient.ssl.ca-file",
+    "httpclient.resolvers.id",
+    "httpclient.resolvers.prefer",
+    "httpclient.resolvers.disabled",
+    "httpclient.pool.idle-timeout",
 ];
 
 /// The optional standard libraries `tune.lua.openlibs` names (base and
@@ -274,6 +282,7 @@ pub(crate) fn keyword(g: &mut Global, words: &[&str], loc: &Location) -> Result<
         "tune.lua.openlibs" => {
             g.lua.openlibs = openlibs(g, words)?;
         }
+        _ if kw.starts_with("httpclient.") => httpclient(g, words)?,
         "pidfile" => {
             match arg {
                 Some(f) if !f.is_empty() => g.pidfile = Some(PathBuf::from(f)),
@@ -295,6 +304,100 @@ pub(crate) fn keyword(g: &mut Global, words: &[&str], loc: &Location) -> Result<
             return Err(format!(
                 "'{kw}' is not supported yet by luahost"
             ))
+        }
+        _ => {
+            return Err(format!(
+                "unknown keyword '{kw}' in 'global' section; expected one of: {}",
+                KEYWORDS.join(", ")
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The `httpclient.*` keywords, with HAProxy 3.0's messages.
+fn httpclient(g: &mut Global, words: &[&str]) -> Result<(), String> {
+    let kw = words.first().copied().unwrap_or_default();
+    let arg = words.get(1).copied();
+    let h = &mut g.httpclient;
+    let extra = || {
+        words.get(2).map_or(Ok(()), |w| {
+            Err(format!("'{kw}' cannot handle unexpected argument '{w}'."))
+        })
+    };
+    match kw {
+        "httpclient.retries" => {
+            let Some(n) = arg else {
+                return Err(format!("'{kw}' expects an integer argument."));
+            };
+            extra()?;
+            // HAProxy reads it with atol(): leading digits, else 0.
+            let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+            h.retries = Some(digits.parse::<u32>().unwrap_or(0));
+        }
+        "httpclient.timeout.connect" => {
+            if arg.is_none() {
+                return Err(format!("'{kw}' expects an integer argument."));
+            }
+            h.connect_timeout = Some(time_arg(kw, arg)?);
+            extra()?;
+        }
+        "httpclient.ssl.verify" => {
+            h.verify = Some(match arg.and_then(crate::tls::Verify::parse) {
+                Some(v) => v,
+                None => return Err(format!("'{kw}' expects 'none' or 'required' as argument.")),
+            });
+            extra()?;
+        }
+        "httpclient.ssl.ca-file" => {
+            let file = arg.unwrap_or_default();
+            extra()?;
+            let roots = crate::tls::roots_from_keyword(file);
+            // Loaded now, so that a bad file is reported at its line.
+            if let Err(e) = crate::tls::TlsClient::new(&roots) {
+                return Err(format!(
+                    "httpclient: cannot initialize SSL verify with 'ca-file \"{file}\"': {e}"
+                ));
+            }
+            h.roots = Some(roots);
+        }
+        "httpclient.resolvers.id" => {
+            let id = arg.unwrap_or_default();
+            extra()?;
+            // luahost resolves with the system's resolver, which is what
+            // HAProxy's "default" section (built from resolv.conf) is;
+            // other `resolvers` sections are not supported.
+            if id != "default" {
+                return Err(format!(
+                    "Proxy '<HTTPCLIENT>': Can't find resolvers section '{id}' for do-resolve action \
+                     (luahost resolves names with the system's resolver, HAProxy's 'default' section)."
+                ));
+            }
+        }
+        "httpclient.resolvers.prefer" => {
+            h.prefer_ipv4 = Some(match arg {
+                Some("ipv4") => true,
+                Some("ipv6") => false,
+                _ => return Err(format!("'{kw}' expects 'ipv4' or 'ipv6' as argument.")),
+            });
+            extra()?;
+        }
+        "httpclient.resolvers.disabled" => {
+            h.resolvers_disabled = Some(match arg {
+                Some("on") => true,
+                Some("off") => false,
+                _ => {
+                    return Err(format!(
+                        "'{kw}' expects either 'on' or 'off' but got '{}'.",
+                        arg.unwrap_or_default()
+                    ))
+                }
+            });
+            extra()?;
+        }
+        "httpclient.pool.idle-timeout" => {
+            h.idle_timeout = Some(time_arg(kw, arg)?);
+            extra()?;
         }
         _ => {
             return Err(format!(

@@ -240,6 +240,21 @@ pub struct Global {
     pub process: Process,
     /// `stats socket`, `stats timeout`, `stats maxconn`: the runtime API.
     pub stats: StatsCli,
+    /// The `httpclient.*` keywords.
+    pub httpclient: HttpClientConf,
+}
+
+/// The `httpclient.*` global keywords (unset: HAProxy's defaults).
+#[derive(Debug, Clone, Default)]
+pub struct HttpClientConf {
+    pub retries: Option<u32>,
+    pub connect_timeout: Option<Duration>,
+    pub verify: Option<crate::tls::Verify>,
+    pub roots: Option<crate::tls::Roots>,
+    pub prefer_ipv4: Option<bool>,
+    pub resolvers_disabled: Option<bool>,
+    /// `httpclient.pool.idle-timeout` (luahost).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The `global` keywords about the process itself.

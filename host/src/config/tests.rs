@@ -235,7 +235,7 @@ fn global_errors() {
         ("user no-such-user-xyz", "cannot find user id for 'no-such-user-xyz'"),
         ("group no-such-group-xyz", "cannot find group id for 'no-such-group-xyz'"),
         ("chroot", "'chroot' expects a directory as an argument."),
-        ("bind :80", "unknown keyword 'bind' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs, tune.lua.bytecode"),
+        ("bind :80", "unknown keyword 'bind' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs, tune.lua.bytecode, httpclient.retries, httpclient.timeout.connect, httpclient.ssl.verify, httpclient.ssl.ca-file, httpclient.resolvers.id, httpclient.resolvers.prefer, httpclient.resolvers.disabled, httpclient.pool.idle-timeout"),
     ];
     for (line, message) in cases {
         let text = format!("global\n  {line}\n");
@@ -829,7 +829,7 @@ frontend f
         errs(text),
         [
             "[ALERT] parsing [t.cfg:2] : 'nbthread' expects a number of threads (an integer between 1 and 4096), got 'zero'",
-            "[ALERT] parsing [t.cfg:3] : unknown keyword 'bogus' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs, tune.lua.bytecode",
+            "[ALERT] parsing [t.cfg:3] : unknown keyword 'bogus' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs, tune.lua.bytecode, httpclient.retries, httpclient.timeout.connect, httpclient.ssl.verify, httpclient.ssl.ca-file, httpclient.resolvers.id, httpclient.resolvers.prefer, httpclient.resolvers.disabled, httpclient.pool.idle-timeout",
             "[ALERT] parsing [t.cfg:5] : 'bind': ':99999': invalid port '99999'; expected a number between 1 and 65535",
             "[ALERT] parsing [t.cfg:6] : 'timeout client' expects a time value like 5s, 100ms or 30000 (ms), got '5q' (unknown unit 'q'; units are us, ms, s, m, h, d)",
             "[ALERT] parsing [t.cfg:7] : 'http-request set-header' expects a header name and a value format",

@@ -56,6 +56,9 @@ pub fn install(lua: &Lua, info: &Rc<StateInfo>) -> mlua::Result<()> {
     crate::lua::map_class::install(lua, &core)?;
     crate::lua::regex_class::install(lua, &core)?;
     crate::lua::proxy_index::install(lua, &core)?;
+    crate::lua::socket_class::install(lua, &core)?;
+    crate::lua::queue_class::install(lua, &core)?;
+    crate::lua::httpclient_class::install(lua, &core, info)?;
 
     let act = lua.create_table()?;
     for (name, code) in ACT_CODES {

@@ -69,6 +69,18 @@ pub struct ExecCtx {
     /// Native operations this context waits on (native_async.rs), cancelled
     /// when the context stops.
     pub(crate) waits: crate::lua::native_async::Waits,
+    /// What this context opened that must not outlive it (sockets), closed
+    /// when the run ends (see [`ContextResource`]).
+    resources: std::cell::RefCell<Vec<std::rc::Weak<dyn ContextResource>>>,
+    /// What `core.wait()` waits on, made on first use (wake.rs).
+    wake: std::cell::OnceCell<crate::lua::wake::Wake>,
+}
+
+/// Something a Lua context opened and owns: closed when the context ends
+/// (request done, action returned, task ended), so that nothing it opened
+/// waits for the garbage collector.
+pub(crate) trait ContextResource {
+    fn close_at_context_end(&self);
 }
 
 impl ExecCtx {
@@ -82,7 +94,42 @@ impl ExecCtx {
             expired: Cell::new(None),
             yield_requested: Cell::new(false),
             waits: Default::default(),
+            resources: Default::default(),
+            wake: Default::default(),
         })
+    }
+
+    /// Ties `r` to this context: it is closed when the context ends, unless
+    /// it was dropped (collected) before.
+    pub(crate) fn own(&self, r: std::rc::Weak<dyn ContextResource>) {
+        let mut list = self.resources.borrow_mut();
+        // Forget the ones already gone, so that a long task opening and
+        // closing sockets in a loop keeps a short list.
+        if list.len() >= 16 && list.len().is_power_of_two() {
+            list.retain(|w| w.strong_count() > 0);
+        }
+        list.push(r);
+    }
+
+    /// Closes what this context still owns.
+    fn close_resources(&self) {
+        let list = std::mem::take(&mut *self.resources.borrow_mut());
+        for r in list {
+            if let Some(r) = r.upgrade() {
+                r.close_at_context_end();
+            }
+        }
+    }
+
+    /// The handle that wakes this context's `core.wait()`.
+    pub(crate) fn wake(&self) -> crate::lua::wake::Wake {
+        self.wake.get_or_init(Default::default).clone()
+    }
+
+    /// Whether this context may wait (actions, services, tasks, init
+    /// functions; not fetches and converters).
+    pub(crate) fn yieldable(&self) -> bool {
+        self.yieldable
     }
 
     pub fn expired(&self) -> Option<Expiry> {
@@ -363,6 +410,7 @@ impl<F> Drop for Budgeted<F> {
     /// now rather than when the coroutine is collected.
     fn drop(&mut self) {
         self.ctx.waits.cancel_all();
+        self.ctx.close_resources();
     }
 }
 

@@ -164,12 +164,25 @@ impl WaitSlot {
     }
 }
 
+/// Work a context waits on that must stop when the context's run ends (a
+/// module's operation, an HTTP client request).
+pub trait Cancel {
+    /// Stops the work now; called at most once per registration.
+    fn cancel(&self);
+}
+
+impl Cancel for WaitSlot {
+    fn cancel(&self) {
+        self.release();
+    }
+}
+
 /// The operations a context waits on.
 #[derive(Default)]
-pub struct Waits(RefCell<Vec<Weak<WaitSlot>>>);
+pub struct Waits(RefCell<Vec<Weak<dyn Cancel>>>);
 
 impl Waits {
-    fn register(&self, slot: &Rc<WaitSlot>) {
+    pub fn register(&self, slot: &Rc<dyn Cancel>) {
         let mut v = self.0.borrow_mut();
         v.retain(|w| w.strong_count() > 0);
         v.push(Rc::downgrade(slot));
@@ -179,7 +192,7 @@ impl Waits {
     pub fn cancel_all(&self) {
         let slots = std::mem::take(&mut *self.0.borrow_mut());
         for slot in slots.iter().filter_map(Weak::upgrade) {
-            slot.release();
+            slot.cancel();
         }
     }
 }
@@ -194,7 +207,8 @@ impl HostWait {
         let slot = Rc::new(WaitSlot { op: Cell::new(op) });
         exec::with_current(|ctx| {
             if let Some(ctx) = ctx {
-                ctx.waits.register(&slot);
+                let as_cancel: Rc<dyn Cancel> = slot.clone();
+                ctx.waits.register(&as_cancel);
             }
         });
         HostWait { slot }
@@ -435,7 +449,8 @@ mod tests {
         let (op, releases, _) = op(false);
         let waits = Waits::default();
         let mut w = HostWait::new(op);
-        waits.register(&w.slot);
+        let as_cancel: Rc<dyn Cancel> = w.slot.clone();
+        waits.register(&as_cancel);
         assert!(poll_once(&mut w, Waker::noop()).is_pending());
         waits.cancel_all();
         assert_eq!(releases.load(Ordering::SeqCst), 1);

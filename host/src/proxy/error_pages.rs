@@ -43,6 +43,12 @@ fn page(status: u16) -> String {
     format!("<html><body><h1>{status} {reason}</h1>\n{explanation}\n</body></html>\n")
 }
 
+/// The reason phrase and page body HAProxy generates for `status` (the HTTP
+/// client hands them to Lua as a response).
+pub fn reason_and_page(status: u16) -> (&'static str, String) {
+    (text(status).0, page(status))
+}
+
 /// The same page as raw HTTP/1.1 bytes, for a request the connection
 /// refuses (proxy/h1_server); the connection is closed after it.
 pub fn raw(status: u16) -> Vec<u8> {

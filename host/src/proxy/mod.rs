@@ -124,6 +124,9 @@ pub fn run(opts: Options) -> ExitCode {
         crate::log::set_max_level(level);
     }
     crate::lua::memory::set_limit(plan.maxmem_bytes);
+    crate::httpclient::settings::set(crate::httpclient::settings::Settings::from_config(
+        &cfg.global.httpclient,
+    ));
     crate::lua::sample_bridge::set_bool_sample_normal(
         cfg.global.lua.bool_sample_normal.unwrap_or(false),
     );

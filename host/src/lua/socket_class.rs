@@ -1,0 +1,795 @@
+//! The Lua `Socket` class: `core.tcp()`, HAProxy's LuaSocket-like client
+//! socket (`connect`, `connect_ssl`, `send`, `receive`, `settimeout`,
+//! `setoption`, `getpeername`, `getsockname`, `close`).
+//!
+//! Results follow HAProxy 3.0 (checked against it by tests/lua_socket.rs),
+//! which differ from LuaSocket's in places: a refused connection gives
+//! `nil, "Can't connect"`; a read that meets the end of the connection or
+//! a timeout returns what it has read (prefix included) as a success, or
+//! `nil, "connection closed."` when that is nothing; `send` returns -1 on a
+//! socket that is not connected or failed.
+//!
+//! Every operation waits without blocking the worker: the calling
+//! coroutine yields (through mlua's async functions) until the socket is
+//! ready. A fetch or converter cannot yield, so sockets are refused there.
+//!
+//! A socket is closed by `close()`, by the end of the Lua context that
+//! created it (the action returned, the request or the task ended: see
+//! `ExecCtx::own`), or when the collector frees it, whichever comes first.
+//! Nothing forces a garbage collection, and no connection waits for one.
+//!
+//! The connection itself sits in a slot that operations only borrow inside
+//! a poll (never across a wait), so closing it, from the script or at the
+//! end of the context, drops it at once even while an operation waits on it.
+
+use crate::lua::class::{native, Class};
+use crate::lua::exec::ContextResource;
+use crate::lua::memory;
+use crate::lua::socket_addr::{self, Destination};
+use crate::lua::socket_tls::TlsOptions;
+use bytes::BytesMut;
+use mlua::{Lua, MultiValue, Table, Value};
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A connected byte stream: TCP, Unix, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+/// Where a socket is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Made by `core.tcp()`, not connected yet.
+    New,
+    Connecting,
+    Open,
+    /// Closed, failed, or ended with its context.
+    Closed,
+}
+
+/// How a read for more bytes ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Filled {
+    Data,
+    /// The peer closed, or the read failed.
+    End,
+    /// The timeout ran out (the socket is closed now).
+    TimedOut,
+}
+
+/// What the read side has seen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    Open,
+    /// The peer closed (or the read failed): what is buffered is all.
+    Eof,
+}
+
+/// How `settimeout` limits waiting (LuaSocket's modes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TimeoutMode {
+    /// Each wait for the network (HAProxy's inactivity timeout).
+    Block,
+    /// The whole call.
+    Total,
+}
+
+/// The native side of a Socket object (shared by the object's userdata,
+/// the operations in flight and, weakly, the context that created it).
+pub struct SocketInner {
+    phase: Cell<Phase>,
+    io: RefCell<Option<Box<dyn Io>>>,
+    /// Received bytes not yet handed to Lua, charged to `tune.lua.maxmem`.
+    rbuf: RefCell<BytesMut>,
+    charge: RefCell<memory::Charge>,
+    read_end: Cell<ReadEnd>,
+    timeout: Cell<Option<Duration>>,
+    mode: Cell<TimeoutMode>,
+    peer: RefCell<Option<String>>,
+    local: RefCell<Option<String>>,
+    /// TLS was asked for (`connect_ssl`), with these options.
+    tls: RefCell<Option<TlsOptions>>,
+}
+
+impl SocketInner {
+    fn new() -> SocketInner {
+        SocketInner {
+            phase: Cell::new(Phase::New),
+            io: RefCell::new(None),
+            rbuf: RefCell::new(BytesMut::new()),
+            charge: RefCell::new(memory::Charge::default()),
+            read_end: Cell::new(ReadEnd::Open),
+            timeout: Cell::new(None),
+            mode: Cell::new(TimeoutMode::Block),
+            peer: RefCell::new(None),
+            local: RefCell::new(None),
+            tls: RefCell::new(None),
+        }
+    }
+
+    /// Closes the connection now (idempotent). Buffered data is dropped.
+    fn close(&self) {
+        self.phase.set(Phase::Closed);
+        drop(self.io.borrow_mut().take());
+        *self.rbuf.borrow_mut() = BytesMut::new();
+        *self.charge.borrow_mut() = memory::Charge::default();
+        *self.peer.borrow_mut() = None;
+        *self.local.borrow_mut() = None;
+    }
+
+    fn is_open(&self) -> bool {
+        self.phase.get() == Phase::Open && self.io.borrow().is_some()
+    }
+
+    /// A limit on the waits of one call (see [`TimeoutMode`]).
+    fn deadline(&self) -> Limit {
+        match (self.timeout.get(), self.mode.get()) {
+            (None, _) => Limit::None,
+            (Some(d), TimeoutMode::Block) => Limit::Each(d),
+            (Some(d), TimeoutMode::Total) => Limit::Until(Instant::now() + d),
+        }
+    }
+
+    /// Reads more bytes into the buffer.
+    async fn fill(&self, limit: Limit) -> mlua::Result<Filled> {
+        if self.read_end.get() == ReadEnd::Eof {
+            return Ok(Filled::End);
+        }
+        const CHUNK: usize = 16 * 1024;
+        if memory::would_exceed(CHUNK) {
+            return Err(mlua::Error::runtime("not enough memory"));
+        }
+        let read = poll_fn(|cx| {
+            let mut slot = self.io.borrow_mut();
+            let Some(io) = slot.as_mut() else {
+                return Poll::Ready(Ok(0));
+            };
+            let mut buf = self.rbuf.borrow_mut();
+            buf.reserve(CHUNK);
+            tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut *buf)
+        });
+        match limit.run(read).await {
+            Some(Ok(n)) if n > 0 => {
+                // Charged after the fact: the check above keeps a read from
+                // passing the cap by more than one chunk.
+                if !self.charge.borrow_mut().try_grow(n) {
+                    return Err(mlua::Error::runtime("not enough memory"));
+                }
+                Ok(Filled::Data)
+            }
+            Some(_) => {
+                self.read_end.set(ReadEnd::Eof);
+                Ok(Filled::End)
+            }
+            None => {
+                // As HAProxy's expired stream: the connection is gone, what
+                // was read stays for the caller.
+                self.read_end.set(ReadEnd::Eof);
+                self.phase.set(Phase::Closed);
+                drop(self.io.borrow_mut().take());
+                Ok(Filled::TimedOut)
+            }
+        }
+    }
+
+    /// Takes `n` buffered bytes (at most all), releasing their charge.
+    fn take(&self, n: usize) -> BytesMut {
+        let mut buf = self.rbuf.borrow_mut();
+        let n = n.min(buf.len());
+        self.charge.borrow_mut().release(n);
+        buf.split_to(n)
+    }
+
+    fn buffered(&self) -> usize {
+        self.rbuf.borrow().len()
+    }
+
+    /// Writes all of `data`; false when the connection failed or timed out
+    /// (then it is closed).
+    async fn write_all(&self, data: &[u8]) -> bool {
+        let limit = self.deadline();
+        let mut done = 0;
+        while done < data.len() {
+            let write = poll_fn(|cx| {
+                let mut slot = self.io.borrow_mut();
+                match slot.as_mut() {
+                    Some(io) => Pin::new(io).poll_write(cx, &data[done..]),
+                    None => Poll::Ready(Ok(0)),
+                }
+            });
+            match limit.run(write).await {
+                Some(Ok(n)) if n > 0 => done += n,
+                _ => {
+                    self.close();
+                    return false;
+                }
+            }
+        }
+        let flush = poll_fn(|cx| {
+            let mut slot = self.io.borrow_mut();
+            match slot.as_mut() {
+                Some(io) => Pin::new(io).poll_flush(cx),
+                None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+            }
+        });
+        match limit.run(flush).await {
+            Some(Ok(())) => true,
+            _ => {
+                self.close();
+                false
+            }
+        }
+    }
+}
+
+impl ContextResource for SocketInner {
+    fn close_at_context_end(&self) {
+        self.close();
+    }
+}
+
+/// A time limit on the waits of one call.
+#[derive(Clone, Copy)]
+enum Limit {
+    None,
+    Each(Duration),
+    Until(Instant),
+}
+
+impl Limit {
+    /// Runs `f` within the limit; None when it ran out.
+    async fn run<T>(self, f: impl Future<Output = T>) -> Option<T> {
+        match self {
+            Limit::None => Some(f.await),
+            Limit::Each(d) => tokio::time::timeout(d, f).await.ok(),
+            Limit::Until(t) => tokio::time::timeout_at(t.into(), f).await.ok(),
+        }
+    }
+}
+
+/// The userdata at [0] of a Socket object.
+pub struct SocketObj {
+    inner: Rc<SocketInner>,
+}
+
+/// The socket of `this`, checked.
+fn socket(this: &Value, method: &str) -> mlua::Result<Rc<SocketInner>> {
+    Ok(native::<SocketObj>(this, "Socket", method)?.inner.clone())
+}
+
+/// Raises unless the running context may wait.
+fn must_wait_here(what: &str) -> mlua::Result<()> {
+    let ok = crate::lua::exec::with_current(|c| c.is_some_and(|c| c.yieldable()));
+    if ok {
+        Ok(())
+    } else {
+        Err(mlua::Error::runtime(format!(
+            "{what}: sockets can't be used here: sample fetches and converters (and a \
+             state's body) cannot wait; use them in an action, a service, a task or an \
+             init function"
+        )))
+    }
+}
+
+/// HAProxy's `check_args`: exactly `n` arguments, self included.
+fn check_args(args: &MultiValue, n: usize, name: &str) -> mlua::Result<()> {
+    if args.len() != n {
+        return Err(mlua::Error::runtime(format!(
+            "'{name}' needs {n} arguments"
+        )));
+    }
+    Ok(())
+}
+
+/// `luaL_checklstring`: a string, or a number as its text.
+fn check_bytes(lua: &Lua, v: Option<&Value>, pos: usize, func: &str) -> mlua::Result<Vec<u8>> {
+    match v {
+        Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
+        Some(n @ (Value::Integer(_) | Value::Number(_))) => match lua.coerce_string(n.clone())? {
+            Some(s) => Ok(s.as_bytes().to_vec()),
+            None => Err(bad_arg(pos, func, "string", v)),
+        },
+        other => Err(bad_arg(pos, func, "string", other)),
+    }
+}
+
+/// `luaL_checkinteger`.
+fn check_int(v: Option<&Value>, pos: usize, func: &str) -> mlua::Result<i64> {
+    match v {
+        Some(Value::Integer(i)) => Ok(*i),
+        Some(Value::Number(n)) if n.fract() == 0.0 && n.is_finite() => Ok(*n as i64),
+        Some(Value::String(s)) => match s.to_str().ok().and_then(|t| t.trim().parse().ok()) {
+            Some(i) => Ok(i),
+            None => Err(bad_arg(pos, func, "number", v)),
+        },
+        other => Err(bad_arg(pos, func, "number", other)),
+    }
+}
+
+/// `luaL_checknumber`.
+fn check_number(v: Option<&Value>, pos: usize, func: &str) -> mlua::Result<f64> {
+    match v {
+        Some(Value::Integer(i)) => Ok(*i as f64),
+        Some(Value::Number(n)) => Ok(*n),
+        Some(Value::String(s)) => match s.to_str().ok().and_then(|t| t.trim().parse().ok()) {
+            Some(n) => Ok(n),
+            None => Err(bad_arg(pos, func, "number", v)),
+        },
+        other => Err(bad_arg(pos, func, "number", other)),
+    }
+}
+
+fn bad_arg(pos: usize, func: &str, want: &str, got: Option<&Value>) -> mlua::Error {
+    let got = got.map_or("no value", |v| v.type_name());
+    mlua::Error::runtime(format!(
+        "bad argument #{pos} to '{func}' ({want} expected, got {got})"
+    ))
+}
+
+/// "ip:port", "[ipv6]:port", or "unix", as HAProxy's getpeername gives them.
+fn inet_text(a: std::net::SocketAddr) -> String {
+    match a {
+        std::net::SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
+        std::net::SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+/// Connects to `dest`: a TCP or Unix stream, with its addresses' text.
+async fn open_stream(
+    dest: &Destination,
+) -> std::io::Result<(Box<dyn Io>, Option<String>, Option<String>)> {
+    match dest {
+        Destination::Inet(a) => {
+            let s = tokio::net::TcpStream::connect(a).await?;
+            // Requests and answers are small and latency-bound.
+            let _ = s.set_nodelay(true);
+            let peer = s.peer_addr().ok().map(inet_text);
+            let local = s.local_addr().ok().map(inet_text);
+            Ok((Box::new(s), peer, local))
+        }
+        Destination::Unix(path) => {
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+            let s = tokio::net::UnixStream::connect(path).await?;
+            Ok((Box::new(s), Some("unix".into()), Some("unix".into())))
+        }
+        Destination::Abstract(name) => {
+            let s = crate::lua::socket_unix::connect_abstract(name)?;
+            Ok((Box::new(s), Some("unix".into()), Some("unix".into())))
+        }
+    }
+}
+
+/// `Socket:connect(address[, port])` and `connect_ssl`.
+async fn connect(lua: Lua, args: MultiValue, func: &'static str) -> mlua::Result<MultiValue> {
+    if args.len() < 2 {
+        return Err(mlua::Error::runtime("connect: need at least 2 arguments"));
+    }
+    let s = socket(&args[0], func)?;
+    must_wait_here(func)?;
+    let address = check_bytes(&lua, args.get(1), 2, func)?;
+    let port = match args.get(2) {
+        Some(v) if args.len() >= 3 => Some(check_int(Some(v), 3, func)?),
+        _ => None,
+    };
+    match s.phase.get() {
+        Phase::New => {}
+        // A socket whose connection failed or was closed: nil, as HAProxy.
+        Phase::Closed => return (Value::Nil,).into_lua_multi(&lua),
+        Phase::Connecting | Phase::Open => {
+            return Err(mlua::Error::runtime("connect: connect already performed"))
+        }
+    }
+    let dest = socket_addr::parse(&address, port).map_err(|e| mlua::Error::runtime(e.message()))?;
+    s.phase.set(Phase::Connecting);
+    let limit = s.deadline();
+    let tls = s.tls.borrow().clone();
+    let opened = limit
+        .run(async {
+            let (io, peer, local) = open_stream(&dest).await?;
+            let io = match tls {
+                Some(t) => crate::lua::socket_tls::wrap(io, &dest, &t).await?,
+                None => io,
+            };
+            Ok::<_, std::io::Error>((io, peer, local))
+        })
+        .await;
+    // Closed meanwhile (close() from another coroutine, or the context
+    // ended): the new connection is dropped.
+    if s.phase.get() != Phase::Connecting {
+        return (Value::Nil, "Can't connect").into_lua_multi(&lua);
+    }
+    match opened {
+        Some(Ok((io, peer, local))) => {
+            *s.io.borrow_mut() = Some(io);
+            *s.peer.borrow_mut() = peer;
+            *s.local.borrow_mut() = local;
+            s.phase.set(Phase::Open);
+            (1,).into_lua_multi(&lua)
+        }
+        _ => {
+            s.close();
+            (Value::Nil, "Can't connect").into_lua_multi(&lua)
+        }
+    }
+}
+
+use mlua::IntoLuaMulti;
+
+/// The byte range `send(data, i, j)` sends, as HAProxy computes it (1-based
+/// inclusive, negative from the end); None when it sends nothing.
+fn send_range(len: usize, i: Option<i64>, j: Option<i64>) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let j = match j {
+        Some(mut j) => {
+            if j < 0 {
+                j += len + 1;
+            }
+            j.min(len + 1)
+        }
+        None => len,
+    };
+    let i = match i {
+        Some(mut i) => {
+            if i < 0 {
+                i += len + 1;
+            }
+            i.min(len + 1)
+        }
+        None => 1,
+    };
+    if i > j || (i == 0 && j == 0) {
+        return None;
+    }
+    let i = i.max(1);
+    let j = j.max(1);
+    // HAProxy takes j - i + 1 bytes from i; keep that within the string.
+    let start = (i - 1).clamp(0, len) as usize;
+    let end = j.clamp(0, len) as usize;
+    Some((start, end.max(start)))
+}
+
+/// What `receive` reads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pattern {
+    Line,
+    All,
+    Bytes(usize),
+}
+
+fn pattern(v: Option<&Value>) -> mlua::Result<Pattern> {
+    match v {
+        Some(Value::String(s)) => {
+            let b = s.as_bytes();
+            match &b[..] {
+                b"*a" => Ok(Pattern::All),
+                b"*l" => Ok(Pattern::Line),
+                text => {
+                    // strtoll: leading blanks and a sign, then digits only
+                    // (an empty string reads as 0).
+                    let t = String::from_utf8_lossy(text);
+                    let t = t.trim_start();
+                    let n = if t.is_empty() {
+                        0
+                    } else {
+                        t.parse::<i64>()
+                            .map_err(|_| mlua::Error::runtime("Unsupported pattern."))?
+                    };
+                    match n {
+                        -1 => Ok(Pattern::Line),
+                        -2 => Ok(Pattern::All),
+                        n if n < 0 => Err(mlua::Error::runtime("Unsupported size.")),
+                        n => Ok(Pattern::Bytes(n as usize)),
+                    }
+                }
+            }
+        }
+        Some(Value::Integer(n)) if *n < 0 => Err(mlua::Error::runtime("Unsupported size.")),
+        Some(Value::Integer(n)) => Ok(Pattern::Bytes(*n as usize)),
+        Some(Value::Number(n)) if *n < 0.0 => Err(mlua::Error::runtime("Unsupported size.")),
+        // lua_tointeger: 0 for a number with a fraction.
+        Some(Value::Number(n)) => Ok(Pattern::Bytes(if n.fract() == 0.0 {
+            *n as usize
+        } else {
+            0
+        })),
+        // Anything else: the default, a line.
+        _ => Ok(Pattern::Line),
+    }
+}
+
+/// `Socket:receive([pattern[, prefix]])`.
+async fn receive(lua: Lua, args: MultiValue) -> mlua::Result<MultiValue> {
+    if args.is_empty() || args.len() > 3 {
+        return Err(mlua::Error::runtime(
+            "The 'receive' function requires between 1 and 3 arguments.",
+        ));
+    }
+    let s = socket(&args[0], "receive")?;
+    let want = pattern(args.get(1))?;
+    let prefix: Vec<u8> = match args.get(2) {
+        None => Vec::new(),
+        Some(Value::String(p)) => p.as_bytes().to_vec(),
+        Some(_) => return Err(mlua::Error::runtime("Expect a 'string' for the prefix")),
+    };
+    let closed = |lua: &Lua, prefix: &[u8], data: &[u8]| -> mlua::Result<MultiValue> {
+        if prefix.is_empty() && data.is_empty() {
+            return (Value::Nil, "connection closed.").into_lua_multi(lua);
+        }
+        let mut out = Vec::with_capacity(prefix.len() + data.len());
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(data);
+        (lua.create_string(&out)?,).into_lua_multi(lua)
+    };
+    if !s.is_open() {
+        return closed(&lua, &prefix, &[]);
+    }
+    must_wait_here("receive")?;
+    let limit = s.deadline();
+    let done = |lua: &Lua, data: &[u8]| -> mlua::Result<MultiValue> {
+        let mut out = Vec::with_capacity(prefix.len() + data.len());
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(data);
+        (lua.create_string(&out)?,).into_lua_multi(lua)
+    };
+    match want {
+        Pattern::Line => {
+            let mut searched = 0;
+            loop {
+                let found = s.rbuf.borrow()[searched..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map(|p| p + searched);
+                if let Some(nl) = found {
+                    let line = s.take(nl + 1);
+                    let mut end = nl;
+                    if end > 0 && line[end - 1] == b'\r' {
+                        end -= 1;
+                    }
+                    return done(&lua, &line[..end]);
+                }
+                searched = s.buffered();
+                match s.fill(limit).await? {
+                    Filled::Data => {}
+                    // HAProxy returns an unfinished line at the end of the
+                    // stream, but loses it with the stream on a timeout.
+                    Filled::End => {
+                        let rest = s.take(usize::MAX);
+                        return closed(&lua, &prefix, &rest);
+                    }
+                    Filled::TimedOut => {
+                        drop(s.take(usize::MAX));
+                        return closed(&lua, &prefix, &[]);
+                    }
+                }
+            }
+        }
+        Pattern::All => {
+            while s.fill(limit).await? == Filled::Data {}
+            let rest = s.take(usize::MAX);
+            closed(&lua, &prefix, &rest)
+        }
+        Pattern::Bytes(n) => {
+            // HAProxy counts the prefix in the size.
+            let need = n.saturating_sub(prefix.len());
+            while s.buffered() < need {
+                if s.fill(limit).await? != Filled::Data {
+                    let rest = s.take(usize::MAX);
+                    return closed(&lua, &prefix, &rest);
+                }
+            }
+            let data = s.take(need);
+            done(&lua, &data)
+        }
+    }
+}
+
+/// `Socket:send(data[, i[, j]])`.
+async fn send(lua: Lua, args: MultiValue) -> mlua::Result<MultiValue> {
+    if args.len() < 2 || args.len() > 4 {
+        return Err(mlua::Error::runtime(
+            "'send' needs between 2 and 4 arguments",
+        ));
+    }
+    let s = socket(&args[0], "send")?;
+    let data = check_bytes(&lua, args.get(1), 2, "send")?;
+    let j = match args.get(3) {
+        Some(v) => Some(check_int(Some(v), 4, "send")?),
+        None => None,
+    };
+    let i = match args.get(2) {
+        Some(v) => Some(check_int(Some(v), 3, "send")?),
+        None => None,
+    };
+    let Some((start, end)) = send_range(data.len(), i, j) else {
+        return (0,).into_lua_multi(&lua);
+    };
+    if !s.is_open() {
+        return (-1,).into_lua_multi(&lua);
+    }
+    must_wait_here("send")?;
+    if s.write_all(&data[start..end]).await {
+        ((end - start) as i64,).into_lua_multi(&lua)
+    } else {
+        (-1,).into_lua_multi(&lua)
+    }
+}
+
+/// `Socket:settimeout(value[, mode])`: seconds (fractions allowed). HAProxy
+/// takes no mode; luahost accepts LuaSocket's "b" (each wait, the default,
+/// HAProxy's behaviour) and "t" (the whole call).
+fn settimeout(args: &MultiValue) -> mlua::Result<i64> {
+    if args.len() < 2 || args.len() > 3 {
+        return Err(mlua::Error::runtime("'settimeout' needs 2 arguments"));
+    }
+    let s = socket(&args[0], "settimeout")?;
+    let ms = check_number(args.get(1), 2, "settimeout")? * 1000.0;
+    if ms < 0.0 {
+        return Err(mlua::Error::runtime(
+            "settimeout: cannot set negatives values",
+        ));
+    }
+    if ms > i32::MAX as f64 {
+        return Err(mlua::Error::runtime(format!(
+            "settimeout: cannot set values larger than {} ms",
+            i32::MAX
+        )));
+    }
+    let mode = match args.get(2) {
+        None | Some(Value::Nil) => TimeoutMode::Block,
+        Some(Value::String(m)) if m.as_bytes().starts_with(b"b") => TimeoutMode::Block,
+        Some(Value::String(m)) if m.as_bytes().starts_with(b"t") => TimeoutMode::Total,
+        Some(_) => {
+            return Err(mlua::Error::runtime(
+                "settimeout: the mode must be 'b' (each wait) or 't' (the whole call)",
+            ))
+        }
+    };
+    // As HAProxy: a very small timeout is one millisecond.
+    let ms = (ms as u64).max(1);
+    s.timeout.set(Some(Duration::from_millis(ms)));
+    s.mode.set(mode);
+    Ok(1)
+}
+
+/// Creates a Socket object (`core.tcp()`), owned by the running context.
+fn new_socket(lua: &Lua, class: &Class) -> mlua::Result<Value> {
+    let ctx = crate::lua::exec::with_current(|c| c.map(|c| c.yieldable()));
+    match ctx {
+        // A state's body: HAProxy returns nothing there.
+        None => return Ok(Value::Nil),
+        Some(false) => {
+            return Err(mlua::Error::runtime(
+                "core.tcp: sockets can't be used in sample fetches and converters \
+                 (they cannot wait); use them in an action, a service, a task or an \
+                 init function",
+            ))
+        }
+        Some(true) => {}
+    }
+    let inner = Rc::new(SocketInner::new());
+    let weak: std::rc::Weak<dyn ContextResource> = Rc::downgrade(&inner) as _;
+    crate::lua::exec::with_current(|c| {
+        if let Some(c) = c {
+            c.own(weak)
+        }
+    });
+    Ok(Value::Table(class.instantiate(lua, SocketObj { inner })?))
+}
+
+/// Adds `core.tcp` and the Socket class.
+pub fn install(lua: &Lua, core: &Table) -> mlua::Result<()> {
+    let class = Class::new(lua, "Socket")?;
+    // tostring() of a socket, as HAProxy prints it.
+    class.meta.raw_set(
+        "__tostring",
+        lua.create_function(|_, _: Value| Ok("HAProxy class Socket"))?,
+    )?;
+    class.method(
+        "connect",
+        lua.create_async_function(|lua, args: MultiValue| connect(lua, args, "connect"))?,
+    )?;
+    class.method(
+        "connect_ssl",
+        lua.create_async_function(|lua, args: MultiValue| async move {
+            // connect_ssl(address, port[, options]): HAProxy takes exactly
+            // the address and the port; the options (a server name to send
+            // as SNI, or a table) are luahost's, taken off before the
+            // arguments go to connect.
+            if args.len() != 3 && args.len() != 4 {
+                return Err(mlua::Error::runtime("'connect_ssl' needs 3 arguments"));
+            }
+            let mut args = args.into_vec();
+            let options = if args.len() == 4 { args.pop() } else { None };
+            let options = TlsOptions::from_lua(options)?;
+            let s = socket(&args[0], "connect_ssl")?;
+            if s.phase.get() == Phase::New {
+                *s.tls.borrow_mut() = Some(options);
+            }
+            connect(lua, MultiValue::from_vec(args), "connect_ssl").await
+        })?,
+    )?;
+    class.method(
+        "receive",
+        lua.create_async_function(|lua, args: MultiValue| receive(lua, args))?,
+    )?;
+    class.method(
+        "send",
+        lua.create_async_function(|lua, args: MultiValue| send(lua, args))?,
+    )?;
+    class.method(
+        "settimeout",
+        lua.create_function(|_, args: MultiValue| settimeout(&args))?,
+    )?;
+    class.method(
+        "setoption",
+        // Accepted and ignored, as HAProxy does.
+        lua.create_function(|_, _: MultiValue| Ok(()))?,
+    )?;
+    for (name, local) in [("getpeername", false), ("getsockname", true)] {
+        class.method(
+            name,
+            lua.create_function(move |_, args: MultiValue| {
+                check_args(&args, 1, name)?;
+                let s = socket(&args[0], name)?;
+                if !s.is_open() {
+                    return Ok(None);
+                }
+                let text = if local { &s.local } else { &s.peer };
+                let text = text.borrow().clone();
+                Ok(text)
+            })?,
+        )?;
+    }
+    class.method(
+        "close",
+        lua.create_function(|_, args: MultiValue| {
+            check_args(&args, 1, "close")?;
+            socket(&args[0], "close")?.close();
+            Ok(())
+        })?,
+    )?;
+    core.set(
+        "tcp",
+        lua.create_function(move |lua, ()| new_socket(lua, &class))?,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_ranges_as_haproxy() {
+        // Observed in HAProxy 3.0: send("abc", 2, 2) sends 1 byte,
+        // send("abc", 3, 1) none, send("abc", -1) the last byte,
+        // send("hello world\n", 7) 6 bytes.
+        assert_eq!(send_range(3, Some(2), Some(2)), Some((1, 2)));
+        assert_eq!(send_range(3, Some(3), Some(1)), None);
+        assert_eq!(send_range(3, Some(-1), None), Some((2, 3)));
+        assert_eq!(send_range(12, Some(7), None), Some((6, 12)));
+        assert_eq!(send_range(3, None, None), Some((0, 3)));
+        assert_eq!(send_range(3, Some(0), Some(0)), None);
+        assert_eq!(send_range(0, None, None), None);
+    }
+
+    #[test]
+    fn patterns() {
+        assert_eq!(pattern(None).ok(), Some(Pattern::Line));
+        assert_eq!(
+            pattern(Some(&Value::Integer(4))).ok(),
+            Some(Pattern::Bytes(4))
+        );
+        assert!(pattern(Some(&Value::Integer(-1))).is_err());
+        assert_eq!(
+            pattern(Some(&Value::Boolean(true))).ok(),
+            Some(Pattern::Line)
+        );
+    }
+}

@@ -477,15 +477,17 @@ fn worker_main(w: WorkerStart) {
                 for (name, reg) in regs.services.iter() {
                     registered.push((name.clone(), Registered::Service(reg.mode), kind));
                 }
-                for (name, a) in regs.actions.iter() {
-                    registered.push((
-                        name.clone(),
-                        Registered::Action {
-                            kinds: a.kinds.clone(),
-                            nb_args: a.nb_args,
-                        },
-                        kind,
-                    ));
+                for (name, by_kind) in regs.actions.iter() {
+                    for a in by_kind {
+                        registered.push((
+                            name.clone(),
+                            Registered::Action {
+                                kind: a.kind,
+                                nb_args: a.nb_args,
+                            },
+                            kind,
+                        ));
+                    }
                 }
                 for name in regs.fetches.keys() {
                     registered.push((name.clone(), Registered::Fetch, kind));

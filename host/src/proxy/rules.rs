@@ -207,7 +207,10 @@ fn var_name(v: &config::VarRef) -> String {
         config::VarScope::Req => "req",
         config::VarScope::Res => "res",
     };
-    format!("{scope}.{}", v.name)
+    let full = format!("{scope}.{}", v.name);
+    // A proc variable a rule names exists from start-up on (HAProxy).
+    crate::lua::vars::declare(&full);
+    full
 }
 
 fn header(name: &str) -> Result<HeaderName, String> {

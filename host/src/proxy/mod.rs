@@ -17,6 +17,7 @@ mod pidfile;
 pub mod plan;
 mod process;
 pub mod rules;
+mod stdio;
 pub mod tcp_front;
 mod wake_gate;
 pub mod worker;
@@ -94,6 +95,8 @@ enum Go {
 }
 
 pub fn run(opts: Options) -> ExitCode {
+    // Before any Lua state exists: scripts' output appears line by line.
+    stdio::line_buffer_stdout();
     let cfg = match crate::config::parse_files(&opts.files) {
         Ok(c) => c,
         Err(errors) => {

@@ -312,8 +312,9 @@ impl Proxy {
         Proxy::start_with(name, files, cfg, extra_args, ports, |_| {})
     }
 
-    /// Like [`Proxy::start`], letting `configure` adjust the command first
-    /// (its environment, e.g. the search paths `luarocks path` gives).
+    /// Like [`Proxy::start`], letting `configure` adjust the command (its
+    /// environment, e.g. the search paths `luarocks path` gives, or where
+    /// its stdout goes).
     pub fn start_with(
         name: &str,
         files: &[(&str, &str)],
@@ -329,17 +330,16 @@ impl Proxy {
         let log_path = dir.join("luahost.stderr");
         let log = std::fs::File::create(&log_path).expect("create log");
         let mut cmd = Command::new(artifacts().luahost());
-        configure(&mut cmd);
-        let child = cmd
-            .arg("-f")
+        cmd.arg("-f")
             .arg(cfg)
             .args(extra_args)
             .current_dir(&dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start luahost");
+            .stderr(log);
+        // Last, so that it may also redirect stdout.
+        configure(&mut cmd);
+        let child = cmd.spawn().expect("start luahost");
         let mut p = Proxy {
             child,
             log_path,

@@ -1976,6 +1976,8 @@ fn proxy_classes() {
     // Lua services build every response here.
     let cases = cases.into_iter().map(Case::any_header_order).collect();
     run_group(Group::of("proxies", "proxies.cfg", &["proxies.lua"], cases));
+}
+
 /// Lua sockets (`core.tcp()`) against local servers: an action that asks a
 /// check service before allowing a request, conversations with `*l`, byte
 /// counts and prefixes, a peer that closes, a silent server (timeouts), a
@@ -2128,4 +2130,92 @@ fn lua_queues() {
             .luahost_only("core.wait() is HAProxy 3.2's"),
     ];
     run_group(Group::of("queues", "queue.cfg", &["queue.lua"], cases));
+}
+
+/// Behaviours published scripts found wrong (issue 12, item 9): one action
+/// name registered for several rule sets (a CORS script), response rules on
+/// Lua services' responses, services that end without a response, and
+/// `set_var(..., ifexist)` on proc variables the configuration names.
+#[test]
+fn script_behaviour() {
+    let origin = |path: &str| req("GET", path, &[("origin", "http://site.example")], "");
+    let cases = vec![
+        // Both registrations of "cors" run, each with its own arguments.
+        Case::new("scripts.cors_server", "cors_server", origin("/"))
+            .status(200)
+            .header("access-control-allow-origin", "http://site.example")
+            .header("x-cors-args", "GET,POST|*|x-a")
+            .header("x-cors-var", "http://site.example")
+            .contains("GET / HTTP/1.1"),
+        // In front of a service: the response rule runs on its response and
+        // sees the request rule's private data and variables.
+        Case::new("scripts.cors_service", "cors_service", origin("/"))
+            .status(200)
+            .header("access-control-allow-origin", "http://site.example")
+            .header("x-cors-args", "GET,POST|*|x-a")
+            .header("x-cors-var", "http://site.example")
+            .body("hello\n"),
+        // Registered twice for one rule set: the second registration runs.
+        Case::new("scripts.registered_twice", "twice", get("/"))
+            .status(200)
+            .contains("x-twice: second"),
+        // Native and Lua http-response rules and http-after-response rules
+        // on a service's response; the service's variables are visible.
+        Case::new("scripts.service_response_rules", "service", get("/"))
+            .status(200)
+            .header("x-fe-response", "1")
+            .header("x-svc-var", "from-service")
+            .header("x-seen", "1:200:from-service")
+            .header("x-fe-after", "1")
+            .body("hello\n"),
+        Case::new("scripts.service_response_deny", "service", get("/deny"))
+            .status(502)
+            .header("x-fe-after", "1")
+            .no_header("x-svc"),
+        // No response from the service: 500, through the response rules.
+        Case::new("scripts.service_silent", "service", get("/silent"))
+            .status(500)
+            .header("x-fe-response", "1")
+            .header("x-seen", "none:500:nil")
+            .header("x-fe-after", "1")
+            .body(&error_page(500)),
+        Case::new("scripts.service_done_early", "service", get("/done"))
+            .status(500)
+            .header("x-fe-response", "1")
+            .body(&error_page(500)),
+        Case::new("scripts.service_fails", "service", get("/fails"))
+            .status(500)
+            .body(&error_page(500)),
+        Case::new("scripts.service_after_lua", "service_after", get("/"))
+            .status(200)
+            .header("x-seen", "1:200:from-service")
+            .body("hello\n")
+            .not_on("haproxy 2.6", "no Lua http-after-res actions in 2.6"),
+        Case::new(
+            "scripts.service_after_lua_silent",
+            "service_after",
+            get("/silent"),
+        )
+        .status(500)
+        .header("x-seen", "none:500:nil")
+        .not_on("haproxy 2.6", "no Lua http-after-res actions in 2.6"),
+        // The second request sees the values the first one set.
+        Case::new("scripts.proc_ifexist", "proc", get("/"))
+            .status(200)
+            .body(&lines(&[
+                "before=nil",
+                "proc.named=true/v",
+                "proc.set_by_rule=true/v",
+                "proc.unset_by_rule=true/v",
+                "proc.in_acl=true/v",
+                "proc.in_format=true/v",
+                "proc.never_named=false/nil",
+            ]))
+            .then(get("/"))
+            .status(200)
+            .contains("before=v\n"),
+    ];
+    // Lua services and actions build most of these headers.
+    let cases = cases.into_iter().map(Case::any_header_order).collect();
+    run_group(Group::of("scripts", "scripts.cfg", &["scripts.lua"], cases));
 }

@@ -59,6 +59,63 @@ pub struct Txn {
     pub log_level: Option<i32>,
     /// HTTP: this is the connection's first request (http_first_req).
     pub first_request: bool,
+    /// HTTP: set when a Lua service answered, which keeps its own copy of
+    /// the transaction until it ends (see [`ServicePrivs`]).
+    pub service_privs: Option<ServicePrivs>,
+}
+
+/// Who drops the private data (`set_priv`) that the Lua state of a service
+/// holds for a transaction. It must live as long as the transaction: the
+/// response rules that run after the service's head (a Lua `http-res`
+/// action) read what an `http-req` action stored, and the service itself may
+/// still run, streaming its body, after the front end is done. So the side
+/// that finishes last drops it.
+#[derive(Debug, Clone)]
+pub struct ServicePrivs {
+    flags: Arc<std::sync::atomic::AtomicU8>,
+    /// The `priv_states` bit of the service's Lua state.
+    pub state_bit: u8,
+}
+
+/// [`ServicePrivs`] flags: one side is done; the service's state holds data.
+const PRIVS_ONE_DONE: u8 = 1;
+const PRIVS_HELD: u8 = 2;
+
+impl ServicePrivs {
+    pub fn new(state_bit: u8) -> ServicePrivs {
+        ServicePrivs {
+            flags: Arc::new(std::sync::atomic::AtomicU8::new(0)),
+            state_bit,
+        }
+    }
+
+    /// The service ended, its state holding data for the transaction or not
+    /// (`held`): true when the caller must drop that data now (the front end
+    /// is done).
+    pub fn service_done(&self, held: bool) -> bool {
+        let mine = PRIVS_ONE_DONE | if held { PRIVS_HELD } else { 0 };
+        let before = self
+            .flags
+            .fetch_or(mine, std::sync::atomic::Ordering::AcqRel);
+        before & PRIVS_ONE_DONE != 0
+    }
+
+    /// The front end is done with the transaction whose `priv_states` are
+    /// `states`: the states whose data it must drop now (the service's state
+    /// only if the service ended first and left data there).
+    pub fn front_done(&self, states: u8) -> u8 {
+        let before = self
+            .flags
+            .fetch_or(PRIVS_ONE_DONE, std::sync::atomic::Ordering::AcqRel);
+        if before & PRIVS_ONE_DONE == 0 {
+            // The service runs on and drops its state's data when it ends.
+            states & !self.state_bit
+        } else if before & PRIVS_HELD != 0 {
+            states | self.state_bit
+        } else {
+            states & !self.state_bit
+        }
+    }
 }
 
 impl Txn {
@@ -88,7 +145,46 @@ impl Txn {
             vars: VarStore::default(),
             log_level: None,
             first_request: true,
+            service_privs: None,
         }
+    }
+
+    /// A copy for the response side of a transaction whose original stays
+    /// with a Lua service until the service ends: the same id (so private
+    /// data set for it stays reachable), the request head, variables and
+    /// everything else a response rule reads. The request body and TCP
+    /// buffers are not copied (response rules do not read them).
+    pub fn copy_for_response(&self) -> Box<Txn> {
+        let req = self.req.as_ref().map(|p| {
+            let mut r = hyper::Request::new(());
+            *r.method_mut() = p.method.clone();
+            *r.uri_mut() = p.uri.clone();
+            *r.version_mut() = p.version;
+            *r.headers_mut() = p.headers.clone();
+            r.into_parts().0
+        });
+        Box::new(Txn {
+            id: self.id,
+            priv_states: std::sync::atomic::AtomicU8::new(
+                self.priv_states.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            mode: self.mode,
+            client: self.client,
+            local: self.local,
+            frontend: self.frontend.clone(),
+            backend: self.backend.clone(),
+            server: self.server.clone(),
+            thread: self.thread,
+            req,
+            req_body: None,
+            res: None,
+            req_buf: BytesMut::new(),
+            res_buf: BytesMut::new(),
+            vars: self.vars.clone(),
+            log_level: self.log_level,
+            first_request: self.first_request,
+            service_privs: None,
+        })
     }
 
     /// be_name: the backend, or the frontend while none was chosen.

@@ -34,13 +34,15 @@ pub enum Outcome {
 /// forever (the session budget does not count waiting).
 const MAX_WAKE: Duration = Duration::from_secs(60);
 
-/// Runs action `name` on `txn`; returns the transaction and the outcome.
+/// Runs action `name`, as registered for rule-set kind `kind` ("http-req",
+/// "http-res", ...), on `txn`; returns the transaction and the outcome.
 /// The transaction
 /// comes back in every case (`None` only if the host lost it, which the
 /// caller treats as an abort).
 pub async fn run(
     state: Rc<HostState>,
     name: Rc<str>,
+    kind: &'static str,
     txn: Box<Txn>,
     args: Vec<String>,
 ) -> (Option<Box<Txn>>, Outcome) {
@@ -50,6 +52,7 @@ pub async fn run(
         .borrow()
         .actions
         .get(&*name)
+        .and_then(|regs| regs.iter().find(|a| a.kind == kind))
         .map(|a| a.func.clone());
     let Some(func) = func else {
         crate::log::log(

@@ -17,6 +17,7 @@ use crate::lua::state::HostState;
 use crate::lua::txn_access::TxnCell;
 use crate::proxy::h1_server::RequestBody;
 use crate::raw_function;
+use crate::txn::ServicePrivs;
 use bytes::Bytes;
 use mlua::{ffi, Lua, Table, Value};
 use std::cell::{Cell, RefCell};
@@ -32,6 +33,8 @@ pub struct HttpAppletRequest {
     pub body: Option<RequestBody>,
     /// The transaction (for the head, f/sf/c/sc and variables).
     pub txn: Option<Box<crate::txn::Txn>>,
+    /// Who drops the service state's private data for the transaction.
+    pub privs: ServicePrivs,
 }
 
 /// The response head an applet produces.
@@ -42,12 +45,23 @@ pub struct ResponseHead {
     pub headers: hyper::HeaderMap,
 }
 
+/// How a service's response starts, sent to the front end once: its head
+/// (`None`: the service failed or returned without starting a response,
+/// which HAProxy answers with 500), and a copy of the transaction as it was
+/// then, on which the response rules run while the service keeps the
+/// original until it ends.
+#[derive(Debug)]
+pub struct ServiceStart {
+    pub head: Option<ResponseHead>,
+    pub txn: Option<Box<crate::txn::Txn>>,
+}
+
 /// A body frame, or an error that aborts the response.
 pub type BodyChunk = Result<Bytes, std::io::Error>;
 
 /// Where the applet's response goes.
 pub struct HttpReply {
-    pub head: oneshot::Sender<ResponseHead>,
+    pub head: oneshot::Sender<ServiceStart>,
     pub body: mpsc::Sender<BodyChunk>,
 }
 
@@ -56,7 +70,7 @@ pub struct HttpApplet {
     status: Cell<u16>,
     reason: RefCell<Option<String>>,
     headers: RefCell<hyper::HeaderMap>,
-    head_tx: RefCell<Option<oneshot::Sender<ResponseHead>>>,
+    head_tx: RefCell<Option<oneshot::Sender<ServiceStart>>>,
     /// Taken when the service ends: the Lua object may outlive the request
     /// (until the next GC, or longer if a script keeps it), but the response
     /// must end when the service does.
@@ -81,11 +95,29 @@ impl HttpApplet {
                 .get(hyper::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
             self.declared_len.set(declared);
-            let _ = tx.send(ResponseHead {
-                status: self.status.get(),
-                reason: self.reason.borrow_mut().take(),
-                headers: std::mem::take(&mut *self.headers.borrow_mut()),
+            let _ = tx.send(ServiceStart {
+                head: Some(ResponseHead {
+                    status: self.status.get(),
+                    reason: self.reason.borrow_mut().take(),
+                    headers: std::mem::take(&mut *self.headers.borrow_mut()),
+                }),
+                txn: self.cell.with(|t| t.copy_for_response()).ok(),
             });
+        }
+    }
+
+    /// Tells the front end, if the head is not sent yet, that there will be
+    /// none: it answers 500 (and still runs its response rules on it).
+    fn no_response(&self) -> bool {
+        match self.head_tx.borrow_mut().take() {
+            Some(tx) => {
+                let _ = tx.send(ServiceStart {
+                    head: None,
+                    txn: self.cell.with(|t| t.copy_for_response()).ok(),
+                });
+                true
+            }
+            None => false,
         }
     }
 
@@ -143,18 +175,18 @@ impl HttpApplet {
         }
     }
 
-    /// Ends the response: sends the head if the service never did, and closes
-    /// the body.
+    /// Ends the response: closes the body. A service that returns (or calls
+    /// core.done()) without having started a response gets HAProxy's 500.
     fn finish(&self) {
-        self.start_response();
+        self.no_response();
         self.body_tx.borrow_mut().take();
     }
 
-    /// Ends a failed service: before the head, dropping the head sender makes
-    /// the front end answer 500; after it, the body is aborted so the client
-    /// sees a truncated message rather than a complete-looking one.
+    /// Ends a failed service: before the head, the front end answers 500;
+    /// after it, the body is aborted so the client sees a truncated message
+    /// rather than a complete-looking one.
     fn fail(&self) {
-        if self.head_tx.borrow_mut().take().is_none() {
+        if !self.no_response() {
             if let Some(tx) = self.body_tx.borrow_mut().take() {
                 let _ = tx.try_send(Err(std::io::Error::other("Lua applet failed")));
             }
@@ -400,6 +432,7 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         return;
     };
     let mut req = req;
+    let privs = req.privs.clone();
     let Some(txn) = req.txn.take() else {
         crate::log::alert(&format!(
             "Lua applet http '{name}': internal error: no transaction."
@@ -461,9 +494,7 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         r = &mut run => r,
         _ = client.closed() => {
             if applet.awaits_body() {
-                if let Ok(id) = applet.cell.with(|t| t.id) {
-                    state.info.privs.borrow_mut().remove(&id);
-                }
+                release_privs(&state, &applet.cell, &privs);
                 return;
             }
             // The response is complete: the service runs on to its end.
@@ -471,10 +502,7 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
         }
     };
     drop(client);
-    // The transaction ends with the service: drop its private data.
-    if let Ok(id) = applet.cell.with(|t| t.id) {
-        state.info.privs.borrow_mut().remove(&id);
-    }
+    release_privs(&state, &applet.cell, &privs);
     match result {
         Ok(()) | Err(ExecError::Done) => applet.finish(),
         Err(e) => {
@@ -484,5 +512,22 @@ pub async fn run(state: Rc<HostState>, name: Rc<str>, req: HttpAppletRequest, re
             );
             applet.fail();
         }
+    }
+}
+
+/// The service is over: drops the private data its state holds for the
+/// transaction if the front end is done with it too (else the front end
+/// drops it when it is).
+fn release_privs(state: &HostState, cell: &TxnCell, privs: &ServicePrivs) {
+    let Ok((id, states)) = cell.with(|t| {
+        (
+            t.id,
+            t.priv_states.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }) else {
+        return;
+    };
+    if privs.service_done(states & privs.state_bit != 0) {
+        state.info.privs.borrow_mut().remove(&id);
     }
 }

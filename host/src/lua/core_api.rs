@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The action kinds `core.register_action` accepts.
-const ACTION_KINDS: [&str; 5] = [
+pub const ACTION_KINDS: [&str; 5] = [
     "tcp-req",
     "tcp-res",
     "http-req",
@@ -144,19 +144,29 @@ fn install_registration(lua: &Lua, core: &Table, info: &Rc<StateInfo>) -> mlua::
         "register_action",
         lua.create_function(move |_, (name, kinds, func, nb_args): (String, Table, Function, Option<i64>)| {
             body_only(&i, "register_action")?;
-            let mut list = Vec::new();
+            let mut list: Vec<&'static str> = Vec::new();
             for kind in kinds.sequence_values::<String>() {
                 let kind = kind?;
-                if !ACTION_KINDS.contains(&kind.as_str()) {
+                let Some(known) = ACTION_KINDS.iter().find(|k| **k == kind) else {
                     return Err(mlua::Error::runtime(format!(
                         "Lua action environment '{kind}' is unknown. 'tcp-req', 'tcp-res', 'http-req', \
                          'http-res' or 'http-after-res' are expected."
                     )));
-                }
-                list.push(kind);
+                };
+                list.push(known);
             }
             let nb_args = nb_args.unwrap_or(0).max(0) as usize;
-            i.regs.borrow_mut().actions.insert(name, ActionReg { func, kinds: list, nb_args });
+            // One registration per kind: registering the name again for a
+            // kind replaces that kind's function and leaves the others.
+            let mut regs = i.regs.borrow_mut();
+            let by_kind = regs.actions.entry(name).or_default();
+            for kind in list {
+                let reg = ActionReg { kind, func: func.clone(), nb_args };
+                match by_kind.iter_mut().find(|r| r.kind == kind) {
+                    Some(old) => *old = reg,
+                    None => by_kind.push(reg),
+                }
+            }
             Ok(())
         })?,
     )?;

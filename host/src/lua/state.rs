@@ -74,9 +74,12 @@ pub struct ServiceReg {
     pub mode: ServiceMode,
 }
 
+/// One `core.register_action` registration for one rule-set kind.
 pub struct ActionReg {
+    /// The rule-set kind ("http-req", "http-res", ...), one of
+    /// `core_api::ACTION_KINDS`.
+    pub kind: &'static str,
     pub func: Function,
-    pub kinds: Vec<String>,
     pub nb_args: usize,
 }
 
@@ -84,7 +87,10 @@ pub struct ActionReg {
 #[derive(Default)]
 pub struct Registrations {
     pub services: HashMap<String, ServiceReg>,
-    pub actions: HashMap<String, ActionReg>,
+    /// Actions by name, then by rule-set kind: HAProxy keeps one keyword list
+    /// per kind, so one name may be registered with a different function for
+    /// each (a CORS script registers "cors" for http-req and for http-res).
+    pub actions: HashMap<String, Vec<ActionReg>>,
     pub fetches: HashMap<String, Function>,
     pub converters: HashMap<String, Function>,
     pub inits: Vec<Function>,

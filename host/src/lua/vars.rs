@@ -71,9 +71,31 @@ pub fn parse_name(full: &str) -> Option<(Scope, &str)> {
     valid.then_some((scope, name))
 }
 
-fn proc_vars() -> &'static Mutex<HashMap<String, VarValue>> {
-    static PROC: OnceLock<Mutex<HashMap<String, VarValue>>> = OnceLock::new();
+/// A `proc` variable. One the configuration names (`var(proc.x)`,
+/// `set-var(proc.x)`, a converter's variable argument) exists from start-up
+/// on, without a value, and stays when unset: HAProxy creates such
+/// variables "permanent" while parsing, and `set_var(name, v, true)`
+/// (ifexist) may then set them.
+#[derive(Debug, Default)]
+struct ProcVar {
+    value: Option<VarValue>,
+    permanent: bool,
+}
+
+fn proc_vars() -> &'static Mutex<HashMap<String, ProcVar>> {
+    static PROC: OnceLock<Mutex<HashMap<String, ProcVar>>> = OnceLock::new();
     PROC.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Records that the configuration (or a sample expression a script built)
+/// names variable `full`: a `proc` one then exists, as in HAProxy.
+pub fn declare(full: &str) {
+    if !matches!(parse_name(full), Some((Scope::Proc, _))) {
+        return;
+    }
+    if let Ok(mut m) = proc_vars().lock() {
+        m.entry(full.to_string()).or_default().permanent = true;
+    }
 }
 
 /// The variables of one transaction (and its session), except `proc`,
@@ -137,10 +159,7 @@ impl VarStore {
         };
         match self.map_mut(scope) {
             Some(m) => m.remove(full).is_some(),
-            None => proc_vars()
-                .lock()
-                .map(|mut m| m.remove(full).is_some())
-                .unwrap_or(false),
+            None => unset_proc(full),
         }
     }
 }
@@ -149,15 +168,36 @@ pub fn set_proc(full: &str, value: VarValue, ifexist: bool) -> bool {
     let Ok(mut m) = proc_vars().lock() else {
         return false;
     };
-    if ifexist && !m.contains_key(full) {
-        return false;
+    match m.get_mut(full) {
+        Some(var) => var.value = Some(value),
+        None if ifexist => return false,
+        None => {
+            m.insert(
+                full.to_string(),
+                ProcVar {
+                    value: Some(value),
+                    permanent: false,
+                },
+            );
+        }
     }
-    m.insert(full.to_string(), value);
     true
 }
 
 pub fn get_proc(full: &str) -> Option<VarValue> {
-    proc_vars().lock().ok()?.get(full).cloned()
+    proc_vars().lock().ok()?.get(full)?.value.clone()
+}
+
+/// Unsets a `proc` variable; one the configuration names keeps existing.
+fn unset_proc(full: &str) -> bool {
+    let Ok(mut m) = proc_vars().lock() else {
+        return false;
+    };
+    match m.get_mut(full) {
+        Some(var) if var.permanent => var.value.take().is_some(),
+        Some(_) => m.remove(full).is_some_and(|v| v.value.is_some()),
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -183,5 +223,26 @@ mod tests {
         assert_eq!(s.get("proc.test_ifexist_new"), Some(VarValue::Int(2)));
         assert!(s.unset("txn.new"));
         assert_eq!(s.get("txn.new"), None);
+    }
+
+    #[test]
+    fn ifexist_sets_proc_vars_the_configuration_names() {
+        let mut s = VarStore::default();
+        declare("proc.test_declared");
+        // Declared: exists without a value.
+        assert_eq!(s.get("proc.test_declared"), None);
+        assert!(s.set("proc.test_declared", VarValue::Int(1), true));
+        assert_eq!(s.get("proc.test_declared"), Some(VarValue::Int(1)));
+        // Unset keeps a declared variable (HAProxy's permanent variables).
+        assert!(s.unset("proc.test_declared"));
+        assert_eq!(s.get("proc.test_declared"), None);
+        assert!(s.set("proc.test_declared", VarValue::Int(2), true));
+        // An undeclared one set, then unset, is gone.
+        assert!(s.set("proc.test_undeclared", VarValue::Int(1), false));
+        assert!(s.unset("proc.test_undeclared"));
+        assert!(!s.set("proc.test_undeclared", VarValue::Int(1), true));
+        // Other scopes: declaring does nothing.
+        declare("txn.test_declared");
+        assert_eq!(s.get("txn.test_declared"), None);
     }
 }

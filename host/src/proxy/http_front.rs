@@ -8,10 +8,12 @@ use crate::lua::applet_http::{HttpAppletRequest, HttpReply, ResponseHead};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::error_pages;
 use crate::proxy::h1_server::RequestBody;
+use crate::proxy::plan::StateKind;
 use crate::proxy::plan::{FrontendPlan, ServiceTarget};
 use crate::proxy::rules::{self, RuleSide, Verdict};
 use crate::proxy::worker::Worker;
 use crate::sample::SampleCtx;
+use crate::txn::ServicePrivs;
 use crate::txn::{Txn, TxnMode};
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
@@ -61,7 +63,10 @@ pub(crate) async fn handle(
     txn.vars.sess = std::mem::take(&mut *sess.borrow_mut());
     let result = pipeline(&worker, &fe, &mut txn, body).await;
     *sess.borrow_mut() = std::mem::take(&mut txn.vars.sess);
-    let privs = txn.priv_states.load(std::sync::atomic::Ordering::Relaxed);
+    let mut privs = txn.priv_states.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(service) = txn.service_privs.take() {
+        privs = service.front_done(privs);
+    }
     if privs != 0 {
         worker.forget_txn(txn.id, privs);
     }
@@ -101,7 +106,7 @@ async fn pipeline(
             None => error_pages::response(503),
         },
         Verdict::Respond(r) => r,
-        Verdict::Service(t) => return Ok(start_service(worker, &t, txn, body).await),
+        Verdict::Service(t) => service_stage(worker, fe, None, &t, txn, body).await?,
         Verdict::Abort => return Err(Abort),
     };
     after_response(worker, fe, txn, resp).await
@@ -137,7 +142,10 @@ async fn backend_stage(
         match rules::run(worker, &be.rules.http_request, txn, RuleSide::Request).await {
             Verdict::Continue => {}
             Verdict::Respond(r) => return Ok(r),
-            Verdict::Service(t) => return Ok(start_service(worker, &t, txn, body).await),
+            Verdict::Service(t) => {
+                let be_response = Some(&be.rules.http_response[..]);
+                return service_stage(worker, fe, be_response, &t, txn, body).await;
+            }
             Verdict::Abort => return Err(Abort),
         }
     }
@@ -162,15 +170,42 @@ async fn backend_stage(
         Ok(r) => r,
         Err(e) => return Ok(error_pages::response(e.status())),
     };
+    let resp = resp.map(ProxyBody::Upstream);
+    let be_response = be_rules.as_ref().map(|b| &b.rules.http_response[..]);
+    response_rules(worker, fe, be_response, txn, resp).await
+}
+
+/// A Lua service's response, through the `http-response` rules as HAProxy
+/// runs them on it: the backend's (`be_response`, when a backend's rule
+/// called the service), then the frontend's.
+async fn service_stage(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    be_response: Option<&[rules::CRule]>,
+    target: &ServiceTarget,
+    txn: &mut Box<Txn>,
+    body: RequestBody,
+) -> Result<Response<ProxyBody>, Abort> {
+    let resp = start_service(worker, target, txn, body).await;
+    response_rules(worker, fe, be_response, txn, resp).await
+}
+
+/// The `http-response` rules of the backend (`be_response`), then of the
+/// frontend (HAProxy's order), on a response from a server or a service.
+async fn response_rules(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    be_response: Option<&[rules::CRule]>,
+    txn: &mut Box<Txn>,
+    resp: Response<ProxyBody>,
+) -> Result<Response<ProxyBody>, Abort> {
+    let sets = be_response
+        .into_iter()
+        .chain(std::iter::once(&fe.rules.http_response[..]))
+        .filter(|s| !s.is_empty());
     let (res_parts, res_body) = resp.into_parts();
     txn.res = Some(res_parts);
-    // Response rules: the backend's, then the frontend's (HAProxy's order).
-    let mut sets = Vec::new();
-    if let Some(be) = &be_rules {
-        sets.push(&be.rules.http_response);
-    }
-    sets.push(&fe.rules.http_response);
-    for set in sets.into_iter().filter(|s| !s.is_empty()) {
+    for set in sets {
         match rules::run(worker, set, txn, RuleSide::Response).await {
             Verdict::Continue => {}
             Verdict::Respond(r) => return Ok(r),
@@ -180,10 +215,7 @@ async fn backend_stage(
     let Some(res_parts) = txn.res.take() else {
         return Ok(error_pages::response(502));
     };
-    Ok(Response::from_parts(
-        res_parts,
-        ProxyBody::Upstream(res_body),
-    ))
+    Ok(Response::from_parts(res_parts, res_body))
 }
 
 /// `http-after-response` rules, on every response including generated ones.
@@ -239,7 +271,7 @@ async fn start_service(
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let applet_req = HttpAppletRequest {
+    let mut applet_req = HttpAppletRequest {
         content_length,
         body: Some(body),
         txn: Some(std::mem::replace(
@@ -252,7 +284,13 @@ async fn start_service(
                 txn.thread,
             )),
         )),
+        privs: ServicePrivs::new(0),
     };
+    let privs = ServicePrivs::new(match target.state {
+        StateKind::Shared => 1,
+        StateKind::PerThread => 2,
+    });
+    applet_req.privs = privs.clone();
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(8);
     worker.start_http_service(
@@ -264,8 +302,20 @@ async fn start_service(
         },
     );
     match head_rx.await {
-        Ok(head) => build_response(head, body_rx),
-        // The applet failed (or timed out) before starting its response.
+        Ok(start) => {
+            // The response rules run on the service's copy of the
+            // transaction (its variables, the request it saw).
+            if let Some(copy) = start.txn {
+                *txn = copy;
+                txn.service_privs = Some(privs);
+            }
+            match start.head {
+                Some(head) => build_response(head, body_rx),
+                // No response from the service: HAProxy's 500.
+                None => error_pages::response(500),
+            }
+        }
+        // The service could not start.
         Err(_) => error_pages::response(500),
     }
 }

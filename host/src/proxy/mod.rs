@@ -17,6 +17,7 @@ mod pidfile;
 pub mod plan;
 mod process;
 pub mod rules;
+mod stdio;
 pub mod tcp_front;
 mod wake_gate;
 pub mod worker;
@@ -74,6 +75,8 @@ enum Go {
 }
 
 pub fn run(opts: Options) -> ExitCode {
+    // Before any Lua state exists: scripts' output appears line by line.
+    stdio::line_buffer_stdout();
     let mut cfg = match crate::config::parse_files(&opts.files) {
         Ok(c) => c,
         Err(errors) => {
@@ -496,15 +499,17 @@ fn worker_main(w: WorkerStart) {
                 for (name, reg) in regs.services.iter() {
                     registered.push((name.clone(), Registered::Service(reg.mode), kind));
                 }
-                for (name, a) in regs.actions.iter() {
-                    registered.push((
-                        name.clone(),
-                        Registered::Action {
-                            kinds: a.kinds.clone(),
-                            nb_args: a.nb_args,
-                        },
-                        kind,
-                    ));
+                for (name, by_kind) in regs.actions.iter() {
+                    for a in by_kind {
+                        registered.push((
+                            name.clone(),
+                            Registered::Action {
+                                kind: a.kind,
+                                nb_args: a.nb_args,
+                            },
+                            kind,
+                        ));
+                    }
                 }
                 for name in regs.fetches.keys() {
                     registered.push((name.clone(), Registered::Fetch, kind));

@@ -419,9 +419,10 @@ fn compile_rules(p: &config::Proxy) -> Result<ProxyRules, Vec<String>> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Registered {
     Service(ServiceMode),
-    /// With the rule sets it may be used in and its mandatory argument count.
+    /// One registration per rule-set kind ("http-req", ...), with its
+    /// mandatory argument count.
     Action {
-        kinds: Vec<String>,
+        kind: &'static str,
         nb_args: usize,
     },
     Fetch,
@@ -455,40 +456,56 @@ pub fn resolve_lua(
             .min_by_key(|(_, _, s)| if *s == StateKind::PerThread { 0 } else { 1 })
             .map(|(_, k, s)| (k.clone(), *s))
     };
-    // `set_kind` is the rule set's name as register_action spells it.
+    // `set` is the rule set's kind as register_action spells it.
     // `uses_shared` is set when a rule's Lua lives in the shared state.
     let resolve_set = |rules: &mut Vec<CRule>,
                        mode: Option<FrontMode>,
-                       set_kind: Option<&str>,
+                       set: &'static str,
                        errors: &mut Vec<String>,
                        uses_shared: &mut bool| {
         for r in rules.iter_mut() {
             let loc = r.location.clone();
             match &mut r.action {
-                CAction::Lua { name, state, args } => match find(name, &|k| matches!(k, Registered::Action { .. })) {
-                    Some((Registered::Action { kinds, nb_args }, s)) => {
-                        if let Some(set) = set_kind {
-                            if !kinds.iter().any(|k| k == set) {
+                CAction::Lua { name, state, args } => {
+                    match find(
+                        name,
+                        &|k| matches!(k, Registered::Action { kind, .. } if *kind == set),
+                    ) {
+                        Some((Registered::Action { nb_args, .. }, s)) => {
+                            if args.len() < nb_args {
                                 errors.push(format!(
+                                    "[ALERT] parsing [{loc}] : Lua action 'lua.{name}' expects at least {nb_args} argument(s), got {}",
+                                    args.len()
+                                ));
+                            }
+                            *state = Some((s, set));
+                            *uses_shared |= s == StateKind::Shared;
+                        }
+                        _ => {
+                            // Registered, but for other rule sets only?
+                            let mut kinds: Vec<&str> = registered
+                                .iter()
+                                .filter_map(|(n, k, _)| match k {
+                                    Registered::Action { kind, .. } if n == &**name => Some(*kind),
+                                    _ => None,
+                                })
+                                .collect();
+                            kinds.sort_unstable();
+                            kinds.dedup();
+                            errors.push(if kinds.is_empty() {
+                                format!(
+                                    "[ALERT] parsing [{loc}] : unknown Lua action 'lua.{name}': no lua-load file registers it with core.register_action()"
+                                )
+                            } else {
+                                format!(
                                     "[ALERT] parsing [{loc}] : Lua action 'lua.{name}' is not registered for '{set}' \
                                      (core.register_action gave: {})",
                                     kinds.join(", ")
-                                ));
-                            }
+                                )
+                            });
                         }
-                        if args.len() < nb_args {
-                            errors.push(format!(
-                                "[ALERT] parsing [{loc}] : Lua action 'lua.{name}' expects at least {nb_args} argument(s), got {}",
-                                args.len()
-                            ));
-                        }
-                        *state = Some(s);
-                        *uses_shared |= s == StateKind::Shared;
                     }
-                    _ => errors.push(format!(
-                        "[ALERT] parsing [{loc}] : unknown Lua action 'lua.{name}': no lua-load file registers it with core.register_action()"
-                    )),
-                },
+                }
                 CAction::UseService { name, target } => {
                     match find(name, &|k| matches!(k, Registered::Service(_))) {
                         Some((Registered::Service(m), s)) => {
@@ -539,7 +556,7 @@ pub fn resolve_lua(
         let Some(fe) = Arc::get_mut(fe) else { continue };
         let mut uses_shared = false;
         for (set, kind) in rule_sets(&mut fe.rules) {
-            resolve_set(set, Some(mode), Some(kind), &mut errors, &mut uses_shared);
+            resolve_set(set, Some(mode), kind, &mut errors, &mut uses_shared);
         }
         fe.on_shared_lua_worker =
             uses_shared && fe.default_backend.is_none() && fe.use_backends.is_empty();
@@ -548,7 +565,7 @@ pub fn resolve_lua(
         let Some(be) = Arc::get_mut(be) else { continue };
         let r = &mut be.rules;
         for (set, kind) in rule_sets(r) {
-            resolve_set(set, None, Some(kind), &mut errors, &mut false);
+            resolve_set(set, None, kind, &mut errors, &mut false);
         }
     }
     if errors.is_empty() {

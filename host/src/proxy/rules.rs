@@ -94,11 +94,12 @@ pub enum CAction {
     Allow,
     Accept,
     Reject,
-    /// `lua.NAME`; the state is resolved once the Lua files are loaded.
+    /// `lua.NAME`; the state is resolved once the Lua files are loaded,
+    /// with the rule-set kind ("http-req", ...) whose registration runs.
     Lua {
         name: Arc<str>,
         args: Vec<String>,
-        state: Option<StateKind>,
+        state: Option<(StateKind, &'static str)>,
     },
     UseService {
         name: String,
@@ -206,7 +207,10 @@ fn var_name(v: &config::VarRef) -> String {
         config::VarScope::Req => "req",
         config::VarScope::Res => "res",
     };
-    format!("{scope}.{}", v.name)
+    let full = format!("{scope}.{}", v.name);
+    // A proc variable a rule names exists from start-up on (HAProxy).
+    crate::lua::vars::declare(&full);
+    full
 }
 
 fn header(name: &str) -> Result<HeaderName, String> {
@@ -619,13 +623,14 @@ async fn apply(
             CAction::Lua {
                 name,
                 args,
-                state: Some(kind),
+                state: Some((kind, set)),
             },
             _,
         ) => {
             let (back, outcome) = worker
                 .run_lua_action(
                     *kind,
+                    set,
                     name.clone(),
                     std::mem::replace(txn, placeholder(txn)),
                     args.clone(),

@@ -76,24 +76,26 @@ impl Worker {
         }
     }
 
-    /// Runs Lua action `name` on `txn` in the state of `kind` (moving the
-    /// transaction to that state's worker and back when it is elsewhere).
+    /// Runs Lua action `name` (its registration for rule-set kind `set`) on
+    /// `txn` in the state of `kind` (moving the transaction to that state's
+    /// worker and back when it is elsewhere).
     pub async fn run_lua_action(
         &self,
         kind: StateKind,
+        set: &'static str,
         name: Arc<str>,
         txn: Box<Txn>,
         args: Vec<String>,
     ) -> (Option<Box<Txn>>, Outcome) {
         if let Some(state) = self.local_state(kind) {
-            return action::run(state.clone(), Rc::from(&*name), txn, args).await;
+            return action::run(state.clone(), Rc::from(&*name), set, txn, args).await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.dispatch_kind(
             kind,
             Box::new(move |state| {
                 tokio::task::spawn_local(async move {
-                    let r = action::run(state, Rc::from(&*name), txn, args).await;
+                    let r = action::run(state, Rc::from(&*name), set, txn, args).await;
                     let _ = tx.send(r);
                 });
             }),

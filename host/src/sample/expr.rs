@@ -135,11 +135,16 @@ pub(crate) fn prepare_args(
             ArgKind::Var if text.is_empty() => Arg::None,
             ArgKind::Var => {
                 check_var(text).map_err(|e| bad(&e))?;
+                // Naming a proc variable creates it, as in HAProxy.
+                vars::declare(text);
                 Arg::Var(text.clone())
             }
             ArgKind::IntOrVar => match text.trim().parse::<i64>() {
                 Ok(v) => Arg::Int(v),
-                Err(_) if vars::parse_name(text).is_some() => Arg::Var(text.clone()),
+                Err(_) if vars::parse_name(text).is_some() => {
+                    vars::declare(text);
+                    Arg::Var(text.clone())
+                }
                 Err(_) => {
                     return Err(bad(&format!(
                         "'{text}' is neither an integer nor a variable name"

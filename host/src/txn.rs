@@ -59,6 +59,8 @@ pub struct Txn {
     pub log_level: Option<i32>,
     /// HTTP: this is the connection's first request (http_first_req).
     pub first_request: bool,
+    /// What the traffic log line reports: timers, termination, captures.
+    pub log: crate::log::TxnFacts,
 }
 
 impl Txn {
@@ -88,6 +90,7 @@ impl Txn {
             vars: VarStore::default(),
             log_level: None,
             first_request: true,
+            log: crate::log::TxnFacts::default(),
         }
     }
 

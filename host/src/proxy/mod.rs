@@ -147,13 +147,16 @@ pub fn run(opts: Options) -> ExitCode {
     crate::lua::sample_bridge::set_bool_sample_normal(
         cfg.global.lua.bool_sample_normal.unwrap_or(false),
     );
+    if let Err(e) = crate::log::install_loggers(&cfg) {
+        eprintln!("[ALERT] config : {e}");
+        return ExitCode::from(1);
+    }
     crate::log::set_lua_routing(
         cfg.global.lua.log_loggers.unwrap_or(true),
         cfg.global
             .lua
             .log_stderr
             .unwrap_or(crate::config::LuaLogStderr::Auto),
-        &cfg.global.logs,
     );
     BUFSIZE.store(plan.bufsize, std::sync::atomic::Ordering::Relaxed);
     match crate::backend::Backends::build(&cfg) {

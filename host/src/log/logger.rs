@@ -1,0 +1,201 @@
+//! Loggers: a `log` line made live (its socket, format, facility and
+//! levels), and the set of loggers of a proxy or of `global`.
+
+use super::sender::{Sink, SinkState};
+use super::syslog::{facility_number, frame, HeaderFields, SyslogFormat};
+use crate::config::{Config, LogDest, LogLevel, LogTarget};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+/// HAProxy's default `len`.
+const DEFAULT_LEN: usize = 1024;
+
+/// One `log` line.
+pub struct Logger {
+    sink: Sink,
+    state: SinkState,
+    /// The target as written, for messages.
+    name: String,
+    format: SyslogFormat,
+    facility: u8,
+    /// Lines less severe than this are not sent.
+    max_level: u8,
+    /// Lines more severe than this are sent with this level.
+    min_level: u8,
+    max_len: usize,
+}
+
+impl Logger {
+    /// Opens the logger of a `log` line.
+    pub fn open(t: &LogTarget) -> std::io::Result<Logger> {
+        Ok(Logger {
+            sink: Sink::open(&t.dest)?,
+            state: SinkState::new(),
+            name: dest_name(&t.dest),
+            format: SyslogFormat::from_name(t.format.as_deref()),
+            facility: facility_number(&t.facility),
+            max_level: t.level.map_or(7, level_number),
+            min_level: t.min_level.map_or(0, level_number),
+            max_len: t.max_len.unwrap_or(DEFAULT_LEN),
+        })
+    }
+
+    /// Sends `msg` at `level` if this logger takes that level.
+    fn send(&self, level: u8, msg: &[u8], fields: &HeaderFields<'_>) {
+        if level > self.max_level {
+            return;
+        }
+        let level = level.max(self.min_level);
+        let line = frame(self.format, self.facility, level, fields, msg, self.max_len);
+        self.sink.send(&line, &self.state, &self.name);
+    }
+}
+
+fn level_number(l: LogLevel) -> u8 {
+    l as u8
+}
+
+fn dest_name(d: &LogDest) -> String {
+    match d {
+        LogDest::Stdout => "stdout".to_string(),
+        LogDest::Stderr => "stderr".to_string(),
+        LogDest::Unix(p) => p.display().to_string(),
+        LogDest::Udp(a) => a.to_string(),
+    }
+}
+
+/// The loggers of `global` or of one proxy, with the header's tag and host.
+pub struct Loggers {
+    loggers: Vec<Arc<Logger>>,
+    tag: Arc<str>,
+    hostname: Option<Arc<str>>,
+}
+
+impl Loggers {
+    /// Whether a line sent here goes anywhere.
+    pub fn is_empty(&self) -> bool {
+        self.loggers.is_empty()
+    }
+
+    /// Sends `msg` at `level` (0 emerg .. 7 debug) to every logger.
+    pub fn send(&self, level: i32, msg: &[u8]) {
+        if self.loggers.is_empty() {
+            return;
+        }
+        let fields = HeaderFields {
+            tag: &self.tag,
+            hostname: self.hostname.as_deref(),
+            pid: std::process::id(),
+            now: SystemTime::now(),
+        };
+        let level = level.clamp(0, 7) as u8;
+        for l in &self.loggers {
+            l.send(level, msg, &fields);
+        }
+    }
+}
+
+/// Every set of loggers, built once at start-up.
+struct Registry {
+    global: Arc<Loggers>,
+    proxies: HashMap<String, Arc<Loggers>>,
+}
+
+static REGISTRY: RwLock<Option<Arc<Registry>>> = RwLock::new(None);
+
+/// Opens the loggers of `global` and of every proxy. `log global` shares
+/// the global loggers (one socket each).
+pub fn install(cfg: &Config) -> Result<(), String> {
+    let mut opened: Vec<(LogTarget, Arc<Logger>)> = Vec::new();
+    let mut open = |t: &LogTarget| -> Result<Arc<Logger>, String> {
+        if let Some((_, l)) = opened.iter().find(|(o, _)| o == t) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(
+            Logger::open(t).map_err(|e| format!("[{}] cannot open log target: {e}", t.location))?,
+        );
+        opened.push((t.clone(), l.clone()));
+        Ok(l)
+    };
+    let hostname: Option<Arc<str>> = cfg.global.log_send_hostname.as_ref().map(|h| {
+        if h.is_empty() {
+            crate::sample::fetch::hostname()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+                .into()
+        } else {
+            h.as_str().into()
+        }
+    });
+    let global_tag: Arc<str> = cfg
+        .global
+        .log_tag
+        .clone()
+        .unwrap_or_else(program_name)
+        .into();
+    let global_loggers = cfg
+        .global
+        .logs
+        .iter()
+        .map(&mut open)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut proxies = HashMap::new();
+    for p in &cfg.proxies {
+        let mut loggers = Vec::new();
+        if p.log_global {
+            loggers.extend(global_loggers.iter().cloned());
+        }
+        for t in &p.logs {
+            loggers.push(open(t)?);
+        }
+        let tag = match p.logging.as_ref().and_then(|l| l.tag.as_deref()) {
+            Some(t) => t.into(),
+            None => global_tag.clone(),
+        };
+        proxies.insert(
+            p.name.clone(),
+            Arc::new(Loggers {
+                loggers,
+                tag,
+                hostname: hostname.clone(),
+            }),
+        );
+    }
+    let registry = Registry {
+        global: Arc::new(Loggers {
+            loggers: global_loggers,
+            tag: global_tag,
+            hostname,
+        }),
+        proxies,
+    };
+    if let Ok(mut r) = REGISTRY.write() {
+        *r = Some(Arc::new(registry));
+    }
+    Ok(())
+}
+
+/// The global loggers (none before start-up).
+pub fn global() -> Option<Arc<Loggers>> {
+    let r = REGISTRY.read().ok()?;
+    r.as_ref().map(|r| r.global.clone())
+}
+
+/// The loggers of the proxy named `name`.
+pub fn proxy(name: &str) -> Option<Arc<Loggers>> {
+    let r = REGISTRY.read().ok()?;
+    r.as_ref().and_then(|r| r.proxies.get(name).cloned())
+}
+
+/// The default tag: the program's name, as HAProxy uses its own.
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "luahost".to_string())
+}

@@ -9,6 +9,7 @@
 //!   the transaction's proxy's;
 //! - with `-d`, a short access line per request on stderr.
 
+pub mod capture;
 mod logger;
 mod lua;
 mod sender;
@@ -20,7 +21,7 @@ pub use logger::{install as install_loggers, Loggers};
 pub use lua::{lua, set_lua_routing};
 pub use sender::dropped;
 pub use time::UtcTime;
-pub use traffic::{TrafficLog, TxnFacts, HTTPLOG, TCPLOG};
+pub use traffic::{TrafficLog, TxnFacts};
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};

@@ -17,6 +17,8 @@ pub const TCPLOG: &str = "%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/
 /// Facts gathered along a transaction for its log line.
 #[derive(Debug, Default)]
 pub struct TxnFacts {
+    /// Time waiting for a server slot, ms (set once a server is sought).
+    pub t_queue: Option<i64>,
     /// Time to connect to the server, ms (0 for a reused connection).
     pub t_connect: Option<i64>,
     /// Time from sending the request to the response head, ms.

@@ -18,6 +18,7 @@ pub mod plan;
 mod process;
 pub mod rules;
 pub mod tcp_front;
+pub(crate) mod traffic_log;
 mod wake_gate;
 pub mod worker;
 
@@ -127,6 +128,11 @@ pub fn run(opts: Options) -> ExitCode {
         );
     }
     let proc_cfg = cfg.global.process.clone();
+    // Before the plan: each frontend's traffic log holds its loggers.
+    if let Err(e) = crate::log::install_loggers(&cfg) {
+        eprintln!("[ALERT] config : {e}");
+        return ExitCode::from(1);
+    }
     let mut plan = match plan::build(&cfg) {
         Ok(p) => p,
         Err(errors) => {
@@ -147,10 +153,6 @@ pub fn run(opts: Options) -> ExitCode {
     crate::lua::sample_bridge::set_bool_sample_normal(
         cfg.global.lua.bool_sample_normal.unwrap_or(false),
     );
-    if let Err(e) = crate::log::install_loggers(&cfg) {
-        eprintln!("[ALERT] config : {e}");
-        return ExitCode::from(1);
-    }
     crate::log::set_lua_routing(
         cfg.global.lua.log_loggers.unwrap_or(true),
         cfg.global

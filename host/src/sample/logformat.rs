@@ -168,7 +168,10 @@ enum Alias {
     ServerPort,
     CaptureCookieReq,
     CaptureCookieRes,
-    CapturedHeaders,
+    CapturedReq,
+    CapturedRes,
+    CapturedReqList,
+    CapturedResList,
     SslCipher,
     SslVersion,
 }
@@ -233,7 +236,10 @@ fn alias(name: &str) -> Option<Alias> {
         "sp" => ServerPort,
         "CC" => CaptureCookieReq,
         "CS" => CaptureCookieRes,
-        "hr" | "hs" | "hrl" | "hsl" => CapturedHeaders,
+        "hr" => CapturedReq,
+        "hs" => CapturedRes,
+        "hrl" => CapturedReqList,
+        "hsl" => CapturedResList,
         "sslc" => SslCipher,
         "sslv" => SslVersion,
         _ => return None,
@@ -625,6 +631,12 @@ fn log_encode(s: &str) -> String {
     o
 }
 
+/// Captured headers: already encoded, never quoted; nothing at all when
+/// the frontend has no capture slot.
+fn captured(v: Option<String>) -> Val {
+    v.map_or(Val::Nothing, Val::Plain)
+}
+
 fn alias_value(a: Alias, f: Flags, ctx: &SampleCtx, log: Option<&LogInfo>, mode: Mode) -> Val {
     use Alias::*;
     let txn = ctx.txn;
@@ -742,7 +754,10 @@ fn alias_value(a: Alias, f: Flags, ctx: &SampleCtx, log: Option<&LogInfo>, mode:
         ServerIp => ip_val(log.and_then(|l| l.server_addr), f),
         ServerPort => port_val(log.and_then(|l| l.server_addr), f),
         CaptureCookieReq | CaptureCookieRes | SslCipher | SslVersion => Val::Missing,
-        CapturedHeaders => Val::Nothing,
+        CapturedReq => captured(crate::log::capture::braces(&txn.log.req_captures)),
+        CapturedRes => captured(crate::log::capture::braces(&txn.log.res_captures)),
+        CapturedReqList => captured(crate::log::capture::list(&txn.log.req_captures)),
+        CapturedResList => captured(crate::log::capture::list(&txn.log.res_captures)),
     }
 }
 

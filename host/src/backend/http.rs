@@ -133,7 +133,8 @@ impl Forwarder {
                     let started = std::time::Instant::now();
                     // Boxed: connecting is rare on a busy proxy, and its
                     // state would otherwise weigh on every request's future.
-                    let stream = Box::pin(connect(be, &mut slot, client)).await?;
+                    let stream =
+                        Box::pin(connect(be, &mut slot, client, &mut txn.log.retries)).await?;
                     txn.log.t_connect = Some(elapsed_ms(started));
                     txn.server = Some(slot.server().name.clone());
                     (Conn::new(stream), false)

@@ -51,7 +51,7 @@ impl Forwarder {
         txn.log.t_queue = Some(super::http::elapsed_ms(queued));
         txn.server = Some(slot.server().name.clone());
         let started = std::time::Instant::now();
-        let mut server = connect(be, &mut slot, client_ip).await?;
+        let mut server = connect(be, &mut slot, client_ip, &mut txn.log.retries).await?;
         txn.log.t_connect = Some(super::http::elapsed_ms(started));
         txn.server = Some(slot.server().name.clone());
         let idle = idle_timeout(be);

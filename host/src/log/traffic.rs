@@ -23,6 +23,8 @@ pub struct TxnFacts {
     pub t_connect: Option<i64>,
     /// Time from sending the request to the response head, ms.
     pub t_response: Option<i64>,
+    /// Connection attempts after the first (`%rc`).
+    pub retries: u32,
     /// The termination state's two characters (`--` when unset).
     pub term: Option<&'static str>,
     /// Captured request values, one per slot (`%hr`, `capture.req.hdr`).

@@ -95,6 +95,7 @@ pub(crate) fn http_finished(
         t_active: Some(ms(now.saturating_duration_since(times.first_byte))),
         t_total: Some(ms(now.saturating_duration_since(times.accept.mono))),
         bytes_in: times.head_len as u64 + request_body_len(txn),
+        retries: u64::from(txn.log.retries),
         bytes_out: d.bytes_out,
         term_state: Some(term_state(txn, d.term)),
         ..counters()
@@ -162,7 +163,8 @@ pub(crate) fn http_refused(
         status: Some(status),
         t_active: Some(ms(now.saturating_duration_since(accept.mono))),
         t_total: Some(ms(now.saturating_duration_since(accept.mono))),
-        // Something was received, or there would be nothing to refuse.
+        // Counted as data for `dontlognull`: the callers check it for
+        // connections that sent nothing.
         bytes_in: 1,
         term_state: Some(term.to_string()),
         ..counters()
@@ -187,6 +189,7 @@ pub(crate) fn tcp_finished(worker: &Worker, fe: &FrontendPlan, txn: &Txn, accept
         t_total: Some(ms(now.saturating_duration_since(accept.mono))),
         bytes_in: txn.log.bytes_in,
         bytes_out: txn.log.bytes_out,
+        retries: u64::from(txn.log.retries),
         term_state: Some(term_state(txn, "--")),
         ..counters()
     };

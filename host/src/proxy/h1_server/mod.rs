@@ -116,6 +116,15 @@ pub async fn serve(
     loop {
         let next = match read_head(&mut conn, &fe, limit, first, &shutdown, &mut stop).await {
             HeadRead::Closed => break,
+            HeadRead::Empty => {
+                // A connection closed before sending anything: HAProxy
+                // logs it as a bad request cut by the client, unless
+                // `option dontlognull`.
+                if !fe.log.as_ref().is_some_and(|l| l.dontlognull()) {
+                    traffic_log::http_refused(&worker, &fe, peer, local, stream_start, 400, "CR");
+                }
+                break;
+            }
             HeadRead::Cut => {
                 // The client closed in the middle of a request head.
                 traffic_log::http_refused(&worker, &fe, peer, local, stream_start, 400, "CR");
@@ -211,6 +220,8 @@ enum HeadRead {
     Refused(Refusal),
     /// The client closed after part of a head.
     Cut,
+    /// The client closed its connection without sending a byte.
+    Empty,
     /// The client closed, went idle too long, or the process stops.
     Closed,
 }
@@ -269,6 +280,7 @@ async fn read_head(
         let buf = conn.buf.get_or_insert_with(buffers::take);
         buffers::reserve(buf);
         match conn.stream.try_read_buf(buf) {
+            Ok(0) if idle && first => return HeadRead::Empty,
             Ok(0) if idle => return HeadRead::Closed,
             Ok(0) => return HeadRead::Cut,
             Ok(_) => {

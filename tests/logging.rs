@@ -224,12 +224,17 @@ impl Drop for Running {
 }
 
 fn start(program: &Path, cfg: &Path, dir: &Path, ports: &[u16]) -> Running {
+    start_to(program, cfg, dir, ports, Stdio::null())
+}
+
+/// Starts a proxy with its standard output going to `stdout`.
+fn start_to(program: &Path, cfg: &Path, dir: &Path, ports: &[u16], stdout: Stdio) -> Running {
     let child = Command::new(program)
         .arg("-f")
         .arg(cfg)
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
@@ -463,5 +468,153 @@ fn log_lines_match_haproxy() {
         assert_eq!(raw, h_raw, "raw lines differ from {}", peer.label);
         assert_eq!(rfc3164, h_3164, "rfc3164 lines differ from {}", peer.label);
         assert_eq!(rfc5424, h_5424, "rfc5424 lines differ from {}", peer.label);
+    }
+}
+
+/// Sending a log line never blocks a worker: a unix datagram receiver that
+/// does not read fills up, the lines that do not fit are dropped and
+/// counted, and `core.get_info().DroppedLogs` shows the count (HAProxy's
+/// `show info` field). The requests still complete.
+#[test]
+fn a_full_log_socket_drops_lines_and_counts_them() {
+    let dir = scratch_dir("logging-full-socket");
+    let sock = dir.join("full.sock");
+    // Bound, never read: its queue fills after a few hundred datagrams.
+    let _receiver = UnixDatagram::bind(&sock).expect("bind");
+    std::fs::write(
+        dir.join("flood.lua"),
+        r#"
+core.register_service("flood", "http", function(applet)
+  local n = tonumber(applet.qs) or 0
+  for i = 1, n do core.log(core.info, string.rep("x", 200)) end
+  local body = tostring(core.get_info().DroppedLogs)
+  applet:set_status(200)
+  applet:add_header("content-length", tostring(#body))
+  applet:start_response()
+  applet:send(body)
+end)
+"#,
+    )
+    .expect("write lua");
+    let port = free_port();
+    let cfg = dir.join("flood.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  log {} local0\n  lua-load flood.lua\n\
+             defaults\n  mode http\n  timeout client 5s\n\
+             frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.flood\n",
+            sock.display()
+        ),
+    )
+    .expect("write cfg");
+    let _proxy = start(&artifacts().luahost(), &cfg, &dir, &[port]);
+    let body = |n: u32| -> u64 {
+        let out = exchange(port, &get(&format!("/?{n}"), ""));
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (_, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no answer for {n} log lines (a blocked worker?): {text:?}"));
+        body.trim().parse().expect("a count")
+    };
+    assert_eq!(body(10), 0, "nothing dropped while the socket has room");
+    let dropped = body(5000);
+    assert!(
+        dropped > 0,
+        "5000 lines into a full socket: {dropped} dropped"
+    );
+    assert!(dropped <= 5000);
+}
+
+/// `log stdout`, `log-format` with captures and samples, `option
+/// dontlognull` (an empty connection is not logged), `no log`, and
+/// HAProxy's legacy line for a frontend without a format: the same lines
+/// on standard output as HAProxy's.
+#[test]
+fn stdout_log_format_dontlognull_and_legacy_match_haproxy() {
+    let peers = haproxy_peers();
+    if peers.is_empty() {
+        return;
+    }
+    let run_stdout = |program: &Path, name: &str| -> Vec<String> {
+        let dir = scratch_dir(name);
+        let backend = start_backend();
+        let (legacy, custom, quiet) = (free_port(), free_port(), free_port());
+        let cfg = dir.join("stdout.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"
+global
+  log stdout format raw local0
+defaults
+  mode http
+  log global
+  timeout client 5s
+  timeout server 5s
+  timeout connect 1s
+frontend legacy
+  bind 127.0.0.1:{legacy}
+  default_backend be
+frontend custom
+  bind 127.0.0.1:{custom}
+  option dontlognull
+  capture request header Host len 4
+  log-format "%ST %b/%s %{{+Q}}r %[capture.req.hdr(0),upper] [%[capture.req.hdr(0)]] %hr %B"
+  default_backend be
+frontend quiet
+  bind 127.0.0.1:{quiet}
+  no log
+  default_backend be
+backend be
+  server s1 127.0.0.1:{backend}
+"#
+            ),
+        )
+        .expect("write cfg");
+        let out_path = dir.join("stdout.txt");
+        let out = std::fs::File::create(&out_path).expect("stdout file");
+        let proxy = start_to(program, &cfg, &dir, &[legacy, custom, quiet], out.into());
+        exchange(legacy, &get("/l", ""));
+        exchange(custom, &get("/c?q=1", ""));
+        exchange(quiet, &get("/q", ""));
+        // The legacy request (its port check, which sent nothing, has no
+        // line in HTTP) and the custom request; the empty connection to
+        // the dontlognull frontend and the quiet one log nothing.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let read = || std::fs::read_to_string(&out_path).unwrap_or_default();
+        while read().lines().count() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A moment for a line that should not come.
+        std::thread::sleep(Duration::from_millis(200));
+        drop(proxy);
+        let mut lines: Vec<String> = read()
+            .lines()
+            .map(|l| {
+                // Ports differ per run: "127.0.0.1:NNN" -> "127.0.0.1:PORT".
+                l.split(' ')
+                    .map(|w| match w.strip_prefix("127.0.0.1:") {
+                        Some(_) => "127.0.0.1:PORT",
+                        None => w,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let ours = run_stdout(&artifacts().luahost(), "logging-stdout-luahost");
+    assert_eq!(
+        ours,
+        [
+            "200 be/s1 \"GET /c?q=1 HTTP/1.1\" TEST [test] {test} 92",
+            "Connect from 127.0.0.1:PORT to 127.0.0.1:PORT (legacy/HTTP)",
+        ]
+    );
+    for peer in &peers {
+        let name = format!("logging-stdout-{}", peer.label.replace(' ', "-"));
+        assert_eq!(ours, run_stdout(&peer.program, &name), "{}", peer.label);
     }
 }

@@ -102,7 +102,7 @@ impl TrafficLog {
     }
 
     /// The legacy line, when the frontend has no format: sent once per
-    /// connection, at accept (after the first data with `dontlognull`).
+    /// connection, at accept in TCP, with the first request in HTTP.
     pub fn connected(&self, ctx: &SampleCtx) {
         if let Shape::Legacy = self.shape {
             let t = ctx.txn;

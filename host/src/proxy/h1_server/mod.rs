@@ -109,10 +109,6 @@ pub async fn serve(
     // The start of the current stream, for the traffic log: the accept,
     // then the end of each exchange.
     let mut stream_start = Moment::now();
-    let legacy_at_accept = fe.log.as_ref().is_some_and(|l| !l.dontlognull());
-    if legacy_at_accept {
-        traffic_log::connected(&worker, &fe, peer, local);
-    }
     loop {
         let next = match read_head(&mut conn, &fe, limit, first, &shutdown, &mut stop).await {
             HeadRead::Closed => break,
@@ -136,7 +132,9 @@ pub async fn serve(
                 Next::Refuse(r)
             }
             HeadRead::Head(h, first_byte, head_len) => {
-                if first && !legacy_at_accept {
+                if first {
+                    // HAProxy's legacy line comes with the connection's
+                    // first request (its first stream), not at accept.
                     traffic_log::connected(&worker, &fe, peer, local);
                 }
                 let ctx = ExchangeCtx {

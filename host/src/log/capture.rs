@@ -102,7 +102,7 @@ pub fn braces(values: &[Option<Bytes>]) -> Option<String> {
     Some(out)
 }
 
-/// `"v1" "v2"` for `%hrl`/`%hsl` (a missing value is `-`).
+/// `v1 v2` for `%hrl`/`%hsl` (a missing or empty value is `-`).
 pub fn list(values: &[Option<Bytes>]) -> Option<String> {
     if values.is_empty() {
         return None;
@@ -110,12 +110,12 @@ pub fn list(values: &[Option<Bytes>]) -> Option<String> {
     let parts: Vec<String> = values
         .iter()
         .map(|v| match v {
-            Some(v) => {
+            Some(v) if !v.is_empty() => {
                 let mut s = String::new();
                 encode_into(&mut s, v);
                 s
             }
-            None => "-".to_string(),
+            _ => "-".to_string(),
         })
         .collect();
     Some(parts.join(" "))
@@ -140,7 +140,7 @@ mod tests {
         let v = vec![Some(Bytes::from_static(b"a|b")), None, Some(Bytes::new())];
         assert_eq!(braces(&v).unwrap(), "{a#7Cb||}");
         assert_eq!(braces(&[]), None);
-        assert_eq!(list(&v).unwrap(), "a#7Cb -");
+        assert_eq!(list(&v).unwrap(), "a#7Cb - -");
     }
 
     #[test]

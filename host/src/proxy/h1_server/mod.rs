@@ -380,7 +380,7 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
     let result = std::future::poll_fn(|cx| {
         if let Some(f) = feed.as_mut() {
             if let Err(e) = drive_feed(f, cx, conn) {
-                return Poll::Ready(Err(e));
+                return Poll::Ready(Err(Some(e)));
             }
         }
         if let Poll::Ready(r) = handler.as_mut().poll(cx) {
@@ -391,7 +391,7 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
             match client_closed(&conn.stream, cx) {
                 // The transaction is dropped with the handler: a request
                 // aborted this way has no traffic log line.
-                Some(true) => return Poll::Ready(Err("client closed")),
+                Some(true) => return Poll::Ready(Err(None)),
                 Some(false) => watch_close = false,
                 None => {}
             }
@@ -411,7 +411,10 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
             traffic_log::http_finished(ctx.worker, ctx.fe, &txn, &ctx.times, d);
             return Next::Close;
         }
-        Err(e) => {
+        // `option abortonclose`: the client's close aborted the request.
+        Err(None) => return Next::Close,
+        // A malformed request body.
+        Err(Some(e)) => {
             return Next::Refuse(Refusal {
                 status: 400,
                 reason: e,

@@ -96,7 +96,10 @@ impl Loggers {
     }
 }
 
-/// Every set of loggers, built once at start-up.
+/// Every set of loggers, built once at start-up. Only proxies whose
+/// loggers differ from the global ones have an entry: a configuration with
+/// hundreds of thousands of backends under `defaults` + `log global` costs
+/// nothing here.
 struct Registry {
     global: Arc<Loggers>,
     proxies: HashMap<String, Arc<Loggers>>,
@@ -140,8 +143,27 @@ pub fn install(cfg: &Config) -> Result<(), String> {
         .iter()
         .map(&mut open)
         .collect::<Result<Vec<_>, _>>()?;
+    let global = Arc::new(Loggers {
+        loggers: global_loggers.clone(),
+        tag: global_tag.clone(),
+        hostname: hostname.clone(),
+    });
+    // Proxies without any logger share one empty set.
+    let none = Arc::new(Loggers {
+        loggers: Vec::new(),
+        tag: global_tag.clone(),
+        hostname: hostname.clone(),
+    });
     let mut proxies = HashMap::new();
     for p in &cfg.proxies {
+        let own_tag = p.logging.as_ref().and_then(|l| l.tag.as_deref());
+        if p.logs.is_empty() && own_tag.is_none() {
+            if !p.log_global {
+                proxies.insert(p.name.clone(), none.clone());
+            }
+            // `log global` alone: the global set, no entry.
+            continue;
+        }
         let mut loggers = Vec::new();
         if p.log_global {
             loggers.extend(global_loggers.iter().cloned());
@@ -149,7 +171,7 @@ pub fn install(cfg: &Config) -> Result<(), String> {
         for t in &p.logs {
             loggers.push(open(t)?);
         }
-        let tag = match p.logging.as_ref().and_then(|l| l.tag.as_deref()) {
+        let tag = match own_tag {
             Some(t) => t.into(),
             None => global_tag.clone(),
         };
@@ -162,14 +184,7 @@ pub fn install(cfg: &Config) -> Result<(), String> {
             }),
         );
     }
-    let registry = Registry {
-        global: Arc::new(Loggers {
-            loggers: global_loggers,
-            tag: global_tag,
-            hostname,
-        }),
-        proxies,
-    };
+    let registry = Registry { global, proxies };
     if let Ok(mut r) = REGISTRY.write() {
         *r = Some(Arc::new(registry));
     }
@@ -182,10 +197,12 @@ pub fn global() -> Option<Arc<Loggers>> {
     r.as_ref().map(|r| r.global.clone())
 }
 
-/// The loggers of the proxy named `name`.
+/// The loggers of the proxy named `name` (the global ones for a proxy
+/// with only `log global`).
 pub fn proxy(name: &str) -> Option<Arc<Loggers>> {
     let r = REGISTRY.read().ok()?;
-    r.as_ref().and_then(|r| r.proxies.get(name).cloned())
+    let r = r.as_ref()?;
+    Some(r.proxies.get(name).unwrap_or(&r.global).clone())
 }
 
 /// The default tag: the program's name, as HAProxy uses its own.
@@ -198,4 +215,37 @@ fn program_name() -> String {
                 .map(|f| f.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "luahost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test touches the process-wide registry (tests run in parallel).
+    #[test]
+    fn proxies_get_global_own_or_no_loggers() {
+        let cfg = crate::config::parse_str(
+            "t.cfg",
+            "global\n  log stderr local0\n  log-tag gtag\n\
+             defaults\n  mode http\n  log global\n\
+             frontend plain\n  bind :1\n  default_backend be\n\
+             frontend tagged\n  bind :2\n  log-tag mine\n  default_backend be\n\
+             frontend own\n  bind :3\n  log stdout local1\n  default_backend be\n\
+             frontend quiet\n  bind :4\n  no log\n  default_backend be\n\
+             backend be\n  server s 127.0.0.1:1\n",
+        )
+        .expect("config");
+        install(&cfg).expect("install");
+        let g = global().expect("global");
+        assert_eq!((g.loggers.len(), &*g.tag), (1, "gtag"));
+        let plain = proxy("plain").expect("plain");
+        assert!(Arc::ptr_eq(&plain, &g), "log global alone shares the set");
+        let tagged = proxy("tagged").expect("tagged");
+        assert_eq!((tagged.loggers.len(), &*tagged.tag), (1, "mine"));
+        // The global logger is shared (one socket), its own is added.
+        let own = proxy("own").expect("own");
+        assert_eq!(own.loggers.len(), 2);
+        assert!(Arc::ptr_eq(&own.loggers[0], &g.loggers[0]));
+        assert!(proxy("quiet").expect("quiet").is_empty());
+    }
 }

@@ -67,7 +67,7 @@ fn take(slots: &[Slot], headers: &HeaderMap) -> Vec<Option<Bytes>> {
         .iter()
         .map(|s| {
             let name = s.header.as_ref()?;
-            let v = headers.get_all(name).iter().last()?;
+            let v = headers.get_all(name).iter().next_back()?;
             let b = v.as_bytes();
             Some(Bytes::copy_from_slice(&b[..b.len().min(s.len)]))
         })
@@ -123,7 +123,7 @@ pub fn list(values: &[Option<Bytes>]) -> Option<String> {
 
 fn encode_into(out: &mut String, v: &[u8]) {
     for &c in v {
-        if c < 0x20 || c >= 0x7f || matches!(c, b'"' | b'#' | b'{' | b'|' | b'}') {
+        if !(0x20..0x7f).contains(&c) || matches!(c, b'"' | b'#' | b'{' | b'|' | b'}') {
             out.push_str(&format!("#{c:02X}"));
         } else {
             out.push(c as char);

@@ -440,12 +440,11 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
         c.response(&parts.headers, &mut txn.log);
     }
     let status = parts.status.as_u16();
-    let logged_head = ctx
-        .fe
-        .log
-        .is_some()
-        .then(|| traffic_log::logged_head_size(&parts))
-        .unwrap_or(0);
+    let logged_head = if ctx.fe.log.is_some() {
+        traffic_log::logged_head_size(&parts)
+    } else {
+        0
+    };
     let mut out = Vec::with_capacity(512);
     let (framing, keep) = response::encode_head(&mut out, &parts, &body.size_hint(), &ex);
     drop(parts);

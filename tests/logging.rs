@@ -618,3 +618,48 @@ backend be
         assert_eq!(ours, run_stdout(&peer.program, &name), "{}", peer.label);
     }
 }
+
+/// A UDP receiver on IPv6 loopback, and the `udp@`/`ipv4@` prefixes: a
+/// Lua message from a script's body arrives on each, in the logger's
+/// format and facility.
+#[test]
+fn ipv6_and_prefixed_udp_targets_receive_lines() {
+    let Ok(v6) = UdpSocket::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    };
+    let v4 = UdpSocket::bind("127.0.0.1:0").expect("bind v4");
+    let dir = scratch_dir("logging-targets");
+    std::fs::write(dir.join("hello.lua"), "core.Alert('hello from the body')\n").expect("lua");
+    let port = free_port();
+    let cfg = dir.join("t.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  log [::1]:{} format raw local0\n  log udp@127.0.0.1:{} format priority local7\n  \
+             log ipv4@127.0.0.1:{} format short daemon\n  lua-load hello.lua\n\
+             defaults\n  mode http\n  timeout client 5s\n\
+             frontend fe\n  bind 127.0.0.1:{port}\n  http-request return status 200\n",
+            v6.local_addr().expect("addr").port(),
+            v4.local_addr().expect("addr").port(),
+            v4.local_addr().expect("addr").port(),
+        ),
+    )
+    .expect("cfg");
+    let _proxy = start(&artifacts().luahost(), &cfg, &dir, &[port]);
+    let recv = |s: &UdpSocket| -> String {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 2048];
+        let n = s.recv(&mut buf).expect("a log line");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(&v6), "hello from the body\n");
+    // local7.alert = 23 * 8 + 1; short: the level alone.
+    let mut got = vec![recv(&v4), recv(&v4)];
+    got.sort();
+    assert_eq!(
+        got,
+        ["<185>hello from the body\n", "<1>hello from the body\n"]
+    );
+}

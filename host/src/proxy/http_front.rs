@@ -272,17 +272,19 @@ async fn start_service(
             )),
         )),
     };
-    txn.req = for_log;
-    if let Some(old) = applet_req.txn.as_ref() {
-        txn.log.req_captures = old.log.req_captures.clone();
+    if fe.log.is_some() {
+        txn.req = for_log;
+        if let Some(old) = applet_req.txn.as_ref() {
+            txn.log.req_captures = old.log.req_captures.clone();
+        }
+        txn.server = Some(Arc::from(format!("<lua.{}>", target.name)));
+        txn.log.terminate("LR");
+        // An applet is reached at once: no queue, no connect, no wait
+        // (0/0/0 in HAProxy's line).
+        txn.log.t_queue = Some(0);
+        txn.log.t_connect = Some(0);
+        txn.log.t_response = Some(0);
     }
-    txn.server = Some(Arc::from(format!("<lua.{}>", target.name)));
-    txn.log.terminate("LR");
-    // An applet is reached at once: no queue, no connect, no wait (0/0/0
-    // in HAProxy's line).
-    txn.log.t_queue = Some(0);
-    txn.log.t_connect = Some(0);
-    txn.log.t_response = Some(0);
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(8);
     worker.start_http_service(

@@ -663,3 +663,85 @@ fn ipv6_and_prefixed_udp_targets_receive_lines() {
         ["<185>hello from the body\n", "<1>hello from the body\n"]
     );
 }
+
+/// `txn:log` & co. go to the loggers of the transaction's proxy: the
+/// frontend's while no backend is chosen, then the backend's; the traffic
+/// line goes to the frontend's; `core.log` to the global ones (none here).
+/// Compared with HAProxy.
+#[test]
+fn txn_messages_go_to_the_current_proxys_loggers() {
+    let peers = haproxy_peers();
+    if peers.is_empty() {
+        return;
+    }
+    let run_split = |program: &Path, name: &str| -> (Vec<String>, Vec<String>) {
+        let dir = scratch_dir(name);
+        let fe_sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let be_sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let backend = start_backend();
+        let port = free_port();
+        std::fs::write(
+            dir.join("stages.lua"),
+            r#"
+core.register_action("fe_stage", {"http-req"}, function(txn) txn:Info("fe stage") end)
+core.register_action("be_stage", {"http-req"}, function(txn)
+  txn:Warning("be stage")
+  core.log(core.info, "core message")
+end)
+"#,
+        )
+        .expect("lua");
+        let cfg = dir.join("s.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  lua-load stages.lua\n\
+                 defaults\n  mode http\n  timeout client 5s\n  timeout server 5s\n  timeout connect 1s\n\
+                 frontend fe\n  bind 127.0.0.1:{port}\n  log 127.0.0.1:{} format raw local0\n  \
+                 log-format \"%ST %b/%s %HP\"\n  http-request lua.fe_stage\n  default_backend be\n\
+                 backend be\n  log 127.0.0.1:{} format short local1\n  http-request lua.be_stage\n  \
+                 server s1 127.0.0.1:{backend}\n",
+                fe_sock.local_addr().expect("addr").port(),
+                be_sock.local_addr().expect("addr").port(),
+            ),
+        )
+        .expect("cfg");
+        let proxy = start(program, &cfg, &dir, &[port]);
+        exchange(port, &get("/x", ""));
+        let drain = |s: &UdpSocket, n: usize| -> Vec<String> {
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut buf = [0u8; 2048];
+            let mut lines = Vec::new();
+            while lines.len() < n {
+                match s.recv(&mut buf) {
+                    Ok(k) => lines.push(String::from_utf8_lossy(&buf[..k]).into_owned()),
+                    Err(_) => break,
+                }
+            }
+            lines
+        };
+        // The port check (an empty connection), the message, the request.
+        let mut fe_lines = drain(&fe_sock, 3);
+        fe_lines.sort();
+        let be_lines = drain(&be_sock, 1);
+        drop(proxy);
+        (fe_lines, be_lines)
+    };
+    let ours = run_split(&artifacts().luahost(), "logging-stages-luahost");
+    assert_eq!(
+        ours,
+        (
+            vec![
+                "200 be/s1 /x\n".to_string(),
+                "400 fe/<NOSRV> <BADREQ>\n".to_string(),
+                "fe stage\n".to_string()
+            ],
+            vec!["<4>be stage\n".to_string()]
+        )
+    );
+    for peer in &peers {
+        let name = format!("logging-stages-{}", peer.label.replace(' ', "-"));
+        assert_eq!(ours, run_split(&peer.program, &name), "{}", peer.label);
+    }
+}

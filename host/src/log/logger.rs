@@ -221,6 +221,41 @@ fn program_name() -> String {
 mod tests {
     use super::*;
 
+    /// `log ... FACILITY LEVEL MINLEVEL`: lines less severe than LEVEL are
+    /// not sent, lines more severe than MINLEVEL are sent as MINLEVEL.
+    #[test]
+    fn max_and_min_levels() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let cfg = crate::config::parse_str(
+            "t.cfg",
+            &format!(
+                "global\n  log 127.0.0.1:{} format priority local0 notice err\n",
+                rx.local_addr().expect("addr").port()
+            ),
+        )
+        .expect("config");
+        let logger = Logger::open(&cfg.global.logs[0]).expect("open");
+        let fields = HeaderFields {
+            tag: "t",
+            hostname: None,
+            pid: 1,
+            now: SystemTime::now(),
+        };
+        // alert (1) -> sent as err (3); info (6) -> dropped; notice (5) as is.
+        for level in [1, 6, 5] {
+            logger.send(level, b"m", &fields);
+        }
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let n = rx.recv(&mut buf).expect("a line");
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(got, ["<131>m\n", "<133>m\n"]);
+    }
+
     // One test touches the process-wide registry (tests run in parallel).
     #[test]
     fn proxies_get_global_own_or_no_loggers() {

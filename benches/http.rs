@@ -56,6 +56,32 @@ fn proxy_cfg() -> String {
         .to_string()
 }
 
+/// Proxying with a traffic log: an httplog line per request (with a
+/// captured header) sent over UDP to a syslog sink.
+fn proxy_httplog_cfg() -> String {
+    "global\n  nbthread @NBTHREAD@\n  log @LOGSINK@ local0\ndefaults\n  mode http\n  log global\n  \
+     option httplog\n  timeout client 5s\n  timeout server 5s\n  timeout connect 1s\n  option http-keep-alive\n\
+     frontend f\n  bind 127.0.0.1:@PORT@\n  capture request header Host len 32\n  default_backend b\n\
+     backend b\n  server s1 @ORIGIN@\n"
+        .to_string()
+}
+
+/// A syslog receiver for the logging workload: a thread that reads and
+/// counts datagrams, so that the servers' sockets never fill.
+fn start_log_sink() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind log sink");
+    let addr = sock.local_addr().expect("sink address").to_string();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while sock.recv(&mut buf).is_ok() {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    (addr, count)
+}
+
 /// The reference workload, unmodified but for its port and file path.
 fn reference() -> Option<(String, String)> {
     let dir = luahost_suite::workspace_root().join("../shared/anchors");
@@ -200,7 +226,7 @@ struct Target {
 }
 
 /// Starts `program` on scenario `sc` and warms it up.
-fn launch(program: &str, sc: &Scenario, origin: &str, conns: u64) -> Target {
+fn launch(program: &str, sc: &Scenario, origin: &str, log_sink: &str, conns: u64) -> Target {
     let tag = std::path::Path::new(program)
         .file_name()
         .map_or("x".into(), |f| f.to_string_lossy().into_owned());
@@ -217,7 +243,8 @@ fn launch(program: &str, sc: &Scenario, origin: &str, conns: u64) -> Target {
         .cfg
         .replace("@PORT@", &port.to_string())
         .replace("@NBTHREAD@", &sc.nbthread.to_string())
-        .replace("@ORIGIN@", origin);
+        .replace("@ORIGIN@", origin)
+        .replace("@LOGSINK@", log_sink);
     std::fs::write(dir.join("bench.cfg"), cfg).expect("write cfg");
     let pin = (sc.nbthread == 1).then_some("0");
     let server = start(program, &dir, port, pin);
@@ -317,6 +344,13 @@ fn main() {
         files: Vec::new(),
         nbthread: 1,
     });
+    scenarios.push(Scenario {
+        name: "proxy to origin, httplog over UDP",
+        cfg: proxy_httplog_cfg(),
+        files: Vec::new(),
+        nbthread: 1,
+    });
+    let (log_sink, log_lines) = start_log_sink();
 
     // BENCH_ONLY=text keeps the workloads whose name contains it.
     if let Ok(only) = std::env::var("BENCH_ONLY") {
@@ -331,11 +365,14 @@ fn main() {
         // of them.
         let mut targets = vec![(
             "luahost".to_string(),
-            launch(&luahost, sc, &origin_addr, conns),
+            launch(&luahost, sc, &origin_addr, &log_sink, conns),
         )];
         for p in &peers {
             let program = p.program.to_string_lossy();
-            targets.push((p.label.clone(), launch(&program, sc, &origin_addr, conns)));
+            targets.push((
+                p.label.clone(),
+                launch(&program, sc, &origin_addr, &log_sink, conns),
+            ));
         }
         let mut results: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); targets.len()];
         for round in 0..runs as usize {
@@ -375,6 +412,10 @@ fn main() {
         println!("peer: {} ({})", p.label, p.version);
     }
     println!("origin for 'proxy to origin': {origin_addr} (pinned to CPU 1, shared with wrk)");
+    println!(
+        "httplog workload: one line per request over UDP to a receiving thread ({} lines received in all)",
+        log_lines.load(std::sync::atomic::Ordering::Relaxed)
+    );
     println!();
     println!(
         "| workload | nbthread | server | req/s (median) | min-max | p50 ms (median) | p99 ms (median) | CPU us/req (median) | luahost/this req/s | median of paired ratios |"

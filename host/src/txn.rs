@@ -116,6 +116,8 @@ impl ServicePrivs {
             states & !self.state_bit
         }
     }
+    /// What the traffic log line reports: timers, termination, captures.
+    pub log: crate::log::TxnFacts,
 }
 
 impl Txn {
@@ -146,6 +148,7 @@ impl Txn {
             log_level: None,
             first_request: true,
             service_privs: None,
+            log: crate::log::TxnFacts::default(),
         }
     }
 

@@ -11,11 +11,13 @@ use tokio::net::TcpStream;
 
 /// Connects to the slot's server. With redispatch enabled, the last retry
 /// may move `slot` to another server (the caller reads the server from the
-/// slot afterwards).
+/// slot afterwards). `retries` counts the attempts after the first (the
+/// log's `%rc`).
 pub(crate) async fn connect(
     be: &Arc<Backend>,
     slot: &mut ConnSlot,
     client: IpAddr,
+    retries: &mut u32,
 ) -> Result<TcpStream, ForwardError> {
     let timeout = be.timeouts.connect;
     // Waiting a little before retrying the same server avoids hammering a
@@ -52,6 +54,7 @@ pub(crate) async fn connect(
             .counters
             .retries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *retries = attempt;
         crate::log::warning(&format!(
             "backend '{}': server '{}' connect failed ({why}), retrying ({attempt}/{})",
             be.name,

@@ -111,7 +111,9 @@ impl Forwarder {
         // Sending a request again after the server may have seen it is only
         // safe for the methods that mean the same when repeated.
         let idempotent = head.method.is_idempotent();
+        let queued = std::time::Instant::now();
         let mut slot = be.take_slot(client, None).await?;
+        txn.log.t_queue = Some(elapsed_ms(queued));
         txn.server = Some(slot.server().name.clone());
         // Fresh connections that failed before taking the request; bounded
         // so that a server closing every connection at once cannot loop us.
@@ -124,17 +126,26 @@ impl Forwarder {
                 None
             };
             let (mut conn, reused) = match pooled {
-                Some(c) => (c, true),
+                Some(c) => {
+                    // A reused connection took no time to establish.
+                    txn.log.t_connect = Some(0);
+                    (c, true)
+                }
                 None => {
+                    let started = std::time::Instant::now();
                     // Boxed: connecting is rare on a busy proxy, and its
                     // state would otherwise weigh on every request's future.
-                    let stream = Box::pin(connect(be, &mut slot, client)).await?;
+                    let stream =
+                        Box::pin(connect(be, &mut slot, client, &mut txn.log.retries)).await?;
+                    txn.log.t_connect = Some(elapsed_ms(started));
                     txn.server = Some(slot.server().name.clone());
                     (Conn::new(stream), false)
                 }
             };
+            let sent = std::time::Instant::now();
             match exchange(&mut conn, &mut upload, head_request, be.timeouts.server).await {
                 Outcome::Response(res) => {
+                    txn.log.t_response = Some(elapsed_ms(sent));
                     return Ok(upstream_response(res, be, conn, slot, upload));
                 }
                 Outcome::NotSent(e) if upload.can_resend() => {
@@ -179,6 +190,11 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// Milliseconds since `t`, for the log's timers.
+pub(crate) fn elapsed_ms(t: std::time::Instant) -> i64 {
+    t.elapsed().as_millis().min(i64::MAX as u128) as i64
 }
 
 fn log_bad_response(be: &Backend, slot: &ConnSlot, why: &str) {

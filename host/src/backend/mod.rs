@@ -512,6 +512,18 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
+    /// The termination state HAProxy logs in this case.
+    pub fn term_state(&self) -> &'static str {
+        match self {
+            ForwardError::NoServer | ForwardError::ConnectFailed => "SC",
+            ForwardError::QueueTimeout => "sQ",
+            ForwardError::Timeout => "sH",
+            ForwardError::BadResponse => "SH",
+            ForwardError::ServerAborted => "SD",
+            ForwardError::ClientAborted => "CH",
+        }
+    }
+
     /// The HTTP status HAProxy answers with in this case.
     pub fn status(&self) -> u16 {
         match self {

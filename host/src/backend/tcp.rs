@@ -46,9 +46,13 @@ impl Forwarder {
     ) -> Result<(), ForwardError> {
         txn.backend = Some(be.name.clone());
         let client_ip = txn.client.ip();
+        let queued = std::time::Instant::now();
         let mut slot = be.take_slot(client_ip, None).await?;
+        txn.log.t_queue = Some(super::http::elapsed_ms(queued));
         txn.server = Some(slot.server().name.clone());
-        let mut server = connect(be, &mut slot, client_ip).await?;
+        let started = std::time::Instant::now();
+        let mut server = connect(be, &mut slot, client_ip, &mut txn.log.retries).await?;
+        txn.log.t_connect = Some(super::http::elapsed_ms(started));
         txn.server = Some(slot.server().name.clone());
         let idle = idle_timeout(be);
         if !already_read.is_empty() {
@@ -64,7 +68,11 @@ impl Forwarder {
                 return Err(ForwardError::ServerAborted);
             }
         }
-        let result = relay(&mut client, &mut server, idle).await;
+        let up = Cell::new(already_read.len() as u64);
+        let down = Cell::new(0);
+        let result = relay(&mut client, &mut server, idle, (&up, &down)).await;
+        txn.log.bytes_in = up.get();
+        txn.log.bytes_out = down.get();
         // The slot is released (and both sockets closed) on return.
         match result {
             Ok(()) => Ok(()),
@@ -110,6 +118,7 @@ async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
     idle: Option<Duration>,
+    (up_bytes, down_bytes): (&Cell<u64>, &Cell<u64>),
 ) -> Result<(), Option<Side>> {
     let mut bufs = vec![0u8; 2 * BUF_SIZE];
     let (up_buf, down_buf) = bufs.split_at_mut(BUF_SIZE);
@@ -117,7 +126,7 @@ async fn relay(
     let (mut server_rd, mut server_wr) = server.split();
     let last = Cell::new(Instant::now());
     let up = async {
-        copy_half(&mut client_rd, &mut server_wr, up_buf, &last)
+        copy_half(&mut client_rd, &mut server_wr, up_buf, &last, up_bytes)
             .await
             .map_err(|(read_side, e)| {
                 if read_side {
@@ -128,7 +137,7 @@ async fn relay(
             })
     };
     let down = async {
-        copy_half(&mut server_rd, &mut client_wr, down_buf, &last)
+        copy_half(&mut server_rd, &mut client_wr, down_buf, &last, down_bytes)
             .await
             .map_err(|(read_side, e)| {
                 if read_side {
@@ -155,6 +164,7 @@ async fn copy_half<R, W>(
     wr: &mut W,
     buf: &mut [u8],
     last: &Cell<Instant>,
+    copied: &Cell<u64>,
 ) -> Result<(), (bool, std::io::Error)>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -169,6 +179,7 @@ where
         }
         last.set(Instant::now());
         wr.write_all(&buf[..n]).await.map_err(|e| (false, e))?;
+        copied.set(copied.get() + n as u64);
         last.set(Instant::now());
     }
 }

@@ -17,6 +17,8 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "maxconn",
     "pidfile",
     "log",
+    "log-tag",
+    "log-send-hostname",
     "tune.bufsize",
     "tune.lua.forced-yield",
     "tune.lua.maxmem",
@@ -53,8 +55,6 @@ pub(crate) const UNSUPPORTED: &[&str] = &[
     "localpeer",
     "external-check",
     "insecure-fork-wanted",
-    "log-send-hostname",
-    "log-tag",
     "quiet",
     "zero-warning",
     "ssl-default-bind-ciphers",
@@ -291,6 +291,15 @@ pub(crate) fn keyword(g: &mut Global, words: &[&str], loc: &Location) -> Result<
             at_most(words, 2)?;
         }
         "stats" => super::stats::keyword(&mut g.stats, words, loc)?,
+        "log-tag" => {
+            let tag = arg.filter(|t| !t.is_empty()).ok_or("'log-tag' expects a tag")?;
+            at_most(words, 2)?;
+            g.log_tag = Some(tag.to_string());
+        }
+        "log-send-hostname" => {
+            at_most(words, 2)?;
+            g.log_send_hostname = Some(arg.unwrap_or_default().to_string());
+        }
         "log" => match parse_log(words, loc)? {
             Some(target) => g.logs.push(target),
             None => {
@@ -461,6 +470,69 @@ fn openlibs(g: &Global, words: &[&str]) -> Result<Option<Vec<String>>, String> {
     Ok(if everything { None } else { Some(libs) })
 }
 
+/// The default syslog port.
+const SYSLOG_PORT: u16 = 514;
+
+/// Reads a `log` target: `stdout`/`stderr` (`fd@1`/`fd@2`), a unix
+/// datagram socket (`/path`, `unix@path`), or a UDP syslog server
+/// (`host[:port]`, `udp@`, `udp4@`, `udp6@`, `ipv4@`, `ipv6@`; port 514 by default).
+fn log_dest(target: &str) -> Result<LogDest, String> {
+    match target {
+        "stdout" | "fd@1" => return Ok(LogDest::Stdout),
+        "stderr" | "fd@2" => return Ok(LogDest::Stderr),
+        _ => {}
+    }
+    if target.starts_with('/') {
+        return Ok(LogDest::Unix(PathBuf::from(target)));
+    }
+    let (prefix, rest) = match target.split_once('@') {
+        Some((p, r)) => (Some(p), r),
+        None => (None, target),
+    };
+    match prefix {
+        Some("unix") => return Ok(LogDest::Unix(PathBuf::from(rest))),
+        None | Some("udp" | "udp4" | "udp6" | "ipv4" | "ipv6") => {}
+        Some(other) => {
+            return Err(format!(
+                "log target '{target}': the '{other}@' address family is not supported; use a unix socket path, HOST[:PORT], udp@HOST[:PORT], stdout or stderr"
+            ))
+        }
+    }
+    let want_v6 = matches!(prefix, Some("udp6" | "ipv6"));
+    let want_v4 = matches!(prefix, Some("udp4" | "ipv4"));
+    udp_addr(rest, want_v4, want_v6).map(LogDest::Udp)
+}
+
+/// `host[:port]` or `[v6]:port` or a bare IPv6 address, resolved once.
+fn udp_addr(text: &str, want_v4: bool, want_v6: bool) -> Result<std::net::SocketAddr, String> {
+    use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+    let bad = |why: &str| format!("log target '{text}': {why}");
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, SYSLOG_PORT));
+    }
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_start_matches('[').trim_end_matches(']'),
+            p.parse::<u16>()
+                .map_err(|_| bad("the port must be a number from 0 to 65535"))?,
+        ),
+        None => (text, SYSLOG_PORT),
+    };
+    if host.is_empty() {
+        return Err(bad("no host given"));
+    }
+    let found = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("cannot resolve '{host}': {e}")))?;
+    found
+        .into_iter()
+        .find(|a| (!want_v4 || a.is_ipv4()) && (!want_v6 || a.is_ipv6()))
+        .ok_or_else(|| bad("no address of the requested family"))
+}
+
 /// Reads `log TARGET [len N] [format F] FACILITY [LEVEL [MINLEVEL]]`; returns
 /// `None` for `log global`.
 pub(crate) fn parse_log(words: &[&str], loc: &Location) -> Result<Option<LogTarget>, String> {
@@ -470,15 +542,9 @@ pub(crate) fn parse_log(words: &[&str], loc: &Location) -> Result<Option<LogTarg
                 at_most(words, 2)?;
                 return Ok(None);
             }
-            Some("stdout") => LogDest::Stdout,
-            Some("stderr") => LogDest::Stderr,
-            Some(other) => {
-                return Err(format!(
-                    "log target '{other}' is not supported yet: luahost logs only to stderr/stdout"
-                ))
-            }
+            Some(target) => log_dest(target)?,
             None => return Err(
-                "'log' expects a target ('stderr' or 'stdout') and a syslog facility, or 'global'"
+                "'log' expects a target (a unix socket path, HOST[:PORT], udp@HOST[:PORT], stdout or stderr) and a syslog facility, or 'global'"
                     .to_string(),
             ),
         };

@@ -236,6 +236,11 @@ pub struct Global {
     pub logs: Vec<LogTarget>,
     /// `pidfile`.
     pub pidfile: Option<PathBuf>,
+    /// `log-tag`: the tag of syslog headers (the program name when unset).
+    pub log_tag: Option<String>,
+    /// `log-send-hostname [NAME]`: the host name put in syslog headers
+    /// (an empty string: the system's host name).
+    pub log_send_hostname: Option<String>,
     /// Process keywords: daemon, privileges, chroot, timers, CPU pinning.
     pub process: Process,
     /// `stats socket`, `stats timeout`, `stats maxconn`: the runtime API.
@@ -380,7 +385,7 @@ pub enum BlockingCalls {
     Allow,
 }
 
-/// A `log` destination (luahost only writes to its own stdout or stderr).
+/// A `log` line: where lines go, in which format, at which levels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogTarget {
     /// Where lines go.
@@ -399,13 +404,17 @@ pub struct LogTarget {
     pub location: Location,
 }
 
-/// A log output stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a `log` line sends its lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogDest {
-    /// The process's standard output.
+    /// The process's standard output (`stdout`, `fd@1`).
     Stdout,
-    /// The process's standard error.
+    /// The process's standard error (`stderr`, `fd@2`).
     Stderr,
+    /// A unix datagram socket (`/dev/log`, `unix@PATH`).
+    Unix(PathBuf),
+    /// A syslog server over UDP (`HOST[:PORT]`, `udp@`, `ipv4@`, `ipv6@`).
+    Udp(SocketAddr),
 }
 
 /// A syslog severity, most severe first.
@@ -521,11 +530,37 @@ pub struct Proxy {
     pub log_global: bool,
     /// Proxy-specific `log` targets.
     pub logs: Vec<LogTarget>,
+    /// `log-tag`, `log-format` and captures (boxed: most proxies have none).
+    pub logging: Option<Box<ProxyLogging>>,
     /// `description`.
     pub description: Option<String>,
     /// `option httpchk`, `option tcp-check` and their `http-check` /
     /// `tcp-check` rules (boxed: most proxies have none).
     pub health: Option<Box<ProxyCheck>>,
+}
+
+/// The logging settings of a proxy besides its `log` lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyLogging {
+    /// `log-tag`.
+    pub tag: Option<String>,
+    /// `log-format`, with its line.
+    pub format: Option<(String, Location)>,
+    /// `capture request header NAME len N`, then `http-request capture ...
+    /// len N` slots, in the order they were declared.
+    pub req_captures: Vec<Capture>,
+    /// `capture response header NAME len N` (and `http-response capture`).
+    pub res_captures: Vec<Capture>,
+}
+
+/// A capture slot: the header it takes (none for `http-request capture`,
+/// whose rule fills it) and its length limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    /// The header name for `capture request/response header`.
+    pub header: Option<String>,
+    /// The longest value kept, in bytes.
+    pub len: usize,
 }
 
 /// A listening address.
@@ -711,6 +746,16 @@ pub enum Action {
         name: String,
         /// Its arguments.
         args: Vec<String>,
+    },
+    /// `capture SAMPLE len N`: keep the sample's text in a capture slot
+    /// of the frontend (shown by `%hr`/`%hs`, `capture.req.hdr(N)`).
+    Capture {
+        /// The sample expression, as written.
+        expr: String,
+        /// The longest value kept.
+        len: usize,
+        /// The capture slot; set once the rule is added to its proxy.
+        slot: usize,
     },
     /// `use-service lua.NAME`: answer with a service registered by a script.
     UseService {
@@ -940,6 +985,8 @@ pub struct ProxyOptions {
     pub tcplog: bool,
     /// `option dontlognull`.
     pub dontlognull: bool,
+    /// `option log-separate-errors`: lines of failed transactions at `err`.
+    pub log_separate_errors: bool,
     /// `option abortonclose`: a client that closes its side while its
     /// request is still being processed aborts it (by default it is still
     /// answered, which a half-closed client needs).

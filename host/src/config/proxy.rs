@@ -80,6 +80,9 @@ const KEYWORDS: &[(&str, u8)] = &[
     ("no", ALL),
     ("retries", D | B | L),
     ("log", ALL),
+    ("log-tag", ALL),
+    ("log-format", D | F | L),
+    ("capture", F | L),
     ("description", F | B | L),
     ("http-check", D | B | L),
     ("tcp-check", D | B | L),
@@ -105,6 +108,7 @@ const OPTIONS: &[(&str, u8)] = &[
     ("httplog", D | F | L),
     ("tcplog", D | F | L),
     ("dontlognull", D | F | L),
+    ("log-separate-errors", D | F | L),
     ("abortonclose", ALL),
     ("httpchk", D | B | L),
     ("tcp-check", D | B | L),
@@ -116,7 +120,6 @@ pub(crate) const HTTP_OPTIONS: &[&str] = &["forwardfor", "http-keep-alive", "htt
 /// HAProxy proxy keywords that luahost recognises but does not implement.
 const UNSUPPORTED: &[&str] = &[
     "bind-process",
-    "capture",
     "clitimeout",
     "compression",
     "contimeout",
@@ -145,9 +148,7 @@ const UNSUPPORTED: &[&str] = &[
     "id",
     "ignore-persist",
     "load-server-state-from-file",
-    "log-format",
     "log-format-sd",
-    "log-tag",
     "max-keep-alive-queue",
     "monitor-uri",
     "persist",
@@ -219,6 +220,7 @@ pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
         retries: None,
         log_global: false,
         logs: Vec::new(),
+        logging: None,
         description: None,
         health: None,
     }
@@ -265,6 +267,16 @@ pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Locat
         log_global: defaults.log_global,
         logs: defaults.logs.clone(),
         health: if be { inherit_checks(defaults) } else { None },
+        // log-tag for every proxy, log-format only with frontend capability;
+        // captures are never in defaults.
+        logging: defaults.logging.as_ref().and_then(|l| {
+            let inherited = super::ProxyLogging {
+                tag: l.tag.clone(),
+                format: if fe { l.format.clone() } else { None },
+                ..Default::default()
+            };
+            (inherited != super::ProxyLogging::default()).then(|| Box::new(inherited))
+        }),
         ..builtin_defaults(loc)
     }
 }
@@ -393,6 +405,22 @@ pub(crate) fn keyword(
         },
         "http-check" => health::http_check(proxy_check(p), &words[1..])?,
         "tcp-check" => health::tcp_check(proxy_check(p), &words[1..])?,
+        "log-tag" => {
+            let tag = arg
+                .filter(|t| !t.is_empty())
+                .ok_or("'log-tag' expects a tag")?;
+            at_most(words, 2)?;
+            logging(p).tag = Some(tag.to_string());
+        }
+        "log-format" => {
+            let Some(format) = arg else {
+                return Err("'log-format' expects a format string".to_string());
+            };
+            at_most(words, 2)?;
+            // Compiled (and checked) with the proxy's rules at start-up.
+            logging(p).format = Some((format.to_string(), loc.clone()));
+        }
+        "capture" => capture(p, words)?,
         "description" => {
             if words.len() < 2 {
                 return Err("'description' expects a text".to_string());
@@ -610,6 +638,36 @@ fn use_backend(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), Stri
     Ok(())
 }
 
+/// The proxy's logging settings, created on first use.
+fn logging(p: &mut Proxy) -> &mut super::ProxyLogging {
+    p.logging.get_or_insert_with(Default::default)
+}
+
+/// `capture request header NAME len N` / `capture response header NAME len N`.
+fn capture(p: &mut Proxy, words: &[&str]) -> Result<(), String> {
+    let usage = "'capture' expects 'request header NAME len N' or 'response header NAME len N'";
+    let (Some(&side), Some(&"header"), Some(&name), Some(&"len")) =
+        (words.get(1), words.get(2), words.get(3), words.get(4))
+    else {
+        if words.get(1) == Some(&"cookie") {
+            return Err("'capture cookie' is not supported yet".to_string());
+        }
+        return Err(usage.to_string());
+    };
+    let len: usize = int_arg("capture len", "a length", words.get(5).copied(), 1, 65535)?;
+    at_most(words, 6)?;
+    let slot = super::Capture {
+        header: Some(name.to_string()),
+        len,
+    };
+    match side {
+        "request" => logging(p).req_captures.push(slot),
+        "response" => logging(p).res_captures.push(slot),
+        _ => return Err(usage.to_string()),
+    }
+    Ok(())
+}
+
 /// One rule of `set`; `words` starts at the action.
 fn rule(
     p: &mut Proxy,
@@ -618,7 +676,22 @@ fn rule(
     sect: SectionKind,
     loc: &Location,
 ) -> Result<(), String> {
-    let rule = parse_rule(set, words, sect == SectionKind::Backend, &p.acls, loc)?;
+    let mut rule = parse_rule(set, words, sect == SectionKind::Backend, &p.acls, loc)?;
+    if let super::Action::Capture { len, slot, .. } = &mut rule.action {
+        // `http-request capture ... len N` declares a new request slot.
+        if sect != SectionKind::Frontend && sect != SectionKind::Listen {
+            return Err(
+                "'http-request capture ... len' is only allowed in a 'frontend' or 'listen' section"
+                    .to_string(),
+            );
+        }
+        let captures = &mut logging(p).req_captures;
+        *slot = captures.len();
+        captures.push(super::Capture {
+            header: None,
+            len: *len,
+        });
+    }
     let list = match set {
         RuleSet::HttpRequest => &mut p.http_request,
         RuleSet::HttpResponse => &mut p.http_response,
@@ -694,6 +767,7 @@ fn option(p: &mut Proxy, sect: SectionKind, words: &[&str], enable: bool) -> Res
         }
         "abortonclose" => o.abortonclose = enable,
         "dontlognull" => o.dontlognull = enable,
+        "log-separate-errors" => o.log_separate_errors = enable,
         _ => return Err(format!("'{prefix} {name}' is not handled")),
     }
     Ok(())

@@ -34,6 +34,7 @@ enum Name {
     SetQuery,
     SetVar,
     UnsetVar,
+    Capture,
     Deny,
     Return,
     Redirect,
@@ -50,6 +51,7 @@ impl Name {
             w if w.starts_with("set-var(") => Name::SetVar,
             w if w.starts_with("unset-var(") => Name::UnsetVar,
             "use-service" => Name::UseService,
+            "capture" => Name::Capture,
             "set-header" => Name::SetHeader,
             "add-header" => Name::AddHeader,
             "del-header" => Name::DelHeader,
@@ -80,6 +82,7 @@ impl Name {
             Name::SetQuery => "set-query",
             Name::SetVar => "set-var(<scope>.<name>)",
             Name::UnsetVar => "unset-var(<scope>.<name>)",
+            Name::Capture => "capture <sample> len <length>",
             Name::Deny => "deny",
             Name::Return => "return",
             Name::Redirect => "redirect",
@@ -118,6 +121,7 @@ impl RuleSet {
                 SetQuery,
                 SetVar,
                 UnsetVar,
+                Capture,
                 Deny,
                 Return,
                 Redirect,
@@ -321,6 +325,22 @@ fn parse_action(
             let var = var_ref(word, "set-var")?;
             let [expr] = fixed(args, what, "a sample expression, e.g. req.hdr(host)")?;
             (Action::SetVar { var, expr: s(expr) }, 1)
+        }
+        Name::Capture => {
+            let [expr] = fixed(args, what, "a sample expression and 'len N'")?;
+            if args.get(1) != Some(&"len") {
+                return Err(format!(
+                    "'{what}' expects 'len N' after the sample (the 'id N' form is not supported yet)"
+                ));
+            }
+            let len: usize =
+                super::units::int_arg("capture len", "a length", args.get(2).copied(), 1, 65535)?;
+            let action = Action::Capture {
+                expr: s(expr),
+                len,
+                slot: 0,
+            };
+            (action, 3)
         }
         Name::UnsetVar => (
             Action::UnsetVar {

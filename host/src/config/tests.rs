@@ -209,9 +209,10 @@ fn global_errors() {
         ("tune.bufsize 16q", "'tune.bufsize' expects a size like 16384, 16k or 1m, got '16q'"),
         ("tune.bufsize 100", "'tune.bufsize' must be between 1024 and 2147483647 bytes, got '100'"),
         ("pidfile", "'pidfile' expects a file name"),
-        ("log 127.0.0.1:514 local0", "log target '127.0.0.1:514' is not supported yet: luahost logs only to stderr/stdout"),
-        ("log /dev/log local0", "log target '/dev/log' is not supported yet: luahost logs only to stderr/stdout"),
-        ("log", "'log' expects a target ('stderr' or 'stdout') and a syslog facility, or 'global'"),
+        ("log tcp@127.0.0.1:514 local0", "log target 'tcp@127.0.0.1:514': the 'tcp@' address family is not supported; use a unix socket path, HOST[:PORT], udp@HOST[:PORT], stdout or stderr"),
+        ("log 127.0.0.1:99999 local0", "log target '127.0.0.1:99999': the port must be a number from 0 to 65535"),
+        ("log", "'log' expects a target (a unix socket path, HOST[:PORT], udp@HOST[:PORT], stdout or stderr) and a syslog facility, or 'global'"),
+        ("log-tag", "'log-tag' expects a tag"),
         ("log global", "'log global' only makes sense in a proxy section; in 'global', name a target such as 'stderr local0'"),
         ("log stderr", "'log' expects a syslog facility (one of: kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, auth2, ftp, ntp, audit, alert, cron2, local0, local1, local2, local3, local4, local5, local6, local7)"),
         ("log stderr local9", "'log' expects a syslog facility (one of: kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, auth2, ftp, ntp, audit, alert, cron2, local0, local1, local2, local3, local4, local5, local6, local7), got 'local9'"),
@@ -236,6 +237,7 @@ fn global_errors() {
         ("group no-such-group-xyz", "cannot find group id for 'no-such-group-xyz'"),
         ("chroot", "'chroot' expects a directory as an argument."),
         ("bind :80", "unknown keyword 'bind' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs, tune.lua.bytecode, httpclient.retries, httpclient.timeout.connect, httpclient.ssl.verify, httpclient.ssl.ca-file, httpclient.resolvers.id, httpclient.resolvers.prefer, httpclient.resolvers.disabled, httpclient.pool.idle-timeout"),
+        ("bind :80", "unknown keyword 'bind' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, log-tag, log-send-hostname, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs, tune.lua.bytecode"),
     ];
     for (line, message) in cases {
         let text = format!("global\n  {line}\n");
@@ -340,6 +342,7 @@ backend app
             httplog: true,
             tcplog: false,
             dontlognull: true,
+            log_separate_errors: false,
             abortonclose: false,
         }
     );
@@ -629,8 +632,8 @@ fn proxy_keyword_errors() {
         ("frontend", "use_backend app if undeclared", "no such ACL: 'undeclared' (an ACL must be declared with 'acl' before the rule that uses it)"),
         ("frontend", "use_backend app if", "missing condition after 'if'"),
         ("frontend", "acl x", "in ACL 'x': missing fetch method (e.g. 'path_beg', 'req.hdr(host)')"),
-        ("frontend", "http-request", "'http-request' expects an action; expected one of: lua.<name>, use-service lua.<name>, set-header, add-header, del-header, replace-header, set-path, set-query, set-var(<scope>.<name>), unset-var(<scope>.<name>), deny, return, redirect, allow"),
-        ("frontend", "http-request tarpit", "unknown action 'tarpit' in 'http-request' rules; expected one of: lua.<name>, use-service lua.<name>, set-header, add-header, del-header, replace-header, set-path, set-query, set-var(<scope>.<name>), unset-var(<scope>.<name>), deny, return, redirect, allow"),
+        ("frontend", "http-request", "'http-request' expects an action; expected one of: lua.<name>, use-service lua.<name>, set-header, add-header, del-header, replace-header, set-path, set-query, set-var(<scope>.<name>), unset-var(<scope>.<name>), capture <sample> len <length>, deny, return, redirect, allow"),
+        ("frontend", "http-request tarpit", "unknown action 'tarpit' in 'http-request' rules; expected one of: lua.<name>, use-service lua.<name>, set-header, add-header, del-header, replace-header, set-path, set-query, set-var(<scope>.<name>), unset-var(<scope>.<name>), capture <sample> len <length>, deny, return, redirect, allow"),
         ("frontend", "http-response set-path /x", "action 'set-path' is not valid in 'http-response' rules; expected one of: lua.<name>, set-header, add-header, del-header, replace-header, set-var(<scope>.<name>), unset-var(<scope>.<name>), deny, return, redirect, set-status, allow"),
         ("frontend", "tcp-request content close", "unknown action 'close' in 'tcp-request content' rules; expected one of: lua.<name>, use-service lua.<name>, accept, reject, set-var(<scope>.<name>), unset-var(<scope>.<name>)"),
         ("frontend", "tcp-request connection reject", "'tcp-request connection' is not supported yet"),
@@ -659,6 +662,9 @@ fn proxy_keyword_errors() {
         ("backend", "option redispatch", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, abortonclose, httpchk, tcp-check; 'redispatch' is not supported (yet)"),
         ("backend", "option", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, abortonclose, httpchk, tcp-check"),
         ("backend", "no option bogus", "'no option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, abortonclose, httpchk, tcp-check; 'bogus' is not supported (yet)"),
+        ("backend", "option redispatch", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, log-separate-errors, abortonclose; 'redispatch' is not supported (yet)"),
+        ("backend", "option", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, log-separate-errors, abortonclose"),
+        ("backend", "no option bogus", "'no option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, log-separate-errors, abortonclose; 'bogus' is not supported (yet)"),
         ("backend", "option httplog", "'option httplog' is not allowed in a 'backend' section (allowed in: defaults, frontend, listen)"),
         ("frontend", "option httpclose now", "'option httpclose' does not take the argument 'now'"),
         ("frontend", "option forwardfor header", "'option forwardfor header' expects a header name"),
@@ -667,7 +673,13 @@ fn proxy_keyword_errors() {
         ("frontend", "no mode", "'no' only applies to 'option' and 'log', got 'mode'"),
         ("frontend", "no log extra", "'no' does not take the argument 'extra'"),
         ("backend", "retries many", "'retries' expects a number of retries (an integer between 0 and 4294967295), got 'many'"),
-        ("frontend", "log syslog.example:514 local0", "log target 'syslog.example:514' is not supported yet: luahost logs only to stderr/stdout"),
+        ("frontend", "log udp@:514 local0", "log target ':514': no host given"),
+        ("frontend", "capture request header Host", "'capture' expects 'request header NAME len N' or 'response header NAME len N'"),
+        ("frontend", "capture cookie X len 10", "'capture cookie' is not supported yet"),
+        ("frontend", "capture request header Host len 0", "'capture len' expects a length (an integer between 1 and 65535), got '0'"),
+        ("backend", "capture request header Host len 10", "'capture' is not allowed in a 'backend' section (allowed in: frontend, listen)"),
+        ("backend", "http-request capture req.hdr(host) len 10", "'http-request capture ... len' is only allowed in a 'frontend' or 'listen' section"),
+        ("frontend", "http-request capture req.hdr(host)", "'http-request capture' expects 'len N' after the sample (the 'id N' form is not supported yet)"),
         ("frontend", "log global now", "'log' does not take the argument 'now'"),
         ("frontend", "description", "'description' expects a text"),
         ("frontend", "stick-table type ip size 1m", "'stick-table' is not supported yet by luahost"),
@@ -676,6 +688,9 @@ fn proxy_keyword_errors() {
         ("frontend", "frobnicate", "unknown keyword 'frobnicate' in 'frontend' section; expected one of: mode, bind, timeout, maxconn, backlog, default_backend, use_backend, acl, http-request, http-response, http-after-response, tcp-request, option, no, log, description"),
         ("backend", "frobnicate", "unknown keyword 'frobnicate' in 'backend' section; expected one of: mode, timeout, acl, http-request, http-response, http-after-response, tcp-request, tcp-response, server, balance, option, no, retries, log, description, http-check, tcp-check"),
         ("defaults", "frobnicate", "unknown keyword 'frobnicate' in 'defaults' section; expected one of: mode, timeout, maxconn, backlog, default_backend, tcp-request, balance, option, no, retries, log, http-check, tcp-check"),
+        ("frontend", "frobnicate", "unknown keyword 'frobnicate' in 'frontend' section; expected one of: mode, bind, timeout, maxconn, backlog, default_backend, use_backend, acl, http-request, http-response, http-after-response, tcp-request, option, no, log, log-tag, log-format, capture, description"),
+        ("backend", "frobnicate", "unknown keyword 'frobnicate' in 'backend' section; expected one of: mode, timeout, acl, http-request, http-response, http-after-response, tcp-request, tcp-response, server, balance, option, no, retries, log, log-tag, description"),
+        ("defaults", "frobnicate", "unknown keyword 'frobnicate' in 'defaults' section; expected one of: mode, timeout, maxconn, backlog, default_backend, tcp-request, balance, option, no, retries, log, log-tag, log-format"),
         ("frontend", "server s1 1.2.3.4:80", "'server' is not allowed in a 'frontend' section (allowed in: backend, listen)"),
         ("frontend", "balance roundrobin", "'balance' is not allowed in a 'frontend' section (allowed in: defaults, backend, listen)"),
         ("frontend", "retries 3", "'retries' is not allowed in a 'frontend' section (allowed in: defaults, backend, listen)"),
@@ -830,6 +845,7 @@ frontend f
         [
             "[ALERT] parsing [t.cfg:2] : 'nbthread' expects a number of threads (an integer between 1 and 4096), got 'zero'",
             "[ALERT] parsing [t.cfg:3] : unknown keyword 'bogus' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs, tune.lua.bytecode, httpclient.retries, httpclient.timeout.connect, httpclient.ssl.verify, httpclient.ssl.ca-file, httpclient.resolvers.id, httpclient.resolvers.prefer, httpclient.resolvers.disabled, httpclient.pool.idle-timeout",
+            "[ALERT] parsing [t.cfg:3] : unknown keyword 'bogus' in 'global' section; expected one of: lua-load, lua-load-per-thread, lua-prepend-path, nbthread, maxconn, pidfile, log, log-tag, log-send-hostname, tune.bufsize, tune.lua.forced-yield, tune.lua.maxmem, tune.lua.session-timeout, tune.lua.service-timeout, tune.lua.task-timeout, tune.lua.burst-timeout, tune.lua.blocking-calls, tune.lua.bool-sample-conversion, tune.lua.log.loggers, tune.lua.log.stderr, tune.lua.openlibs, tune.lua.bytecode",
             "[ALERT] parsing [t.cfg:5] : 'bind': ':99999': invalid port '99999'; expected a number between 1 and 65535",
             "[ALERT] parsing [t.cfg:6] : 'timeout client' expects a time value like 5s, 100ms or 30000 (ms), got '5q' (unknown unit 'q'; units are us, ms, s, m, h, d)",
             "[ALERT] parsing [t.cfg:7] : 'http-request set-header' expects a header name and a value format",
@@ -1276,4 +1292,76 @@ fn process_keywords_belong_to_global() {
     // A `.alert` stops everything after it, other files included.
     let all = errs("global\n.alert \"no\"\n  bogus\n");
     assert_eq!(all, ["[ALERT] parsing [t.cfg:2] : 'no'."]);
+}
+
+#[test]
+fn log_targets_tags_and_captures() {
+    let c = ok(r#"
+global
+  log /dev/log local0
+  log unix@/run/syslog.sock local1
+  log 127.0.0.1 local2 info
+  log udp@127.0.0.1:5140 format rfc5424 local3
+  log [::1]:5141 local4
+  log ipv6@::1 local5
+  log fd@1 local6
+  log-tag edge
+  log-send-hostname
+defaults
+  log global
+  log-tag deftag
+  log-format "%ci %ST"
+  option log-separate-errors
+frontend fe
+  bind :80
+  capture request header Host len 20
+  http-request capture req.hdr(user-agent) len 5
+  capture response header Server len 10
+  no log
+  log stderr format raw local7
+backend be
+  server s 127.0.0.1:80
+"#);
+    let dests: Vec<_> = c.global.logs.iter().map(|l| l.dest.clone()).collect();
+    assert_eq!(
+        dests,
+        [
+            LogDest::Unix("/dev/log".into()),
+            LogDest::Unix("/run/syslog.sock".into()),
+            LogDest::Udp(sa("127.0.0.1:514")),
+            LogDest::Udp(sa("127.0.0.1:5140")),
+            LogDest::Udp(sa("[::1]:5141")),
+            LogDest::Udp(sa("[::1]:514")),
+            LogDest::Stdout,
+        ]
+    );
+    assert_eq!(c.global.log_tag.as_deref(), Some("edge"));
+    assert_eq!(c.global.log_send_hostname.as_deref(), Some(""));
+    let fe = c.frontend("fe").unwrap();
+    assert!(!fe.log_global);
+    assert_eq!(fe.logs.len(), 1);
+    assert!(fe.options.log_separate_errors);
+    let l = fe.logging.as_deref().unwrap();
+    assert_eq!(l.tag.as_deref(), Some("deftag"));
+    assert_eq!(l.format.as_ref().map(|f| f.0.as_str()), Some("%ci %ST"));
+    let caps: Vec<_> = l
+        .req_captures
+        .iter()
+        .map(|c| (c.header.as_deref(), c.len))
+        .collect();
+    assert_eq!(caps, [(Some("Host"), 20), (None, 5)]);
+    assert_eq!(l.res_captures[0].header.as_deref(), Some("Server"));
+    // The rule knows its slot.
+    match &fe.http_request[0].action {
+        Action::Capture { slot, len, .. } => assert_eq!((*slot, *len), (1, 5)),
+        other => panic!("unexpected action {other:?}"),
+    }
+    // A backend inherits the tag, not the format.
+    let be = c.backend("be").unwrap();
+    assert!(be.log_global);
+    let l = be.logging.as_deref().unwrap();
+    assert_eq!(
+        (l.tag.as_deref(), l.format.as_ref()),
+        (Some("deftag"), None)
+    );
 }

@@ -84,7 +84,7 @@ fn install_logging(lua: &Lua, core: &Table) -> mlua::Result<()> {
         "log",
         lua.create_function(|_, (level, msg): (i64, mlua::LuaString)| {
             if level >= 0 {
-                log::lua(level.min(7) as i32, &msg.to_string_lossy());
+                log::lua(None, level.min(7) as i32, &msg.to_string_lossy());
             }
             Ok(())
         })?,
@@ -98,7 +98,7 @@ fn install_logging(lua: &Lua, core: &Table) -> mlua::Result<()> {
         core.set(
             name,
             lua.create_function(move |_, msg: mlua::LuaString| {
-                log::lua(level, &msg.to_string_lossy());
+                log::lua(None, level, &msg.to_string_lossy());
                 Ok(())
             })?,
         )?;
@@ -319,6 +319,8 @@ fn install_info(lua: &Lua, core: &Table, info: &Rc<StateInfo>) -> mlua::Result<(
             t.set("CumReq", s.cum_req as i64)?;
             t.set("Maxconn", s.maxconn as i64)?;
             t.set("Lua_mem_bytes", crate::lua::memory::used() as i64)?;
+            // Log lines dropped because their socket was full (show info's field).
+            t.set("DroppedLogs", crate::log::dropped() as i64)?;
             // `node` and `description` from global (show info's fields).
             t.set("node", crate::stats::node())?;
             if let Some(d) = crate::stats::description() {

@@ -34,18 +34,23 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     let c = Class::new(lua, "TXN")?;
     c.method(
         "log",
-        lua.create_function(|_, (_this, level, msg): (Value, i64, mlua::LuaString)| {
+        lua.create_function(|_, (this, level, msg): (Value, i64, mlua::LuaString)| {
             if level >= 0 {
-                crate::log::lua(level.min(7) as i32, &msg.to_string_lossy());
+                txn_log(&this, level.min(7) as i32, &msg.to_string_lossy());
             }
             Ok(())
         })?,
     )?;
-    // deflog: the proxy's default log level is "info" here.
+    // deflog: the transaction's level (set_loglevel), "info" by default.
     c.method(
         "deflog",
-        lua.create_function(|_, (_this, msg): (Value, mlua::LuaString)| {
-            crate::log::lua(crate::log::INFO, &msg.to_string_lossy());
+        lua.create_function(|_, (this, msg): (Value, mlua::LuaString)| {
+            let level = cell(&this, "deflog")
+                .and_then(|c| c.with(|t| t.log_level))
+                .ok()
+                .flatten()
+                .unwrap_or(crate::log::INFO);
+            txn_log(&this, level, &msg.to_string_lossy());
             Ok(())
         })?,
     )?;
@@ -57,8 +62,8 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     ] {
         c.method(
             name,
-            lua.create_function(move |_, (_this, msg): (Value, mlua::LuaString)| {
-                crate::log::lua(level, &msg.to_string_lossy());
+            lua.create_function(move |_, (this, msg): (Value, mlua::LuaString)| {
+                txn_log(&this, level, &msg.to_string_lossy());
                 Ok(())
             })?,
         )?;
@@ -93,6 +98,15 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         )?,
     )?;
     Ok(c)
+}
+
+/// Logs for a transaction: to its proxy's loggers (the backend once one
+/// is chosen, else the frontend), as HAProxy's `txn:log` does.
+fn txn_log(this: &Value, level: i32, msg: &str) {
+    let proxy = cell(this, "log")
+        .and_then(|c| c.with(|t| t.backend.clone().unwrap_or_else(|| t.frontend.clone())))
+        .ok();
+    crate::log::lua(proxy.as_deref(), level, msg);
 }
 
 /// A Reply object: a plain table (status, reason, headers, body) with the

@@ -37,7 +37,9 @@ impl std::fmt::Display for Abort {
 impl std::error::Error for Abort {}
 
 /// One transaction: the request's rules, its service or server, the
-/// response rules, and its access log line.
+/// response rules, and its `-d` access line. The transaction comes back
+/// with the response for its traffic log line, sent once the response is
+/// delivered.
 pub(crate) async fn handle(
     worker: Rc<Worker>,
     fe: Arc<FrontendPlan>,
@@ -46,7 +48,7 @@ pub(crate) async fn handle(
     first_request: bool,
     sess: Rc<std::cell::RefCell<std::collections::HashMap<String, crate::lua::vars::VarValue>>>,
     req: Request<RequestBody>,
-) -> Result<Response<ProxyBody>, Abort> {
+) -> (Result<Response<ProxyBody>, Abort>, Box<Txn>) {
     crate::stats::count_request();
     let start = Instant::now();
     let line = crate::log::access_log_enabled().then(|| format!("{} {}", req.method(), req.uri()));
@@ -58,6 +60,9 @@ pub(crate) async fn handle(
         fe.name.clone(),
         worker.id + 1,
     ));
+    if let Some(c) = &fe.captures {
+        c.request(&parts.headers, &mut txn.log);
+    }
     txn.req = Some(parts);
     txn.first_request = first_request;
     txn.vars.sess = std::mem::take(&mut *sess.borrow_mut());
@@ -84,7 +89,10 @@ pub(crate) async fn handle(
             start.elapsed().as_millis()
         ));
     }
-    result
+    if result.is_err() {
+        txn.log.terminate("PR");
+    }
+    (result, txn)
 }
 
 /// The life of one HTTP transaction.
@@ -103,7 +111,10 @@ async fn pipeline(
     let resp = match verdict {
         Verdict::Continue => match select_backend(worker, fe, txn) {
             Some(name) => backend_stage(worker, fe, &name, txn, body).await?,
-            None => error_pages::response(503),
+            None => {
+                txn.log.terminate("SC");
+                error_pages::response(503)
+            }
         },
         Verdict::Respond(r) => r,
         Verdict::Service(t) => service_stage(worker, fe, None, &t, txn, body).await?,
@@ -150,6 +161,7 @@ async fn backend_stage(
         }
     }
     let Some(backend) = worker.plan.registry.get(name).cloned() else {
+        txn.log.terminate("SC");
         crate::log::warning(&format!(
             "frontend '{}': backend '{name}' has no server",
             fe.name
@@ -168,7 +180,10 @@ async fn backend_stage(
     txn.req = Some(parts);
     let resp = match upstream {
         Ok(r) => r,
-        Err(e) => return Ok(error_pages::response(e.status())),
+        Err(e) => {
+            txn.log.terminate(e.term_state());
+            return Ok(error_pages::response(e.status()));
+        }
     };
     let resp = resp.map(ProxyBody::Upstream);
     let be_response = be_rules.as_ref().map(|b| &b.rules.http_response[..]);
@@ -186,7 +201,7 @@ async fn service_stage(
     txn: &mut Box<Txn>,
     body: RequestBody,
 ) -> Result<Response<ProxyBody>, Abort> {
-    let resp = start_service(worker, target, txn, body).await;
+    let resp = start_service(worker, fe, target, txn, body).await;
     response_rules(worker, fe, be_response, txn, resp).await
 }
 
@@ -259,6 +274,7 @@ async fn after_response(
 /// Hands the request to a Lua HTTP service and waits for its response head.
 async fn start_service(
     worker: &Worker,
+    fe: &FrontendPlan,
     target: &ServiceTarget,
     txn: &mut Box<Txn>,
     body: RequestBody,
@@ -266,6 +282,9 @@ async fn start_service(
     let Some(parts) = txn.req.as_ref() else {
         return error_pages::response(500);
     };
+    // The service takes the transaction; its log line keeps the request
+    // line and the captures, and names the service as HAProxy does.
+    let for_log = fe.log.is_some().then(|| copy_head(parts)).flatten();
     let content_length = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
@@ -291,6 +310,19 @@ async fn start_service(
         StateKind::PerThread => 2,
     });
     applet_req.privs = privs.clone();
+    if fe.log.is_some() {
+        txn.req = for_log;
+        if let Some(old) = applet_req.txn.as_ref() {
+            txn.log.req_captures = old.log.req_captures.clone();
+        }
+        txn.server = Some(Arc::from(format!("<lua.{}>", target.name)));
+        txn.log.terminate("LR");
+        // An applet is reached at once: no queue, no connect, no wait
+        // (0/0/0 in HAProxy's line).
+        txn.log.t_queue = Some(0);
+        txn.log.t_connect = Some(0);
+        txn.log.t_response = Some(0);
+    }
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(8);
     worker.start_http_service(
@@ -318,6 +350,20 @@ async fn start_service(
         // The service could not start.
         Err(_) => error_pages::response(500),
     }
+}
+
+/// A copy of a request head (method, target, version, headers).
+fn copy_head(parts: &hyper::http::request::Parts) -> Option<hyper::http::request::Parts> {
+    let mut copy = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version)
+        .body(())
+        .ok()?
+        .into_parts()
+        .0;
+    copy.headers = parts.headers.clone();
+    Some(copy)
 }
 
 fn build_response(

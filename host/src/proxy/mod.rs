@@ -19,6 +19,7 @@ mod process;
 pub mod rules;
 mod stdio;
 pub mod tcp_front;
+pub(crate) mod traffic_log;
 mod wake_gate;
 pub mod worker;
 
@@ -110,6 +111,11 @@ pub fn run(opts: Options) -> ExitCode {
         );
     }
     let proc_cfg = cfg.global.process.clone();
+    // Before the plan: each frontend's traffic log holds its loggers.
+    if let Err(e) = crate::log::install_loggers(&cfg) {
+        eprintln!("[ALERT] config : {e}");
+        return ExitCode::from(1);
+    }
     let mut plan = match plan::build(&cfg) {
         Ok(p) => p,
         Err(errors) => {
@@ -139,7 +145,6 @@ pub fn run(opts: Options) -> ExitCode {
             .lua
             .log_stderr
             .unwrap_or(crate::config::LuaLogStderr::Auto),
-        &cfg.global.logs,
     );
     BUFSIZE.store(plan.bufsize, std::sync::atomic::Ordering::Relaxed);
     match crate::backend::Registry::build(&cfg) {

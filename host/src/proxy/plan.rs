@@ -133,6 +133,10 @@ pub struct FrontendPlan {
     /// worker 0, so every request would otherwise cross to that worker and
     /// back (docs/architecture.md).
     pub on_shared_lua_worker: bool,
+    /// The traffic log (none when the frontend has no logger).
+    pub log: Option<Arc<crate::log::TrafficLog>>,
+    /// `capture request/response header` and `http-request capture` slots.
+    pub captures: Option<Arc<crate::log::capture::CaptureSpec>>,
 }
 
 /// A backend's own rules (its servers live in crate::backend).
@@ -312,6 +316,22 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
                     .and_then(|c| rules.acls.compile_condition(c).ok()),
             })
             .collect();
+        let log = match crate::log::TrafficLog::new(&p.name, p, mode == FrontMode::Http) {
+            Ok(l) => l.map(Arc::new),
+            Err(e) => {
+                let at = p.logging.as_ref().and_then(|l| l.format.as_ref());
+                let at = at.map_or_else(|| p.location.to_string(), |(_, loc)| loc.to_string());
+                errors.push(format!("[ALERT] parsing [{at}] : {e}"));
+                None
+            }
+        };
+        let captures = match crate::log::capture::CaptureSpec::from_config(p) {
+            Ok(c) => c.map(Arc::new),
+            Err(e) => {
+                errors.push(format!("[ALERT] parsing [{}] : {e}", p.location));
+                None
+            }
+        };
         frontends.push(Arc::new(FrontendPlan {
             name: Arc::from(p.name.as_str()),
             mode,
@@ -342,6 +362,8 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
                 .as_deref()
                 .and_then(|ff| crate::backend::ForwardFor::from_config(ff).ok()),
             on_shared_lua_worker: false,
+            log,
+            captures,
         }));
     }
     if !errors.is_empty() {

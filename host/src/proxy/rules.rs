@@ -32,7 +32,7 @@ impl CRule {
                 value.lua_names()
             }
             CAction::SetPath(f) | CAction::SetQuery(f) => f.lua_names(),
-            CAction::SetVar { expr, .. } => expr.lua_names(),
+            CAction::SetVar { expr, .. } | CAction::Capture { expr, .. } => expr.lua_names(),
             CAction::Return { reply, .. }
             | CAction::Deny {
                 reply: Some(reply), ..
@@ -73,6 +73,12 @@ pub enum CAction {
         expr: SampleExpr,
     },
     UnsetVar(String),
+    /// `http-request capture SAMPLE len N`: into request capture `slot`.
+    Capture {
+        expr: SampleExpr,
+        slot: usize,
+        len: usize,
+    },
     Deny {
         status: Option<u16>,
         reply: Option<CReply>,
@@ -257,6 +263,12 @@ pub fn compile(rule: &config::Rule, acls: &AclSet) -> Result<CRule, String> {
                 .map_err(|e| err(format!("invalid sample expression '{expr}': {e}")))?,
         },
         Action::UnsetVar { var } => CAction::UnsetVar(var_name(var)),
+        Action::Capture { expr, len, slot } => CAction::Capture {
+            expr: SampleExpr::parse(expr)
+                .map_err(|e| err(format!("invalid sample expression '{expr}': {e}")))?,
+            slot: *slot,
+            len: *len,
+        },
         Action::Deny { status, reply } => CAction::Deny {
             status: *status,
             reply: match reply {
@@ -405,7 +417,9 @@ pub async fn run(worker: &Worker, rules: &[CRule], txn: &mut Box<Txn>, side: Rul
                     Some(Step::Header(value.render(&ctx)))
                 }
                 CAction::SetPath(f) | CAction::SetQuery(f) => Some(Step::Text(f.render(&ctx))),
-                CAction::SetVar { expr, .. } => Some(Step::Sample(expr.eval(&ctx))),
+                CAction::SetVar { expr, .. } | CAction::Capture { expr, .. } => {
+                    Some(Step::Sample(expr.eval(&ctx)))
+                }
                 CAction::Return { reply, .. }
                 | CAction::Deny {
                     reply: Some(reply), ..
@@ -530,12 +544,24 @@ async fn apply(
             }
             Applied::Next
         }
+        (CAction::Capture { slot, len, .. }, Some(Step::Sample(s))) => {
+            if let Some(s) = s {
+                crate::log::capture::store(&mut txn.log, *slot, &s.to_bytes(), *len);
+            }
+            Applied::Next
+        }
         (CAction::UnsetVar(var), _) => {
             txn.vars.unset(var);
             Applied::Next
         }
         (CAction::Deny { status, reply }, step) => {
             let default = if side == RuleSide::Request { 403 } else { 502 };
+            // Blocked by the proxy, in the request or response phase.
+            txn.log.terminate(if side == RuleSide::Request {
+                "PR"
+            } else {
+                "PH"
+            });
             let status = status.unwrap_or(default);
             Applied::Verdict(Verdict::Respond(match (reply, step) {
                 (Some(reply), Some(Step::Reply(r))) => reply.response(status, r),
@@ -543,6 +569,7 @@ async fn apply(
             }))
         }
         (CAction::Return { status, reply }, Some(Step::Reply(r))) => {
+            txn.log.terminate("LR");
             Applied::Verdict(Verdict::Respond(reply.response(*status, r)))
         }
         (
@@ -554,6 +581,7 @@ async fn apply(
             },
             Some(Step::Text(target)),
         ) => {
+            txn.log.terminate("LR");
             let target = String::from_utf8_lossy(&target).into_owned();
             // The original path (and query unless drop-query).
             let pq = txn

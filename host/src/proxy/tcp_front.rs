@@ -4,6 +4,7 @@
 use crate::lua::applet_tcp;
 use crate::proxy::plan::{FrontendPlan, ServiceTarget};
 use crate::proxy::rules::{self, RuleSide, Verdict};
+use crate::proxy::traffic_log::{self, Moment};
 use crate::proxy::worker::Worker;
 use crate::sample::SampleCtx;
 use crate::txn::{Txn, TxnMode};
@@ -20,6 +21,10 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     let local = stream.local_addr().unwrap_or(peer);
+    let accept = Moment::now();
+    if fe.log.as_ref().is_some_and(|l| !l.dontlognull()) {
+        traffic_log::connected(&worker, &fe, peer, local);
+    }
     let mut txn = Box::new(Txn::new(
         TxnMode::Tcp,
         peer,
@@ -34,7 +39,11 @@ pub async fn serve(
     let outcome = match verdict {
         Verdict::Service(target) => {
             let name = format!("lua.{}", target.name);
+            let for_log = service_log_txn(&fe, &txn, &name);
             run_service(&worker, &fe, target, stream, txn).await;
+            if let Some(t) = for_log {
+                traffic_log::tcp_finished(&worker, &fe, &t, accept);
+            }
             if crate::log::access_log_enabled() {
                 let t = crate::log::UtcTime::now();
                 crate::log::access(&format!(
@@ -45,7 +54,10 @@ pub async fn serve(
             }
             return;
         }
-        Verdict::Abort | Verdict::Respond(_) => "rejected",
+        Verdict::Abort | Verdict::Respond(_) => {
+            txn.log.terminate("PR");
+            "rejected"
+        }
         Verdict::Continue => match select_backend(&worker, &fe, &txn) {
             Some(name) => {
                 txn.backend = Some(name.clone());
@@ -56,11 +68,18 @@ pub async fn serve(
                     {
                         Verdict::Continue => {}
                         Verdict::Service(target) => {
+                            let name = format!("lua.{}", target.name);
+                            let for_log = service_log_txn(&fe, &txn, &name);
                             run_service(&worker, &fe, target, stream, txn).await;
+                            if let Some(t) = for_log {
+                                traffic_log::tcp_finished(&worker, &fe, &t, accept);
+                            }
                             return;
                         }
                         Verdict::Abort | Verdict::Respond(_) => {
                             forget_privs(&worker, &txn);
+                            txn.log.terminate("PR");
+                            traffic_log::tcp_finished(&worker, &fe, &txn, accept);
                             return;
                         }
                     }
@@ -70,16 +89,26 @@ pub async fn serve(
                         let initial = txn.req_buf.split().freeze();
                         match worker.forwarder.tcp(&be, &mut txn, stream, initial).await {
                             Ok(()) => "forwarded",
-                            Err(_) => "forward failed",
+                            Err(e) => {
+                                txn.log.terminate(tcp_term_state(&e));
+                                "forward failed"
+                            }
                         }
                     }
-                    None => "no backend",
+                    None => {
+                        txn.log.terminate("SC");
+                        "no backend"
+                    }
                 }
             }
-            None => "no backend",
+            None => {
+                txn.log.terminate("SC");
+                "no backend"
+            }
         },
     };
     forget_privs(&worker, &txn);
+    traffic_log::tcp_finished(&worker, &fe, &txn, accept);
     if crate::log::access_log_enabled() {
         let t = crate::log::UtcTime::now();
         crate::log::access(&format!(
@@ -90,6 +119,37 @@ pub async fn serve(
             txn.server.as_deref().unwrap_or("<NOSRV>")
         ));
     }
+}
+
+/// The termination state of a relay that failed: in TCP the data phase
+/// is the whole connection once the server answered the connect.
+fn tcp_term_state(e: &crate::backend::ForwardError) -> &'static str {
+    use crate::backend::ForwardError as E;
+    match e {
+        // Inactivity ends both sides at once; HAProxy reports the client's.
+        E::Timeout => "cD",
+        E::ClientAborted => "CD",
+        E::ServerAborted => "SD",
+        other => other.term_state(),
+    }
+}
+
+/// What the log line of a connection handed to a Lua TCP service shows
+/// (the service takes the transaction): `frontend/<lua.NAME>`, locally
+/// processed. Byte counts are not known for services.
+fn service_log_txn(fe: &FrontendPlan, txn: &Txn, name: &str) -> Option<Txn> {
+    fe.log.as_ref()?;
+    let mut t = Txn::new(
+        TxnMode::Tcp,
+        txn.client,
+        txn.local,
+        txn.frontend.clone(),
+        txn.thread,
+    );
+    t.server = Some(Arc::from(format!("<{name}>")));
+    t.log.term = Some("LR");
+    t.log.bytes_in = txn.req_buf.len() as u64;
+    Some(t)
 }
 
 /// Reads what the client sends first, for the content rules: up to

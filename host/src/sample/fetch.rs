@@ -257,6 +257,12 @@ static FETCHES: &[FetchKw] = &[
             req(c)?.method.as_str().as_bytes(),
         )))
     }),
+    FetchKw::new("capture.req.hdr", T::Str, &[A::Int], 1, |a, c| {
+        captured(&c.txn.log.req_captures, a)
+    }),
+    FetchKw::new("capture.res.hdr", T::Str, &[A::Int], 1, |a, c| {
+        captured(&c.txn.log.res_captures, a)
+    }),
     FetchKw::new("capture.req.method", T::Str, &[], 0, |_, c| {
         Some(str_sample(req(c)?.method.as_str().as_bytes()))
     }),
@@ -780,6 +786,12 @@ fn f_proto_http(_: &[Arg], c: &SampleCtx) -> Option<Sample> {
         TxnMode::Http => c.txn.req.is_some(),
         TxnMode::Tcp => h::parse_request_head(&c.txn.req_buf).is_some(),
     }))
+}
+
+/// `capture.req.hdr(N)` / `capture.res.hdr(N)`: the value in slot N.
+fn captured(slots: &[Option<Bytes>], a: &[Arg]) -> Option<Sample> {
+    let n = usize::try_from(a[0].int()?).ok()?;
+    slots.get(n)?.clone().map(Sample::Str)
 }
 
 fn f_pathq(_: &[Arg], c: &SampleCtx) -> Option<Sample> {

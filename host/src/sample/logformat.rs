@@ -168,7 +168,10 @@ enum Alias {
     ServerPort,
     CaptureCookieReq,
     CaptureCookieRes,
-    CapturedHeaders,
+    CapturedReq,
+    CapturedRes,
+    CapturedReqList,
+    CapturedResList,
     SslCipher,
     SslVersion,
 }
@@ -233,7 +236,10 @@ fn alias(name: &str) -> Option<Alias> {
         "sp" => ServerPort,
         "CC" => CaptureCookieReq,
         "CS" => CaptureCookieRes,
-        "hr" | "hs" | "hrl" | "hsl" => CapturedHeaders,
+        "hr" => CapturedReq,
+        "hs" => CapturedRes,
+        "hrl" => CapturedReqList,
+        "hsl" => CapturedResList,
         "sslc" => SslCipher,
         "sslv" => SslVersion,
         _ => return None,
@@ -625,6 +631,22 @@ fn log_encode(s: &str) -> String {
     o
 }
 
+/// The request-line aliases without a request: `<BADREQ>` in a log line
+/// (as HAProxy prints them for a bad request or a TCP stream), nothing in
+/// a header value.
+fn no_request(mode: Mode) -> Val {
+    match mode {
+        Mode::Log => text("<BADREQ>"),
+        Mode::Header => Val::Missing,
+    }
+}
+
+/// Captured headers: already encoded, never quoted; nothing at all when
+/// the frontend has no capture slot.
+fn captured(v: Option<String>) -> Val {
+    v.map_or(Val::Nothing, Val::Plain)
+}
+
 fn alias_value(a: Alias, f: Flags, ctx: &SampleCtx, log: Option<&LogInfo>, mode: Mode) -> Val {
     use Alias::*;
     let txn = ctx.txn;
@@ -660,19 +682,20 @@ fn alias_value(a: Alias, f: Flags, ctx: &SampleCtx, log: Option<&LogInfo>, mode:
             }
             None => text("<BADREQ>"),
         },
-        Method => request_parts(txn).map_or(Val::Missing, |(m, _, _)| text(m)),
-        Uri => request_parts(txn).map_or(Val::Missing, |(_, u, _)| text(u)),
-        UriPath => request_parts(txn).map_or(Val::Missing, |(_, u, _)| {
+        Method => request_parts(txn).map_or(no_request(mode), |(m, _, _)| text(m)),
+        Uri => request_parts(txn).map_or(no_request(mode), |(_, u, _)| text(u)),
+        UriPath => request_parts(txn).map_or(no_request(mode), |(_, u, _)| {
             text(u.split('?').next().unwrap_or("").to_string())
         }),
-        PathOnly => request_parts(txn)
-            .and_then(|(_, u, _)| super::http::path(&u).map(str::to_string))
-            .map_or(Val::Missing, text),
-        Query => request_parts(txn).map_or(Val::Missing, |(_, u, _)| match u.split_once('?') {
+        PathOnly => match request_parts(txn) {
+            Some((_, u, _)) => super::http::path(&u).map_or(Val::Missing, |p| text(p.to_string())),
+            None => no_request(mode),
+        },
+        Query => request_parts(txn).map_or(no_request(mode), |(_, u, _)| match u.split_once('?') {
             Some((_, q)) => text(format!("?{q}")),
             None => text(""),
         }),
-        Version => request_parts(txn).map_or(Val::Missing, |(_, _, v)| text(v)),
+        Version => request_parts(txn).map_or(no_request(mode), |(_, _, v)| text(v)),
         DateLocalMs => date(accept, true, true, false),
         DateUtc => date(accept, false, false, true),
         DateLocal => date(accept, true, false, true),
@@ -742,7 +765,10 @@ fn alias_value(a: Alias, f: Flags, ctx: &SampleCtx, log: Option<&LogInfo>, mode:
         ServerIp => ip_val(log.and_then(|l| l.server_addr), f),
         ServerPort => port_val(log.and_then(|l| l.server_addr), f),
         CaptureCookieReq | CaptureCookieRes | SslCipher | SslVersion => Val::Missing,
-        CapturedHeaders => Val::Nothing,
+        CapturedReq => captured(crate::log::capture::braces(&txn.log.req_captures)),
+        CapturedRes => captured(crate::log::capture::braces(&txn.log.res_captures)),
+        CapturedReqList => captured(crate::log::capture::list(&txn.log.req_captures)),
+        CapturedResList => captured(crate::log::capture::list(&txn.log.res_captures)),
     }
 }
 
@@ -826,7 +852,9 @@ mod tests {
         let t2 = http_txn("GET", "/a%22b?q=1", &[]);
         assert_eq!(log("%r", &t2), "GET /a%22b?q=1 HTTP/1.1");
         assert_eq!(log("%r", &tcp_txn()), "<BADREQ>");
-        assert_eq!(log("%HM", &tcp_txn()), "-");
+        // As HAProxy's log.c: no request prints <BADREQ> in a log line.
+        assert_eq!(log("%HM %HP %HV", &tcp_txn()), "<BADREQ> <BADREQ> <BADREQ>");
+        assert_eq!(hdr("[%HM]", &tcp_txn()), "[]");
         let t3 = http_txn("GET", "/plain", &[]);
         assert_eq!(hdr("[%HQ]", &t3), "[]");
     }

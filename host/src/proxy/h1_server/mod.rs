@@ -22,6 +22,7 @@ mod response;
 pub use body::{BodyError, RequestBody};
 
 use crate::proxy::plan::FrontendPlan;
+use crate::proxy::traffic_log::{self, Delivery, Moment, RequestTimes};
 use crate::proxy::wake_gate::WakeGated;
 use crate::proxy::worker::Worker;
 use crate::proxy::{error_pages, http_front, Shutdown};
@@ -105,11 +106,37 @@ pub async fn serve(
     let sess: SessVars = Rc::default();
     let limit = worker.plan.bufsize;
     let mut first = true;
+    // The start of the current stream, for the traffic log: the accept,
+    // then the end of each exchange.
+    let mut stream_start = Moment::now();
     loop {
         let next = match read_head(&mut conn, &fe, limit, first, &shutdown, &mut stop).await {
             HeadRead::Closed => break,
-            HeadRead::Refused(r) => Next::Refuse(r),
-            HeadRead::Head(h) => {
+            HeadRead::Empty => {
+                // A connection closed before sending anything: HAProxy
+                // logs it as a bad request cut by the client, unless
+                // `option dontlognull`.
+                if !fe.log.as_ref().is_some_and(|l| l.dontlognull()) {
+                    traffic_log::http_refused(&worker, &fe, peer, local, stream_start, 400, "CR");
+                }
+                break;
+            }
+            HeadRead::Cut => {
+                // The client closed in the middle of a request head.
+                traffic_log::http_refused(&worker, &fe, peer, local, stream_start, 400, "CR");
+                break;
+            }
+            HeadRead::Refused(r) => {
+                let term = if r.status == 408 { "cR" } else { "PR" };
+                traffic_log::http_refused(&worker, &fe, peer, local, stream_start, r.status, term);
+                Next::Refuse(r)
+            }
+            HeadRead::Head(h, first_byte, head_len) => {
+                if first {
+                    // HAProxy's legacy line comes with the connection's
+                    // first request (its first stream), not at accept.
+                    traffic_log::connected(&worker, &fe, peer, local);
+                }
                 let ctx = ExchangeCtx {
                     worker: &worker,
                     fe: &fe,
@@ -118,12 +145,19 @@ pub async fn serve(
                     first,
                     sess: &sess,
                     shutdown: &shutdown,
+                    times: RequestTimes {
+                        accept: stream_start,
+                        first_byte,
+                        head_done: Instant::now(),
+                        head_len,
+                    },
                 };
                 // Boxed: its size is paid only while a request runs.
                 Box::pin(exchange(&mut conn, ctx, h)).await
             }
         };
         conn.release_empty_buffer();
+        stream_start = Moment::now();
         match next {
             Next::KeepAlive => first = false,
             Next::Close => break,
@@ -179,8 +213,13 @@ async fn lingering_close(mut stream: TcpStream) {
 // allocation for each.
 #[allow(clippy::large_enum_variant)]
 enum HeadRead {
-    Head(RequestHead),
+    /// A head, when its first byte arrived, and its size.
+    Head(RequestHead, Instant, usize),
     Refused(Refusal),
+    /// The client closed after part of a head.
+    Cut,
+    /// The client closed its connection without sending a byte.
+    Empty,
     /// The client closed, went idle too long, or the process stops.
     Closed,
 }
@@ -205,12 +244,14 @@ async fn read_head(
         Instant::now() + fe.keep_alive_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     });
     let mut timer = pin!(timer);
+    // When the request's first byte came (now if it is already buffered).
+    let mut first_byte = (conn.buffered() > 0).then(Instant::now);
     loop {
         if let Some(buf) = conn.buf.as_mut().filter(|b| !b.is_empty()) {
             match head::parse(buf, limit) {
                 Ok(Some((h, len))) => {
                     buf.advance(len);
-                    return HeadRead::Head(h);
+                    return HeadRead::Head(h, first_byte.unwrap_or_else(Instant::now), len);
                 }
                 Ok(None) => {}
                 Err(r) => return HeadRead::Refused(r),
@@ -237,8 +278,11 @@ async fn read_head(
         let buf = conn.buf.get_or_insert_with(buffers::take);
         buffers::reserve(buf);
         match conn.stream.try_read_buf(buf) {
-            Ok(0) => return HeadRead::Closed,
+            Ok(0) if idle && first => return HeadRead::Empty,
+            Ok(0) if idle => return HeadRead::Closed,
+            Ok(0) => return HeadRead::Cut,
             Ok(_) => {
+                first_byte.get_or_insert_with(Instant::now);
                 if idle && !first {
                     // A new request started: it has `timeout http-request`.
                     timer.as_mut().reset(request_deadline());
@@ -259,6 +303,8 @@ struct ExchangeCtx<'a> {
     first: bool,
     sess: &'a SessVars,
     shutdown: &'a watch::Receiver<Shutdown>,
+    /// When the request came, for its log line.
+    times: RequestTimes,
 }
 
 /// Whether the client closed its side (Some(true)), sent more bytes
@@ -334,7 +380,7 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
     let result = std::future::poll_fn(|cx| {
         if let Some(f) = feed.as_mut() {
             if let Err(e) = drive_feed(f, cx, conn) {
-                return Poll::Ready(Err(e));
+                return Poll::Ready(Err(Some(e)));
             }
         }
         if let Poll::Ready(r) = handler.as_mut().poll(cx) {
@@ -343,7 +389,9 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
         let body_in = feed.as_ref().is_none_or(|f| f.is_complete());
         if watch_close && body_in && conn.buffered() == 0 {
             match client_closed(&conn.stream, cx) {
-                Some(true) => return Poll::Ready(Ok(Err(http_front::Abort))),
+                // The transaction is dropped with the handler: a request
+                // aborted this way has no traffic log line.
+                Some(true) => return Poll::Ready(Err(None)),
                 Some(false) => watch_close = false,
                 None => {}
             }
@@ -351,11 +399,22 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
         Poll::Pending
     })
     .await;
-    let resp = match result {
-        Ok(Ok(resp)) => resp,
+    let (resp, txn) = match result {
+        Ok((Ok(resp), txn)) => (resp, txn),
         // Rules or Lua closed the transaction without a response.
-        Ok(Err(http_front::Abort)) => return Next::Close,
-        Err(e) => {
+        Ok((Err(http_front::Abort), txn)) => {
+            let d = Delivery {
+                status: None,
+                bytes_out: 0,
+                term: "PR",
+            };
+            traffic_log::http_finished(ctx.worker, ctx.fe, &txn, &ctx.times, d);
+            return Next::Close;
+        }
+        // `option abortonclose`: the client's close aborted the request.
+        Err(None) => return Next::Close,
+        // A malformed request body.
+        Err(Some(e)) => {
             return Next::Refuse(Refusal {
                 status: 400,
                 reason: e,
@@ -376,6 +435,16 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
         ..ex
     };
     let (parts, mut body) = resp.into_parts();
+    let mut txn = txn;
+    if let Some(c) = &ctx.fe.captures {
+        c.response(&parts.headers, &mut txn.log);
+    }
+    let status = parts.status.as_u16();
+    let logged_head = if ctx.fe.log.is_some() {
+        traffic_log::logged_head_size(&parts)
+    } else {
+        0
+    };
     let mut out = Vec::with_capacity(512);
     let (framing, keep) = response::encode_head(&mut out, &parts, &body.size_hint(), &ex);
     drop(parts);
@@ -386,6 +455,7 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
         sent: 0,
         done: framing == response::Framing::None,
         complete: true,
+        payload: 0,
     };
     let written = std::future::poll_fn(|cx| {
         if let Some(f) = feed.as_mut() {
@@ -396,6 +466,17 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
     })
     .await;
     let body_read = feed.as_ref().is_none_or(BodyFeed::is_complete);
+    let term = match (&written, writer.complete) {
+        (Err(()), _) => "CD",
+        (Ok(()), false) => "SD",
+        (Ok(()), true) => "--",
+    };
+    let d = Delivery {
+        status: Some(status),
+        bytes_out: logged_head + writer.payload,
+        term,
+    };
+    traffic_log::http_finished(ctx.worker, ctx.fe, &txn, &ctx.times, d);
     if written.is_ok() && writer.complete && keep && body_read {
         Next::KeepAlive
     } else {
@@ -531,6 +612,8 @@ struct BodyWriter {
     done: bool,
     /// The body had exactly its announced length and did not fail.
     complete: bool,
+    /// Body payload bytes taken from the body (without chunk framing).
+    payload: u64,
 }
 
 impl BodyWriter {
@@ -552,6 +635,7 @@ impl BodyWriter {
                         let Ok(data) = frame.into_data() else {
                             continue;
                         };
+                        self.payload += data.len() as u64;
                         match self.framing {
                             F::Length(n) => {
                                 let room = n - self.sent;

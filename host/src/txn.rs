@@ -62,6 +62,8 @@ pub struct Txn {
     /// HTTP: set when a Lua service answered, which keeps its own copy of
     /// the transaction until it ends (see [`ServicePrivs`]).
     pub service_privs: Option<ServicePrivs>,
+    /// What the traffic log line reports: timers, termination, captures.
+    pub log: crate::log::TxnFacts,
 }
 
 /// Who drops the private data (`set_priv`) that the Lua state of a service
@@ -116,8 +118,6 @@ impl ServicePrivs {
             states & !self.state_bit
         }
     }
-    /// What the traffic log line reports: timers, termination, captures.
-    pub log: crate::log::TxnFacts,
 }
 
 impl Txn {
@@ -187,6 +187,7 @@ impl Txn {
             log_level: self.log_level,
             first_request: self.first_request,
             service_privs: None,
+            log: self.log.clone(),
         })
     }
 

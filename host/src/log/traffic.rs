@@ -15,7 +15,7 @@ pub const HTTPLOG: &str = "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %C
 pub const TCPLOG: &str = "%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq";
 
 /// Facts gathered along a transaction for its log line.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct TxnFacts {
     /// Time waiting for a server slot, ms (set once a server is sought).
     pub t_queue: Option<i64>,

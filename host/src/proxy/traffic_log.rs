@@ -101,7 +101,7 @@ pub(crate) fn http_finished(
         ..counters()
     };
     let samples = worker.samples();
-    let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+    let ctx = SampleCtx::new(txn, &samples, &*worker.plan.registry);
     log.finished(&ctx, &info);
 }
 
@@ -170,7 +170,7 @@ pub(crate) fn http_refused(
         ..counters()
     };
     let samples = worker.samples();
-    let ctx = SampleCtx::new(&txn, &samples, crate::proxy::proxy_info());
+    let ctx = SampleCtx::new(&txn, &samples, &*worker.plan.registry);
     log.finished(&ctx, &info);
 }
 
@@ -194,7 +194,7 @@ pub(crate) fn tcp_finished(worker: &Worker, fe: &FrontendPlan, txn: &Txn, accept
         ..counters()
     };
     let samples = worker.samples();
-    let ctx = SampleCtx::new(txn, &samples, crate::proxy::proxy_info());
+    let ctx = SampleCtx::new(txn, &samples, &*worker.plan.registry);
     log.finished(&ctx, &info);
 }
 
@@ -203,7 +203,7 @@ pub(crate) fn connected(worker: &Worker, fe: &FrontendPlan, peer: SocketAddr, lo
     let Some(log) = &fe.log else { return };
     let txn = Txn::new(TxnMode::Tcp, peer, local, fe.name.clone(), worker.id + 1);
     let samples = worker.samples();
-    let ctx = SampleCtx::new(&txn, &samples, crate::proxy::proxy_info());
+    let ctx = SampleCtx::new(&txn, &samples, &*worker.plan.registry);
     log.connected(&ctx);
 }
 

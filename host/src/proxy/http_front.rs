@@ -338,7 +338,14 @@ async fn start_service(
             // The response rules run on the service's copy of the
             // transaction (its variables, the request it saw).
             if let Some(copy) = start.txn {
+                // What the front end gathered for the log line stays.
+                let log = std::mem::take(&mut txn.log);
+                let server = txn.server.take();
                 *txn = copy;
+                txn.log = log;
+                if server.is_some() {
+                    txn.server = server;
+                }
                 txn.service_privs = Some(privs);
             }
             match start.head {

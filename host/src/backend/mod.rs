@@ -19,7 +19,8 @@
 //! - `connect`: connecting with `timeout connect` and `retries`;
 //! - `http`: the per-worker [`Forwarder`], its connection pools, and HTTP;
 //! - `h1`: the HTTP/1.1 wire format towards servers (heads, body framing);
-//! - `tcp`: TCP forwarding with half-closes.
+//! - `tcp`: TCP forwarding with half-closes;
+//! - `track`: `track` links between servers, and how changes follow them.
 //!
 //! The [`Registry`] is built once and shared by every worker (`Send +
 //! Sync`). On the request path nothing takes a lock: a backend's server list
@@ -41,6 +42,7 @@ mod slot;
 pub mod stat_fields;
 pub mod state;
 mod tcp;
+pub mod track;
 
 #[cfg(test)]
 mod model_tests;

@@ -170,32 +170,50 @@ impl Backend {
     /// change, and SERVER_DOWN/UP and SERVER_STATE when the operational state
     /// changes.
     pub fn set_admin_state(&self, srv: &Arc<Server>, state: AdminState) {
-        let _w = self.lock_writer();
-        for step in admin_steps(state) {
-            self.apply_admin_step(srv, step);
+        {
+            let _w = self.lock_writer();
+            for step in admin_steps(state) {
+                self.apply_admin_step(srv, step);
+            }
         }
+        self.propagate_admin(srv);
     }
 
     /// Sets or clears administrative flags directly (e.g. RMAINT, or
     /// IMAINT/IDRAIN for tracking), one event per effective change.
     pub fn change_admin_flag(&self, srv: &Arc<Server>, flag: u8, on: bool) {
-        let _w = self.lock_writer();
         let step = if on {
             AdminStep::Set(flag)
         } else {
             AdminStep::Clear(flag)
         };
-        self.apply_admin_step(srv, step);
+        let changed = {
+            let _w = self.lock_writer();
+            self.apply_admin_step(srv, step)
+        };
+        if changed {
+            self.propagate_admin(srv);
+        }
     }
 
-    fn apply_admin_step(&self, srv: &Arc<Server>, step: AdminStep) {
+    /// Applies one flag change; false when it changed nothing.
+    fn apply_admin_step(&self, srv: &Arc<Server>, step: AdminStep) -> bool {
         let before = srv.admin();
         let after = step.apply(before);
         if before == after || srv.is_deleted() {
-            return;
+            return false;
         }
         let old_oper = srv.oper();
-        let new_oper = oper_after_admin(before, after, old_oper);
+        let mut new_oper = oper_after_admin(before, after, old_oper);
+        // A tracking server leaving maintenance takes the tracked one's
+        // state, not UP (HAProxy's `srv_clear_admin_flag`).
+        if new_oper != OperState::Stopped && !after.in_maint() {
+            if let Some((_, tracked)) = srv.track.tracked() {
+                if tracked.oper() == OperState::Stopped {
+                    new_oper = OperState::Stopped;
+                }
+            }
+        }
         srv.store_admin(after);
         srv.store_oper(new_oper);
         self.publish(ServerEventKind::Admin, srv, || EventDetail::Admin {
@@ -206,6 +224,7 @@ impl Backend {
         });
         self.after_oper_change(srv, old_oper, new_oper, true, "", None);
         self.wake_all(srv);
+        true
     }
 
     /// Publishes UP/DOWN and STATE for an operational change, and keeps the
@@ -255,14 +274,21 @@ impl Backend {
         cause: OperCause,
         check: Option<&CheckResult>,
     ) -> bool {
-        let _w = self.lock_writer();
-        if srv.admin().in_maint() || srv.is_deleted() {
-            return false;
+        let old = {
+            let _w = self.lock_writer();
+            if srv.admin().in_maint() || srv.is_deleted() {
+                return false;
+            }
+            let old = srv.oper();
+            srv.store_oper(state);
+            self.after_oper_change(srv, old, state, false, cause.text(), check);
+            self.wake_all(srv);
+            old
+        };
+        // Outside the lock: a tracker may be in this very backend.
+        if (old == OperState::Stopped) != (state == OperState::Stopped) {
+            self.propagate_oper(srv, state);
         }
-        let old = srv.oper();
-        srv.store_oper(state);
-        self.after_oper_change(srv, old, state, false, cause.text(), check);
-        self.wake_all(srv);
         true
     }
 

@@ -60,6 +60,8 @@ pub struct Server {
     /// Requests waiting for this very server (source hashing).
     pub queue: Queue,
     pub counters: ServerCounters,
+    /// `track`: the server tracked and the trackers (`track.rs`).
+    pub track: super::track::Tracking,
 }
 
 /// What kind of checks a server has, and whether they run (bits of
@@ -153,6 +155,7 @@ impl Server {
             cur: AtomicUsize::new(0),
             queue: Queue::default(),
             counters,
+            track: Default::default(),
         }
     }
 

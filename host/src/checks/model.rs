@@ -8,6 +8,7 @@ use super::probe::Plan;
 use super::state::{Health, Intervals};
 use super::status::Outcome;
 use super::{Checked, Runner, Spec, DEFAULT_FALL, DEFAULT_INTER, DEFAULT_RISE};
+use crate::backend::track;
 use crate::backend::{
     Backend, CheckFlags, CheckOutcome, CheckResult, EventMask, OperCause, OperState, Registry,
     Server, ServerEventKind,
@@ -81,62 +82,24 @@ impl Checked for ModelServer {
         } else {
             OperState::Stopped
         };
-        // HAProxy logs the change before publishing it.
-        let (act, bck) = be.up_servers();
-        let (act, bck) = match (new, self.server.backup) {
-            (OperState::Stopped, false) => (act.saturating_sub(1), bck),
-            (OperState::Stopped, true) => (act, bck.saturating_sub(1)),
-            (_, false) => (act + 1, bck),
-            (_, true) => (act, bck + 1),
-        };
-        crate::log::warning(&state_line(&be, &self.server, new, outcome, act, bck));
-        if !be.set_oper_state(&self.server, new, OperCause::Health, Some(&result)) {
-            return;
-        }
-        if new == OperState::Stopped && act == 0 && bck == 0 {
+        // HAProxy logs the change (and the backend left with no server)
+        // before publishing it and passing it on to the trackers.
+        let down = new == OperState::Stopped;
+        let (act, bck) = track::counts_after(&be, &self.server, down);
+        crate::log::warning(&format!(
+            "{} {}/{} is {}{}{}",
+            track::who(&self.server),
+            be.name(),
+            self.server.name,
+            if down { "DOWN" } else { "UP" },
+            outcome.reason_text(),
+            track::change_tail(&be, &self.server, down, act, bck)
+        ));
+        if down && act == 0 && bck == 0 && !self.server.admin().in_maint() {
             crate::log::alert(&format!("backend '{}' has no server available!", be.name()));
         }
+        be.set_oper_state(&self.server, new, OperCause::Health, Some(&result));
     }
-}
-
-/// HAProxy's line for a server going UP or DOWN because of a check.
-fn state_line(
-    be: &Backend,
-    srv: &Server,
-    new: OperState,
-    outcome: &Outcome,
-    act: usize,
-    bck: usize,
-) -> String {
-    let who = if srv.backup {
-        "Backup Server"
-    } else {
-        "Server"
-    };
-    let mut s = format!("{who} {}/{} is ", be.name(), srv.name);
-    s.push_str(if new == OperState::Stopped {
-        "DOWN"
-    } else {
-        "UP"
-    });
-    s.push_str(&outcome.reason_text());
-    if new == OperState::Stopped {
-        s.push_str(&format!(". {act} active and {bck} backup servers left."));
-        if act == 0 && bck > 0 {
-            s.push_str(" Running on backup.");
-        }
-        s.push_str(&format!(
-            " {} sessions active, 0 requeued, {} remaining in queue.",
-            srv.current(),
-            be.pending()
-        ));
-    } else {
-        s.push_str(&format!(
-            ". {act} active and {bck} backup servers online. 0 sessions requeued, {} total in queue.",
-            be.pending()
-        ));
-    }
-    s
 }
 
 /// What a backend's checks share: the plan and the timeouts.
@@ -173,6 +136,7 @@ pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
                 servers.push((be.clone(), srv, spec));
             }
         }
+        link_tracks(p, &be, registry);
         per_backend.insert(
             p.name.clone(),
             BackendChecks {
@@ -185,6 +149,31 @@ pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
     Prepared {
         servers,
         per_backend,
+    }
+}
+
+/// Links the servers of `p` (live in `be`) that `track` another one; the
+/// configuration checks made sure the tracked servers exist and form no
+/// loop. A tracker of a server in maintenance starts in maintenance too
+/// (IMAINT).
+fn link_tracks(p: &crate::config::Proxy, be: &Arc<Backend>, registry: &Registry) {
+    for s in &p.servers {
+        let Some(t) = s.health.as_deref().and_then(|h| h.track.as_ref()) else {
+            continue;
+        };
+        let tracked_be = match &t.proxy {
+            Some(name) => registry.get(name),
+            None => Some(be),
+        };
+        let (Some(tbe), Some(tracker)) = (tracked_be, be.server(&s.name)) else {
+            continue;
+        };
+        let Some(tracked) = tbe.server(&t.server) else {
+            continue;
+        };
+        if track::link(be, &tracker, tbe, &tracked) && tracked.admin().in_maint() {
+            be.change_admin_flag(&tracker, crate::backend::AdminFlags::IMAINT, true);
+        }
     }
 }
 

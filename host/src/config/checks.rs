@@ -196,19 +196,39 @@ fn warn_unused_check_rules(p: &Proxy, warnings: &mut Vec<ConfigWarning>) {
     }
 }
 
-/// Every `track [PROXY/]SERVER` names an existing server that has checks.
+/// Every `track [PROXY/]SERVER` names an existing server that has checks
+/// or tracks another one itself, and closes no loop. As in HAProxy
+/// (`srv_apply_track`), links are made in declaration order and a loop is
+/// reported by the server whose link would close it, naming the tracked
+/// proxy twice as HAProxy's message does.
 fn check_tracks(proxies: &[Proxy], names: &Names, errors: &mut Vec<ConfigError>) {
-    for p in proxies.iter().filter(|p| p.kind.has_backend()) {
-        for s in &p.servers {
+    // (proxy index, server index) of a server -> the one it tracks.
+    let mut links: std::collections::HashMap<(usize, usize), (usize, usize)> =
+        std::collections::HashMap::new();
+    for (pi, p) in proxies.iter().enumerate() {
+        if !p.kind.has_backend() {
+            continue;
+        }
+        for (si, s) in p.servers.iter().enumerate() {
             let Some(t) = s.health.as_deref().and_then(|h| h.track.as_ref()) else {
                 continue;
             };
             let who = format!("'server {}/{}'", p.name, s.name);
+            if s.check {
+                alert(
+                    errors,
+                    &s.location,
+                    format!("{who} : unable to enable checks and tracking at the same time!"),
+                );
+                continue;
+            }
             let target = match &t.proxy {
-                None => Some(p),
-                Some(name) => names.backend(proxies, name),
+                None => Some(pi),
+                Some(name) => names
+                    .backend(proxies, name)
+                    .and_then(|tp| proxies.iter().position(|x| std::ptr::eq(x, tp))),
             };
-            let Some(tp) = target else {
+            let Some(tpi) = target else {
                 let name = t.proxy.as_deref().unwrap_or_default();
                 alert(
                     errors,
@@ -217,25 +237,59 @@ fn check_tracks(proxies: &[Proxy], names: &Names, errors: &mut Vec<ConfigError>)
                 );
                 continue;
             };
-            match tp.servers.iter().find(|x| x.name == t.server) {
-                None => alert(
+            let tp = &proxies[tpi];
+            let Some(tsi) = tp.servers.iter().position(|x| x.name == t.server) else {
+                alert(
                     errors,
                     &s.location,
                     format!(
                         "{who} : unable to find required server '{}' for tracking.",
                         t.server
                     ),
-                ),
-                Some(ts) if !ts.check => alert(
+                );
+                continue;
+            };
+            let ts = &tp.servers[tsi];
+            let ts_tracks = ts.health.as_deref().is_some_and(|h| h.track.is_some());
+            if !ts.check && !ts_tracks {
+                alert(
                     errors,
                     &s.location,
                     format!(
                         "{who} : unable to use {}/{} for tracking as it does not have any check nor agent enabled.",
                         tp.name, ts.name
                     ),
-                ),
-                Some(_) => {}
+                );
+                continue;
             }
+            // Follow the links made so far from the tracked server.
+            let me = (pi, si);
+            let mut at = Some((tpi, tsi));
+            let mut loops = at == Some(me);
+            let mut steps = 0;
+            while let Some(cur) = at.and_then(|c| links.get(&c).copied()) {
+                if cur == me {
+                    loops = true;
+                    break;
+                }
+                at = Some(cur);
+                steps += 1;
+                if steps > links.len() {
+                    break;
+                }
+            }
+            if loops {
+                alert(
+                    errors,
+                    &s.location,
+                    format!(
+                        "{who} : unable to track {}/{} as it belongs to a tracking chain looping back to {}/{}.",
+                        tp.name, ts.name, tp.name, s.name
+                    ),
+                );
+                continue;
+            }
+            links.insert(me, (tpi, tsi));
         }
     }
 }

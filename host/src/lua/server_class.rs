@@ -104,9 +104,22 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             None => Ok(Value::Nil),
         }
     })?;
-    // `track` is not supported by the model yet: no server tracks another.
-    getter(lua, &class, "tracking", |_, _| Ok(Value::Nil))?;
-    getter(lua, &class, "get_trackers", |lua, _| lua.create_table())?;
+    getter(lua, &class, "tracking", |lua, h| {
+        match h.srv.track.tracked() {
+            Some((be, srv)) => Ok(Value::Table(proxy_index::new_server(
+                lua, &h.reg, &be, &srv,
+            )?)),
+            None => Ok(Value::Nil),
+        }
+    })?;
+    // An array, newest tracker first, as HAProxy's list is walked.
+    getter(lua, &class, "get_trackers", |lua, h| {
+        let t = lua.create_table()?;
+        for (i, (be, srv)) in h.srv.track.trackers().iter().enumerate() {
+            t.raw_set(i + 1, proxy_index::new_server(lua, &h.reg, be, srv)?)?;
+        }
+        Ok(t)
+    })?;
     crate::lua::event_sub::server_method(lua, &class)?;
 
     class.method(

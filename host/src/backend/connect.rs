@@ -2,6 +2,7 @@
 //! attempts after a failure, HAProxy's turn-around delay between attempts on
 //! the same server, and the optional redispatch of the last retry.
 
+use super::observe::Traffic;
 use super::slot::ConnSlot;
 use super::{Backend, ForwardError};
 use std::net::IpAddr;
@@ -31,6 +32,7 @@ pub(crate) async fn connect(
                 Ok(Ok(stream)) => {
                     // Requests and responses are written whole: send at once.
                     let _ = stream.set_nodelay(true);
+                    slot.server().observe(Traffic::L4Ok);
                     return Ok(stream);
                 }
                 Ok(Err(e)) => (io_reason(&e), false),
@@ -40,6 +42,7 @@ pub(crate) async fn connect(
             .counters
             .connect_errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        slot.server().observe(Traffic::L4Err);
         if attempt >= be.retries {
             crate::log::warning(&format!(
                 "backend '{}': server '{}' connect failed ({why}), giving up after {} retries",

@@ -12,6 +12,7 @@
 
 use super::connect::{connect, io_reason};
 use super::h1::{self, ChunkStep, Chunked, Parsed, ReqFraming, ResFraming, ResponseHead};
+use super::observe::Traffic;
 use super::server::Server;
 use super::slot::ConnSlot;
 use super::{Backend, ForwardError};
@@ -146,6 +147,8 @@ impl Forwarder {
             match exchange(&mut conn, &mut upload, head_request, be.timeouts.server).await {
                 Outcome::Response(res) => {
                     txn.log.t_response = Some(elapsed_ms(sent));
+                    slot.server()
+                        .observe(Traffic::of_status(res.parts.status.as_u16()));
                     return Ok(upstream_response(res, be, conn, slot, upload));
                 }
                 Outcome::NotSent(e) if upload.can_resend() => {
@@ -166,19 +169,27 @@ impl Forwarder {
                     pooled_allowed = false;
                 }
                 Outcome::NotSent(e) => {
+                    if !reused {
+                        slot.server().observe(Traffic::HttpReadError);
+                    }
                     log_bad_response(be, &slot, &io_reason(&e));
                     return Err(ForwardError::BadResponse);
                 }
                 Outcome::Closed => {
+                    if !reused {
+                        slot.server().observe(Traffic::HttpBrokenPipe);
+                    }
                     log_bad_response(be, &slot, "connection closed without a response");
                     return Err(ForwardError::BadResponse);
                 }
                 Outcome::Failed(why) => {
+                    slot.server().observe(Traffic::HttpHdrRsp);
                     log_bad_response(be, &slot, &why);
                     return Err(ForwardError::BadResponse);
                 }
                 Outcome::ClientFailed => return Err(ForwardError::ClientAborted),
                 Outcome::Timeout => {
+                    slot.server().observe(Traffic::HttpReadTimeout);
                     crate::log::warning(&format!(
                         "backend '{}': server '{}' did not answer within timeout server ({} ms)",
                         be.name,

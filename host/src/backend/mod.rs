@@ -20,6 +20,8 @@
 //! - `http`: the per-worker [`Forwarder`], its connection pools, and HTTP;
 //! - `h1`: the HTTP/1.1 wire format towards servers (heads, body framing);
 //! - `tcp`: TCP forwarding with half-closes;
+//! - `observe`: traffic outcomes reported for `observe` (HAProxy's
+//!   health analysis);
 //! - `track`: `track` links between servers, and how changes follow them.
 //!
 //! The [`Registry`] is built once and shared by every worker (`Send +
@@ -35,6 +37,7 @@ mod connect;
 pub mod events;
 pub(crate) mod h1;
 mod http;
+pub mod observe;
 mod registry;
 mod runtime;
 mod server;

@@ -97,6 +97,8 @@ impl Registry {
             proxy_name: be.name_arc().clone(),
             proxy_uuid: be.uuid(),
         }));
+        // Set before the Add event: the check engine reads it then.
+        let _ = srv.added_with.set(Box::new(add.def.clone()));
         let mut servers = farm.servers.to_vec();
         servers.push(srv.clone());
         be.farm.store(Arc::new(Farm::build(be.balance(), servers)));

@@ -62,6 +62,11 @@ pub struct Server {
     pub counters: ServerCounters,
     /// `track`: the server tracked and the trackers (`track.rs`).
     pub track: super::track::Tracking,
+    /// `observe`: who counts the errors of real traffic (`observe.rs`).
+    pub(super) observer: std::sync::OnceLock<Arc<dyn super::observe::TrafficObserver>>,
+    /// A dynamic server's `add server` settings (its check options: `inter`,
+    /// `rise`, `observe`...), for the check engine and `show servers state`.
+    pub added_with: std::sync::OnceLock<Box<crate::config::ServerDef>>,
 }
 
 /// What kind of checks a server has, and whether they run (bits of
@@ -156,6 +161,8 @@ impl Server {
             queue: Queue::default(),
             counters,
             track: Default::default(),
+            observer: std::sync::OnceLock::new(),
+            added_with: std::sync::OnceLock::new(),
         }
     }
 

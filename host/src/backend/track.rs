@@ -63,6 +63,7 @@ impl Tracking {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter_map(Link::upgrade)
+            .filter(|(_, s)| !s.is_deleted())
             .collect()
     }
 }

@@ -8,9 +8,12 @@
 //! events.
 //!
 //! Layout: `status` (HAProxy's status names), `probe` (one check run),
-//! `state` (the counter and intervals), this file (the tasks).
+//! `state` (the counter and intervals), `observe` (errors of real traffic
+//! and `on-error`), `model` (the live model's side), this file (the
+//! tasks).
 
 pub(crate) mod model;
+pub(crate) mod observe;
 pub(crate) mod probe;
 pub(crate) mod state;
 pub(crate) mod status;
@@ -19,6 +22,7 @@ use probe::{Plan, Target};
 use state::{Health, Intervals};
 use status::Outcome;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +65,8 @@ pub(crate) struct Spec {
     pub connect_timeout: Duration,
     /// `timeout check`, if set.
     pub check_timeout: Option<Duration>,
+    /// `observe` with its `error-limit` and `on-error`; None without.
+    pub observe: Option<observe::Settings>,
 }
 
 impl Spec {
@@ -108,8 +114,14 @@ impl Runner {
 
     /// Starts checking `server` after `delay` (spread so that the checks of
     /// many servers do not all start at once).
-    pub(crate) fn spawn(&self, spec: Spec, server: Arc<dyn Checked>, delay: Duration) {
-        Runner::spawn_on(&self.handle, spec, server, delay)
+    pub(crate) fn spawn(
+        &self,
+        spec: Spec,
+        server: Arc<dyn Checked>,
+        shared: Arc<Shared>,
+        delay: Duration,
+    ) {
+        Runner::spawn_on(&self.handle, spec, server, shared, delay)
     }
 
     /// [`Runner::spawn`] from anywhere that holds the runner's handle.
@@ -117,47 +129,80 @@ impl Runner {
         handle: &tokio::runtime::Handle,
         spec: Spec,
         server: Arc<dyn Checked>,
+        shared: Arc<Shared>,
         delay: Duration,
     ) {
         handle.spawn(async move {
             tokio::time::sleep(delay).await;
-            run(spec, server).await;
+            run(spec, server, shared).await;
         });
     }
 }
 
+/// What a server's check task shares with the traffic observer (when the
+/// server has `observe`): the rise/fall counter, the observed errors in a
+/// row, and HAProxy's CHK_ST_FASTINTER (the next interval is `fastinter`).
+pub(crate) struct Shared {
+    health: std::sync::Mutex<Health>,
+    errors: AtomicU32,
+    fast: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(rise: u32, fall: u32) -> Shared {
+        Shared {
+            health: std::sync::Mutex::new(Health::new(rise, fall)),
+            errors: AtomicU32::new(0),
+            fast: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `f` on the counter (a poisoned lock still holds a valid
+    /// counter: every change is a plain store).
+    pub(crate) fn with_health<R>(&self, f: impl FnOnce(&mut Health) -> R) -> R {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut h)
+    }
+}
+
 /// One server's check loop.
-async fn run(spec: Spec, server: Arc<dyn Checked>) {
-    let mut health = Health::new(spec.rise, spec.fall);
+async fn run(spec: Spec, server: Arc<dyn Checked>, shared: Arc<Shared>) {
     loop {
         if server.gone() {
             return;
         }
         if !server.suspended() {
-            health.follow(server.is_up());
+            let up = server.is_up();
+            shared.with_health(|h| h.follow(up));
             if let Some(addr) = server.addr() {
                 let outcome = probe::run(&spec.plan, spec.target(addr)).await;
-                let change = if outcome.passed() {
-                    health.pass()
-                } else {
-                    health.fail()
-                };
+                let (health, change) = shared.with_health(|h| {
+                    let change = if outcome.passed() { h.pass() } else { h.fail() };
+                    (*h, change)
+                });
+                if outcome.passed() {
+                    // HAProxy clears the observed errors on a passed check.
+                    shared.errors.store(0, Ordering::Relaxed);
+                }
                 if server.gone() {
                     return;
                 }
                 server.report(&outcome, health, change.moved);
             }
         }
-        tokio::time::sleep(spec.intervals.next(&health)).await;
+        let health = shared.with_health(|h| *h);
+        let fast = shared.fast.swap(false, Ordering::Relaxed);
+        tokio::time::sleep(spec.intervals.next(&health, fast)).await;
     }
 }
 
-/// The check spec of a server of backend `p` (None without `check`).
+/// The check spec of a server (None without `check`); `check_timeout` is
+/// its backend's `timeout check`.
 pub(crate) fn spec_of(
-    p: &crate::config::Proxy,
     s: &crate::config::ServerDef,
     plan: &Arc<Plan>,
     connect_timeout: Duration,
+    check_timeout: Option<Duration>,
 ) -> Option<Spec> {
     if !s.check {
         return None;
@@ -176,6 +221,7 @@ pub(crate) fn spec_of(
         port: h.and_then(|h| h.port),
         addr: h.and_then(|h| h.addr),
         connect_timeout,
-        check_timeout: p.timeouts.check,
+        check_timeout,
+        observe: h.and_then(observe::Settings::of),
     })
 }

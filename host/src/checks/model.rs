@@ -5,9 +5,9 @@
 //! at run time with checks enabled.
 
 use super::probe::Plan;
-use super::state::{Health, Intervals};
+use super::state::Health;
 use super::status::Outcome;
-use super::{Checked, Runner, Spec, DEFAULT_FALL, DEFAULT_INTER, DEFAULT_RISE};
+use super::{observe, Checked, Runner, Shared, Spec};
 use crate::backend::track;
 use crate::backend::{
     Backend, CheckFlags, CheckOutcome, CheckResult, EventMask, OperCause, OperState, Registry,
@@ -44,6 +44,45 @@ impl ModelServer {
             health_cur: health.cur,
             rise: health.rise,
             fall: health.fall,
+        }
+    }
+}
+
+/// A [`ModelServer`] held weakly (by the server's own traffic observer).
+struct WeakModelServer {
+    backend: Weak<Backend>,
+    server: Weak<Server>,
+}
+
+impl WeakModelServer {
+    fn strong(&self) -> Option<ModelServer> {
+        Some(ModelServer {
+            backend: self.backend.clone(),
+            server: self.server.upgrade()?,
+        })
+    }
+}
+
+impl Checked for WeakModelServer {
+    fn addr(&self) -> Option<SocketAddr> {
+        self.strong()?.addr()
+    }
+
+    fn gone(&self) -> bool {
+        self.strong().is_none_or(|m| m.gone())
+    }
+
+    fn suspended(&self) -> bool {
+        self.strong().is_none_or(|m| m.suspended())
+    }
+
+    fn is_up(&self) -> bool {
+        self.strong().is_some_and(|m| m.is_up())
+    }
+
+    fn report(&self, outcome: &Outcome, health: Health, moved: bool) {
+        if let Some(m) = self.strong() {
+            m.report(outcome, health, moved);
         }
     }
 }
@@ -129,7 +168,7 @@ pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
             continue;
         };
         for s in p.servers.iter().filter(|s| s.check) {
-            let Some(spec) = super::spec_of(p, s, &plan, connect) else {
+            let Some(spec) = super::spec_of(s, &plan, connect, p.timeouts.check) else {
                 continue;
             };
             if let Some(srv) = be.server(&s.name) {
@@ -193,20 +232,40 @@ pub(crate) fn start(
     let n = servers.len().max(1) as u32;
     for (i, (be, srv, spec)) in servers.into_iter().enumerate() {
         let delay = spec.intervals.inter.min(Duration::from_secs(1)) * i as u32 / n;
-        let target = Arc::new(ModelServer {
-            backend: Arc::downgrade(&be),
-            server: srv,
-        });
-        runner.spawn(spec, target, delay);
+        let (target, shared) = task_parts(&be, srv, &spec);
+        runner.spawn(spec, target, shared, delay);
     }
     watch_added_servers(registry, &runner, per_backend);
     Ok(Some(runner))
 }
 
+/// The model side of one check task and the state it shares with the
+/// traffic observer, installed on the server when it has `observe`.
+fn task_parts(be: &Arc<Backend>, srv: Arc<Server>, spec: &Spec) -> (Arc<ModelServer>, Arc<Shared>) {
+    let shared = Arc::new(Shared::new(spec.rise, spec.fall));
+    let target = Arc::new(ModelServer {
+        backend: Arc::downgrade(be),
+        server: srv.clone(),
+    });
+    if let Some(settings) = spec.observe {
+        srv.set_observer(Arc::new(observe::Observer {
+            settings,
+            shared: shared.clone(),
+            // Weak: the server holds its observer.
+            server: Arc::new(WeakModelServer {
+                backend: Arc::downgrade(be),
+                server: Arc::downgrade(&srv),
+            }),
+        }));
+    }
+    (target, shared)
+}
+
 /// Servers added at run time (`add server ... check`) get a check task
-/// with the backend's check settings and HAProxy's default intervals and
-/// counts. It stays idle until `enable health` (checks of a new dynamic
-/// server start disabled).
+/// with the backend's check settings and their own options (`inter`,
+/// `rise`, `fall`, `fastinter`, `port`, `addr`, `observe`...). It stays
+/// idle until `enable health` (checks of a new dynamic server start
+/// disabled).
 fn watch_added_servers(
     registry: &Arc<Registry>,
     runner: &Runner,
@@ -226,25 +285,14 @@ fn watch_added_servers(
         else {
             return;
         };
-        let spec = Spec {
-            plan: bc.plan.clone(),
-            intervals: Intervals {
-                inter: DEFAULT_INTER,
-                fastinter: DEFAULT_INTER,
-                downinter: DEFAULT_INTER,
-            },
-            rise: DEFAULT_RISE,
-            fall: DEFAULT_FALL,
-            port: None,
-            addr: None,
-            connect_timeout: bc.connect_timeout,
-            check_timeout: bc.check_timeout,
+        let Some(def) = srv.added_with.get() else {
+            return;
         };
-        let target = Arc::new(ModelServer {
-            backend: Arc::downgrade(be),
-            server: srv,
-        });
-        Runner::spawn_on(&handle, spec, target, Duration::ZERO);
+        let Some(spec) = super::spec_of(def, &bc.plan, bc.connect_timeout, bc.check_timeout) else {
+            return;
+        };
+        let (target, shared) = task_parts(be, srv, &spec);
+        Runner::spawn_on(&handle, spec, target, shared, Duration::ZERO);
     });
     registry
         .events()

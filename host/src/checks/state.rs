@@ -87,14 +87,15 @@ pub(crate) struct Intervals {
 }
 
 impl Intervals {
-    /// HAProxy's `srv_getinter`: `downinter` when down for good, `inter`
-    /// at full health, `fastinter` in between (going up or down).
-    pub(crate) fn next(&self, h: &Health) -> Duration {
+    /// HAProxy's `srv_getinter`: `inter` at full health unless `fast`
+    /// (observed errors asked for a quicker check), `downinter` when down
+    /// for good, `fastinter` otherwise (going up or down).
+    pub(crate) fn next(&self, h: &Health, fast: bool) -> Duration {
+        if h.cur >= h.top() && !fast {
+            return self.inter;
+        }
         if h.cur == 0 {
             return self.downinter;
-        }
-        if h.cur >= h.top() {
-            return self.inter;
         }
         self.fastinter
     }
@@ -140,11 +141,12 @@ mod tests {
             downinter: Duration::from_secs(5),
         };
         let mut h = Health::new(2, 2);
-        assert_eq!(i.next(&h), i.fastinter);
+        assert_eq!(i.next(&h, false), i.fastinter);
         h.pass();
-        assert_eq!(i.next(&h), i.inter);
+        assert_eq!(i.next(&h, false), i.inter);
+        assert_eq!(i.next(&h, true), i.fastinter);
         h.follow(false);
-        assert_eq!(i.next(&h), i.downinter);
+        assert_eq!(i.next(&h, false), i.downinter);
         h.follow(true);
         assert_eq!(h.cur, 2);
     }

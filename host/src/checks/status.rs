@@ -23,6 +23,8 @@ pub(crate) enum Status {
     L7Sts,
     /// The socket failed after connecting.
     SockErr,
+    /// Errors of real traffic reached `error-limit` (`observe`).
+    Hana,
 }
 
 /// A check's result class, as the SERVER_CHECK event names it.
@@ -44,6 +46,7 @@ impl Status {
             Status::L7Rsp => "L7RSP",
             Status::L7Sts => "L7STS",
             Status::SockErr => "SOCKERR",
+            Status::Hana => "HANA",
         }
     }
 
@@ -58,6 +61,7 @@ impl Status {
             Status::L7Rsp => "Layer7 invalid response",
             Status::L7Sts => "Layer7 wrong status",
             Status::SockErr => "Socket error",
+            Status::Hana => "Health analyze",
         }
     }
 
@@ -111,10 +115,13 @@ impl Outcome {
         if let Some(info) = self.info.as_deref().filter(|i| !i.is_empty()) {
             s.push_str(&format!(", info: \"{info}\""));
         }
-        s.push_str(&format!(
-            ", check duration: {}ms",
-            self.duration.as_millis()
-        ));
+        // A health analysis has no duration (HAProxy's -1, not printed).
+        if self.status != Status::Hana {
+            s.push_str(&format!(
+                ", check duration: {}ms",
+                self.duration.as_millis()
+            ));
+        }
         s
     }
 }

@@ -117,14 +117,18 @@ impl Shared {
             .unwrap_or_else(|| crate::stats::snapshot().maxconn)
     }
 
-    /// A server's `rise` and `fall` (HAProxy's defaults 2 and 3 for
-    /// dynamic servers).
+    /// A server's `rise` and `fall` (a dynamic server's from its `add
+    /// server` line; HAProxy's defaults 2 and 3).
     pub fn rise_fall(&self, s: &Server) -> (u32, u32) {
         self.config
             .rise_fall
             .get(&(s.proxy_name.to_string(), s.name.to_string()))
             .copied()
             .filter(|_| !s.dynamic)
+            .or_else(|| {
+                let d = s.added_with.get()?;
+                Some((d.rise.unwrap_or(2), d.fall.unwrap_or(3)))
+            })
             .unwrap_or((2, 3))
     }
 

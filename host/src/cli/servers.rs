@@ -5,6 +5,7 @@
 use super::commands::{Builtin, Command};
 use super::session::{say, Answer};
 use super::Shared;
+use crate::backend::track;
 use crate::backend::{
     AddServer, AdminFlags, AdminState, Backend, CheckFlags, OperCause, OperState, Server,
 };
@@ -176,8 +177,23 @@ fn add_server(shared: &Shared, args: &[&str]) -> Answer {
     let Some(addr) = args.get(1) else {
         return say("'server' expects <name> and <addr>[:<port>] as arguments.");
     };
+    // `track` names a server of the running process, which the parser of a
+    // lone server line cannot see: it is taken out and resolved here.
+    let mut options: Vec<&str> = args[2..].to_vec();
+    let track = match options.iter().position(|w| *w == "track") {
+        Some(i) => {
+            let Some(&target) = options.get(i + 1) else {
+                return say(&format!(
+                    "'server {be}/{name}' : 'track' expects [<proxy>/]<server> as argument."
+                ));
+            };
+            options.drain(i..i + 2);
+            Some(target)
+        }
+        None => None,
+    };
     let line = std::iter::once(format!("server {name} {addr}"))
-        .chain(args[2..].iter().map(|w| w.to_string()))
+        .chain(options.iter().map(|w| w.to_string()))
         .collect::<Vec<_>>()
         .join(" ");
     let text = format!("backend runtime-api\n    {line}\n");
@@ -199,10 +215,26 @@ fn add_server(shared: &Shared, args: &[&str]) -> Answer {
     let Some(def) = def else {
         return say("'server' expects <name> and <addr>[:<port>] as arguments.");
     };
+    let tracked = match track {
+        Some(_) if def.check => {
+            return say("unable to enable checks and tracking at the same time!");
+        }
+        Some(t) => match tracked_server(shared, be, t) {
+            Ok(found) => Some(found),
+            Err(e) => return say(&e),
+        },
+        None => None,
+    };
     let enabled = args[2..].contains(&"enabled");
     let disabled = def.disabled;
     match shared.registry.add_server(be, &AddServer { def, enabled }) {
         Ok(srv) => {
+            if let (Some((tbe, ts)), Some(b)) = (tracked, shared.registry.get(be)) {
+                track::link(b, &srv, &tbe, &ts);
+                if ts.oper() == OperState::Stopped {
+                    b.set_oper_state(&srv, OperState::Stopped, OperCause::None, None);
+                }
+            }
             // `disabled`: maintenance "from the configuration" too (HAProxy
             // shows admin state 5, not 1).
             if disabled && !enabled {
@@ -214,6 +246,37 @@ fn add_server(shared: &Shared, args: &[&str]) -> Answer {
         }
         Err(e) => say(&e),
     }
+}
+
+/// The server `track [PROXY/]SERVER` names for a dynamic server of `be`,
+/// with HAProxy's checks (`srv_apply_track`): it exists, is not dynamic,
+/// and has checks or tracks another server.
+fn tracked_server(
+    shared: &Shared,
+    be: &str,
+    target: &str,
+) -> Result<(Arc<Backend>, Arc<Server>), String> {
+    let (pname, sname) = match target.rsplit_once('/') {
+        Some((p, s)) => (p, s),
+        None => (be, target),
+    };
+    let tbe = shared.registry.get(pname).ok_or(format!(
+        "unable to find required proxy '{pname}' for tracking."
+    ))?;
+    let ts = tbe.server(sname).ok_or(format!(
+        "unable to find required server '{sname}' for tracking."
+    ))?;
+    if ts.dynamic {
+        return Err(format!(
+            "unable to use {pname}/{sname} for tracking as it is a dynamic server."
+        ));
+    }
+    if ts.check_flags() & CheckFlags::CONFIGURED == 0 && !ts.track.is_tracking() {
+        return Err(format!(
+            "unable to use {pname}/{sname} for tracking as it does not have any check nor agent enabled."
+        ));
+    }
+    Ok((tbe.clone(), ts))
 }
 
 /// `del server B/S`.

@@ -40,7 +40,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use environ::{apply as apply_env, EnvOp};
-pub use health::{CheckKind, CheckRule, HttpChkLine, HttpSend, Matcher, ProxyCheck, ServerCheck};
+pub use health::{
+    CheckKind, CheckRule, HttpChkLine, HttpSend, Matcher, Observe, OnError, ProxyCheck,
+    ServerCheck, DEFAULT_ERROR_LIMIT,
+};
 pub use process::CpuMap;
 
 /// Where an item was written: file name and 1-based line number.

@@ -621,3 +621,190 @@ end)
         results,
     );
 }
+
+/// `track`: tracking servers (in the same and another backend, and down a
+/// chain) follow the tracked server DOWN and UP, newest tracker first and
+/// depth first, each with its own SERVER_DOWN/UP and HAProxy's "via" log
+/// line; `Server:tracking()` and `Server:get_trackers()` answer as
+/// HAProxy's do.
+#[test]
+fn tracking_servers_follow_the_tracked_one() {
+    let subscriber = r#"
+core.event_sub({"SERVER_UP", "SERVER_DOWN"}, function(event, data)
+  record(event .. " " .. data.proxy_name .. "/" .. data.name)
+end)
+core.register_task(function()
+  local be, be2 = core.backends.be.servers, core.backends.be2.servers
+  local function name(s) return s and (s:get_proxy():get_name() .. "/" .. s:get_name()) or "nil" end
+  local function list(t)
+    local out = {}
+    for i, s in ipairs(t) do out[i] = name(s) end
+    return table.concat(out, ",")
+  end
+  record("tracking t1=" .. name(be2.t1:tracking()) .. " s2=" .. name(be.s2:tracking())
+    .. " s1=" .. name(be.s1:tracking()))
+  record("trackers s1=" .. list(be.s1:get_trackers()) .. " s2=" .. list(be.s2:get_trackers())
+    .. " t1=" .. list(be2.t1:get_trackers()))
+end)
+"#;
+    let mut results = Vec::new();
+    for peer in peers() {
+        let mut a = Origin::new("200 OK", "a");
+        let be = format!(
+            "  server s1 127.0.0.1:{p} check inter 100ms fall 1 rise 1\n  \
+             server s2 127.0.0.1:{p} track s1\n\
+             backend be2\n  server t1 127.0.0.1:{p} track be/s2\n  \
+             server t2 127.0.0.1:{p} track be/s1",
+            p = a.port
+        );
+        let run = Run::start(&peer, "track", &be, subscriber);
+        let ev = run.wait_events(5, |e| e.len() >= 2);
+        assert_eq!(ev.len(), 2, "{}: {ev:?}", run.label);
+        a.close();
+        let ev = run.wait_events(10, |e| e.len() >= 6);
+        let log = run.wait_log("Server be2/t1 is DOWN via be/s2", 5);
+        let alert = log.find("backend 'be' has no server available!");
+        let t1 = log.find("Server be2/t1 is DOWN via be/s2");
+        assert!(
+            alert.is_some() && alert < t1,
+            "{}: the backend's alert comes before the trackers' lines\n{log}",
+            run.label
+        );
+        for line in [
+            "Server be2/t2 is DOWN via be/s1. 1 active and 0 backup servers left. 0 sessions active, 0 requeued, 0 remaining in queue.",
+            "Server be/s2 is DOWN via be/s1. 0 active and 0 backup servers left.",
+            "Server be2/t1 is DOWN via be/s2. 0 active and 0 backup servers left.",
+        ] {
+            assert!(log.contains(line), "{}: no {line:?} in\n{log}", run.label);
+        }
+        assert_eq!(ev.len(), 6, "{}: {ev:?}", run.label);
+        a.open();
+        let ev = run.wait_events(10, |e| e.len() >= 10);
+        let log = run.wait_log("Server be2/t1 is UP via be/s2", 5);
+        assert!(
+            log.contains("Server be/s2 is UP via be/s1. 2 active and 0 backup servers online. 0 sessions requeued, 0 total in queue."),
+            "{}: {log}",
+            run.label
+        );
+        results.push((run.label.clone(), ev));
+    }
+    same_events(
+        &[
+            "tracking t1=be/s2 s2=be/s1 s1=nil",
+            "trackers s1=be2/t2,be/s2 s2=be2/t1 t1=",
+            "SERVER_DOWN be/s1",
+            "SERVER_DOWN be2/t2",
+            "SERVER_DOWN be/s2",
+            "SERVER_DOWN be2/t1",
+            "SERVER_UP be/s1",
+            "SERVER_UP be2/t2",
+            "SERVER_UP be/s2",
+            "SERVER_UP be2/t1",
+        ],
+        results,
+    );
+}
+
+/// Records failed SERVER_CHECK results (short reason, description,
+/// health) and SERVER_DOWN. (Whether HAProxy's Lua sees the event of the
+/// very first check depends on start-up timing, so passed checks are left
+/// out.)
+const CHECKS_AND_DOWN: &str = r#"
+core.event_sub({"SERVER_CHECK", "SERVER_DOWN"}, function(event, data)
+  if event == "SERVER_DOWN" then
+    record("DOWN " .. data.name)
+  elseif data.check.result == "FAILED" then
+    local c = data.check
+    record("CHECK " .. data.name .. " " .. c.result .. " " .. c.reason.short .. " "
+      .. c.reason.desc .. " health=" .. c.health.cur)
+  end
+end)
+"#;
+
+/// `observe layer4` with `on-error mark-down`: connections refused to a
+/// server whose checks pass (they go to another port) take it DOWN after
+/// `error-limit` errors in a row, with HAProxy's "Health analyze" reason.
+#[test]
+fn observed_connection_errors_mark_a_server_down() {
+    let mut results = Vec::new();
+    for peer in peers() {
+        let check_port = Origin::new("200 OK", "check");
+        let other = Origin::new("200 OK", "other");
+        let dead = free_port();
+        let be = format!(
+            "  retries 0\n  balance roundrobin\n  \
+             server s1 127.0.0.1:{dead} check port {} inter 10s observe layer4 error-limit 2 on-error mark-down\n  \
+             server s2 127.0.0.1:{}",
+            check_port.port, other.port
+        );
+        let run = Run::start(&peer, "observe_l4", &be, CHECKS_AND_DOWN);
+        // The first check (at once for the first server) passes.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(get(run.fe, "/").0);
+        }
+        assert_eq!(statuses, [503, 200, 503, 200], "{}", run.label);
+        let ev = run.wait_events(5, |e| e.len() >= 2);
+        let log = run.wait_log("Server be/s1 is DOWN", 5);
+        assert!(
+            log.contains("Server be/s1 is DOWN, reason: Health analyze, info: \"Detected 2 consecutive errors, last one was: L4 unsuccessful connection\". 1 active and 0 backup servers left."),
+            "{}: {log}",
+            run.label
+        );
+        // Now every request goes to s2.
+        assert_eq!(
+            get(run.fe, "/"),
+            (200, "other".to_string()),
+            "{}",
+            run.label
+        );
+        assert_eq!(
+            get(run.fe, "/"),
+            (200, "other".to_string()),
+            "{}",
+            run.label
+        );
+        results.push((run.label.clone(), ev));
+    }
+    same_events(
+        &["CHECK s1 FAILED HANA Health analyze health=0", "DOWN s1"],
+        results,
+    );
+}
+
+/// `observe layer7` with `on-error fail-check`: 5xx answers (not 501 or
+/// 505) count; each `error-limit` run is one failed check, so `fall`
+/// failures take the server DOWN; a 501 or 4xx answer clears the count.
+#[test]
+fn observed_5xx_answers_count_as_failed_checks() {
+    let mut results = Vec::new();
+    for peer in peers() {
+        let sick = Origin::new("503 Service Unavailable", "busy");
+        let be = format!(
+            "  server s1 127.0.0.1:{} check inter 10s rise 2 fall 2 observe layer7 error-limit 2 on-error fail-check",
+            sick.port
+        );
+        let run = Run::start(&peer, "observe_l7", &be, CHECKS_AND_DOWN);
+        std::thread::sleep(Duration::from_millis(500));
+        for _ in 0..4 {
+            assert_eq!(get(run.fe, "/").0, 503, "{}", run.label);
+        }
+        let ev = run.wait_events(5, |e| e.len() >= 3);
+        let log = run.wait_log("Server be/s1 is DOWN", 5);
+        assert!(
+            log.contains("Server be/s1 is DOWN, reason: Health analyze, info: \"Detected 2 consecutive errors, last one was: Wrong http response\". 0 active and 0 backup servers left."),
+            "{}: {log}",
+            run.label
+        );
+        results.push((run.label.clone(), ev));
+    }
+    same_events(
+        &[
+            "CHECK s1 FAILED HANA Health analyze health=2",
+            "CHECK s1 FAILED HANA Health analyze health=0",
+            "DOWN s1",
+        ],
+        results,
+    );
+}

@@ -162,14 +162,16 @@ impl Backend {
                 srv.name,
                 change_tail(&tbe, &t, down, act, bck)
             ));
-            // This recurses down the chain (loops are refused at load).
-            tbe.set_oper_state(&t, state, OperCause::None, None);
+            // HAProxy says the backend has no server left before going on
+            // down the chain.
             if down && act == 0 && bck == 0 {
                 crate::log::alert(&format!(
                     "backend '{}' has no server available!",
                     tbe.name()
                 ));
             }
+            // This recurses down the chain (loops are refused at load).
+            tbe.set_oper_state(&t, state, OperCause::None, None);
         }
     }
 

@@ -1,6 +1,7 @@
-//! Health checks (issue 13, item 4): the check keywords pass and fail `-c`
-//! as HAProxy 3.0's do, and real checks against real sockets move servers
-//! DOWN and UP, with HAProxy's log lines.
+//! Health checks (issue 13, item 4): the check keywords (`track` chains
+//! and loops included) pass and fail `-c` as HAProxy 3.0's do. Real checks
+//! against real sockets (DOWN/UP, `track`, `observe`) are compared with
+//! HAProxy 3.0 in server_events.rs.
 
 use luahost_suite::{artifacts, run_with_timeout, Output};
 use std::path::{Path, PathBuf};
@@ -53,6 +54,10 @@ const CASES: &[(&str, bool, &str)] = &[
     ("server s1 127.0.0.1:1 track nobe/s1", false, "unable to find required proxy 'nobe' for tracking"),
     ("server s1 127.0.0.1:1 track s9", false, "unable to find required server 's9' for tracking"),
     ("server s2 127.0.0.1:2\n server s1 127.0.0.1:1 track s2", false, "does not have any check nor agent enabled"),
+    ("server s1 127.0.0.1:1 track s0 check", false, "'server be/s1' : unable to enable checks and tracking at the same time!"),
+    ("server s2 127.0.0.1:2 track s0\n server s1 127.0.0.1:1 track s2", true, ""),
+    ("server s2 127.0.0.1:2 track s1\n server s1 127.0.0.1:1 track s2", false, "'server be/s1' : unable to track be/s2 as it belongs to a tracking chain looping back to be/s1."),
+    ("server s1 127.0.0.1:1 track s1", false, "unable to track be/s1 as it belongs to a tracking chain looping back to be/s1."),
     ("option httpchk", true, ""),
     ("option httpchk /health", true, ""),
     ("option httpchk GET /health HTTP/1.1\n http-check send hdr Host example.com\n http-check expect status 200-399", true, ""),

@@ -75,6 +75,11 @@ fn config(s: &Setup, servers: &[u16; 3]) -> String {
 /// Starts `program` (luahost or HAProxy) on the shared configuration and
 /// waits for its admin socket.
 fn start(program: &Path, tag: &str, servers: &[u16; 3]) -> (Running, Setup) {
+    start_with(program, tag, servers, "")
+}
+
+/// [`start`] with `extra` sections after the shared configuration.
+fn start_with(program: &Path, tag: &str, servers: &[u16; 3], extra: &str) -> (Running, Setup) {
     let setup = Setup {
         dir: scratch_dir(&format!("runtime_api_{tag}")),
         fe: free_port(),
@@ -83,7 +88,7 @@ fn start(program: &Path, tag: &str, servers: &[u16; 3]) -> (Running, Setup) {
     };
     std::fs::write(setup.dir.join("cli.lua"), CLI_LUA).expect("write lua");
     let cfg = setup.dir.join("p.cfg");
-    std::fs::write(&cfg, config(&setup, servers)).expect("write cfg");
+    std::fs::write(&cfg, config(&setup, servers) + extra).expect("write cfg");
     let log = std::fs::File::create(setup.dir.join("stderr")).expect("log");
     let mut cmd = Command::new(program);
     if program != artifacts().luahost() {
@@ -897,4 +902,101 @@ fn under_load_churning_servers_loses_no_request_and_spares_removed_ones() {
         "under load: {done} requests, {ops} CLI operations, {} windows\n{report}",
         windows.len()
     );
+}
+
+/// The columns of `show servers state` that say what a server's checks
+/// did: name, op state, admin state, weights, check health, check state.
+fn check_columns(answer: &str) -> Vec<String> {
+    answer
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() == 25 && f[0].parse::<u32>().is_ok()).then(|| {
+                [3, 5, 6, 7, 8, 12, 13]
+                    .iter()
+                    .map(|&i| f[i])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+        })
+        .collect()
+}
+
+/// `add server` takes HAProxy 3.0's check options (`check`, `inter`,
+/// `rise`, `fall`, `port`, `weight`, `maxconn`) and `track`: a dynamic
+/// server starts in maintenance with checks disabled; once enabled, its
+/// checks use its own `port` (passing on a live port while the server's
+/// own port is dead), a tracker follows its configured server, and
+/// `track` is refused for missing or dynamic servers and with `check`,
+/// with HAProxy's messages. Compared with HAProxy 3.0.
+#[test]
+fn dynamic_servers_take_check_options_and_track_as_in_haproxy() {
+    // Connect checks pass on a listener that never accepts: the kernel
+    // completes the handshake.
+    let live = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let live_port = live.local_addr().expect("addr").port();
+    let dead = free_port();
+    let ports = dead_ports();
+    let extra = format!(
+        "backend bc\n    balance roundrobin\n    server c1 127.0.0.1:{dead} check inter 100ms rise 1 fall 1\n"
+    );
+    let mut runs = vec![(
+        "luahost".to_string(),
+        start_with(&artifacts().luahost(), "dyn_checks_luahost", &ports, &extra),
+    )];
+    for h in haproxy_peers()
+        .into_iter()
+        .filter(|h| !h.label.ends_with("2.6"))
+    {
+        let tag = format!("dyn_checks_{}", h.label.replace(' ', "_"));
+        runs.push((
+            h.label.clone(),
+            start_with(&h.program, &tag, &ports, &extra),
+        ));
+    }
+    let adds = [
+        format!("add server bc/d1 127.0.0.1:{dead} check inter 100ms rise 1 fall 1 port {live_port} weight 7 maxconn 5\n"),
+        format!("add server bc/d2 127.0.0.1:{dead} check inter 100ms rise 3 fall 2\n"),
+        format!("add server bc/d3 127.0.0.1:{live_port} track c1\n"),
+        format!("add server bc/d4 127.0.0.1:{live_port} track d1\n"),
+        format!("add server bc/d5 127.0.0.1:{live_port} track nope\n"),
+        format!("add server bc/d6 127.0.0.1:{live_port} track zz/c1\n"),
+        format!("add server bc/d7 127.0.0.1:{live_port} track c1 check\n"),
+        "enable server bc/d1\n".to_string(),
+        "enable server bc/d2\n".to_string(),
+        "enable server bc/d3\n".to_string(),
+        "enable health bc/d1\n".to_string(),
+        "enable health bc/d2\n".to_string(),
+        "enable health bc/d3\n".to_string(),
+    ];
+    let mut answers: Vec<(String, Vec<String>)> = Vec::new();
+    for (label, (_, setup)) in &runs {
+        let mut got: Vec<String> = adds.iter().map(|a| ask(&setup.sock("admin"), a)).collect();
+        answers.push((label.clone(), got.clone()));
+        // Checks every 100 ms: d2 (dead port) goes DOWN, d1 (live check
+        // port) stays UP, d3 follows c1 (dead port) DOWN.
+        std::thread::sleep(Duration::from_millis(1200));
+        got = check_columns(&ask(&setup.sock("admin"), "show servers state bc\n"));
+        answers.push((format!("{label} state"), got));
+    }
+    let expected_state = [
+        "c1 0 0 1 1 0 6",
+        "d1 2 0 7 7 1 6",
+        "d2 0 0 1 1 0 6",
+        "d3 0 0 1 1 0 0",
+    ];
+    for (label, got) in &answers {
+        if label.ends_with(" state") {
+            assert_eq!(got, &expected_state, "{label}");
+        }
+    }
+    let ours = &answers[0].1;
+    assert_eq!(
+        ours[3],
+        "unable to use bc/d1 for tracking as it is a dynamic server.\n\n"
+    );
+    for (label, got) in answers.iter().skip(2).step_by(2) {
+        assert_eq!(ours, got, "add/enable answers: luahost vs {label}");
+    }
+    drop(live);
 }

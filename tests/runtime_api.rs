@@ -968,6 +968,9 @@ fn dynamic_servers_take_check_options_and_track_as_in_haproxy() {
         "enable health bc/d1\n".to_string(),
         "enable health bc/d2\n".to_string(),
         "enable health bc/d3\n".to_string(),
+        "set server bc/c1 state maint\n".to_string(),
+        "del server bc/c1\n".to_string(),
+        "set server bc/c1 state ready\n".to_string(),
     ];
     let mut answers: Vec<(String, Vec<String>)> = Vec::new();
     for (label, (_, setup)) in &runs {

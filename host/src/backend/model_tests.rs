@@ -474,3 +474,61 @@ fn churn_never_routes_to_deleted_or_maintenance_servers() {
     assert!(round > 10, "only {round} rounds");
     assert_eq!(be.servers().servers.len(), 1);
 }
+
+/// `track`: a tracker follows the tracked server DOWN and UP (its own
+/// events after the tracked one's), takes IMAINT/IDRAIN when the tracked
+/// server enters maintenance or drain, and leaving maintenance while the
+/// tracked server is DOWN keeps it DOWN.
+#[test]
+fn trackers_follow_state_and_maintenance() {
+    let reg = registry(
+        "backend be\n  server s1 127.0.0.1:1 check\n  server s2 127.0.0.1:1\n  server s3 127.0.0.1:1\n",
+    );
+    let be = reg.get("be").expect("be").clone();
+    let (s1, s2, s3) = (
+        be.server("s1").expect("s1"),
+        be.server("s2").expect("s2"),
+        be.server("s3").expect("s3"),
+    );
+    assert!(track::link(&be, &s2, &be, &s1));
+    assert!(track::link(&be, &s3, &be, &s2));
+    assert!(!track::link(&be, &s2, &be, &s3), "one tracked server only");
+    let seen = record(&reg);
+    be.set_oper_state(&s1, OperState::Stopped, OperCause::Health, None);
+    assert_eq!(
+        (s2.oper(), s3.oper()),
+        (OperState::Stopped, OperState::Stopped)
+    );
+    let names: Vec<String> = take(&seen)
+        .into_iter()
+        .filter(|e| e.starts_with("SERVER_DOWN"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "SERVER_DOWN be/s1 ref=true",
+            "SERVER_DOWN be/s2 ref=true",
+            "SERVER_DOWN be/s3 ref=true"
+        ]
+    );
+    // Maintenance passes down as IMAINT; leaving it while s1 is DOWN keeps
+    // the trackers DOWN.
+    be.set_admin_state(&s1, AdminState::Maint);
+    assert_eq!(s3.admin().0, AdminFlags::IMAINT);
+    be.set_oper_state(&s1, OperState::Stopped, OperCause::Cli, None);
+    be.set_admin_state(&s1, AdminState::Drain);
+    assert_eq!(s2.admin().0, AdminFlags::IDRAIN);
+    assert_eq!(s1.oper(), OperState::Running);
+    assert_eq!(s3.oper(), OperState::Running);
+    be.set_oper_state(&s1, OperState::Stopped, OperCause::Cli, None);
+    be.set_admin_state(&s2, AdminState::Maint);
+    be.set_admin_state(&s2, AdminState::Ready);
+    assert_eq!(s2.oper(), OperState::Stopped, "s1 is DOWN");
+    be.set_oper_state(&s1, OperState::Running, OperCause::Cli, None);
+    assert_eq!(s3.oper(), OperState::Running);
+    assert!(s1.track.is_tracked() && !s3.track.is_tracked());
+    assert_eq!(
+        reg.del_server("be", "s1"),
+        Err("This server cannot be removed at runtime due to other configuration elements pointing to it.".into())
+    );
+}

@@ -117,6 +117,9 @@ impl Registry {
         let _w = be.lock_writer();
         let farm = be.farm.load_full();
         let srv = farm.find(server).ok_or("No such server.")?.clone();
+        if srv.track.is_tracked() {
+            return Err("This server cannot be removed at runtime due to other configuration elements pointing to it.".into());
+        }
         if !srv.admin().in_maint() {
             return Err("Only servers in maintenance mode can be deleted.".into());
         }

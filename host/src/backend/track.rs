@@ -56,6 +56,16 @@ impl Tracking {
         self.tracked.get().is_some()
     }
 
+    /// Some server was set to track this one (HAProxy's SRV_F_NAME_REFD,
+    /// which stays set): the server cannot be deleted.
+    pub fn is_tracked(&self) -> bool {
+        !self
+            .trackers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// The live trackers, newest first.
     pub fn trackers(&self) -> Vec<(Arc<Backend>, Arc<Server>)> {
         self.trackers

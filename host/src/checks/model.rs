@@ -175,7 +175,7 @@ pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
                 servers.push((be.clone(), srv, spec));
             }
         }
-        link_tracks(p, &be, registry);
+        link_tracks(p, be, registry);
         per_backend.insert(
             p.name.clone(),
             BackendChecks {

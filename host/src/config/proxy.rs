@@ -7,8 +7,8 @@ use super::global::{at_most, parse_log};
 use super::rules::{parse_rule, RuleSet};
 use super::units::{int_arg, time_arg};
 use super::{
-    Balance, Bind, ForwardFor, Location, Mode, Proxy, ProxyKind, ProxyOptions, ServerDef, Timeouts,
-    UseBackend,
+    Balance, Bind, ErrorFileDef, ForwardFor, Location, Mode, Proxy, ProxyKind, ProxyOptions,
+    ServerDef, Timeouts, UseBackend,
 };
 
 /// The section a proxy keyword appears in.
@@ -80,6 +80,9 @@ const KEYWORDS: &[(&str, u8)] = &[
     ("retries", D | B | L),
     ("log", ALL),
     ("description", F | B | L),
+    ("errorfile", ALL),
+    ("compression", ALL),
+    ("filter", F | B | L),
 ];
 
 /// The `timeout` kinds and where each applies.
@@ -91,6 +94,7 @@ const TIMEOUTS: &[(&str, u8)] = &[
     ("http-keep-alive", ALL),
     ("queue", D | B | L),
     ("tunnel", D | B | L),
+    ("check", D | B | L),
 ];
 
 /// The `option` names and where each applies.
@@ -102,17 +106,23 @@ const OPTIONS: &[(&str, u8)] = &[
     ("tcplog", D | F | L),
     ("dontlognull", D | F | L),
     ("abortonclose", ALL),
+    ("http-buffer-request", ALL),
 ];
 
 /// The `option` names that only make sense in HTTP mode.
-pub(crate) const HTTP_OPTIONS: &[&str] = &["forwardfor", "http-keep-alive", "httpclose", "httplog"];
+pub(crate) const HTTP_OPTIONS: &[&str] = &[
+    "forwardfor",
+    "http-keep-alive",
+    "httpclose",
+    "httplog",
+    "http-buffer-request",
+];
 
 /// HAProxy proxy keywords that luahost recognises but does not implement.
 const UNSUPPORTED: &[&str] = &[
     "bind-process",
     "capture",
     "clitimeout",
-    "compression",
     "contimeout",
     "cookie",
     "declare",
@@ -121,14 +131,12 @@ const UNSUPPORTED: &[&str] = &[
     "dispatch",
     "email-alert",
     "enabled",
-    "errorfile",
     "errorfiles",
     "errorloc",
     "errorloc302",
     "errorloc303",
     "error-log-format",
     "external-check",
-    "filter",
     "force-persist",
     "fullconn",
     "guid",
@@ -206,6 +214,7 @@ pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
         http_request: Vec::new(),
         http_response: Vec::new(),
         http_after_response: Vec::new(),
+        tcp_request_connection: Vec::new(),
         tcp_request_content: Vec::new(),
         tcp_response_content: Vec::new(),
         tcp_request_inspect_delay: None,
@@ -216,6 +225,8 @@ pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
         log_global: false,
         logs: Vec::new(),
         description: None,
+        errorfiles: Vec::new(),
+        compression: None,
     }
 }
 
@@ -240,6 +251,7 @@ pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Locat
             http_keep_alive: d.http_keep_alive,
             queue: pick(be, d.queue),
             tunnel: pick(be, d.tunnel),
+            check: pick(be, d.check),
         },
         maxconn: if fe { defaults.maxconn } else { None },
         backlog: if fe { defaults.backlog } else { None },
@@ -258,6 +270,8 @@ pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Locat
         retries: if be { defaults.retries } else { None },
         log_global: defaults.log_global,
         logs: defaults.logs.clone(),
+        errorfiles: defaults.errorfiles.clone(),
+        compression: defaults.compression.clone(),
         ..builtin_defaults(loc)
     }
 }
@@ -275,13 +289,14 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
-/// Handles one line of a proxy or defaults section; `words[0]` is the keyword.
+/// Handles one line of a proxy or defaults section; `words[0]` is the
+/// keyword. `Ok(Some(text))` is a warning about the line.
 pub(crate) fn keyword(
     p: &mut Proxy,
     sect: SectionKind,
     words: &[&str],
     loc: &Location,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     let kw = words.first().copied().unwrap_or_default();
     let Some(&(_, mask)) = KEYWORDS.iter().find(|(k, _)| *k == kw) else {
         return Err(unknown_keyword(kw, sect));
@@ -298,7 +313,7 @@ pub(crate) fn keyword(
             at_most(words, 2)?;
         }
         "bind" => bind(p, words, loc)?,
-        "timeout" => timeout(p, sect, words)?,
+        "timeout" => return timeout(p, sect, words),
         "maxconn" => {
             p.maxconn = Some(int_arg(kw, "a number of connections", arg, 1, u64::MAX)?);
             at_most(words, 2)?;
@@ -324,13 +339,23 @@ pub(crate) fn keyword(
             let acl = parse_acl_line(words, loc)?;
             push(&mut p.acls, acl);
         }
-        "http-request" => rule(p, RuleSet::HttpRequest, &words[1..], sect, loc)?,
-        "http-response" => rule(p, RuleSet::HttpResponse, &words[1..], sect, loc)?,
-        "http-after-response" => rule(p, RuleSet::HttpAfterResponse, &words[1..], sect, loc)?,
+        "http-request" => rule(p, RuleSet::HttpRequest, &words[1..], loc)?,
+        "http-response" => rule(p, RuleSet::HttpResponse, &words[1..], loc)?,
+        "http-after-response" => rule(p, RuleSet::HttpAfterResponse, &words[1..], loc)?,
         "tcp-request" => match arg {
             Some("content") => {
                 check_section("tcp-request content", F | B | L, sect)?;
-                rule(p, RuleSet::TcpRequestContent, &words[2..], sect, loc)?;
+                rule(p, RuleSet::TcpRequestContent, &words[2..], loc)?;
+            }
+            Some("connection") => {
+                if sect == SectionKind::Defaults {
+                    return Err(
+                        "'tcp-request connection' rules in a 'defaults' section are not supported yet"
+                            .to_string(),
+                    );
+                }
+                check_section("tcp-request connection", F | L, sect)?;
+                rule(p, RuleSet::TcpRequestConnection, &words[2..], loc)?;
             }
             Some("inspect-delay") => {
                 p.tcp_request_inspect_delay = Some(time_arg(
@@ -339,18 +364,16 @@ pub(crate) fn keyword(
                 )?);
                 at_most(words, 3)?;
             }
-            Some(other @ ("connection" | "session")) => {
-                return Err(format!("'tcp-request {other}' is not supported yet"))
-            }
+            Some("session") => return Err("'tcp-request session' is not supported yet".to_string()),
             _ => {
                 return Err(format!(
-                    "'tcp-request' expects 'content' or 'inspect-delay'{}",
+                    "'tcp-request' expects 'connection', 'content' or 'inspect-delay'{}",
                     got(arg)
                 ))
             }
         },
         "tcp-response" => match arg {
-            Some("content") => rule(p, RuleSet::TcpResponseContent, &words[2..], sect, loc)?,
+            Some("content") => rule(p, RuleSet::TcpResponseContent, &words[2..], loc)?,
             Some("inspect-delay") => {
                 return Err("'tcp-response inspect-delay' is not supported yet".to_string())
             }
@@ -390,9 +413,25 @@ pub(crate) fn keyword(
             }
             p.description = Some(words[1..].join(" "));
         }
+        "errorfile" => {
+            let (status, reply) = super::errorfile::parse_line(words)?;
+            p.errorfiles.retain(|e| e.status != status);
+            push(
+                &mut p.errorfiles,
+                ErrorFileDef {
+                    status,
+                    reply: std::sync::Arc::new(reply),
+                    location: loc.clone(),
+                },
+            );
+        }
+        "compression" => {
+            return super::compression::keyword(p, words, sect == SectionKind::Defaults)
+        }
+        "filter" => super::compression::filter(p, words)?,
         _ => return Err(unknown_keyword(kw, sect)),
     }
-    Ok(())
+    Ok(None)
 }
 
 /// HAProxy algorithms luahost does not implement (some take arguments).
@@ -521,13 +560,14 @@ fn bind(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
     Ok(())
 }
 
-/// `timeout KIND VALUE`.
-fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<(), String> {
+/// `timeout KIND VALUE`. A kind that does not apply to the section's
+/// capability is ignored with a warning, as HAProxy does.
+fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<Option<String>, String> {
     let kind = words.get(1).copied();
     let Some(&(name, mask)) = TIMEOUTS.iter().find(|(k, _)| Some(*k) == kind) else {
         let known: Vec<&str> = TIMEOUTS.iter().map(|(k, _)| *k).collect();
         return Err(match kind {
-            Some(k @ ("check" | "tarpit" | "client-fin" | "server-fin" | "client-hs")) => {
+            Some(k @ ("tarpit" | "client-fin" | "server-fin" | "client-hs")) => {
                 format!("'timeout {k}' is not supported yet")
             }
             _ => format!(
@@ -538,9 +578,20 @@ fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<(), Strin
         });
     };
     let what = format!("timeout {name}");
-    check_section(&what, mask, sect)?;
     let value = time_arg(&what, words.get(2).copied())?;
     at_most(words, 3)?;
+    if mask & sect.bit() == 0 {
+        let cap = if sect == SectionKind::Frontend {
+            "backend"
+        } else {
+            "frontend"
+        };
+        return Ok(Some(format!(
+            "'{what}' will be ignored because {} '{}' has no {cap} capability",
+            sect.name(),
+            p.name
+        )));
+    }
     let t = &mut p.timeouts;
     let slot = match name {
         "client" => &mut t.client,
@@ -549,10 +600,11 @@ fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<(), Strin
         "http-request" => &mut t.http_request,
         "http-keep-alive" => &mut t.http_keep_alive,
         "queue" => &mut t.queue,
+        "check" => &mut t.check,
         _ => &mut t.tunnel,
     };
     *slot = Some(value);
-    Ok(())
+    Ok(None)
 }
 
 /// `use_backend NAME [if|unless COND]`.
@@ -588,18 +640,13 @@ fn use_backend(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), Stri
 }
 
 /// One rule of `set`; `words` starts at the action.
-fn rule(
-    p: &mut Proxy,
-    set: RuleSet,
-    words: &[&str],
-    sect: SectionKind,
-    loc: &Location,
-) -> Result<(), String> {
-    let rule = parse_rule(set, words, sect == SectionKind::Backend, &p.acls, loc)?;
+fn rule(p: &mut Proxy, set: RuleSet, words: &[&str], loc: &Location) -> Result<(), String> {
+    let rule = parse_rule(set, words, &p.acls, loc)?;
     let list = match set {
         RuleSet::HttpRequest => &mut p.http_request,
         RuleSet::HttpResponse => &mut p.http_response,
         RuleSet::HttpAfterResponse => &mut p.http_after_response,
+        RuleSet::TcpRequestConnection => &mut p.tcp_request_connection,
         RuleSet::TcpRequestContent => &mut p.tcp_request_content,
         RuleSet::TcpResponseContent => &mut p.tcp_response_content,
     };
@@ -653,6 +700,7 @@ fn option(p: &mut Proxy, sect: SectionKind, words: &[&str], enable: bool) -> Res
             o.httplog &= !enable;
         }
         "abortonclose" => o.abortonclose = enable,
+        "http-buffer-request" => o.http_buffer_request = enable,
         _ => o.dontlognull = enable,
     }
     Ok(())

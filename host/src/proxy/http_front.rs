@@ -82,29 +82,201 @@ pub(crate) async fn handle(
     result
 }
 
+/// Where a transaction's response came from: only a server's or a Lua
+/// service's may be compressed (HAProxy's generated replies skip the
+/// response filters).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Generated,
+    Server,
+    /// A Lua service's: no `http-after-response` rules run on it.
+    Service,
+}
+
+/// The per-request state the stages share.
+struct Exchange {
+    /// `compression`: the algorithm chosen from the request, if any.
+    algo: Option<crate::config::CompressionAlgo>,
+    /// The backend whose settings chose it (the transaction moves to a
+    /// service with its backend name).
+    algo_backend: Option<Arc<crate::proxy::plan::BackendPlan>>,
+    facts: crate::proxy::compress::RequestFacts,
+    /// `option http-buffer-request` already waited for the body.
+    buffered: bool,
+}
+
 /// The life of one HTTP transaction.
 async fn pipeline(
     worker: &Worker,
     fe: &FrontendPlan,
     txn: &mut Box<Txn>,
-    body: RequestBody,
+    mut body: RequestBody,
 ) -> Result<Response<ProxyBody>, Abort> {
-    // An empty rule set skips building the rules' future (most proxies).
-    let verdict = if fe.rules.http_request.is_empty() {
-        Verdict::Continue
+    let facts = match txn.req.as_ref() {
+        Some(p) => crate::proxy::compress::RequestFacts::of(&p.method, p.version),
+        None => {
+            crate::proxy::compress::RequestFacts::of(&hyper::Method::GET, hyper::Version::HTTP_11)
+        }
+    };
+    // A body that came with the head is already in HAProxy's buffer, where
+    // `req.body` finds it even without `option http-buffer-request`.
+    txn.req_body = body.arrived();
+    let mut ex = Exchange {
+        algo: None,
+        algo_backend: None,
+        facts,
+        buffered: false,
+    };
+    let (resp, origin) = request_stages(worker, fe, txn, &mut body, &mut ex).await?;
+    let resp = match substitute_error(worker, fe, txn, resp) {
+        Some(r) => r,
+        None => return Err(Abort),
+    };
+    let resp = if origin == Origin::Service {
+        resp
     } else {
-        rules::run(worker, &fe.rules.http_request, txn, RuleSide::Request).await
+        after_response(worker, fe, txn, resp).await?
     };
-    let resp = match verdict {
-        Verdict::Continue => match select_backend(worker, fe, txn) {
-            Some(name) => backend_stage(worker, fe, &name, txn, body).await?,
-            None => error_pages::response(503),
-        },
-        Verdict::Respond(r) => r,
-        Verdict::Service(t) => return Ok(start_service(worker, &t, txn, body).await),
-        Verdict::Abort => return Err(Abort),
+    Ok(compress(fe, resp, origin, &ex))
+}
+
+/// The request's rules, then a service or a server: the response and
+/// where it came from.
+async fn request_stages(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    txn: &mut Box<Txn>,
+    body: &mut RequestBody,
+    ex: &mut Exchange,
+) -> Result<(Response<ProxyBody>, Origin), Abort> {
+    // tcp-request content rules run once per request in HTTP mode, before
+    // the HTTP rules (HAProxy's INSPECT_FE analyser comes first); the body
+    // is waited for between the two (its HTTP_BODY analyser).
+    for (set, http) in [
+        (&fe.rules.tcp_request, false),
+        (&fe.rules.http_request, true),
+    ] {
+        if http && fe.buffer_request {
+            buffer_body(txn, body, ex).await?;
+        }
+        if set.is_empty() {
+            continue;
+        }
+        match rules::run(worker, set, txn, RuleSide::Request).await {
+            Verdict::Continue => {}
+            Verdict::Respond(r) => return Ok((r, Origin::Generated)),
+            Verdict::Service(t) => {
+                let body = std::mem::replace(body, RequestBody::empty());
+                return Ok(start_service(worker, fe, &t, txn, body, ex).await);
+            }
+            Verdict::Abort => return Err(Abort),
+        }
+    }
+    if fe.buffer_request {
+        buffer_body(txn, body, ex).await?;
+    }
+    let body = std::mem::replace(body, RequestBody::empty());
+    match select_backend(worker, fe, txn) {
+        Some(name) => backend_stage(worker, fe, &name, txn, body, ex).await,
+        None => Ok((error_pages::response(503), Origin::Generated)),
+    }
+}
+
+/// `option http-buffer-request`: waits for the request body, up to the
+/// buffer size, so that `req.body` and Lua see it; the bytes stay at the
+/// front of the body for its reader.
+async fn buffer_body(
+    txn: &mut Txn,
+    body: &mut RequestBody,
+    ex: &mut Exchange,
+) -> Result<(), Abort> {
+    if ex.buffered {
+        return Ok(());
+    }
+    ex.buffered = true;
+    // HAProxy keeps `tune.maxrewrite` (1024 by default) of the buffer free.
+    let limit = crate::proxy::bufsize().saturating_sub(1024).max(1);
+    match body.buffer(limit).await {
+        Ok(b) => {
+            txn.req_body = Some(b);
+            Ok(())
+        }
+        Err(_) => Err(Abort),
+    }
+}
+
+/// A default error page becomes the backend's or the frontend's
+/// `errorfile` reply for its status (None: an empty file, close).
+fn substitute_error(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    txn: &Txn,
+    resp: Response<ProxyBody>,
+) -> Option<Response<ProxyBody>> {
+    if resp
+        .extensions()
+        .get::<error_pages::DefaultPage>()
+        .is_none()
+    {
+        return Some(resp);
+    }
+    let be = backend_plan(worker, txn);
+    let files = [be.as_ref().map(|b| &b.http.errors), Some(&fe.http.errors)];
+    let files: Vec<&error_pages::ErrorFiles> = files.into_iter().flatten().collect();
+    match error_pages::substitute(resp, &files) {
+        error_pages::Substitute::Keep(r) | error_pages::Substitute::Reply(r) => Some(r),
+        error_pages::Substitute::Close => None,
+    }
+}
+
+fn backend_plan(worker: &Worker, txn: &Txn) -> Option<Arc<crate::proxy::plan::BackendPlan>> {
+    txn.backend
+        .as_ref()
+        .and_then(|b| worker.plan.backends.get(&**b))
+        .cloned()
+}
+
+/// The compression settings that apply: the backend's, then the frontend's.
+fn compression_settings<'a>(
+    be: Option<&'a crate::proxy::plan::BackendPlan>,
+    fe: &'a FrontendPlan,
+) -> [Option<&'a crate::proxy::compress::Settings>; 2] {
+    [
+        be.and_then(|b| b.http.compression.as_ref()),
+        fe.http.compression.as_ref(),
+    ]
+}
+
+/// Chooses the compression for the request about to be served (and
+/// applies `compression offload` to its headers).
+fn choose_compression(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    txn: &Txn,
+    headers: &mut hyper::HeaderMap,
+    ex: &mut Exchange,
+) {
+    let be = backend_plan(worker, txn);
+    let settings = compression_settings(be.as_deref(), fe);
+    if settings.iter().any(Option::is_some) {
+        ex.algo = crate::proxy::compress::choose(headers, &settings);
+    }
+    ex.algo_backend = be;
+}
+
+/// Compresses a server's or service's response when the request chose an
+/// algorithm and the response qualifies.
+fn compress(
+    fe: &FrontendPlan,
+    resp: Response<ProxyBody>,
+    origin: Origin,
+    ex: &Exchange,
+) -> Response<ProxyBody> {
+    let Some(algo) = ex.algo.filter(|_| origin != Origin::Generated) else {
+        return resp;
     };
-    after_response(worker, fe, txn, resp).await
+    let settings = compression_settings(ex.algo_backend.as_deref(), fe);
+    crate::proxy::compress::apply(resp, algo, &ex.facts, &settings)
 }
 
 /// `use_backend` rules in order, then `default_backend`.
@@ -126,19 +298,29 @@ async fn backend_stage(
     fe: &FrontendPlan,
     name: &Arc<str>,
     txn: &mut Box<Txn>,
-    body: RequestBody,
-) -> Result<Response<ProxyBody>, Abort> {
+    mut body: RequestBody,
+    ex: &mut Exchange,
+) -> Result<(Response<ProxyBody>, Origin), Abort> {
+    let generated = |r| Ok((r, Origin::Generated));
     txn.backend = Some(name.clone());
     let be_rules = worker.plan.backends.get(&**name).cloned();
-    if let Some(be) = be_rules
-        .as_ref()
-        .filter(|b| !b.rules.http_request.is_empty())
-    {
-        match rules::run(worker, &be.rules.http_request, txn, RuleSide::Request).await {
-            Verdict::Continue => {}
-            Verdict::Respond(r) => return Ok(r),
-            Verdict::Service(t) => return Ok(start_service(worker, &t, txn, body).await),
-            Verdict::Abort => return Err(Abort),
+    if let Some(be) = &be_rules {
+        if be.buffer_request {
+            buffer_body(txn, &mut body, ex).await?;
+        }
+        // The backend's tcp-request content rules, then its http-request rules.
+        for set in [&be.rules.tcp_request, &be.rules.http_request] {
+            if set.is_empty() {
+                continue;
+            }
+            match rules::run(worker, set, txn, RuleSide::Request).await {
+                Verdict::Continue => {}
+                Verdict::Respond(r) => return generated(r),
+                Verdict::Service(t) => {
+                    return Ok(start_service(worker, fe, &t, txn, body, ex).await)
+                }
+                Verdict::Abort => return Err(Abort),
+            }
         }
     }
     let Some(backend) = crate::proxy::backends().and_then(|b| b.get(name)).cloned() else {
@@ -146,21 +328,22 @@ async fn backend_stage(
             "frontend '{}': backend '{name}' has no server",
             fe.name
         ));
-        return Ok(error_pages::response(503));
+        return generated(error_pages::response(503));
     };
     let Some(mut parts) = txn.req.take() else {
-        return Ok(error_pages::response(500));
+        return generated(error_pages::response(500));
     };
     if backend.forwardfor().is_none() {
         if let Some(ff) = &fe.forwardfor {
             crate::backend::add_forwarded_for(&mut parts.headers, ff, txn.client.ip());
         }
     }
+    choose_compression(worker, fe, txn, &mut parts.headers, ex);
     let upstream = worker.forwarder.http(&backend, txn, &parts, body).await;
     txn.req = Some(parts);
     let resp = match upstream {
         Ok(r) => r,
-        Err(e) => return Ok(error_pages::response(e.status())),
+        Err(e) => return generated(error_pages::response(e.status())),
     };
     let (res_parts, res_body) = resp.into_parts();
     txn.res = Some(res_parts);
@@ -173,16 +356,16 @@ async fn backend_stage(
     for set in sets.into_iter().filter(|s| !s.is_empty()) {
         match rules::run(worker, set, txn, RuleSide::Response).await {
             Verdict::Continue => {}
-            Verdict::Respond(r) => return Ok(r),
+            Verdict::Respond(r) => return generated(r),
             Verdict::Service(_) | Verdict::Abort => return Err(Abort),
         }
     }
     let Some(res_parts) = txn.res.take() else {
-        return Ok(error_pages::response(502));
+        return generated(error_pages::response(502));
     };
-    Ok(Response::from_parts(
-        res_parts,
-        ProxyBody::Upstream(res_body),
+    Ok((
+        Response::from_parts(res_parts, ProxyBody::Upstream(res_body)),
+        Origin::Server,
     ))
 }
 
@@ -227,13 +410,21 @@ async fn after_response(
 /// Hands the request to a Lua HTTP service and waits for its response head.
 async fn start_service(
     worker: &Worker,
+    fe: &FrontendPlan,
     target: &ServiceTarget,
     txn: &mut Box<Txn>,
     body: RequestBody,
-) -> Response<ProxyBody> {
-    let Some(parts) = txn.req.as_ref() else {
-        return error_pages::response(500);
+    ex: &mut Exchange,
+) -> (Response<ProxyBody>, Origin) {
+    let Some(parts) = txn.req.as_mut() else {
+        return (error_pages::response(500), Origin::Generated);
     };
+    let mut headers = std::mem::take(&mut parts.headers);
+    choose_compression(worker, fe, txn, &mut headers, ex);
+    let Some(parts) = txn.req.as_mut() else {
+        return (error_pages::response(500), Origin::Generated);
+    };
+    parts.headers = headers;
     let content_length = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
@@ -264,9 +455,10 @@ async fn start_service(
         },
     );
     match head_rx.await {
-        Ok(head) => build_response(head, body_rx),
-        // The applet failed (or timed out) before starting its response.
-        Err(_) => error_pages::response(500),
+        Ok(head) => (build_response(head, body_rx), Origin::Service),
+        // The applet failed (or timed out) before starting its response;
+        // as before, no http-after-response rules for it.
+        Err(_) => (error_pages::response(500), Origin::Service),
     }
 }
 

@@ -1983,6 +1983,27 @@ fn proxy_keywords() {
         // The connection's own refusals keep the default page (HAProxy 3.0).
         .status(400)
         .contains("400 Bad request"),
+        // A failing Lua service's 500 keeps the default page.
+        Case::new("errorfile.failing_service", "errorfile_svc", get("/"))
+            .status(500)
+            .body(&error_page(500)),
+        // HAProxy sends a file without content-length as is, with
+        // `connection: close`; luahost adds the content-length.
+        Case::new("errorfile.without_length", "errorfile_svc", get("/nolen"))
+            .status(502)
+            .header("connection", "close")
+            .header("content-length", "10")
+            .body("no length\n")
+            .luahost_only("HAProxy sends the body without content-length, delimited by the close"),
+        Case::new(
+            "buffer.body_too_late",
+            "buffer_slow",
+            "POST / HTTP/1.1\r\nhost: test.local\r\ncontent-length: 10\r\n\r\nabc".to_string(),
+        )
+        .status(408)
+        .reason("Slow")
+        .body("slow\n")
+        .not_on("haproxy 2.6", "2.6 adds connection: close to this 408, 3.0 does not"),
         // option http-buffer-request
         Case::new("buffer.rules_see_the_body", "buffer", post("/show", "a=1&b=2"))
             .status(200)
@@ -2195,6 +2216,8 @@ fn proxy_keywords() {
             "e403.http",
             "e400.http",
             "empty.http",
+            "e408.http",
+            "nolen.http",
         ],
         cases,
     ));

@@ -34,3 +34,7 @@ core.register_service("shaped", "http", function(applet)
   applet:start_response()
   applet:send(body)
 end)
+
+core.register_service("fail", "http", function(applet)
+  error("this service fails")
+end)

@@ -46,7 +46,13 @@ pub fn substitute(resp: Response<ProxyBody>, files: &[&ErrorFiles]) -> Substitut
     match files.iter().find_map(|f| f.get(status)) {
         None => Substitute::Keep(resp),
         Some(raw) => match from_file(raw) {
-            Some(r) => Substitute::Reply(r),
+            Some(mut r) => {
+                // A page that had to close the connection (408) still does.
+                if let Some(c) = resp.headers().get(header::CONNECTION) {
+                    r.headers_mut().insert(header::CONNECTION, c.clone());
+                }
+                Substitute::Reply(r)
+            }
             None => Substitute::Close,
         },
     }
@@ -62,6 +68,14 @@ fn from_file(raw: &RawReply) -> Option<Response<ProxyBody>> {
         r.extensions_mut().insert(reason);
     }
     let h = r.headers_mut();
+    // Without a length the body runs to the connection's end: HAProxy
+    // sends such a file with `connection: close` and closes after it.
+    if !head.headers.iter().any(|(n, _)| n == "content-length") {
+        h.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
     for (name, value) in &head.headers {
         if let (Ok(n), Ok(v)) = (
             header::HeaderName::from_bytes(name.as_bytes()),

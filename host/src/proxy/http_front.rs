@@ -157,7 +157,9 @@ async fn request_stages(
         (&fe.rules.http_request, true),
     ] {
         if http && fe.buffer_request {
-            buffer_body(txn, body, ex).await?;
+            if let Some(r) = buffer_body(fe, txn, body, ex).await? {
+                return Ok((r, Origin::Generated));
+            }
         }
         if set.is_empty() {
             continue;
@@ -173,7 +175,9 @@ async fn request_stages(
         }
     }
     if fe.buffer_request {
-        buffer_body(txn, body, ex).await?;
+        if let Some(r) = buffer_body(fe, txn, body, ex).await? {
+            return Ok((r, Origin::Generated));
+        }
     }
     let body = std::mem::replace(body, RequestBody::empty());
     match select_backend(worker, fe, txn) {
@@ -184,24 +188,32 @@ async fn request_stages(
 
 /// `option http-buffer-request`: waits for the request body, up to the
 /// buffer size, so that `req.body` and Lua see it; the bytes stay at the
-/// front of the body for its reader.
+/// front of the body for its reader. A body still incomplete after `timeout
+/// http-request` is answered 408, as HAProxy does; `Some` is that answer.
 async fn buffer_body(
+    fe: &FrontendPlan,
     txn: &mut Txn,
     body: &mut RequestBody,
     ex: &mut Exchange,
-) -> Result<(), Abort> {
+) -> Result<Option<Response<ProxyBody>>, Abort> {
     if ex.buffered {
-        return Ok(());
+        return Ok(None);
     }
     ex.buffered = true;
     // HAProxy keeps `tune.maxrewrite` (1024 by default) of the buffer free.
     let limit = crate::proxy::bufsize().saturating_sub(1024).max(1);
-    match body.buffer(limit).await {
-        Ok(b) => {
+    let wait = fe
+        .http_request_timeout
+        .unwrap_or(crate::proxy::h1_server::DEFAULT_REQUEST_TIMEOUT);
+    match tokio::time::timeout(wait, body.buffer(limit)).await {
+        Ok(Ok(b)) => {
             txn.req_body = Some(b);
-            Ok(())
+            Ok(None)
         }
-        Err(_) => Err(Abort),
+        Ok(Err(_)) => Err(Abort),
+        // No `connection: close` (HAProxy 3.0 sends none); the connection
+        // still ends, as the rest of the body never came.
+        Err(_) => Ok(Some(error_pages::response(408))),
     }
 }
 
@@ -306,7 +318,9 @@ async fn backend_stage(
     let be_rules = worker.plan.backends.get(&**name).cloned();
     if let Some(be) = &be_rules {
         if be.buffer_request {
-            buffer_body(txn, &mut body, ex).await?;
+            if let Some(r) = buffer_body(fe, txn, &mut body, ex).await? {
+                return generated(r);
+            }
         }
         // The backend's tcp-request content rules, then its http-request rules.
         for set in [&be.rules.tcp_request, &be.rules.http_request] {
@@ -457,8 +471,13 @@ async fn start_service(
     match head_rx.await {
         Ok(head) => (build_response(head, body_rx), Origin::Service),
         // The applet failed (or timed out) before starting its response;
-        // as before, no http-after-response rules for it.
-        Err(_) => (error_pages::response(500), Origin::Service),
+        // as before, no http-after-response rules for it, and HAProxy 3.0
+        // sends its default page here, not an errorfile.
+        Err(_) => {
+            let mut r = error_pages::response(500);
+            r.extensions_mut().remove::<error_pages::DefaultPage>();
+            (r, Origin::Service)
+        }
     }
 }
 

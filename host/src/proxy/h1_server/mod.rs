@@ -52,7 +52,7 @@ const WRITE_GATHER: usize = 16 * 1024;
 
 /// `timeout http-request` (and the keep-alive wait) when neither it nor
 /// `timeout client` is set; hyper's default before, kept.
-const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `sess.*` variables live as long as the connection.
 type SessVars = Rc<RefCell<HashMap<String, crate::lua::vars::VarValue>>>;

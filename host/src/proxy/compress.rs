@@ -302,6 +302,7 @@ pub fn apply(
     let body = ProxyBody::Compressed(Box::new(CompressedBody {
         inner: body,
         coder: Some(Coder::new(algo)),
+        taken: 0,
     }));
     Response::from_parts(parts, body)
 }
@@ -397,6 +398,9 @@ pub struct CompressedBody {
     inner: ProxyBody,
     /// None once finished.
     coder: Option<Coder>,
+    /// Bytes taken from `inner` so far: the size before compression, which
+    /// HAProxy's `%B` counts.
+    taken: u64,
 }
 
 impl CompressedBody {
@@ -416,6 +420,7 @@ impl CompressedBody {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
+                    self.taken += data.len() as u64;
                     let out = coder.piece(&data)?;
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
@@ -437,6 +442,11 @@ impl CompressedBody {
 
     pub fn is_end_stream(&self) -> bool {
         self.coder.is_none()
+    }
+
+    /// The body bytes taken for compression so far (uncompressed).
+    pub fn taken(&self) -> u64 {
+        self.taken
     }
 
     pub fn size_hint(&self) -> SizeHint {

@@ -92,6 +92,13 @@ pub(crate) async fn handle(
     if result.is_err() {
         txn.log.terminate("PR");
     }
+    // No server or service answered: the response slots stay empty (HAProxy
+    // does not capture its own replies' headers), shown as `{|}`.
+    if let Some(c) = &fe.captures {
+        if txn.log.res_captures.is_empty() {
+            c.response(&hyper::HeaderMap::new(), &mut txn.log);
+        }
+    }
     (result, txn)
 }
 
@@ -414,11 +421,24 @@ async fn response_rules(
         .chain(std::iter::once(&fe.rules.http_response[..]))
         .filter(|s| !s.is_empty());
     let (res_parts, res_body) = resp.into_parts();
+    if fe.log.is_some() {
+        // `%B` counts the head as it came, whatever the rules change.
+        txn.log.head_size = Some(crate::proxy::traffic_log::logged_head_size(&res_parts));
+    }
+    // HAProxy captures response headers as they come from the server or
+    // service, before the rules (and never on the replies it generates).
+    if let Some(c) = &fe.captures {
+        c.response(&res_parts.headers, &mut txn.log);
+    }
     txn.res = Some(res_parts);
     for set in sets {
         match rules::run(worker, set, txn, RuleSide::Response).await {
             Verdict::Continue => {}
-            Verdict::Respond(r) => return generated(r),
+            Verdict::Respond(r) => {
+                // A reply replaces the response: its own head is counted.
+                txn.log.head_size = None;
+                return generated(r);
+            }
             Verdict::Service(_) | Verdict::Abort => return Err(Abort),
         }
     }
@@ -455,7 +475,10 @@ async fn after_response(
         .chain(std::iter::once(&fe.rules.http_after_response))
     {
         match rules::run(worker, set, txn, RuleSide::Response).await {
-            Verdict::Respond(r) => return Ok(r),
+            Verdict::Respond(r) => {
+                txn.log.head_size = None;
+                return Ok(r);
+            }
             Verdict::Abort | Verdict::Service(_) => return Err(Abort),
             Verdict::Continue => {}
         }

@@ -439,13 +439,11 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
         ..ex
     };
     let (parts, mut body) = resp.into_parts();
-    let mut txn = txn;
-    if let Some(c) = &ctx.fe.captures {
-        c.response(&parts.headers, &mut txn.log);
-    }
     let status = parts.status.as_u16();
     let logged_head = if ctx.fe.log.is_some() {
-        traffic_log::logged_head_size(&parts)
+        txn.log
+            .head_size
+            .unwrap_or_else(|| traffic_log::logged_head_size(&parts))
     } else {
         0
     };
@@ -475,9 +473,15 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
         (Ok(()), false) => "SD",
         (Ok(()), true) => "--",
     };
+    // A compressed body counts as it was before compression (HAProxy
+    // counts what it received).
+    let body_bytes = match &body {
+        crate::proxy::body::ProxyBody::Compressed(c) => c.taken(),
+        _ => writer.payload,
+    };
     let d = Delivery {
         status: Some(status),
-        bytes_out: logged_head + writer.payload,
+        bytes_out: logged_head + body_bytes,
         term,
     };
     traffic_log::http_finished(ctx.worker, ctx.fe, &txn, &ctx.times, d);

@@ -60,7 +60,7 @@ const L: u8 = 8;
 const ALL: u8 = D | F | B | L;
 
 /// The proxy keywords luahost supports and the sections each may appear in.
-const KEYWORDS: &[(&str, u8)] = &[
+pub(super) const KEYWORDS: &[(&str, u8)] = &[
     ("mode", ALL),
     ("bind", F | L),
     ("timeout", ALL),
@@ -92,7 +92,7 @@ const KEYWORDS: &[(&str, u8)] = &[
 ];
 
 /// The `timeout` kinds and where each applies.
-const TIMEOUTS: &[(&str, u8)] = &[
+pub(super) const TIMEOUTS: &[(&str, u8)] = &[
     ("client", D | F | L),
     ("server", D | B | L),
     ("connect", D | B | L),
@@ -104,7 +104,7 @@ const TIMEOUTS: &[(&str, u8)] = &[
 ];
 
 /// The `option` names and where each applies.
-const OPTIONS: &[(&str, u8)] = &[
+pub(super) const OPTIONS: &[(&str, u8)] = &[
     ("forwardfor", ALL),
     ("http-keep-alive", ALL),
     ("httpclose", ALL),
@@ -128,7 +128,7 @@ pub(crate) const HTTP_OPTIONS: &[&str] = &[
 ];
 
 /// HAProxy proxy keywords that luahost recognises but does not implement.
-const UNSUPPORTED: &[&str] = &[
+pub(super) const UNSUPPORTED: &[&str] = &[
     "bind-process",
     "clitimeout",
     "contimeout",

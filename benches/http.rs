@@ -40,6 +40,29 @@ struct Scenario {
     cfg: String,
     files: Vec<(&'static str, String)>,
     nbthread: usize,
+    /// A request header wrk sends (e.g. Accept-Encoding).
+    header: Option<&'static str>,
+    /// Peers not measured on this workload, with the reason printed.
+    skip: &'static [(&'static str, &'static str)],
+}
+
+/// A Lua service answering 4 KiB of text, compressed by `compression`.
+const TEXT_SERVICE: &str = r#"
+local body = string.rep("luahost compresses what HAProxy compresses. ", 94)
+core.register_service("text", "http", function(applet)
+  applet:set_status(200)
+  applet:add_header("content-length", string.len(body))
+  applet:add_header("content-type", "text/plain")
+  applet:start_response()
+  applet:send(body)
+end)
+"#;
+
+fn compression_cfg() -> String {
+    "global\n  lua-load text.lua\n  nbthread @NBTHREAD@\ndefaults\n  mode http\n  timeout client 5s\n  \
+     timeout server 5s\n  timeout connect 1s\nfrontend f\n  bind 127.0.0.1:@PORT@\n  \
+     compression algo gzip\n  compression type text/plain\n  http-request use-service lua.text\n"
+        .to_string()
 }
 
 fn hello_cfg() -> String {
@@ -143,9 +166,15 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 /// One wrk run: (requests/s, p50 ms, p99 ms, server CPU microseconds per request).
-fn wrk_measured(pid: u32, port: u16, secs: u64, conns: u64) -> (f64, f64, f64, f64) {
+fn wrk_measured(
+    pid: u32,
+    port: u16,
+    secs: u64,
+    conns: u64,
+    header: Option<&str>,
+) -> (f64, f64, f64, f64) {
     let before = cpu_ticks(pid);
-    let (rps, p50, p99, requests) = wrk_raw(port, secs, conns);
+    let (rps, p50, p99, requests) = wrk_raw(port, secs, conns, header);
     let after = cpu_ticks(pid);
     // Linux reports ticks of 1/100 s (USER_HZ).
     let cpu_us = match (before, after) {
@@ -155,15 +184,19 @@ fn wrk_measured(pid: u32, port: u16, secs: u64, conns: u64) -> (f64, f64, f64, f
     (rps, p50, p99, cpu_us)
 }
 
-fn wrk(port: u16, secs: u64, conns: u64) -> (f64, f64, f64) {
-    let (rps, p50, p99, _) = wrk_raw(port, secs, conns);
+fn wrk(port: u16, secs: u64, conns: u64, header: Option<&str>) -> (f64, f64, f64) {
+    let (rps, p50, p99, _) = wrk_raw(port, secs, conns, header);
     (rps, p50, p99)
 }
 
 /// One wrk run: (requests/s, p50 ms, p99 ms, requests completed).
-fn wrk_raw(port: u16, secs: u64, conns: u64) -> (f64, f64, f64, f64) {
-    let out = Command::new("taskset")
-        .args(["-c", "1", "wrk", "-t1"])
+fn wrk_raw(port: u16, secs: u64, conns: u64, header: Option<&str>) -> (f64, f64, f64, f64) {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1", "wrk", "-t1"]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
         .arg(format!("-c{conns}"))
         .arg(format!("-d{secs}s"))
         .arg("--latency")
@@ -223,10 +256,12 @@ struct Target {
     _server: Server,
     pid: u32,
     port: u16,
+    header: Option<&'static str>,
 }
 
 /// Starts `program` on scenario `sc` and warms it up.
 fn launch(program: &str, sc: &Scenario, origin: &str, log_sink: &str, conns: u64) -> Target {
+    let header = sc.header;
     let tag = std::path::Path::new(program)
         .file_name()
         .map_or("x".into(), |f| f.to_string_lossy().into_owned());
@@ -250,17 +285,18 @@ fn launch(program: &str, sc: &Scenario, origin: &str, log_sink: &str, conns: u64
     let server = start(program, &dir, port, pin);
     // taskset execs the server, so the child's pid is the server's.
     let pid = server.child.id();
-    let _ = wrk(port, 1, conns);
+    let _ = wrk(port, 1, conns, header);
     Target {
         _server: server,
         pid,
         port,
+        header,
     }
 }
 
 /// One measured run of `target`, reported on stderr.
 fn run_once(name: &str, target: &Target, secs: u64, conns: u64) -> (f64, f64, f64, f64) {
-    let r = wrk_measured(target.pid, target.port, secs, conns);
+    let r = wrk_measured(target.pid, target.port, secs, conns, target.header);
     eprintln!(
         "  {name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} us CPU/request",
         r.0, r.1, r.2, r.3
@@ -327,6 +363,8 @@ fn main() {
             cfg: hello_cfg(),
             files: vec![("hello.lua", SERVICE.to_string())],
             nbthread,
+            header: None,
+            skip: &[],
         });
     }
     match reference() {
@@ -335,6 +373,8 @@ fn main() {
             cfg,
             files: vec![("svc.lua", lua)],
             nbthread: 1,
+            header: None,
+            skip: &[],
         }),
         None => eprintln!("../shared/anchors/svc.cfg not found: skipping the reference workload"),
     }
@@ -343,12 +383,27 @@ fn main() {
         cfg: proxy_cfg(),
         files: Vec::new(),
         nbthread: 1,
+        header: None,
+        skip: &[],
+    });
+    scenarios.push(Scenario {
+        name: "compressed Lua service (gzip, 4 KiB)",
+        cfg: compression_cfg(),
+        files: vec![("text.lua", TEXT_SERVICE.to_string())],
+        nbthread: 1,
+        header: Some("Accept-Encoding: gzip"),
+        skip: &[(
+            "haproxy 2.6",
+            "2.6 frames compressed Lua service responses wrongly (transfer-encoding repeated)",
+        )],
     });
     scenarios.push(Scenario {
         name: "proxy to origin, httplog over UDP",
         cfg: proxy_httplog_cfg(),
         files: Vec::new(),
         nbthread: 1,
+        header: None,
+        skip: &[],
     });
     let (log_sink, log_lines) = start_log_sink();
 
@@ -368,6 +423,10 @@ fn main() {
             launch(&luahost, sc, &origin_addr, &log_sink, conns),
         )];
         for p in &peers {
+            if let Some((_, why)) = sc.skip.iter().find(|(l, _)| *l == p.label) {
+                eprintln!("  {} not measured: {why}", p.label);
+                continue;
+            }
             let program = p.program.to_string_lossy();
             targets.push((
                 p.label.clone(),

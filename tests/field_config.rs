@@ -763,3 +763,119 @@ fn lua_log_routing_follows_loggers_and_stderr_switches() {
         );
     }
 }
+
+/// Proxy sections (after a `defaults` in HTTP mode with timeouts) that
+/// luahost accepts or refuses as HAProxy 3.0's `-c` does; a refusal names
+/// the section's last line. The keywords of issue 12, item 6.
+const PROXY_SAME_AS_HAPROXY3: &[(&str, bool)] = &[
+    ("frontend f\n  bind :8000\n  errorfile 503 e503.http", true),
+    ("frontend f\n  bind :8000\n  errorfile 503 empty.http", true),
+    ("frontend f\n  bind :8000\n  errorfile 503 e404.http", true),
+    ("frontend f\n  bind :8000\n  errorfile 429 e503.http", true),
+    ("frontend f\n  bind :8000\n  errorfile 503 lf-only.http", true),
+    ("frontend f\n  bind :8000\n  errorfile 503 missing.http", false),
+    ("frontend f\n  bind :8000\n  errorfile 302 e503.http", false),
+    ("frontend f\n  bind :8000\n  errorfile 431 e503.http", false),
+    ("frontend f\n  bind :8000\n  errorfile 503 bad-length.http", false),
+    ("frontend f\n  bind :8000\n  errorfile 503 chunked.http", false),
+    ("frontend f\n  bind :8000\n  errorfile 503 interim.http", false),
+    ("frontend f\n  bind :8000\n  errorfile 503", false),
+    ("frontend f\n  bind :8000\n  errorfile 503 e503.http x", false),
+    ("backend b\n  errorfile 503 e503.http", true),
+    ("frontend f\n  bind :8000\n  option http-buffer-request", true),
+    ("frontend f\n  bind :8000\n  no option http-buffer-request", true),
+    ("frontend f\n  bind :8000\n  option http-buffer-request x", false),
+    ("backend b\n  timeout check 2s\n  timeout tunnel 1h", true),
+    ("frontend f\n  bind :8000\n  timeout check 2s", true),
+    ("frontend f\n  bind :8000\n  timeout tunnel 2s", true),
+    ("backend b\n  timeout client 2s", true),
+    ("backend b\n  timeout check", false),
+    ("frontend f\n  bind :8000\n  tcp-request connection accept if { src 127.0.0.1 }\n  tcp-request connection reject", true),
+    ("frontend f\n  bind :8000\n  tcp-request connection set-var(sess.a) src", true),
+    ("frontend f\n  bind :8000\n  tcp-request connection", false),
+    ("frontend f\n  bind :8000\n  tcp-request connection foo", false),
+    ("frontend f\n  bind :8000\n  tcp-request connection lua.x", false),
+    ("backend b\n  tcp-request connection reject", false),
+    ("frontend f\n  bind :8000\n  tcp-request inspect-delay 2s\n  tcp-request content accept if HTTP\n  tcp-request content reject", true),
+    ("backend b\n  http-request use-service lua.hello", true),
+    ("backend b\n  http-request use-service lua.nope", false),
+    ("backend b\n  mode tcp\n  tcp-request content use-service lua.echo", true),
+    ("listen l\n  mode tcp\n  bind :8000\n  tcp-request content use-service lua.echo", true),
+    ("frontend f\n  bind :8000\n  compression algo gzip deflate\n  compression type text/plain text/html", true),
+    ("frontend f\n  bind :8000\n  compression algo identity raw-deflate", true),
+    ("frontend f\n  bind :8000\n  compression algo-res gzip\n  compression type-res text/plain", true),
+    ("frontend f\n  bind :8000\n  compression offload", true),
+    ("frontend f\n  bind :8000\n  compression direction response", true),
+    ("frontend f\n  bind :8000\n  filter compression\n  compression algo gzip", true),
+    ("defaults d2\n  compression algo gzip\n  compression offload", true),
+    ("frontend f\n  bind :8000\n  compression algo brotli", false),
+    ("frontend f\n  bind :8000\n  compression algo", false),
+    ("frontend f\n  bind :8000\n  compression type", false),
+    ("frontend f\n  bind :8000\n  compression foo", false),
+    ("frontend f\n  bind :8000\n  compression direction sideways", false),
+    ("frontend f\n  bind :8000\n  filter compression x", false),
+    ("frontend f\n  bind :8000\n  filter nothing", false),
+    ("frontend f\n  bind :8000\n  filter compression\n  filter compression", false),
+    ("defaults d2\n  filter compression", false),
+];
+
+const KEYWORDS_LUA: &str = r#"
+core.register_service("hello", "http", function(applet) applet:start_response() end)
+core.register_service("echo", "tcp", function(applet) applet:send("x") end)
+"#;
+
+#[test]
+fn proxy_keywords_pass_and_fail_check_like_haproxy3() {
+    let dir = luahost_suite::scratch_dir("field_proxy_keywords");
+    let files: &[(&str, &[u8])] = &[
+        ("svc.lua", KEYWORDS_LUA.as_bytes()),
+        (
+            "e503.http",
+            b"HTTP/1.1 503 Busy\r\ncontent-length: 4\r\n\r\nbusy",
+        ),
+        (
+            "e404.http",
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+        ),
+        ("empty.http", b""),
+        ("lf-only.http", b"HTTP/1.1 503 X\ncontent-length: 3\n\nabc"),
+        (
+            "bad-length.http",
+            b"HTTP/1.1 503 X\r\ncontent-length: 9\r\n\r\nabc",
+        ),
+        (
+            "chunked.http",
+            b"HTTP/1.1 503 X\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        ("interim.http", b"HTTP/1.1 100 Continue\r\n\r\n"),
+    ];
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).expect("write");
+    }
+    let reference = haproxy3();
+    let head = "global\n  lua-load svc.lua\ndefaults\n  mode http\n  timeout client 5s\n  timeout server 5s\n  timeout connect 1s\n";
+    for (i, (section, accepted)) in PROXY_SAME_AS_HAPROXY3.iter().enumerate() {
+        let name = format!("p{i}.cfg");
+        let text = format!("{head}{section}\n");
+        std::fs::write(dir.join(&name), &text).expect("write");
+        let out = check(&dir, &name);
+        assert_eq!(
+            out.status == Some(0),
+            *accepted,
+            "luahost -c on {section:?}: {out:?}"
+        );
+        if !accepted {
+            let last = text.lines().count();
+            assert!(
+                out.stderr
+                    .contains(&format!("[ALERT] parsing [{name}:{last}]")),
+                "{section:?}: {}",
+                out.stderr
+            );
+        }
+        if let Some(h) = &reference {
+            let (ok, stderr) = haproxy_accepts(h, &dir, &name);
+            assert_eq!(ok, *accepted, "haproxy3 -c on {section:?}: {stderr}");
+        }
+    }
+}

@@ -654,6 +654,12 @@ struct Held {
 }
 
 impl UpstreamBody {
+    /// The server delimits the body by closing the connection (neither a
+    /// length nor chunked coding).
+    pub fn until_close(&self) -> bool {
+        matches!(self.state, BodyState::UntilClose)
+    }
+
     /// The body was read whole: releases the slot, and pools the connection
     /// if the request went out whole and nothing unasked follows.
     fn finish(&mut self) {

@@ -308,6 +308,7 @@ fn warn_http_in_tcp(p: &Proxy, warnings: &mut Vec<ConfigWarning>) {
         o.http_keep_alive,
         o.httpclose,
         o.httplog,
+        o.http_buffer_request,
     ];
     let kind = p.kind.keyword();
     for (name, on) in HTTP_OPTIONS.iter().zip(options) {

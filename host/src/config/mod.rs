@@ -15,8 +15,10 @@ mod acl;
 pub(crate) use acl::PREDEFINED_ACLS;
 mod addr;
 mod checks;
+mod compression;
 mod cond;
 mod environ;
+pub mod errorfile;
 mod global;
 mod health;
 mod lexer;
@@ -28,6 +30,8 @@ mod stats;
 pub use stats::{CliAddr, CliLevel, StatsCli, StatsSocket};
 mod units;
 
+#[cfg(test)]
+mod doc_tests;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
@@ -515,6 +519,8 @@ pub struct Proxy {
     pub http_response: Vec<Rule>,
     /// `http-after-response` rules.
     pub http_after_response: Vec<Rule>,
+    /// `tcp-request connection` rules (frontend capability only).
+    pub tcp_request_connection: Vec<Rule>,
     /// `tcp-request content` rules.
     pub tcp_request_content: Vec<Rule>,
     /// `tcp-response content` rules.
@@ -540,6 +546,10 @@ pub struct Proxy {
     /// `option httpchk`, `option tcp-check` and their `http-check` /
     /// `tcp-check` rules (boxed: most proxies have none).
     pub health: Option<Box<ProxyCheck>>,
+    /// `errorfile CODE FILE` lines, the last one of a status winning.
+    pub errorfiles: Vec<ErrorFileDef>,
+    /// `compression ...` and `filter compression` (boxed: rare).
+    pub compression: Option<Box<Compression>>,
 }
 
 /// The logging settings of a proxy besides its `log` lines.
@@ -564,6 +574,59 @@ pub struct Capture {
     pub header: Option<String>,
     /// The longest value kept, in bytes.
     pub len: usize,
+}
+
+/// `errorfile CODE FILE`: the file, a complete HTTP response read and
+/// checked at load time, replaces the page luahost generates for CODE.
+#[derive(Debug, Clone)]
+pub struct ErrorFileDef {
+    /// The status whose generated page it replaces.
+    pub status: u16,
+    /// The response as read from the file.
+    pub reply: std::sync::Arc<errorfile::RawReply>,
+    /// Where it was written.
+    pub location: Location,
+}
+
+/// A compression algorithm of `compression algo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionAlgo {
+    /// `identity`: no compression (a placeholder HAProxy accepts).
+    Identity,
+    /// `gzip`.
+    Gzip,
+    /// `deflate`: zlib-wrapped deflate (RFC 1950), as HAProxy sends it.
+    Deflate,
+    /// `raw-deflate`: deflate without the zlib wrapper, announced as
+    /// `deflate`.
+    RawDeflate,
+}
+
+/// Which direction `compression direction` compresses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CompressionDirection {
+    /// Responses (the default).
+    #[default]
+    Response,
+    /// Requests only.
+    Request,
+    /// Both.
+    Both,
+}
+
+/// The `compression` settings of a proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compression {
+    /// `compression algo`, in preference order (empty: no compression).
+    pub algos: Vec<CompressionAlgo>,
+    /// `compression type`: the content types to compress (empty: all).
+    pub types: Vec<String>,
+    /// `compression offload`: remove `Accept-Encoding` from requests.
+    pub offload: bool,
+    /// `compression direction`.
+    pub direction: CompressionDirection,
+    /// `filter compression` was written.
+    pub filter: bool,
 }
 
 /// A listening address.
@@ -994,6 +1057,9 @@ pub struct ProxyOptions {
     /// request is still being processed aborts it (by default it is still
     /// answered, which a half-closed client needs).
     pub abortonclose: bool,
+    /// `option http-buffer-request`: wait for the request body (up to the
+    /// buffer size) before the `http-request` rules run.
+    pub http_buffer_request: bool,
 }
 
 /// `option forwardfor [except NET] [header NAME] [if-none]`.

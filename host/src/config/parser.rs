@@ -131,6 +131,16 @@ fn recycle<'b>(mut v: Vec<&str>) -> Vec<&'b str> {
 }
 
 impl Parser<'_> {
+    /// Records a warning about the line at `loc`, if there is one.
+    fn warn(&mut self, loc: &Location, message: Option<String>) {
+        if let Some(message) = message {
+            self.warnings.push(ConfigWarning {
+                location: Some(loc.clone()),
+                message,
+            });
+        }
+    }
+
     fn error(&mut self, loc: &Location, message: String) {
         self.errors.push(ConfigError {
             location: Some(loc.clone()),
@@ -261,12 +271,13 @@ impl Parser<'_> {
                 Section::Global => self.global_keyword(words, loc),
                 Section::Defaults => {
                     proxy::keyword(&mut self.defaults, SectionKind::Defaults, words, loc)
+                        .map(|w| self.warn(loc, w))
                 }
                 Section::Proxy(i) => match self.proxies.get_mut(i) {
                     Some(p) => {
                         self.bind_written |= kw == "bind";
                         let sect = SectionKind::from(p.kind);
-                        proxy::keyword(p, sect, words, loc)
+                        proxy::keyword(p, sect, words, loc).map(|w| self.warn(loc, w))
                     }
                     None => Ok(()),
                 },

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 /// How a no-effect keyword's arguments are checked (as HAProxy 3.0 does).
 #[derive(Clone, Copy)]
-enum Args {
+pub(super) enum Args {
     /// No argument.
     None,
     /// `on` or `off`.
@@ -25,7 +25,7 @@ enum Args {
 /// none of which luahost has. Each is documented in docs/configuration.md.
 /// The flag marks HAProxy's experimental directives, which need
 /// `expose-experimental-directives` above them.
-const NO_EFFECT: &[(&str, Args, bool)] = &[
+pub(super) const NO_EFFECT: &[(&str, Args, bool)] = &[
     ("busy-polling", Args::None, false),
     ("fd-hard-limit", Args::One, false),
     ("max-spread-checks", Args::One, false),
@@ -73,7 +73,7 @@ const NO_EFFECT: &[(&str, Args, bool)] = &[
 ];
 
 /// The process keywords this module reads.
-const PROCESS: &[&str] = &[
+pub(super) const PROCESS: &[&str] = &[
     "daemon",
     "expose-experimental-directives",
     "master-worker",

@@ -8,8 +8,8 @@ use super::health;
 use super::rules::{parse_rule, RuleSet};
 use super::units::{int_arg, time_arg};
 use super::{
-    Balance, Bind, CheckKind, ForwardFor, Location, Mode, Proxy, ProxyCheck, ProxyKind,
-    ProxyOptions, ServerDef, Timeouts, UseBackend,
+    Balance, Bind, CheckKind, ErrorFileDef, ForwardFor, Location, Mode, Proxy, ProxyCheck,
+    ProxyKind, ProxyOptions, ServerDef, Timeouts, UseBackend,
 };
 
 /// The section a proxy keyword appears in.
@@ -60,7 +60,7 @@ const L: u8 = 8;
 const ALL: u8 = D | F | B | L;
 
 /// The proxy keywords luahost supports and the sections each may appear in.
-const KEYWORDS: &[(&str, u8)] = &[
+pub(super) const KEYWORDS: &[(&str, u8)] = &[
     ("mode", ALL),
     ("bind", F | L),
     ("timeout", ALL),
@@ -86,10 +86,13 @@ const KEYWORDS: &[(&str, u8)] = &[
     ("description", F | B | L),
     ("http-check", D | B | L),
     ("tcp-check", D | B | L),
+    ("errorfile", ALL),
+    ("compression", ALL),
+    ("filter", F | B | L),
 ];
 
 /// The `timeout` kinds and where each applies.
-const TIMEOUTS: &[(&str, u8)] = &[
+pub(super) const TIMEOUTS: &[(&str, u8)] = &[
     ("client", D | F | L),
     ("server", D | B | L),
     ("connect", D | B | L),
@@ -101,7 +104,7 @@ const TIMEOUTS: &[(&str, u8)] = &[
 ];
 
 /// The `option` names and where each applies.
-const OPTIONS: &[(&str, u8)] = &[
+pub(super) const OPTIONS: &[(&str, u8)] = &[
     ("forwardfor", ALL),
     ("http-keep-alive", ALL),
     ("httpclose", ALL),
@@ -112,16 +115,22 @@ const OPTIONS: &[(&str, u8)] = &[
     ("abortonclose", ALL),
     ("httpchk", D | B | L),
     ("tcp-check", D | B | L),
+    ("http-buffer-request", ALL),
 ];
 
 /// The `option` names that only make sense in HTTP mode.
-pub(crate) const HTTP_OPTIONS: &[&str] = &["forwardfor", "http-keep-alive", "httpclose", "httplog"];
+pub(crate) const HTTP_OPTIONS: &[&str] = &[
+    "forwardfor",
+    "http-keep-alive",
+    "httpclose",
+    "httplog",
+    "http-buffer-request",
+];
 
 /// HAProxy proxy keywords that luahost recognises but does not implement.
-const UNSUPPORTED: &[&str] = &[
+pub(super) const UNSUPPORTED: &[&str] = &[
     "bind-process",
     "clitimeout",
-    "compression",
     "contimeout",
     "cookie",
     "declare",
@@ -130,14 +139,12 @@ const UNSUPPORTED: &[&str] = &[
     "dispatch",
     "email-alert",
     "enabled",
-    "errorfile",
     "errorfiles",
     "errorloc",
     "errorloc302",
     "errorloc303",
     "error-log-format",
     "external-check",
-    "filter",
     "force-persist",
     "fullconn",
     "guid",
@@ -211,6 +218,7 @@ pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
         http_request: Vec::new(),
         http_response: Vec::new(),
         http_after_response: Vec::new(),
+        tcp_request_connection: Vec::new(),
         tcp_request_content: Vec::new(),
         tcp_response_content: Vec::new(),
         tcp_request_inspect_delay: None,
@@ -223,6 +231,8 @@ pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
         logging: None,
         description: None,
         health: None,
+        errorfiles: Vec::new(),
+        compression: None,
     }
 }
 
@@ -277,6 +287,8 @@ pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Locat
             };
             (inherited != super::ProxyLogging::default()).then(|| Box::new(inherited))
         }),
+        errorfiles: defaults.errorfiles.clone(),
+        compression: defaults.compression.clone(),
         ..builtin_defaults(loc)
     }
 }
@@ -294,13 +306,14 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
-/// Handles one line of a proxy or defaults section; `words[0]` is the keyword.
+/// Handles one line of a proxy or defaults section; `words[0]` is the
+/// keyword. `Ok(Some(text))` is a warning about the line.
 pub(crate) fn keyword(
     p: &mut Proxy,
     sect: SectionKind,
     words: &[&str],
     loc: &Location,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     let kw = words.first().copied().unwrap_or_default();
     let Some(&(_, mask)) = KEYWORDS.iter().find(|(k, _)| *k == kw) else {
         return Err(unknown_keyword(kw, sect));
@@ -317,7 +330,7 @@ pub(crate) fn keyword(
             at_most(words, 2)?;
         }
         "bind" => bind(p, words, loc)?,
-        "timeout" => timeout(p, sect, words)?,
+        "timeout" => return timeout(p, sect, words),
         "maxconn" => {
             p.maxconn = Some(int_arg(kw, "a number of connections", arg, 1, u64::MAX)?);
             at_most(words, 2)?;
@@ -351,6 +364,16 @@ pub(crate) fn keyword(
                 check_section("tcp-request content", F | B | L, sect)?;
                 rule(p, RuleSet::TcpRequestContent, &words[2..], sect, loc)?;
             }
+            Some("connection") => {
+                if sect == SectionKind::Defaults {
+                    return Err(
+                        "'tcp-request connection' rules in a 'defaults' section are not supported yet"
+                            .to_string(),
+                    );
+                }
+                check_section("tcp-request connection", F | L, sect)?;
+                rule(p, RuleSet::TcpRequestConnection, &words[2..], sect, loc)?;
+            }
             Some("inspect-delay") => {
                 p.tcp_request_inspect_delay = Some(time_arg(
                     "tcp-request inspect-delay",
@@ -358,12 +381,10 @@ pub(crate) fn keyword(
                 )?);
                 at_most(words, 3)?;
             }
-            Some(other @ ("connection" | "session")) => {
-                return Err(format!("'tcp-request {other}' is not supported yet"))
-            }
+            Some("session") => return Err("'tcp-request session' is not supported yet".to_string()),
             _ => {
                 return Err(format!(
-                    "'tcp-request' expects 'content' or 'inspect-delay'{}",
+                    "'tcp-request' expects 'connection', 'content' or 'inspect-delay'{}",
                     got(arg)
                 ))
             }
@@ -427,9 +448,25 @@ pub(crate) fn keyword(
             }
             p.description = Some(words[1..].join(" "));
         }
+        "errorfile" => {
+            let (status, reply) = super::errorfile::parse_line(words)?;
+            p.errorfiles.retain(|e| e.status != status);
+            push(
+                &mut p.errorfiles,
+                ErrorFileDef {
+                    status,
+                    reply: std::sync::Arc::new(reply),
+                    location: loc.clone(),
+                },
+            );
+        }
+        "compression" => {
+            return super::compression::keyword(p, words, sect == SectionKind::Defaults)
+        }
+        "filter" => super::compression::filter(p, words)?,
         _ => return Err(unknown_keyword(kw, sect)),
     }
-    Ok(())
+    Ok(None)
 }
 
 /// HAProxy algorithms luahost does not implement (some take arguments).
@@ -571,8 +608,9 @@ fn bind(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
     Ok(())
 }
 
-/// `timeout KIND VALUE`.
-fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<(), String> {
+/// `timeout KIND VALUE`. A kind that does not apply to the section's
+/// capability is ignored with a warning, as HAProxy does.
+fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<Option<String>, String> {
     let kind = words.get(1).copied();
     let Some(&(name, mask)) = TIMEOUTS.iter().find(|(k, _)| Some(*k) == kind) else {
         let known: Vec<&str> = TIMEOUTS.iter().map(|(k, _)| *k).collect();
@@ -588,9 +626,20 @@ fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<(), Strin
         });
     };
     let what = format!("timeout {name}");
-    check_section(&what, mask, sect)?;
     let value = time_arg(&what, words.get(2).copied())?;
     at_most(words, 3)?;
+    if mask & sect.bit() == 0 {
+        let cap = if sect == SectionKind::Frontend {
+            "backend"
+        } else {
+            "frontend"
+        };
+        return Ok(Some(format!(
+            "'{what}' will be ignored because {} '{}' has no {cap} capability",
+            sect.name(),
+            p.name
+        )));
+    }
     let t = &mut p.timeouts;
     let slot = match name {
         "client" => &mut t.client,
@@ -603,7 +652,7 @@ fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<(), Strin
         _ => &mut t.tunnel,
     };
     *slot = Some(value);
-    Ok(())
+    Ok(None)
 }
 
 /// `use_backend NAME [if|unless COND]`.
@@ -676,7 +725,7 @@ fn rule(
     sect: SectionKind,
     loc: &Location,
 ) -> Result<(), String> {
-    let mut rule = parse_rule(set, words, sect == SectionKind::Backend, &p.acls, loc)?;
+    let mut rule = parse_rule(set, words, &p.acls, loc)?;
     if let super::Action::Capture { len, slot, .. } = &mut rule.action {
         // `http-request capture ... len N` declares a new request slot.
         if sect != SectionKind::Frontend && sect != SectionKind::Listen {
@@ -696,6 +745,7 @@ fn rule(
         RuleSet::HttpRequest => &mut p.http_request,
         RuleSet::HttpResponse => &mut p.http_response,
         RuleSet::HttpAfterResponse => &mut p.http_after_response,
+        RuleSet::TcpRequestConnection => &mut p.tcp_request_connection,
         RuleSet::TcpRequestContent => &mut p.tcp_request_content,
         RuleSet::TcpResponseContent => &mut p.tcp_response_content,
     };
@@ -768,6 +818,7 @@ fn option(p: &mut Proxy, sect: SectionKind, words: &[&str], enable: bool) -> Res
         "abortonclose" => o.abortonclose = enable,
         "dontlognull" => o.dontlognull = enable,
         "log-separate-errors" => o.log_separate_errors = enable,
+        "http-buffer-request" => o.http_buffer_request = enable,
         _ => return Err(format!("'{prefix} {name}' is not handled")),
     }
     Ok(())

@@ -17,6 +17,7 @@ pub(crate) enum RuleSet {
     HttpRequest,
     HttpResponse,
     HttpAfterResponse,
+    TcpRequestConnection,
     TcpRequestContent,
     TcpResponseContent,
 }
@@ -101,6 +102,7 @@ impl RuleSet {
             RuleSet::HttpRequest => "http-request",
             RuleSet::HttpResponse => "http-response",
             RuleSet::HttpAfterResponse => "http-after-response",
+            RuleSet::TcpRequestConnection => "tcp-request connection",
             RuleSet::TcpRequestContent => "tcp-request content",
             RuleSet::TcpResponseContent => "tcp-response content",
         }
@@ -152,6 +154,7 @@ impl RuleSet {
                 SetStatus,
                 Allow,
             ],
+            RuleSet::TcpRequestConnection => &[Accept, Reject, SetVar, UnsetVar],
             RuleSet::TcpRequestContent => &[Lua, UseService, Accept, Reject, SetVar, UnsetVar],
             RuleSet::TcpResponseContent => &[Lua, Accept, Reject, SetVar, UnsetVar],
         }
@@ -168,13 +171,11 @@ fn is_cond(w: &str) -> bool {
     w == "if" || w == "unless"
 }
 
-/// Reads one rule. `words` starts at the action; `in_backend` says the rule
-/// is in a backend section (where services cannot be used); named ACLs must be
-/// among `acls`.
+/// Reads one rule. `words` starts at the action; named ACLs must be among
+/// `acls`.
 pub(crate) fn parse_rule(
     set: RuleSet,
     words: &[&str],
-    in_backend: bool,
     acls: &[AclDef],
     loc: &Location,
 ) -> Result<Rule, String> {
@@ -195,11 +196,6 @@ pub(crate) fn parse_rule(
         return Err(format!(
             "action '{action_word}' is not valid in '{kw}' rules; expected one of: {}",
             set.known_list()
-        ));
-    }
-    if name == Name::UseService && in_backend {
-        return Err(format!(
-            "'{kw} use-service' is not allowed in a 'backend' section; services run in a 'frontend' or 'listen' section"
         ));
     }
     let what = format!("{kw} {action_word}");
@@ -608,13 +604,13 @@ mod tests {
         }
     }
 
-    fn rule_in(set: RuleSet, text: &str, in_backend: bool) -> Result<Rule, String> {
+    fn rule_in(set: RuleSet, text: &str, _in_backend: bool) -> Result<Rule, String> {
         let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
         let acls = vec![crate::config::acl::parse_acl_line(
             &["acl", "is_api", "path_beg", "/api"],
             &loc(),
         )?];
-        parse_rule(set, &words, in_backend, &acls, &loc())
+        parse_rule(set, &words, &acls, &loc())
     }
 
     fn req(text: &str) -> Result<Rule, String> {
@@ -677,9 +673,13 @@ mod tests {
         assert!(req("use-service")
             .unwrap_err()
             .contains("expects a service name"));
-        assert!(rule_in(RuleSet::HttpRequest, "use-service lua.x", true)
+        // Services may run from a backend's rules too (HAProxy 3.0).
+        assert!(rule_in(RuleSet::HttpRequest, "use-service lua.x", true).is_ok());
+        let conn = |t: &str| rule_in(RuleSet::TcpRequestConnection, t, false);
+        assert_eq!(conn("reject if is_api").unwrap().action, Action::Reject);
+        assert!(conn("use-service lua.x")
             .unwrap_err()
-            .contains("not allowed in a 'backend' section"));
+            .contains("not valid in 'tcp-request connection' rules"));
         assert!(
             rule_in(RuleSet::TcpResponseContent, "use-service lua.x", false)
                 .unwrap_err()

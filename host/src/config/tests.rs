@@ -343,6 +343,7 @@ backend app
             dontlognull: true,
             log_separate_errors: false,
             abortonclose: false,
+            http_buffer_request: false,
         }
     );
     assert!(f.log_global);
@@ -620,9 +621,8 @@ fn proxy_keyword_errors() {
         ("frontend", "timeout client", "'timeout client' expects a time value like 5s, 100ms or 30000 (ms)"),
         ("frontend", "timeout client 5s 6s", "'timeout' does not take the argument '6s'"),
         ("frontend", "timeout lunch 1h", "'timeout' expects one of: client, server, connect, http-request, http-keep-alive, queue, tunnel, check, got 'lunch'"),
-        ("frontend", "timeout check 1s", "'timeout check' is not allowed in a 'frontend' section (allowed in: defaults, backend, listen)"),
-        ("frontend", "timeout server 1s", "'timeout server' is not allowed in a 'frontend' section (allowed in: defaults, backend, listen)"),
-        ("backend", "timeout client 1s", "'timeout client' is not allowed in a 'backend' section (allowed in: defaults, frontend, listen)"),
+        ("frontend", "timeout tarpit 1s", "'timeout tarpit' is not supported yet"),
+        ("frontend", "timeout check soon", "'timeout check' expects a time value like 5s, 100ms or 30000 (ms), got 'soon'"),
         ("frontend", "maxconn -5", "'maxconn' expects a number of connections (an integer >= 1), got '-5'"),
         ("frontend", "default_backend", "'default_backend' expects a backend name"),
         ("frontend", "default_backend a b", "'default_backend' does not take the argument 'b'"),
@@ -635,14 +635,32 @@ fn proxy_keyword_errors() {
         ("frontend", "http-request tarpit", "unknown action 'tarpit' in 'http-request' rules; expected one of: lua.<name>, use-service lua.<name>, set-header, add-header, del-header, replace-header, set-path, set-query, set-var(<scope>.<name>), unset-var(<scope>.<name>), capture <sample> len <length>, deny, return, redirect, allow"),
         ("frontend", "http-response set-path /x", "action 'set-path' is not valid in 'http-response' rules; expected one of: lua.<name>, set-header, add-header, del-header, replace-header, set-var(<scope>.<name>), unset-var(<scope>.<name>), deny, return, redirect, set-status, allow"),
         ("frontend", "tcp-request content close", "unknown action 'close' in 'tcp-request content' rules; expected one of: lua.<name>, use-service lua.<name>, accept, reject, set-var(<scope>.<name>), unset-var(<scope>.<name>)"),
-        ("frontend", "tcp-request connection reject", "'tcp-request connection' is not supported yet"),
-        ("frontend", "tcp-request", "'tcp-request' expects 'content' or 'inspect-delay'"),
+        ("frontend", "tcp-request connection use-service lua.x", "action 'use-service' is not valid in 'tcp-request connection' rules; expected one of: accept, reject, set-var(<scope>.<name>), unset-var(<scope>.<name>)"),
+        ("frontend", "tcp-request connection", "'tcp-request connection' expects an action; expected one of: accept, reject, set-var(<scope>.<name>), unset-var(<scope>.<name>)"),
+        ("backend", "tcp-request connection reject", "'tcp-request connection' is not allowed in a 'backend' section (allowed in: frontend, listen)"),
+        ("defaults", "tcp-request connection reject", "'tcp-request connection' rules in a 'defaults' section are not supported yet"),
+        ("frontend", "tcp-request session reject", "'tcp-request session' is not supported yet"),
+        ("frontend", "tcp-request", "'tcp-request' expects 'connection', 'content' or 'inspect-delay'"),
         ("frontend", "tcp-request inspect-delay soon", "'tcp-request inspect-delay' expects a time value like 5s, 100ms or 30000 (ms), got 'soon'"),
         ("backend", "tcp-response content", "'tcp-response content' expects an action; expected one of: lua.<name>, accept, reject, set-var(<scope>.<name>), unset-var(<scope>.<name>)"),
         ("backend", "tcp-response inspect-delay 1s", "'tcp-response inspect-delay' is not supported yet"),
         ("backend", "tcp-response", "'tcp-response' expects 'content'"),
-        ("backend", "http-request use-service lua.x", "'http-request use-service' is not allowed in a 'backend' section; services run in a 'frontend' or 'listen' section"),
-        ("backend", "tcp-request content use-service lua.x", "'tcp-request content use-service' is not allowed in a 'backend' section; services run in a 'frontend' or 'listen' section"),
+        ("frontend", "errorfile 503", "errorfile : expects <status_code> and <file> as arguments."),
+        ("frontend", "errorfile 503 /dev/null x", "errorfile : expects exactly two arguments."),
+        ("frontend", "errorfile 302 /dev/null", "errorfile : status code '302' not handled."),
+        ("frontend", "errorfile 503 /nonexistent/e.http", "errorfile : error opening file '/nonexistent/e.http'."),
+        ("frontend", "compression algo brotli", "'compression' : 'brotli' is not a supported algorithm."),
+        ("frontend", "compression algo", "'compression' expects <algorithm>."),
+        ("frontend", "compression type", "'compression' expects <type>."),
+        ("frontend", "compression foo", "'compression' expects 'algo', 'type' 'direction' or 'offload'"),
+        ("frontend", "compression direction sideways", "'compression' expects 'request', 'response', or 'both'."),
+        ("frontend", "compression direction both", "'compression direction both': compressing requests is not supported yet"),
+        ("frontend", "compression algo-req gzip", "'compression algo-req': compressing requests is not supported yet"),
+        ("frontend", "filter compression now", "'filter compression' : unknown keyword 'now'."),
+        ("frontend", "filter cache c", "'filter cache' is not supported yet by luahost"),
+        ("frontend", "filter foo", "'filter' : unknown keyword 'foo'; luahost supports 'compression'"),
+        ("defaults", "filter compression", "'filter' is not allowed in a 'defaults' section (allowed in: frontend, backend, listen)"),
+        ("frontend", "option http-buffer-request now", "'option http-buffer-request' does not take the argument 'now'"),
         ("backend", "server", "'server' expects a name and an address such as 10.0.0.1:8080"),
         ("backend", "server s1", "'server' expects a name and an address such as 10.0.0.1:8080"),
         ("backend", "server s/1 1.2.3.4:80", "character '/' is not permitted in server name 's/1' (letters, digits, '-', '_', '.' and ':' are)"),
@@ -658,9 +676,9 @@ fn proxy_keyword_errors() {
         ("backend", "balance hdr(host)", "'balance hdr(host)' is not supported yet; supported: roundrobin, leastconn, first, source"),
         ("backend", "balance", "'balance' expects roundrobin, leastconn, first or source"),
         ("backend", "balance roundrobin extra", "'balance' does not take the argument 'extra'"),
-        ("backend", "option redispatch", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, log-separate-errors, abortonclose, httpchk, tcp-check; 'redispatch' is not supported (yet)"),
-        ("backend", "option", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, log-separate-errors, abortonclose, httpchk, tcp-check"),
-        ("backend", "no option bogus", "'no option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, log-separate-errors, abortonclose, httpchk, tcp-check; 'bogus' is not supported (yet)"),
+        ("backend", "option redispatch", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, log-separate-errors, abortonclose, httpchk, tcp-check, http-buffer-request; 'redispatch' is not supported (yet)"),
+        ("backend", "option", "'option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, log-separate-errors, abortonclose, httpchk, tcp-check, http-buffer-request"),
+        ("backend", "no option bogus", "'no option' expects one of: forwardfor, http-keep-alive, httpclose, httplog, tcplog, dontlognull, log-separate-errors, abortonclose, httpchk, tcp-check, http-buffer-request; 'bogus' is not supported (yet)"),
         ("backend", "option httplog", "'option httplog' is not allowed in a 'backend' section (allowed in: defaults, frontend, listen)"),
         ("frontend", "option httpclose now", "'option httpclose' does not take the argument 'now'"),
         ("frontend", "option forwardfor header", "'option forwardfor header' expects a header name"),
@@ -681,9 +699,9 @@ fn proxy_keyword_errors() {
         ("frontend", "stick-table type ip size 1m", "'stick-table' is not supported yet by luahost"),
         ("frontend", "nbthread 4", "'nbthread' is a 'global' keyword; it is not allowed in a 'frontend' section"),
         ("frontend", "daemon", "'daemon' is a 'global' keyword; it is not allowed in a 'frontend' section"),
-        ("frontend", "frobnicate", "unknown keyword 'frobnicate' in 'frontend' section; expected one of: mode, bind, timeout, maxconn, backlog, default_backend, use_backend, acl, http-request, http-response, http-after-response, tcp-request, option, no, log, log-tag, log-format, capture, description"),
-        ("backend", "frobnicate", "unknown keyword 'frobnicate' in 'backend' section; expected one of: mode, timeout, acl, http-request, http-response, http-after-response, tcp-request, tcp-response, server, balance, option, no, retries, log, log-tag, description, http-check, tcp-check"),
-        ("defaults", "frobnicate", "unknown keyword 'frobnicate' in 'defaults' section; expected one of: mode, timeout, maxconn, backlog, default_backend, tcp-request, balance, option, no, retries, log, log-tag, log-format, http-check, tcp-check"),
+        ("frontend", "frobnicate", "unknown keyword 'frobnicate' in 'frontend' section; expected one of: mode, bind, timeout, maxconn, backlog, default_backend, use_backend, acl, http-request, http-response, http-after-response, tcp-request, option, no, log, log-tag, log-format, capture, description, errorfile, compression, filter"),
+        ("backend", "frobnicate", "unknown keyword 'frobnicate' in 'backend' section; expected one of: mode, timeout, acl, http-request, http-response, http-after-response, tcp-request, tcp-response, server, balance, option, no, retries, log, log-tag, description, http-check, tcp-check, errorfile, compression, filter"),
+        ("defaults", "frobnicate", "unknown keyword 'frobnicate' in 'defaults' section; expected one of: mode, timeout, maxconn, backlog, default_backend, tcp-request, balance, option, no, retries, log, log-tag, log-format, http-check, tcp-check, errorfile, compression"),
         ("frontend", "server s1 1.2.3.4:80", "'server' is not allowed in a 'frontend' section (allowed in: backend, listen)"),
         ("frontend", "balance roundrobin", "'balance' is not allowed in a 'frontend' section (allowed in: defaults, backend, listen)"),
         ("frontend", "retries 3", "'retries' is not allowed in a 'frontend' section (allowed in: defaults, backend, listen)"),
@@ -979,6 +997,61 @@ fn warnings_for_http_settings_in_tcp_mode() {
     // The mode may be set after the rules.
     let c = ok("frontend f\n  http-request deny\n  bind :80\n  mode http\n");
     assert!(c.warnings.is_empty());
+}
+
+#[test]
+fn proxy_keywords_of_issue_12() {
+    let dir = std::env::temp_dir().join(format!("luahost-errorfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("503.http");
+    std::fs::write(&file, "HTTP/1.1 503 Busy\r\ncontent-length: 2\r\n\r\nno").unwrap();
+    let text = format!(
+        "defaults\n  mode http\n  errorfile 503 {}\n  compression algo gzip deflate\n  compression type text/plain\n  option http-buffer-request\n  timeout check 3s\n  timeout tunnel 1h\n\
+         frontend f\n  bind :80\n  timeout check 2s\n  tcp-request connection reject if {{ src 10.0.0.0/8 }}\n  tcp-request content accept\n  filter compression\n  compression offload\n  default_backend b\n\
+         backend b\n  http-request use-service lua.svc\n  tcp-request content use-service lua.svc\n",
+        file.display()
+    );
+    let c = ok(&text);
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        w,
+        ["[WARNING] parsing [t.cfg:11] : 'timeout check' will be ignored because frontend 'f' has no backend capability"]
+    );
+    let (f, b) = (&c.proxies[0], &c.proxies[1]);
+    // Inherited from the defaults: errorfile and compression by all,
+    // timeout check and tunnel by backends only.
+    assert_eq!(f.errorfiles.len(), 1);
+    assert_eq!(b.errorfiles[0].status, 503);
+    assert_eq!(f.timeouts.check, None);
+    assert_eq!(f.timeouts.tunnel, None);
+    assert_eq!(b.timeouts.check, Some(Duration::from_secs(3)));
+    assert_eq!(b.timeouts.tunnel, Some(Duration::from_secs(3600)));
+    let fc = f.compression.as_deref().unwrap();
+    assert_eq!(fc.algos, [CompressionAlgo::Gzip, CompressionAlgo::Deflate]);
+    assert_eq!(fc.types, ["text/plain"]);
+    assert!(fc.offload && fc.filter);
+    assert!(!b.compression.as_deref().unwrap().offload);
+    assert!(f.options.http_buffer_request && b.options.http_buffer_request);
+    assert_eq!(f.tcp_request_connection.len(), 1);
+    assert_eq!(f.tcp_request_content.len(), 1);
+    assert_eq!(b.http_request.len(), 1);
+    // compression offload in defaults: ignored with HAProxy's warning.
+    let c = ok("defaults\n  compression offload\n");
+    assert_eq!(
+        c.warnings[0].to_string(),
+        "[WARNING] parsing [t.cfg:2] : 'compression' : 'offload' ignored in 'defaults' section."
+    );
+    // A timeout of the other capability is a warning, not an error.
+    let c = ok("backend b\n  timeout client 1s\n");
+    assert_eq!(
+        c.warnings[0].to_string(),
+        "[WARNING] parsing [t.cfg:2] : 'timeout client' will be ignored because backend 'b' has no frontend capability"
+    );
+    assert!(
+        err("frontend f\n  bind :80\n  filter compression\n  filter compression\n")
+            .ends_with("'filter' : 'f: Proxy supports only one compression filter")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn testdata(name: &str) -> PathBuf {

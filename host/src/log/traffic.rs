@@ -34,6 +34,11 @@ pub struct TxnFacts {
     /// TCP: bytes from the client, and to it.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// HTTP: the size `%B` counts for the response head, taken when the
+    /// response came from the server or service, before the response rules
+    /// and compression changed it (HAProxy counts what it received). None
+    /// for a response luahost generated: its final head is counted.
+    pub head_size: Option<u64>,
 }
 
 impl TxnFacts {

@@ -13,6 +13,8 @@ pub enum ProxyBody {
     Stream(mpsc::Receiver<BodyChunk>),
     /// A server's response body, streamed through.
     Upstream(crate::backend::UpstreamBody),
+    /// Another body, compressed as it streams (`compression`).
+    Compressed(Box<crate::proxy::compress::CompressedBody>),
 }
 
 impl ProxyBody {
@@ -34,6 +36,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Compressed(b) => b.poll_frame(cx),
         }
     }
 
@@ -42,6 +45,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Stream(_) => false,
+            ProxyBody::Compressed(b) => b.is_end_stream(),
         }
     }
 
@@ -51,6 +55,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Stream(_) => SizeHint::default(),
             ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Compressed(b) => b.size_hint(),
         }
     }
 }

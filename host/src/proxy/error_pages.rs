@@ -2,8 +2,95 @@
 //! error pages so that clients (and the differential tests) see the same
 //! status, headers and body.
 
+use crate::config::errorfile::RawReply;
+use crate::config::ErrorFileDef;
 use crate::proxy::body::ProxyBody;
 use hyper::{header, Response, StatusCode};
+use std::sync::Arc;
+
+/// Marks a response carrying luahost's default page for a status, so that
+/// an `errorfile` for that status can take its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultPage(pub u16);
+
+/// A proxy's `errorfile` replies, by status.
+#[derive(Default)]
+pub struct ErrorFiles(Vec<(u16, Arc<RawReply>)>);
+
+/// What a proxy's errorfile makes of a default page.
+pub enum Substitute {
+    /// No errorfile for that status.
+    Keep(Response<ProxyBody>),
+    /// The errorfile's response.
+    Reply(Response<ProxyBody>),
+    /// An empty errorfile: close the connection without an answer.
+    Close,
+}
+
+impl ErrorFiles {
+    /// No `errorfile` line.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn from_config(defs: &[ErrorFileDef]) -> ErrorFiles {
+        ErrorFiles(defs.iter().map(|d| (d.status, d.reply.clone())).collect())
+    }
+
+    pub fn get(&self, status: u16) -> Option<&RawReply> {
+        self.0.iter().find(|(s, _)| *s == status).map(|(_, r)| &**r)
+    }
+}
+
+/// Replaces a default page by the first of `files` (the backend's, then
+/// the frontend's, as HAProxy looks them up) that has its status.
+pub fn substitute(resp: Response<ProxyBody>, files: &[&ErrorFiles]) -> Substitute {
+    let Some(&DefaultPage(status)) = resp.extensions().get::<DefaultPage>() else {
+        return Substitute::Keep(resp);
+    };
+    match files.iter().find_map(|f| f.get(status)) {
+        None => Substitute::Keep(resp),
+        Some(raw) => match from_file(raw) {
+            Some(mut r) => {
+                // A page that had to close the connection (408) still does.
+                if let Some(c) = resp.headers().get(header::CONNECTION) {
+                    r.headers_mut().insert(header::CONNECTION, c.clone());
+                }
+                Substitute::Reply(r)
+            }
+            None => Substitute::Close,
+        },
+    }
+}
+
+/// The response of an errorfile (none: the file is empty).
+fn from_file(raw: &RawReply) -> Option<Response<ProxyBody>> {
+    let head = raw.head.as_ref()?;
+    let mut r = Response::new(ProxyBody::full(bytes::Bytes::from(raw.body.clone())));
+    *r.status_mut() =
+        StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.as_bytes()) {
+        r.extensions_mut().insert(reason);
+    }
+    let h = r.headers_mut();
+    // Without a length the body runs to the connection's end: HAProxy
+    // sends such a file with `connection: close` and closes after it.
+    if !head.headers.iter().any(|(n, _)| n == "content-length") {
+        h.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    for (name, value) in &head.headers {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            header::HeaderValue::from_bytes(value),
+        ) {
+            h.append(n, v);
+        }
+    }
+    Some(r)
+}
 
 /// Reason phrase and explanation for each generated status.
 fn text(status: u16) -> (&'static str, &'static str) {
@@ -83,5 +170,6 @@ pub fn response(status: u16) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/html"),
     );
+    r.extensions_mut().insert(DefaultPage(status));
     r
 }

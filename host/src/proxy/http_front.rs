@@ -92,7 +92,37 @@ pub(crate) async fn handle(
     if result.is_err() {
         txn.log.terminate("PR");
     }
+    // No server or service answered: the response slots stay empty (HAProxy
+    // does not capture its own replies' headers), shown as `{|}`.
+    if let Some(c) = &fe.captures {
+        if txn.log.res_captures.is_empty() {
+            c.response(&hyper::HeaderMap::new(), &mut txn.log);
+        }
+    }
     (result, txn)
+}
+
+/// Where a transaction's response came from: only a server's or a Lua
+/// service's may be compressed (HAProxy's generated replies skip the
+/// response filters).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Generated,
+    Server,
+    /// A Lua service's.
+    Service,
+}
+
+/// The per-request state the stages share.
+struct Exchange {
+    /// `compression`: the algorithm chosen from the request, if any.
+    algo: Option<crate::config::CompressionAlgo>,
+    /// The backend whose settings chose it (the transaction moves to a
+    /// service with its backend name).
+    algo_backend: Option<Arc<crate::proxy::plan::BackendPlan>>,
+    facts: crate::proxy::compress::RequestFacts,
+    /// `option http-buffer-request` already waited for the body.
+    buffered: bool,
 }
 
 /// The life of one HTTP transaction.
@@ -100,27 +130,184 @@ async fn pipeline(
     worker: &Worker,
     fe: &FrontendPlan,
     txn: &mut Box<Txn>,
-    body: RequestBody,
+    mut body: RequestBody,
 ) -> Result<Response<ProxyBody>, Abort> {
-    // An empty rule set skips building the rules' future (most proxies).
-    let verdict = if fe.rules.http_request.is_empty() {
-        Verdict::Continue
-    } else {
-        rules::run(worker, &fe.rules.http_request, txn, RuleSide::Request).await
+    let facts = match txn.req.as_ref() {
+        Some(p) => crate::proxy::compress::RequestFacts::of(&p.method, p.version),
+        None => {
+            crate::proxy::compress::RequestFacts::of(&hyper::Method::GET, hyper::Version::HTTP_11)
+        }
     };
-    let resp = match verdict {
-        Verdict::Continue => match select_backend(worker, fe, txn) {
-            Some(name) => backend_stage(worker, fe, &name, txn, body).await?,
-            None => {
-                txn.log.terminate("SC");
-                error_pages::response(503)
+    // A body that came with the head is already in HAProxy's buffer, where
+    // `req.body` finds it even without `option http-buffer-request`.
+    txn.req_body = body.arrived();
+    let mut ex = Exchange {
+        algo: None,
+        algo_backend: None,
+        facts,
+        buffered: false,
+    };
+    let (resp, origin) = request_stages(worker, fe, txn, &mut body, &mut ex).await?;
+    let resp = match substitute_error(worker, fe, txn, resp) {
+        Some(r) => r,
+        None => return Err(Abort),
+    };
+    let resp = after_response(worker, fe, txn, resp).await?;
+    Ok(compress(fe, resp, origin, &ex))
+}
+
+/// The request's rules, then a service or a server: the response and
+/// where it came from.
+async fn request_stages(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    txn: &mut Box<Txn>,
+    body: &mut RequestBody,
+    ex: &mut Exchange,
+) -> Result<(Response<ProxyBody>, Origin), Abort> {
+    // tcp-request content rules run once per request in HTTP mode, before
+    // the HTTP rules (HAProxy's INSPECT_FE analyser comes first); the body
+    // is waited for between the two (its HTTP_BODY analyser).
+    for (set, http) in [
+        (&fe.rules.tcp_request, false),
+        (&fe.rules.http_request, true),
+    ] {
+        if http && fe.buffer_request {
+            if let Some(r) = buffer_body(fe, txn, body, ex).await? {
+                return Ok((r, Origin::Generated));
             }
-        },
-        Verdict::Respond(r) => r,
-        Verdict::Service(t) => service_stage(worker, fe, None, &t, txn, body).await?,
-        Verdict::Abort => return Err(Abort),
+        }
+        if set.is_empty() {
+            continue;
+        }
+        match rules::run(worker, set, txn, RuleSide::Request).await {
+            Verdict::Continue => {}
+            Verdict::Respond(r) => return Ok((r, Origin::Generated)),
+            Verdict::Service(t) => {
+                let body = std::mem::replace(body, RequestBody::empty());
+                return service_stage(worker, fe, None, &t, txn, body, ex).await;
+            }
+            Verdict::Abort => return Err(Abort),
+        }
+    }
+    if fe.buffer_request {
+        if let Some(r) = buffer_body(fe, txn, body, ex).await? {
+            return Ok((r, Origin::Generated));
+        }
+    }
+    let body = std::mem::replace(body, RequestBody::empty());
+    match select_backend(worker, fe, txn) {
+        Some(name) => backend_stage(worker, fe, &name, txn, body, ex).await,
+        None => {
+            txn.log.terminate("SC");
+            Ok((error_pages::response(503), Origin::Generated))
+        }
+    }
+}
+
+/// `option http-buffer-request`: waits for the request body, up to the
+/// buffer size, so that `req.body` and Lua see it; the bytes stay at the
+/// front of the body for its reader. A body still incomplete after `timeout
+/// http-request` is answered 408, as HAProxy does; `Some` is that answer.
+async fn buffer_body(
+    fe: &FrontendPlan,
+    txn: &mut Txn,
+    body: &mut RequestBody,
+    ex: &mut Exchange,
+) -> Result<Option<Response<ProxyBody>>, Abort> {
+    if ex.buffered {
+        return Ok(None);
+    }
+    ex.buffered = true;
+    // HAProxy keeps `tune.maxrewrite` (1024 by default) of the buffer free.
+    let limit = crate::proxy::bufsize().saturating_sub(1024).max(1);
+    let wait = fe
+        .http_request_timeout
+        .unwrap_or(crate::proxy::h1_server::DEFAULT_REQUEST_TIMEOUT);
+    match tokio::time::timeout(wait, body.buffer(limit)).await {
+        Ok(Ok(b)) => {
+            txn.req_body = Some(b);
+            Ok(None)
+        }
+        Ok(Err(_)) => Err(Abort),
+        // No `connection: close` (HAProxy 3.0 sends none); the connection
+        // still ends, as the rest of the body never came.
+        Err(_) => Ok(Some(error_pages::response(408))),
+    }
+}
+
+/// A default error page becomes the backend's or the frontend's
+/// `errorfile` reply for its status (None: an empty file, close).
+fn substitute_error(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    txn: &Txn,
+    resp: Response<ProxyBody>,
+) -> Option<Response<ProxyBody>> {
+    if resp
+        .extensions()
+        .get::<error_pages::DefaultPage>()
+        .is_none()
+    {
+        return Some(resp);
+    }
+    let be = backend_plan(worker, txn);
+    let files = [be.as_ref().map(|b| &b.http.errors), Some(&fe.http.errors)];
+    let files: Vec<&error_pages::ErrorFiles> = files.into_iter().flatten().collect();
+    match error_pages::substitute(resp, &files) {
+        error_pages::Substitute::Keep(r) | error_pages::Substitute::Reply(r) => Some(r),
+        error_pages::Substitute::Close => None,
+    }
+}
+
+fn backend_plan(worker: &Worker, txn: &Txn) -> Option<Arc<crate::proxy::plan::BackendPlan>> {
+    txn.backend
+        .as_ref()
+        .and_then(|b| worker.plan.backends.get(&**b))
+        .cloned()
+}
+
+/// The compression settings that apply: the backend's, then the frontend's.
+fn compression_settings<'a>(
+    be: Option<&'a crate::proxy::plan::BackendPlan>,
+    fe: &'a FrontendPlan,
+) -> [Option<&'a crate::proxy::compress::Settings>; 2] {
+    [
+        be.and_then(|b| b.http.compression.as_ref()),
+        fe.http.compression.as_ref(),
+    ]
+}
+
+/// Chooses the compression for the request about to be served (and
+/// applies `compression offload` to its headers).
+fn choose_compression(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    txn: &Txn,
+    headers: &mut hyper::HeaderMap,
+    ex: &mut Exchange,
+) {
+    let be = backend_plan(worker, txn);
+    let settings = compression_settings(be.as_deref(), fe);
+    if settings.iter().any(Option::is_some) {
+        ex.algo = crate::proxy::compress::choose(headers, &settings);
+    }
+    ex.algo_backend = be;
+}
+
+/// Compresses a server's or service's response when the request chose an
+/// algorithm and the response qualifies.
+fn compress(
+    fe: &FrontendPlan,
+    resp: Response<ProxyBody>,
+    origin: Origin,
+    ex: &Exchange,
+) -> Response<ProxyBody> {
+    let Some(algo) = ex.algo.filter(|_| origin != Origin::Generated) else {
+        return resp;
     };
-    after_response(worker, fe, txn, resp).await
+    let settings = compression_settings(ex.algo_backend.as_deref(), fe);
+    crate::proxy::compress::apply(resp, algo, &ex.facts, &settings)
 }
 
 /// `use_backend` rules in order, then `default_backend`.
@@ -142,22 +329,32 @@ async fn backend_stage(
     fe: &FrontendPlan,
     name: &Arc<str>,
     txn: &mut Box<Txn>,
-    body: RequestBody,
-) -> Result<Response<ProxyBody>, Abort> {
+    mut body: RequestBody,
+    ex: &mut Exchange,
+) -> Result<(Response<ProxyBody>, Origin), Abort> {
+    let generated = |r| Ok((r, Origin::Generated));
     txn.backend = Some(name.clone());
     let be_rules = worker.plan.backends.get(&**name).cloned();
-    if let Some(be) = be_rules
-        .as_ref()
-        .filter(|b| !b.rules.http_request.is_empty())
-    {
-        match rules::run(worker, &be.rules.http_request, txn, RuleSide::Request).await {
-            Verdict::Continue => {}
-            Verdict::Respond(r) => return Ok(r),
-            Verdict::Service(t) => {
-                let be_response = Some(&be.rules.http_response[..]);
-                return service_stage(worker, fe, be_response, &t, txn, body).await;
+    if let Some(be) = &be_rules {
+        if be.buffer_request {
+            if let Some(r) = buffer_body(fe, txn, &mut body, ex).await? {
+                return generated(r);
             }
-            Verdict::Abort => return Err(Abort),
+        }
+        // The backend's tcp-request content rules, then its http-request rules.
+        for set in [&be.rules.tcp_request, &be.rules.http_request] {
+            if set.is_empty() {
+                continue;
+            }
+            match rules::run(worker, set, txn, RuleSide::Request).await {
+                Verdict::Continue => {}
+                Verdict::Respond(r) => return generated(r),
+                Verdict::Service(t) => {
+                    let be_response = Some(&be.rules.http_response[..]);
+                    return service_stage(worker, fe, be_response, &t, txn, body, ex).await;
+                }
+                Verdict::Abort => return Err(Abort),
+            }
         }
     }
     let Some(backend) = worker.plan.registry.get(name).cloned() else {
@@ -166,28 +363,29 @@ async fn backend_stage(
             "frontend '{}': backend '{name}' has no server",
             fe.name
         ));
-        return Ok(error_pages::response(503));
+        return generated(error_pages::response(503));
     };
     let Some(mut parts) = txn.req.take() else {
-        return Ok(error_pages::response(500));
+        return generated(error_pages::response(500));
     };
     if backend.forwardfor().is_none() {
         if let Some(ff) = &fe.forwardfor {
             crate::backend::add_forwarded_for(&mut parts.headers, ff, txn.client.ip());
         }
     }
+    choose_compression(worker, fe, txn, &mut parts.headers, ex);
     let upstream = worker.forwarder.http(&backend, txn, &parts, body).await;
     txn.req = Some(parts);
     let resp = match upstream {
         Ok(r) => r,
         Err(e) => {
             txn.log.terminate(e.term_state());
-            return Ok(error_pages::response(e.status()));
+            return generated(error_pages::response(e.status()));
         }
     };
     let resp = resp.map(ProxyBody::Upstream);
     let be_response = be_rules.as_ref().map(|b| &b.rules.http_response[..]);
-    response_rules(worker, fe, be_response, txn, resp).await
+    response_rules(worker, fe, be_response, txn, resp, Origin::Server).await
 }
 
 /// A Lua service's response, through the `http-response` rules as HAProxy
@@ -200,37 +398,54 @@ async fn service_stage(
     target: &ServiceTarget,
     txn: &mut Box<Txn>,
     body: RequestBody,
-) -> Result<Response<ProxyBody>, Abort> {
-    let resp = start_service(worker, fe, target, txn, body).await;
-    response_rules(worker, fe, be_response, txn, resp).await
+    ex: &mut Exchange,
+) -> Result<(Response<ProxyBody>, Origin), Abort> {
+    let (resp, origin) = start_service(worker, fe, target, txn, body, ex).await;
+    response_rules(worker, fe, be_response, txn, resp, origin).await
 }
 
 /// The `http-response` rules of the backend (`be_response`), then of the
-/// frontend (HAProxy's order), on a response from a server or a service.
+/// frontend (HAProxy's order), on a response from a server or a service
+/// (`origin`); a rule's own reply is a generated one.
 async fn response_rules(
     worker: &Worker,
     fe: &FrontendPlan,
     be_response: Option<&[rules::CRule]>,
     txn: &mut Box<Txn>,
     resp: Response<ProxyBody>,
-) -> Result<Response<ProxyBody>, Abort> {
+    origin: Origin,
+) -> Result<(Response<ProxyBody>, Origin), Abort> {
+    let generated = |r| Ok((r, Origin::Generated));
     let sets = be_response
         .into_iter()
         .chain(std::iter::once(&fe.rules.http_response[..]))
         .filter(|s| !s.is_empty());
     let (res_parts, res_body) = resp.into_parts();
+    if fe.log.is_some() {
+        // `%B` counts the head as it came, whatever the rules change.
+        txn.log.head_size = Some(crate::proxy::traffic_log::logged_head_size(&res_parts));
+    }
+    // HAProxy captures response headers as they come from the server or
+    // service, before the rules (and never on the replies it generates).
+    if let Some(c) = &fe.captures {
+        c.response(&res_parts.headers, &mut txn.log);
+    }
     txn.res = Some(res_parts);
     for set in sets {
         match rules::run(worker, set, txn, RuleSide::Response).await {
             Verdict::Continue => {}
-            Verdict::Respond(r) => return Ok(r),
+            Verdict::Respond(r) => {
+                // A reply replaces the response: its own head is counted.
+                txn.log.head_size = None;
+                return generated(r);
+            }
             Verdict::Service(_) | Verdict::Abort => return Err(Abort),
         }
     }
     let Some(res_parts) = txn.res.take() else {
-        return Ok(error_pages::response(502));
+        return generated(error_pages::response(502));
     };
-    Ok(Response::from_parts(res_parts, res_body))
+    Ok((Response::from_parts(res_parts, res_body), origin))
 }
 
 /// `http-after-response` rules, on every response including generated ones.
@@ -260,7 +475,10 @@ async fn after_response(
         .chain(std::iter::once(&fe.rules.http_after_response))
     {
         match rules::run(worker, set, txn, RuleSide::Response).await {
-            Verdict::Respond(r) => return Ok(r),
+            Verdict::Respond(r) => {
+                txn.log.head_size = None;
+                return Ok(r);
+            }
             Verdict::Abort | Verdict::Service(_) => return Err(Abort),
             Verdict::Continue => {}
         }
@@ -278,10 +496,19 @@ async fn start_service(
     target: &ServiceTarget,
     txn: &mut Box<Txn>,
     body: RequestBody,
-) -> Response<ProxyBody> {
-    let Some(parts) = txn.req.as_ref() else {
-        return error_pages::response(500);
+    ex: &mut Exchange,
+) -> (Response<ProxyBody>, Origin) {
+    let Some(parts) = txn.req.as_mut() else {
+        return (error_pages::response(500), Origin::Generated);
     };
+    // The compression is chosen (and `compression offload` applied) on the
+    // request the service will see.
+    let mut headers = std::mem::take(&mut parts.headers);
+    choose_compression(worker, fe, txn, &mut headers, ex);
+    let Some(parts) = txn.req.as_mut() else {
+        return (error_pages::response(500), Origin::Generated);
+    };
+    parts.headers = headers;
     // The service takes the transaction; its log line keeps the request
     // line and the captures, and names the service as HAProxy does.
     let for_log = fe.log.is_some().then(|| copy_head(parts)).flatten();
@@ -349,14 +576,22 @@ async fn start_service(
                 txn.service_privs = Some(privs);
             }
             match start.head {
-                Some(head) => build_response(head, body_rx),
+                Some(head) => (build_response(head, body_rx), Origin::Service),
                 // No response from the service: HAProxy's 500.
-                None => error_pages::response(500),
+                None => (service_error(), Origin::Service),
             }
         }
         // The service could not start.
-        Err(_) => error_pages::response(500),
+        Err(_) => (service_error(), Origin::Service),
     }
+}
+
+/// The 500 of a service that failed or sent no response: HAProxy 3.0 sends
+/// its default page here, not an errorfile.
+fn service_error() -> Response<ProxyBody> {
+    let mut r = error_pages::response(500);
+    r.extensions_mut().remove::<error_pages::DefaultPage>();
+    r
 }
 
 /// A copy of a request head (method, target, version, headers).

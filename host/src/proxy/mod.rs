@@ -9,6 +9,7 @@
 //! configuration is parsed, and the command exits once it serves.
 
 pub mod body;
+pub mod compress;
 pub mod error_pages;
 pub mod h1_server;
 pub mod http_front;

@@ -48,6 +48,8 @@ pub struct ServiceTarget {
 /// The rules and ACLs of a proxy (a frontend's, or a backend's).
 pub struct ProxyRules {
     pub acls: AclSet,
+    /// `tcp-request connection` (frontends only).
+    pub tcp_connection: Vec<CRule>,
     pub http_request: Vec<CRule>,
     pub http_response: Vec<CRule>,
     pub http_after_response: Vec<CRule>,
@@ -137,11 +139,46 @@ pub struct FrontendPlan {
     pub log: Option<Arc<crate::log::TrafficLog>>,
     /// `capture request/response header` and `http-request capture` slots.
     pub captures: Option<Arc<crate::log::capture::CaptureSpec>>,
+    /// `option http-buffer-request`.
+    pub buffer_request: bool,
+    /// `errorfile` and `compression`.
+    pub http: HttpSettings,
 }
 
 /// A backend's own rules (its servers live in crate::backend).
 pub struct BackendPlan {
+    pub mode: FrontMode,
     pub rules: ProxyRules,
+    /// `option http-buffer-request`.
+    pub buffer_request: bool,
+    /// `errorfile` and `compression`.
+    pub http: HttpSettings,
+}
+
+/// What a proxy changes in the HTTP responses going through it.
+#[derive(Default)]
+pub struct HttpSettings {
+    /// `errorfile CODE FILE` replies.
+    pub errors: crate::proxy::error_pages::ErrorFiles,
+    /// `compression` (none: not configured).
+    pub compression: Option<crate::proxy::compress::Settings>,
+}
+
+impl HttpSettings {
+    /// Neither errorfiles nor compression: the defaults.
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty() && self.compression.is_none()
+    }
+
+    fn of(p: &config::Proxy) -> HttpSettings {
+        HttpSettings {
+            errors: crate::proxy::error_pages::ErrorFiles::from_config(&p.errorfiles),
+            compression: p
+                .compression
+                .as_deref()
+                .map(crate::proxy::compress::Settings::from_config),
+        }
+    }
 }
 
 pub struct Plan {
@@ -251,14 +288,6 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
                 r.location
             ));
         }
-        if p.mode == Mode::Http {
-            for r in &p.tcp_request_content {
-                errors.push(format!(
-                    "[ALERT] parsing [{}] : 'tcp-request content' rules in a 'mode http' proxy are not supported yet",
-                    r.location
-                ));
-            }
-        }
         let rules = match compile_rules(p) {
             Ok(r) => r,
             Err(mut e) => {
@@ -266,19 +295,27 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
                 continue;
             }
         };
-        if p.kind == ProxyKind::Backend {
-            // Only backends with rules get a plan: one without behaves the
-            // same absent, and a configuration may have hundreds of
-            // thousands of them.
-            if has_rules(&rules) {
-                backends.insert(p.name.clone(), Arc::new(BackendPlan { rules }));
-            }
-            continue;
-        }
         let mode = match p.mode {
             Mode::Http => FrontMode::Http,
             Mode::Tcp => FrontMode::Tcp,
         };
+        let buffer_request = p.options.http_buffer_request && mode == FrontMode::Http;
+        if p.kind == ProxyKind::Backend {
+            // Only backends with something to run or change get a plan: one
+            // without behaves the same absent, and a configuration may have
+            // hundreds of thousands of them.
+            let http = HttpSettings::of(p);
+            if has_rules(&rules) || buffer_request || !http.is_empty() {
+                let plan = BackendPlan {
+                    mode,
+                    rules,
+                    buffer_request,
+                    http,
+                };
+                backends.insert(p.name.clone(), Arc::new(plan));
+            }
+            continue;
+        }
         let default_backend = match (&p.default_backend, p.kind) {
             (Some((name, _)), _) => Some(Arc::from(name.as_str())),
             // A listen section is its own backend when it has servers.
@@ -286,7 +323,28 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             _ => None,
         };
         // A listen section's rules run as its frontend's; its backend part
-        // has none, so it needs no backend plan.
+        // has none, and needs a plan only for its errorfiles and compression.
+        let listen_http = (p.kind == ProxyKind::Listen && !p.servers.is_empty())
+            .then(|| HttpSettings::of(p))
+            .filter(|http| !http.is_empty());
+        if let Some(listen_http) = listen_http {
+            let plan = BackendPlan {
+                mode,
+                rules: ProxyRules {
+                    acls: AclSet::default(),
+                    tcp_connection: Vec::new(),
+                    http_request: Vec::new(),
+                    http_response: Vec::new(),
+                    http_after_response: Vec::new(),
+                    tcp_request: Vec::new(),
+                    tcp_response: Vec::new(),
+                },
+                // The frontend part already waited for the body.
+                buffer_request: false,
+                http: listen_http,
+            };
+            backends.insert(p.name.clone(), Arc::new(plan));
+        }
         let use_backends = p
             .use_backends
             .iter()
@@ -364,6 +422,8 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             on_shared_lua_worker: false,
             log,
             captures,
+            buffer_request,
+            http: HttpSettings::of(p),
         }));
     }
     if !errors.is_empty() {
@@ -412,6 +472,7 @@ fn compile_rules(p: &config::Proxy) -> Result<ProxyRules, Vec<String>> {
             })
             .collect()
     };
+    let tcp_connection = set(&p.tcp_request_connection);
     let http_request = set(&p.http_request);
     let http_response = set(&p.http_response);
     let http_after_response = set(&p.http_after_response);
@@ -429,6 +490,7 @@ fn compile_rules(p: &config::Proxy) -> Result<ProxyRules, Vec<String>> {
     }
     Ok(ProxyRules {
         acls,
+        tcp_connection,
         http_request,
         http_response,
         http_after_response,
@@ -452,8 +514,10 @@ pub enum Registered {
 }
 
 /// A proxy's rule sets with their register_action names.
-fn rule_sets(r: &mut ProxyRules) -> [(&mut Vec<CRule>, &'static str); 5] {
+fn rule_sets(r: &mut ProxyRules) -> [(&mut Vec<CRule>, &'static str); 6] {
     [
+        // No Lua action may appear there; its conditions may use Lua fetches.
+        (&mut r.tcp_connection, "tcp-req"),
         (&mut r.http_request, "http-req"),
         (&mut r.http_response, "http-res"),
         (&mut r.http_after_response, "http-after-res"),
@@ -585,9 +649,10 @@ pub fn resolve_lua(
     }
     for be in plan.backends.values_mut() {
         let Some(be) = Arc::get_mut(be) else { continue };
+        let mode = be.mode;
         let r = &mut be.rules;
         for (set, kind) in rule_sets(r) {
-            resolve_set(set, None, kind, &mut errors, &mut false);
+            resolve_set(set, Some(mode), kind, &mut errors, &mut false);
         }
     }
     if errors.is_empty() {

@@ -2,23 +2,65 @@
 //! service (`use-service lua.NAME`) or forwarding to a backend.
 
 use crate::lua::applet_tcp;
+use crate::lua::vars::VarValue;
 use crate::proxy::plan::{FrontendPlan, ServiceTarget};
 use crate::proxy::rules::{self, RuleSide, Verdict};
 use crate::proxy::traffic_log::{self, Moment};
 use crate::proxy::worker::Worker;
 use crate::sample::SampleCtx;
 use crate::txn::{Txn, TxnMode};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+/// Runs the frontend's `tcp-request connection` rules on a new
+/// connection; `None` when they reject it (it is then closed without a
+/// word), else the session variables they set.
+pub async fn connection_rules(
+    worker: &Worker,
+    fe: &FrontendPlan,
+    stream: &TcpStream,
+    peer: SocketAddr,
+) -> Option<HashMap<String, VarValue>> {
+    let local = stream.local_addr().unwrap_or(peer);
+    let mode = match fe.mode {
+        crate::proxy::plan::FrontMode::Http => TxnMode::Http,
+        crate::proxy::plan::FrontMode::Tcp => TxnMode::Tcp,
+    };
+    let mut txn = Box::new(Txn::new(mode, peer, local, fe.name.clone(), worker.id + 1));
+    let verdict = rules::run(
+        worker,
+        &fe.rules.tcp_connection,
+        &mut txn,
+        RuleSide::Request,
+    )
+    .await;
+    forget_privs(worker, &txn);
+    match verdict {
+        Verdict::Continue => Some(std::mem::take(&mut txn.vars.sess)),
+        _ => {
+            if crate::log::access_log_enabled() {
+                let t = crate::log::UtcTime::now();
+                crate::log::access(&format!(
+                    "{peer} [{}] {} rejected by tcp-request connection",
+                    t.log_date(),
+                    fe.name
+                ));
+            }
+            None
+        }
+    }
+}
+
 pub async fn serve(
     worker: Rc<Worker>,
     fe: Arc<FrontendPlan>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    sess: HashMap<String, VarValue>,
 ) {
     let local = stream.local_addr().unwrap_or(peer);
     let accept = Moment::now();
@@ -32,6 +74,7 @@ pub async fn serve(
         fe.name.clone(),
         worker.id + 1,
     ));
+    txn.vars.sess = sess;
     if !fe.rules.tcp_request.is_empty() {
         inspect(&fe, &mut stream, &mut txn).await;
     }

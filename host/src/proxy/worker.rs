@@ -329,15 +329,24 @@ async fn accept_loop(
             let _conn = crate::stats::ConnGuard::new(peer, &f.name);
             let _active = ActiveGuard { active: a, idle: i };
             let _permits = (global_permit, fe_permit);
+            // `tcp-request connection` rules, before anything is read.
+            let sess = if f.rules.tcp_connection.is_empty() {
+                Default::default()
+            } else {
+                match tcp_front::connection_rules(&w, &f, &stream, peer).await {
+                    Some(sess) => sess,
+                    None => return,
+                }
+            };
             match f.mode {
                 crate::proxy::plan::FrontMode::Http => {
-                    crate::proxy::h1_server::serve(w, f, stream, peer, sd).await
+                    crate::proxy::h1_server::serve(w, f, stream, peer, sd, sess).await
                 }
                 // Boxed: the task's future is as large as its largest
                 // variant, and an idle HTTP connection should not pay for
                 // the TCP front end's state.
                 crate::proxy::plan::FrontMode::Tcp => {
-                    Box::pin(tcp_front::serve(w, f, stream, peer)).await
+                    Box::pin(tcp_front::serve(w, f, stream, peer, sess)).await
                 }
             }
         });

@@ -45,6 +45,9 @@ impl std::error::Error for BodyError {}
 /// A request body (the server-side equivalent of hyper's `Incoming`).
 pub struct RequestBody {
     kind: Kind,
+    /// Bytes already taken from `kind` by [`RequestBody::buffer`], handed
+    /// to the reader first.
+    front: Option<Bytes>,
 }
 
 enum Kind {
@@ -87,12 +90,14 @@ impl RequestBody {
     pub fn empty() -> RequestBody {
         RequestBody {
             kind: Kind::Full(None),
+            front: None,
         }
     }
 
     pub fn full(b: Bytes) -> RequestBody {
         RequestBody {
             kind: Kind::Full((!b.is_empty()).then_some(b)),
+            front: None,
         }
     }
 
@@ -117,6 +122,7 @@ impl RequestBody {
                 delivered: 0,
                 ended: false,
             },
+            front: None,
         };
         let feed = BodyFeed {
             shared,
@@ -128,6 +134,39 @@ impl RequestBody {
         };
         (body, feed)
     }
+
+    /// The body when it arrived whole with the request head: what HAProxy's
+    /// `req.body` finds in its buffer without `option http-buffer-request`.
+    pub fn arrived(&self) -> Option<Bytes> {
+        match &self.kind {
+            Kind::Full(b) if self.front.is_none() => b.clone(),
+            _ => None,
+        }
+    }
+
+    /// Reads the body until its end or until `limit` bytes are in
+    /// (`option http-buffer-request`) and returns them; they remain the
+    /// first bytes the body's reader gets.
+    pub async fn buffer(&mut self, limit: usize) -> Result<Bytes, BodyError> {
+        use http_body_util::BodyExt;
+        let mut acc = BytesMut::new();
+        while acc.len() < limit {
+            match self.frame().await {
+                None => break,
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        acc.extend_from_slice(&d);
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        let b = acc.freeze();
+        if !b.is_empty() {
+            self.front = Some(b.clone());
+        }
+        Ok(b)
+    }
 }
 
 impl Body for RequestBody {
@@ -138,7 +177,11 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        if let Some(b) = this.front.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        match &mut this.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Stream {
                 shared,
@@ -183,6 +226,9 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.front.is_some() {
+            return false;
+        }
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Stream { ended, .. } => *ended,
@@ -190,14 +236,15 @@ impl Body for RequestBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        let front = self.front.as_ref().map_or(0, |b| b.len() as u64);
         match &self.kind {
-            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Full(Some(b)) => SizeHint::with_exact(front + b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(front),
             Kind::Stream {
                 total: Some(t),
                 delivered,
                 ..
-            } => SizeHint::with_exact(t.saturating_sub(*delivered)),
+            } => SizeHint::with_exact(front + t.saturating_sub(*delivered)),
             Kind::Stream { .. } => SizeHint::default(),
         }
     }
@@ -397,6 +444,33 @@ mod tests {
             Poll::Ready(Some(Err(BodyError::Cut)))
         ));
         assert!(feed.reader_saw_error());
+    }
+
+    #[test]
+    fn a_buffered_body_is_read_again_from_its_start() {
+        let (mut body, mut feed) = RequestBody::streamed(
+            Some(Bytes::from_static(b"ab")),
+            Decoder::length(3),
+            Some(5),
+            false,
+        );
+        let mut buf = BytesMut::from(&b"cde"[..]);
+        assert_eq!(feed.decode(&mut buf, false), Some(Ok(())));
+        let got = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(body.buffer(100));
+        assert_eq!(got.unwrap(), "abcde");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(matches!(next(&mut body), Poll::Ready(Some(Ok(b))) if b == "abcde"));
+        assert!(matches!(next(&mut body), Poll::Ready(None)));
+        // A limit stops the wait with what has arrived.
+        let mut full = RequestBody::full(Bytes::from_static(b"xyz"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(full.buffer(2)).unwrap(), "xyz");
+        assert!(matches!(next(&mut full), Poll::Ready(Some(Ok(b))) if b == "xyz"));
     }
 
     #[test]

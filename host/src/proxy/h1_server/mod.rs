@@ -53,7 +53,7 @@ const WRITE_GATHER: usize = 16 * 1024;
 
 /// `timeout http-request` (and the keep-alive wait) when neither it nor
 /// `timeout client` is set; hyper's default before, kept.
-const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `sess.*` variables live as long as the connection.
 type SessVars = Rc<RefCell<HashMap<String, crate::lua::vars::VarValue>>>;
@@ -95,6 +95,7 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<Shutdown>,
+    sess: HashMap<String, crate::lua::vars::VarValue>,
 ) {
     let local = stream.local_addr().unwrap_or(peer);
     // The stop signal, waited for while idle. Registered once for the
@@ -103,7 +104,8 @@ pub async fn serve(
     let mut stop_rx = shutdown.clone();
     let mut stop = WakeGated::new(stop_rx.wait_for(|s| *s != Shutdown::Running));
     let mut conn = Conn { stream, buf: None };
-    let sess: SessVars = Rc::default();
+    // Session variables, from the `tcp-request connection` rules on.
+    let sess: SessVars = Rc::new(RefCell::new(sess));
     let limit = worker.plan.bufsize;
     let mut first = true;
     // The start of the current stream, for the traffic log: the accept,
@@ -176,6 +178,8 @@ pub async fn serve(
 /// Writes HAProxy's error page for a refused request and logs it as
 /// `<BADREQ>`.
 async fn refuse(stream: &mut TcpStream, fe: &FrontendPlan, peer: SocketAddr, r: Refusal) {
+    // HAProxy 3.0 answers these with its default pages even when the
+    // frontend has an errorfile for the status.
     let _ = stream.write_all(&error_pages::raw(r.status)).await;
     if crate::log::access_log_enabled() {
         let t = crate::log::UtcTime::now();
@@ -435,13 +439,11 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
         ..ex
     };
     let (parts, mut body) = resp.into_parts();
-    let mut txn = txn;
-    if let Some(c) = &ctx.fe.captures {
-        c.response(&parts.headers, &mut txn.log);
-    }
     let status = parts.status.as_u16();
     let logged_head = if ctx.fe.log.is_some() {
-        traffic_log::logged_head_size(&parts)
+        txn.log
+            .head_size
+            .unwrap_or_else(|| traffic_log::logged_head_size(&parts))
     } else {
         0
     };
@@ -471,9 +473,15 @@ async fn exchange(conn: &mut Conn, ctx: ExchangeCtx<'_>, head: RequestHead) -> N
         (Ok(()), false) => "SD",
         (Ok(()), true) => "--",
     };
+    // A compressed body counts as it was before compression (HAProxy
+    // counts what it received).
+    let body_bytes = match &body {
+        crate::proxy::body::ProxyBody::Compressed(c) => c.taken(),
+        _ => writer.payload,
+    };
     let d = Delivery {
         status: Some(status),
-        bytes_out: logged_head + writer.payload,
+        bytes_out: logged_head + body_bytes,
         term,
     };
     traffic_log::http_finished(ctx.worker, ctx.fe, &txn, &ctx.times, d);

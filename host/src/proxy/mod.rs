@@ -13,6 +13,7 @@ pub mod error_pages;
 pub mod h1_server;
 pub mod http_front;
 mod listen;
+pub mod listen_control;
 mod pidfile;
 pub mod plan;
 mod process;
@@ -208,6 +209,21 @@ pub fn run(opts: Options) -> ExitCode {
                 }
             }
         }
+    }
+    // Each frontend's run-time control holds its own copy of its sockets.
+    if !opts.check_only {
+        let mut controls = std::collections::HashMap::new();
+        for fe in &plan.frontends {
+            let socks = listeners
+                .iter()
+                .filter(|(name, _)| *name == fe.name)
+                .zip(&fe.binds)
+                .filter_map(|((_, l), b)| Some((l.try_clone().ok()?, b.backlog)))
+                .collect();
+            let ctl = listen_control::FrontendControl::new(fe.name.clone(), socks);
+            controls.insert(fe.name.clone(), std::sync::Arc::new(ctl));
+        }
+        listen_control::install(controls);
     }
     // The stats sockets, bound with the frontends' listeners.
     let mut cli_sockets = Vec::new();
@@ -594,6 +610,7 @@ fn worker_main(w: WorkerStart) {
                 Some((plan.frontends.iter().find(|f| f.name == name)?.clone(), l))
             })
             .collect();
+        crate::backend::stream_kill::start_reaper();
         worker::serve(worker, listeners, w.shutdown_rx, w.maxconn).await;
         // Worker 0 keeps the shared state for the other workers' requests in
         // flight: the job loop ends when they have all stopped (and dropped

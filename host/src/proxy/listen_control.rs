@@ -15,7 +15,8 @@
 //! polling a socket that does not listen (and end on a stop).
 //!
 //! The controls are process-wide (one per frontend, made at start-up), as
-//! the CLI thread and every Lua state reach them by the frontend's name.
+//! the CLI and every Lua state (on any worker) reach them by the frontend's
+//! name.
 
 use std::collections::HashMap;
 use std::net::TcpListener;

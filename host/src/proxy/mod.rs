@@ -71,8 +71,9 @@ enum Go {
     /// Run the init functions with this plan.
     Serve(Arc<Plan>),
     /// Start the tasks and serve (sent once every init function succeeded
-    /// and the process entered its chroot and dropped its privileges).
-    Start,
+    /// and the process entered its chroot and dropped its privileges); worker
+    /// 0 also serves the stats sockets.
+    Start(Option<crate::cli::Start>),
     Abort,
 }
 
@@ -310,8 +311,8 @@ pub fn run(opts: Options) -> ExitCode {
     // The workers hold their own copies: the sockets close when the workers
     // stop accepting (soft stop), not when this thread exits.
     drop(listeners);
-    // The CLI thread's receiver; the workers hold the others.
-    let cli_shutdown = shutdown_rx;
+    // The workers hold their own receivers.
+    drop(shutdown_rx);
 
     // Collect what the workers loaded.
     let mut registered = Vec::new();
@@ -390,8 +391,20 @@ pub fn run(opts: Options) -> ExitCode {
             init_failed = true;
         }
     }
+    let mut cli = Some(crate::cli::Start {
+        sockets: cli_sockets,
+        timeout: cli_timeout,
+        maxconn: cli_maxconn,
+        nbthread: plan.nbthread,
+        registry: plan.registry.clone(),
+        config: cli_facts,
+    });
     for tx in &go_txs {
-        let _ = tx.send(if init_failed { Go::Abort } else { Go::Start });
+        let _ = tx.send(if init_failed {
+            Go::Abort
+        } else {
+            Go::Start(cli.take())
+        });
     }
     if init_failed {
         let _ = shutdown_tx.send(Shutdown::Hard);
@@ -402,17 +415,6 @@ pub fn run(opts: Options) -> ExitCode {
         eprintln!("[ALERT] Fatal errors found in configuration.");
         return ExitCode::from(1);
     }
-    crate::cli::start(
-        crate::cli::Start {
-            sockets: cli_sockets,
-            timeout: cli_timeout,
-            maxconn: cli_maxconn,
-            nbthread: plan.nbthread,
-            registry: plan.registry.clone(),
-            config: cli_facts,
-        },
-        cli_shutdown,
-    );
     crate::log::notice(&format!(
         "luahost {} started: {} worker thread(s), {} frontend(s)",
         env!("CARGO_PKG_VERSION"),
@@ -566,10 +568,10 @@ fn worker_main(w: WorkerStart) {
         }
         // Blocking here keeps the tasks spawned above from running until the
         // process is confined (chroot, privileges).
-        match w.go_rx.recv() {
-            Ok(Go::Start) => {}
+        let cli = match w.go_rx.recv() {
+            Ok(Go::Start(cli)) => cli,
             _ => return,
-        }
+        };
         let shared_lua = match (&shared, w.shared_tx) {
             (Some(s), _) => SharedLua::Local(s.clone()),
             (None, Some(tx)) => SharedLua::Remote(tx),
@@ -577,6 +579,9 @@ fn worker_main(w: WorkerStart) {
         };
         if w.id == 0 {
             crate::cli::lua_cli::serve_jobs(shared.clone(), per_thread.clone());
+        }
+        if let Some(cli) = cli {
+            crate::cli::serve(cli, w.shutdown_rx.clone());
         }
         let mut job_loop = None;
         if let (Some(s), Some(mut rx)) = (shared.clone(), w.shared_rx) {

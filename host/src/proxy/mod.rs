@@ -73,7 +73,7 @@ enum Go {
     /// Start the tasks and serve (sent once every init function succeeded
     /// and the process entered its chroot and dropped its privileges); worker
     /// 0 also serves the stats sockets.
-    Start(Option<crate::cli::Start>),
+    Start(Option<Box<crate::cli::Start>>),
     Abort,
 }
 
@@ -391,14 +391,14 @@ pub fn run(opts: Options) -> ExitCode {
             init_failed = true;
         }
     }
-    let mut cli = Some(crate::cli::Start {
+    let mut cli = Some(Box::new(crate::cli::Start {
         sockets: cli_sockets,
         timeout: cli_timeout,
         maxconn: cli_maxconn,
         nbthread: plan.nbthread,
         registry: plan.registry.clone(),
         config: cli_facts,
-    });
+    }));
     for tx in &go_txs {
         let _ = tx.send(if init_failed {
             Go::Abort
@@ -581,7 +581,7 @@ fn worker_main(w: WorkerStart) {
             crate::cli::lua_cli::serve_jobs(shared.clone(), per_thread.clone());
         }
         if let Some(cli) = cli {
-            crate::cli::serve(cli, w.shutdown_rx.clone());
+            crate::cli::serve(*cli, w.shutdown_rx.clone());
         }
         let mut job_loop = None;
         if let (Some(s), Some(mut rx)) = (shared.clone(), w.shared_rx) {

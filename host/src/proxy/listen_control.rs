@@ -181,6 +181,17 @@ pub fn install(controls: HashMap<Arc<str>, Arc<FrontendControl>>) {
     let _ = CONTROLS.set(controls);
 }
 
+/// Lets go of every control's sockets when the process stops (soft or
+/// hard): the workers' copies are then the last ones, and a socket closes
+/// when its accept loops end. The frontends count as stopped from then on.
+pub fn release_all() {
+    for ctl in CONTROLS.get().into_iter().flat_map(|m| m.values()) {
+        let mut socks = ctl.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        socks.clear();
+        ctl.state.send_replace(ListenState::Stopped);
+    }
+}
+
 /// The control of frontend `name`; None for a proxy without listeners.
 pub fn get(name: &str) -> Option<Arc<FrontendControl>> {
     CONTROLS.get()?.get(name).cloned()

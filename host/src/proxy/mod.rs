@@ -711,6 +711,9 @@ fn wait_for_signals(
             Shutdown::Soft => "soft stop: no longer accepting connections; exiting when idle",
             _ => "stopping: finishing the requests in flight",
         });
+        // The run-time controls' copies of the listening sockets close too,
+        // so the sockets close once the workers stop accepting.
+        listen_control::release_all();
         let _ = tx.send(mode);
         if mode == Shutdown::Soft {
             // A later SIGTERM/SIGINT turns a soft stop into a hard one.

@@ -20,6 +20,10 @@
 //! - latency: `EVENTS_LAT_N` (default 2,000) single changes, each sent once
 //!   the previous event has arrived: median, 99th percentile and mean from
 //!   writing the command to reading the callback's byte.
+//!
+//! `EVENTS_PEERS=luahost` or `=haproxy` measures one side only;
+//! `EVENTS_LUAHOST=PATH` measures that luahost binary instead of the
+//! workspace's build (a before/after comparison in one run).
 
 use luahost_suite::{artifacts, free_port, haproxy_30, scratch_dir};
 use std::fs::File;
@@ -228,8 +232,19 @@ fn main() {
     // `EVENTS_PEERS=luahost` or `=haproxy` measures one side only.
     let only = std::env::var("EVENTS_PEERS").unwrap_or_default();
     if only.is_empty() || only == "luahost" {
-        let luahost: PathBuf = artifacts().luahost();
-        run_peer("luahost", &luahost, &[], rate_n, lat_n);
+        match std::env::var_os("EVENTS_LUAHOST") {
+            Some(p) => run_peer(
+                "luahost (EVENTS_LUAHOST)",
+                &PathBuf::from(p),
+                &[],
+                rate_n,
+                lat_n,
+            ),
+            None => {
+                let luahost: PathBuf = artifacts().luahost();
+                run_peer("luahost", &luahost, &[], rate_n, lat_n);
+            }
+        }
     }
     if !only.is_empty() && only != "haproxy" {
         return;

@@ -44,6 +44,7 @@ mod server;
 mod slot;
 pub mod stat_fields;
 pub mod state;
+pub mod stream_kill;
 mod tcp;
 pub mod track;
 

@@ -57,6 +57,8 @@ pub struct Server {
     deleted: AtomicBool,
     /// Connections (TCP) or requests in flight (HTTP) holding a slot.
     pub(super) cur: AtomicUsize,
+    /// Bumped to kill the streams using the server (see `stream_kill`).
+    kill_generation: AtomicU64,
     /// Requests waiting for this very server (source hashing).
     pub queue: Queue,
     pub counters: ServerCounters,
@@ -158,12 +160,23 @@ impl Server {
             check: AtomicU8::new(init.check),
             deleted: AtomicBool::new(false),
             cur: AtomicUsize::new(0),
+            kill_generation: AtomicU64::new(0),
             queue: Queue::default(),
             counters,
             track: Default::default(),
             observer: std::sync::OnceLock::new(),
             added_with: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where the streams using this server are in their kill count: a
+    /// stream that took its slot at an older value is to be killed.
+    pub(super) fn kill_generation(&self) -> u64 {
+        self.kill_generation.load(Ordering::Acquire)
+    }
+
+    pub(super) fn bump_kill_generation(&self) {
+        self.kill_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Where to connect now.

@@ -38,6 +38,8 @@ impl Drop for Waiting<'_> {
 pub struct ConnSlot {
     be: Arc<Backend>,
     server: Arc<Server>,
+    /// The stream's row in its worker's table of killable streams.
+    _kill: Option<super::stream_kill::Registration>,
 }
 
 impl ConnSlot {
@@ -86,10 +88,14 @@ impl Backend {
     ) -> Result<ConnSlot, Pick<Arc<Server>>> {
         let farm = self.farm.load();
         match self.lb.pick(&farm, client, exclude) {
-            Pick::Got(idx) => Ok(ConnSlot {
-                be: self.clone(),
-                server: farm.servers[idx].clone(),
-            }),
+            Pick::Got(idx) => {
+                let server = farm.servers[idx].clone();
+                Ok(ConnSlot {
+                    be: self.clone(),
+                    _kill: super::stream_kill::register(&server),
+                    server,
+                })
+            }
             Pick::Full(t) => Err(Pick::Full(t.map(|i| farm.servers[i].clone()))),
             Pick::None => Err(Pick::None),
         }

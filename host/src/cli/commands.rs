@@ -28,6 +28,10 @@ pub enum Builtin {
     GetWeight,
     SetWeight,
     SetMaxconnServer,
+    DisableFrontend,
+    EnableFrontend,
+    ShutdownFrontend,
+    ShutdownSessionsServer,
 }
 
 /// A command: its leading words and what runs it.
@@ -71,6 +75,10 @@ const BUILTINS: &[(&[&str], Option<&str>, CliLevel, Builtin)] = {
         (&["enable", "server"], Some("enable server  (DEPRECATED)             : enable a disabled server (use 'set server' instead)"), Admin, EnableServer),
         (&["set", "maxconn", "server"], Some("set maxconn server <bk>/<srv>           : change a server's maxconn setting"), Admin, SetMaxconnServer),
         (&["set", "server"], Some("set server <bk>/<srv> [opts]            : change a server's state, weight, address or ssl"), Admin, SetServer),
+        (&["disable", "frontend"], Some("disable frontend <frontend>             : temporarily disable specific frontend"), Admin, DisableFrontend),
+        (&["enable", "frontend"], Some("enable frontend <frontend>              : re-enable specific frontend"), Admin, EnableFrontend),
+        (&["shutdown", "frontend"], Some("shutdown frontend <frontend>            : stop a specific frontend"), Admin, ShutdownFrontend),
+        (&["shutdown", "sessions", "server"], Some("shutdown sessions server <bk>/<srv>     : kill sessions on a server"), Admin, ShutdownSessionsServer),
         (&["get", "weight"], Some("get weight <bk>/<srv>                   : report a server's current weight"), User, GetWeight),
         (&["set", "weight"], Some("set weight <bk>/<srv>  (DEPRECATED)     : change a server's weight (use 'set server' instead)"), Admin, SetWeight),
     ]

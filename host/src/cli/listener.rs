@@ -1,6 +1,6 @@
 //! The stats sockets: binding them at start-up (with the other listeners,
 //! so a busy address fails start-up like a busy `bind`), and accepting
-//! sessions on the CLI thread.
+//! sessions on worker 0's event loop.
 
 use super::session;
 use super::Shared;

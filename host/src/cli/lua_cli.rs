@@ -1,8 +1,8 @@
 //! `core.register_cli` commands: which exist (published once by worker 0
 //! after loading the Lua files), and running one on its Lua state.
 //!
-//! A Lua state lives on one worker, so a command runs there: the CLI thread
-//! sends a job to worker 0 (which holds the shared state of `lua-load` and
+//! A Lua state lives on one worker, so a command runs there: the session
+//! (itself on worker 0) sends a job to worker 0's job loop (which holds the shared state of `lua-load` and
 //! its own `lua-load-per-thread` state) with the session's socket; the
 //! function runs as an AppletTCP service on it; the socket comes back when
 //! the function returns, and the session goes on.

@@ -1,11 +1,14 @@
 //! The runtime API: HAProxy's CLI on the `stats socket`s of `global`.
 //!
-//! It runs on a thread of its own (`luahost-cli`) with its own event loop,
-//! never on a worker: a slow client or a long `show stat` costs a worker
-//! nothing, and the commands that change servers only touch the live model
-//! (atomics and snapshot swaps, see `backend`), which the workers read
-//! without locks. Only `core.register_cli` commands run on a worker (worker
-//! 0, where their Lua state lives), as a Lua service does.
+//! It runs on worker 0's event loop, as HAProxy's CLI is an applet on one
+//! of its threads: worker 0 holds the first Lua state, where load-time
+//! `core.event_sub` subscriptions and `core.register_cli` commands live, so
+//! a `set server` that fires an event runs the subscriber's callback on
+//! the same thread in the same event-loop pass, with no hop to another
+//! thread (docs/benchmarks.md, events). The commands that change servers
+//! only touch the live model (atomics and snapshot swaps, see `backend`),
+//! which the other workers read without locks. A long `show stat` takes
+//! worker 0's time, as it takes an HAProxy thread's.
 //!
 //! - `protocol`: commands, words, answer framing (no I/O)
 //! - `commands`: the command table, `help`, unknown commands
@@ -145,7 +148,7 @@ impl Shared {
     }
 }
 
-/// Settings of the CLI thread.
+/// Settings of the CLI (served on worker 0).
 pub struct Start {
     pub sockets: Vec<listener::Bound>,
     pub timeout: Option<Duration>,
@@ -155,9 +158,10 @@ pub struct Start {
     pub config: ConfigFacts,
 }
 
-/// Starts the CLI thread; it serves until `shutdown` leaves `Running`, then
-/// removes the socket files.
-pub fn start(s: Start, mut shutdown: watch::Receiver<crate::proxy::Shutdown>) {
+/// Serves the stats sockets on the calling worker's event loop (worker 0,
+/// inside its LocalSet) until `shutdown` leaves `Running`, then removes the
+/// socket files.
+pub fn serve(s: Start, mut shutdown: watch::Receiver<crate::proxy::Shutdown>) {
     if s.sockets.is_empty() {
         return;
     }
@@ -173,43 +177,25 @@ pub fn start(s: Start, mut shutdown: watch::Receiver<crate::proxy::Shutdown>) {
         config: s.config,
     });
     let slots = Arc::new(Semaphore::new(s.maxconn.unwrap_or(DEFAULT_MAXCONN)));
-    let sockets = s.sockets;
-    let spawned = std::thread::Builder::new()
-        .name("luahost-cli".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    crate::log::alert(&format!("stats socket: cannot create the event loop: {e}"));
-                    return;
-                }
-            };
-            let paths: Vec<_> = sockets.iter().filter_map(|b| b.path.clone()).collect();
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, async move {
-                for b in sockets {
-                    tokio::task::spawn_local(listener::accept_loop(
-                        shared.clone(),
-                        b,
-                        slots.clone(),
-                    ));
-                }
-                while *shutdown.borrow_and_update() == crate::proxy::Shutdown::Running {
-                    if shutdown.changed().await.is_err() {
-                        break;
-                    }
-                }
-            });
-            for p in paths {
-                let _ = std::fs::remove_file(p);
+    let paths: Vec<_> = s.sockets.iter().filter_map(|b| b.path.clone()).collect();
+    let loops: Vec<_> = s
+        .sockets
+        .into_iter()
+        .map(|b| tokio::task::spawn_local(listener::accept_loop(shared.clone(), b, slots.clone())))
+        .collect();
+    tokio::task::spawn_local(async move {
+        while *shutdown.borrow_and_update() == crate::proxy::Shutdown::Running {
+            if shutdown.changed().await.is_err() {
+                break;
             }
-        });
-    if let Err(e) = spawned {
-        crate::log::alert(&format!("stats socket: cannot start the CLI thread: {e}"));
-    }
+        }
+        for l in loops {
+            l.abort();
+        }
+        for p in paths {
+            let _ = std::fs::remove_file(p);
+        }
+    });
 }
 
 /// Seconds since the epoch, the clock of the model's `last_change`.

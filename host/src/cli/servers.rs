@@ -81,7 +81,36 @@ pub fn run(shared: &Shared, cmd: &Command, b: Builtin, words: &[String]) -> Answ
             }
         }),
         Builtin::SetServer => with_server(shared, arg(0), |be, s| set_server(be, s, &args[1..])),
+        Builtin::ShutdownSessionsServer => with_server(shared, arg(0), |_, s| {
+            crate::backend::stream_kill::kill_server_streams(s);
+            Answer::Text(String::new())
+        }),
+        Builtin::DisableFrontend | Builtin::EnableFrontend | Builtin::ShutdownFrontend => {
+            frontend_control(shared, b, arg(0))
+        }
         _ => say("Unknown command."),
+    }
+}
+
+/// `disable frontend`, `enable frontend`, `shutdown frontend`.
+fn frontend_control(shared: &Shared, b: Builtin, name: &str) -> Answer {
+    if name.is_empty() {
+        return say("A frontend name is expected.");
+    }
+    let (Some(entry), Some(ctl)) = (
+        shared.registry.frontend(name),
+        crate::proxy::listen_control::get(name),
+    ) else {
+        return say("No such frontend.");
+    };
+    let done = match b {
+        Builtin::DisableFrontend => ctl.pause(),
+        Builtin::EnableFrontend => ctl.resume(),
+        _ => ctl.stop(crate::lua::proxy_class::cumulated_conns(entry)),
+    };
+    match done {
+        Ok(()) => Answer::Text(String::new()),
+        Err(e) => say(e.message()),
     }
 }
 

@@ -51,11 +51,23 @@ pub async fn serve(
     };
     let timeout = shared.timeout;
     let limit = crate::proxy::bufsize();
+    // Answers not sent yet: the answers to the commands that arrived
+    // together go out in one write, sent when the session must wait for
+    // more input (or ends), not one write per command.
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         // The next complete command.
         let (cmd, term) = loop {
             if let Some(found) = protocol::next_command(&mut buf) {
                 break found;
+            }
+            if !pending.is_empty() {
+                // Let the tasks the commands woke run first (an event
+                // subscriber's callback, on this same worker), then answer.
+                tokio::task::yield_now().await;
+                if !flush(&mut stream, &mut pending).await {
+                    return;
+                }
             }
             if buf.len() >= limit {
                 let msg = protocol::message("The command is too big for the buffer size. Please change tune.bufsize in the configuration to use a bigger command.");
@@ -66,6 +78,10 @@ pub async fn serve(
                 // An unterminated command at the end is not run (HAProxy).
                 return;
             }
+            // Room for a whole command: read_buf reads only into the spare
+            // capacity, and a nearly full buffer would take one command in
+            // several reads.
+            buf.reserve(READ_ROOM);
             match tokio::time::timeout(timeout, stream.read_buf(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => eof = true,
                 Ok(Ok(_)) => {}
@@ -81,10 +97,16 @@ pub async fn serve(
         let text = match answer {
             Answer::Text(t) => t,
             Answer::Quit => {
+                let _ = flush(&mut stream, &mut pending).await;
                 let _ = stream.shutdown().await;
                 return;
             }
             Answer::Lua(path) => {
+                // The Lua command writes on the socket itself: what the
+                // earlier commands answered goes first.
+                if !flush(&mut stream, &mut pending).await {
+                    return;
+                }
                 match super::lua_cli::run(path, words, stream, buf, peer).await {
                     Some((s, rest, client_done)) => {
                         stream = s;
@@ -96,19 +118,37 @@ pub async fn serve(
                 String::new()
             }
         };
-        let mut out = text.into_bytes();
+        pending.extend_from_slice(text.as_bytes());
         let uptime = sess
             .timed
             .then(|| crate::stats::snapshot().uptime.as_secs());
-        out.extend_from_slice(protocol::after_answer(sess.prompt, uptime).as_bytes());
-        if stream.write_all(&out).await.is_err() {
+        pending.extend_from_slice(protocol::after_answer(sess.prompt, uptime).as_bytes());
+        if pending.len() >= FLUSH_AT && !flush(&mut stream, &mut pending).await {
             return;
         }
         if protocol::ends_session(sess.prompt, term) {
+            let _ = flush(&mut stream, &mut pending).await;
             let _ = stream.shutdown().await;
             return;
         }
     }
+}
+
+/// The spare room kept in the input buffer before each read.
+const READ_ROOM: usize = 4096;
+
+/// Pending answers past this size are sent without waiting for the input
+/// to run dry (a long series of `show stat`).
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Sends the pending answers; false when the client is gone.
+async fn flush(stream: &mut AppletStream, pending: &mut Vec<u8>) -> bool {
+    if pending.is_empty() {
+        return true;
+    }
+    let ok = stream.write_all(pending).await.is_ok();
+    pending.clear();
+    ok
 }
 
 /// Finds and runs the command of `words`.

@@ -35,12 +35,49 @@ pub fn stat_table(lua: &Lua, line: StatLine) -> mlua::Result<Table> {
     Ok(t)
 }
 
-fn unsupported(what: &'static str) -> impl Fn(&Lua, Value) -> mlua::Result<()> {
-    move |_, _| {
-        Err(mlua::Error::runtime(format!(
-            "Proxy:{what}() is not supported by luahost yet"
-        )))
+/// The run-time controls of `Proxy`: as HAProxy's, they return nothing,
+/// and a change that does not apply (pausing a paused frontend, pausing a
+/// backend, which has no listeners) does nothing.
+fn control(what: &'static str) -> impl Fn(&Lua, Value) -> mlua::Result<()> {
+    move |_, this| {
+        let h = native::<ProxyHandle>(&this, "Proxy", what)?;
+        let e = entry(&h, what)?;
+        match what {
+            "shut_bcksess" => {
+                if let Some(be) = &e.backend {
+                    crate::backend::stream_kill::kill_backup_streams(be);
+                }
+            }
+            _ => {
+                let Some(ctl) = crate::proxy::listen_control::get(&e.name) else {
+                    return Ok(());
+                };
+                let _ = match what {
+                    "pause" => ctl.pause(),
+                    "resume" => ctl.resume(),
+                    _ => ctl.stop(cumulated_conns(e)),
+                };
+            }
+        }
+        Ok(())
     }
+}
+
+/// The cumulated connections of a proxy's frontend and backend sides, for
+/// the log line of a stop.
+pub fn cumulated_conns(e: &ProxyEntry) -> (u64, u64) {
+    use std::sync::atomic::Ordering;
+    let fe = crate::stats::frontend_counters(&e.name)
+        .total
+        .load(Ordering::Relaxed) as u64;
+    let be = e.backend.as_ref().map_or(0, |b| {
+        b.servers()
+            .servers
+            .iter()
+            .map(|s| s.counters.total.load(Ordering::Relaxed))
+            .sum()
+    });
+    (fe, be)
 }
 
 /// Builds the class (once per Lua state).
@@ -116,7 +153,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         })?,
     )?;
     for what in ["pause", "resume", "stop", "shut_bcksess"] {
-        class.method(what, lua.create_function(unsupported(what))?)?;
+        class.method(what, lua.create_function(control(what))?)?;
     }
     let methods = class.methods.clone();
     class.meta.raw_set(

@@ -209,14 +209,10 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             force_oper(h, OperState::Stopped);
         }
     })?;
-    class.method(
-        "shut_sess",
-        lua.create_function(|_, _: Value| -> mlua::Result<()> {
-            Err(mlua::Error::runtime(
-                "Server:shut_sess() is not supported by luahost yet",
-            ))
-        })?,
-    )?;
+    // Kills the streams using the server now (HAProxy's SF_ERR_KILLED).
+    action(lua, &class, "shut_sess", |h| {
+        crate::backend::stream_kill::kill_server_streams(&h.srv)
+    })?;
 
     let methods = class.methods.clone();
     class.meta.raw_set(

@@ -14,6 +14,7 @@ pub mod error_pages;
 pub mod h1_server;
 pub mod http_front;
 mod listen;
+pub mod listen_control;
 mod pidfile;
 pub mod plan;
 mod process;
@@ -71,8 +72,9 @@ enum Go {
     /// Run the init functions with this plan.
     Serve(Arc<Plan>),
     /// Start the tasks and serve (sent once every init function succeeded
-    /// and the process entered its chroot and dropped its privileges).
-    Start,
+    /// and the process entered its chroot and dropped its privileges); worker
+    /// 0 also serves the stats sockets.
+    Start(Option<Box<crate::cli::Start>>),
     Abort,
 }
 
@@ -210,6 +212,21 @@ pub fn run(opts: Options) -> ExitCode {
             }
         }
     }
+    // Each frontend's run-time control holds its own copy of its sockets.
+    if !opts.check_only {
+        let mut controls = std::collections::HashMap::new();
+        for fe in &plan.frontends {
+            let socks = listeners
+                .iter()
+                .filter(|(name, _)| *name == fe.name)
+                .zip(&fe.binds)
+                .filter_map(|((_, l), b)| Some((l.try_clone().ok()?, b.backlog)))
+                .collect();
+            let ctl = listen_control::FrontendControl::new(fe.name.clone(), socks);
+            controls.insert(fe.name.clone(), std::sync::Arc::new(ctl));
+        }
+        listen_control::install(controls);
+    }
     // The stats sockets, bound with the frontends' listeners.
     let mut cli_sockets = Vec::new();
     if !opts.check_only {
@@ -295,8 +312,8 @@ pub fn run(opts: Options) -> ExitCode {
     // The workers hold their own copies: the sockets close when the workers
     // stop accepting (soft stop), not when this thread exits.
     drop(listeners);
-    // The CLI thread's receiver; the workers hold the others.
-    let cli_shutdown = shutdown_rx;
+    // The workers hold their own receivers.
+    drop(shutdown_rx);
 
     // Collect what the workers loaded.
     let mut registered = Vec::new();
@@ -375,8 +392,20 @@ pub fn run(opts: Options) -> ExitCode {
             init_failed = true;
         }
     }
+    let mut cli = Some(Box::new(crate::cli::Start {
+        sockets: cli_sockets,
+        timeout: cli_timeout,
+        maxconn: cli_maxconn,
+        nbthread: plan.nbthread,
+        registry: plan.registry.clone(),
+        config: cli_facts,
+    }));
     for tx in &go_txs {
-        let _ = tx.send(if init_failed { Go::Abort } else { Go::Start });
+        let _ = tx.send(if init_failed {
+            Go::Abort
+        } else {
+            Go::Start(cli.take())
+        });
     }
     if init_failed {
         let _ = shutdown_tx.send(Shutdown::Hard);
@@ -387,17 +416,6 @@ pub fn run(opts: Options) -> ExitCode {
         eprintln!("[ALERT] Fatal errors found in configuration.");
         return ExitCode::from(1);
     }
-    crate::cli::start(
-        crate::cli::Start {
-            sockets: cli_sockets,
-            timeout: cli_timeout,
-            maxconn: cli_maxconn,
-            nbthread: plan.nbthread,
-            registry: plan.registry.clone(),
-            config: cli_facts,
-        },
-        cli_shutdown,
-    );
     crate::log::notice(&format!(
         "luahost {} started: {} worker thread(s), {} frontend(s)",
         env!("CARGO_PKG_VERSION"),
@@ -551,10 +569,10 @@ fn worker_main(w: WorkerStart) {
         }
         // Blocking here keeps the tasks spawned above from running until the
         // process is confined (chroot, privileges).
-        match w.go_rx.recv() {
-            Ok(Go::Start) => {}
+        let cli = match w.go_rx.recv() {
+            Ok(Go::Start(cli)) => cli,
             _ => return,
-        }
+        };
         let shared_lua = match (&shared, w.shared_tx) {
             (Some(s), _) => SharedLua::Local(s.clone()),
             (None, Some(tx)) => SharedLua::Remote(tx),
@@ -562,6 +580,9 @@ fn worker_main(w: WorkerStart) {
         };
         if w.id == 0 {
             crate::cli::lua_cli::serve_jobs(shared.clone(), per_thread.clone());
+        }
+        if let Some(cli) = cli {
+            crate::cli::serve(*cli, w.shutdown_rx.clone());
         }
         let mut job_loop = None;
         if let (Some(s), Some(mut rx)) = (shared.clone(), w.shared_rx) {
@@ -595,6 +616,7 @@ fn worker_main(w: WorkerStart) {
                 Some((plan.frontends.iter().find(|f| f.name == name)?.clone(), l))
             })
             .collect();
+        crate::backend::stream_kill::start_reaper();
         worker::serve(worker, listeners, w.shutdown_rx, w.maxconn).await;
         // Worker 0 keeps the shared state for the other workers' requests in
         // flight: the job loop ends when they have all stopped (and dropped
@@ -690,6 +712,9 @@ fn wait_for_signals(
             Shutdown::Soft => "soft stop: no longer accepting connections; exiting when idle",
             _ => "stopping: finishing the requests in flight",
         });
+        // The run-time controls' copies of the listening sockets close too,
+        // so the sockets close once the workers stop accepting.
+        listen_control::release_all();
         let _ = tx.send(mode);
         if mode == Shutdown::Soft {
             // A later SIGTERM/SIGINT turns a soft stop into a hard one.

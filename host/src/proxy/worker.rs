@@ -11,6 +11,7 @@ use crate::lua::action::{self, Outcome};
 use crate::lua::applet_http::{self, HttpAppletRequest, HttpReply};
 use crate::lua::sample_bridge::StateSamples;
 use crate::lua::state::{HostState, LuaSettings};
+use crate::proxy::listen_control::ListenState;
 use crate::proxy::plan::{FrontendPlan, Plan, ServiceTarget, StateKind};
 use crate::proxy::{tcp_front, Shutdown};
 use crate::sample::{LuaSamples, Sample};
@@ -213,10 +214,12 @@ pub async fn serve(
             }
         };
         let fe_sem = fe.maxconn.map(|n| Arc::new(Semaphore::new(n)));
+        let control = crate::proxy::listen_control::get(&fe.name).map(|c| c.watch());
         tokio::task::spawn_local(accept_loop(
             worker.clone(),
             fe,
             listener,
+            control,
             shutdown.clone(),
             maxconn.clone(),
             fe_sem,
@@ -280,14 +283,49 @@ impl Drop for ActiveGuard {
 async fn accept_loop(
     worker: Rc<Worker>,
     fe: Arc<FrontendPlan>,
-    listener: tokio::net::TcpListener,
+    mut listener: tokio::net::TcpListener,
+    mut control: Option<watch::Receiver<ListenState>>,
     mut shutdown: watch::Receiver<Shutdown>,
     maxconn: Arc<Semaphore>,
     fe_sem: Option<Arc<Semaphore>>,
     active: Rc<std::cell::Cell<usize>>,
     idle: Rc<tokio::sync::Notify>,
 ) {
+    // The control changed while this loop waited to accept (a pause and a
+    // resume may both have happened since).
+    let mut control_moved = false;
     loop {
+        // A paused frontend's socket does not listen: wait for a resume
+        // (or the end) rather than poll it.
+        if let Some(c) = control.as_mut() {
+            let mut paused = std::mem::take(&mut control_moved);
+            loop {
+                match *c.borrow_and_update() {
+                    ListenState::Ready => break,
+                    ListenState::Stopped => return,
+                    ListenState::Paused => paused = true,
+                }
+                tokio::select! {
+                    r = c.changed() => if r.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+            }
+            if paused {
+                // The pause left a hang-up in the registration's readiness,
+                // which tokio keeps for good (accept would spin on EAGAIN):
+                // register the socket afresh.
+                listener = match listener
+                    .into_std()
+                    .and_then(tokio::net::TcpListener::from_std)
+                {
+                    Ok(l) => l,
+                    Err(e) => {
+                        crate::log::alert(&format!("frontend '{}': cannot listen: {e}", fe.name));
+                        return;
+                    }
+                };
+            }
+        }
         // Connection limits: stop accepting while at the limit, as HAProxy
         // does, so the kernel's backlog holds the excess.
         let global_permit = tokio::select! {
@@ -307,9 +345,22 @@ async fn accept_loop(
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
+            // Paused or stopped: back to the top (the permits are let go).
+            _ = control_changed(&mut control) => {
+                control_moved = true;
+                continue;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
+            // A socket paused by another worker fails to accept: not news.
+            Err(_)
+                if control
+                    .as_ref()
+                    .is_some_and(|c| *c.borrow() != ListenState::Ready) =>
+            {
+                continue
+            }
             Err(e) => {
                 crate::log::warning(&format!("frontend '{}': accept failed: {e}", fe.name));
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -329,27 +380,46 @@ async fn accept_loop(
             let _conn = crate::stats::ConnGuard::new(peer, &f.name);
             let _active = ActiveGuard { active: a, idle: i };
             let _permits = (global_permit, fe_permit);
-            // `tcp-request connection` rules, before anything is read.
-            let sess = if f.rules.tcp_connection.is_empty() {
-                Default::default()
-            } else {
-                match tcp_front::connection_rules(&w, &f, &stream, peer).await {
-                    Some(sess) => sess,
-                    None => return,
+            // Under a kill switch: `shutdown sessions server` and
+            // `Server:shut_sess()` end the connection while it uses the
+            // server (backend/stream_kill.rs).
+            let serve = async move {
+                // `tcp-request connection` rules, before anything is read.
+                let sess = if f.rules.tcp_connection.is_empty() {
+                    Default::default()
+                } else {
+                    match tcp_front::connection_rules(&w, &f, &stream, peer).await {
+                        Some(sess) => sess,
+                        None => return,
+                    }
+                };
+                match f.mode {
+                    crate::proxy::plan::FrontMode::Http => {
+                        crate::proxy::h1_server::serve(w, f, stream, peer, sd, sess).await
+                    }
+                    // Boxed: the task's future is as large as its largest
+                    // variant, and an idle HTTP connection should not pay for
+                    // the TCP front end's state.
+                    crate::proxy::plan::FrontMode::Tcp => {
+                        Box::pin(tcp_front::serve(w, f, stream, peer, sess)).await
+                    }
                 }
             };
-            match f.mode {
-                crate::proxy::plan::FrontMode::Http => {
-                    crate::proxy::h1_server::serve(w, f, stream, peer, sd, sess).await
-                }
-                // Boxed: the task's future is as large as its largest
-                // variant, and an idle HTTP connection should not pay for
-                // the TCP front end's state.
-                crate::proxy::plan::FrontMode::Tcp => {
-                    Box::pin(tcp_front::serve(w, f, stream, peer, sess)).await
-                }
-            }
+            crate::backend::stream_kill::guard(serve).await;
         });
+    }
+}
+
+/// Resolves when the frontend's listen state changes (never without a
+/// control).
+async fn control_changed(control: &mut Option<watch::Receiver<ListenState>>) {
+    match control {
+        Some(c) => {
+            if c.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -663,10 +663,41 @@ fn config_errors_name_file_and_line_and_exit_1() {
     assert_eq!(out.status, Some(0), "{out:?}");
 }
 
+/// A stop signal that arrives while luahost is still starting (here: while
+/// a Lua body runs, after the listeners are bound) is kept and acted on once
+/// it serves, as in HAProxy, whose handlers are registered before it binds;
+/// it does not kill the process with the signal's default action.
+#[test]
+fn a_stop_signal_during_start_up_waits_for_the_proxy_to_serve() {
+    // The body waits (bounded) for the test to create `go`.
+    let lua = format!(
+        "local t = os.time()\n\
+         while not io.open('go') and os.time() - t < 20 do os.execute('sleep 0.02') end\n{SERVICES}"
+    );
+    for sig in ["USR1", "TERM"] {
+        let port = free_port();
+        let config = cfg(port, "  nbthread 1", "  http-request use-service lua.hello");
+        // The port accepts from the bind on, before the body has run.
+        let mut p = Proxy::start(
+            "proxy_signal_at_start",
+            &[("svc.lua", &lua), ("p.cfg", &config)],
+            "p.cfg",
+            &[],
+            &[port],
+        );
+        assert!(!p.log().contains("started"), "{sig}: {}", p.log());
+        p.signal(sig);
+        std::fs::write(p.dir.join("go"), "").expect("write go");
+        assert_eq!(p.wait_exit(20), Some(0), "{sig}: {}", p.log());
+        let log = p.log();
+        assert!(log.contains("started"), "{sig}: {log}");
+    }
+}
+
 #[test]
 fn sigterm_finishes_requests_in_flight_and_sigusr1_stops_accepting() {
     let port = free_port();
-    let lua = format!("{SERVICES}\ncore.register_service('slow', 'http', function(applet)\n  core.msleep(700)\n  applet:add_header('content-length', 4)\n  applet:send('done')\nend)\n");
+    let lua = format!("{SERVICES}\ncore.register_service('slow', 'http', function(applet)\n  core.Alert('slow: serving')\n  core.msleep(700)\n  applet:add_header('content-length', 4)\n  applet:send('done')\nend)\n");
     let config = cfg(port, "  nbthread 1", "  http-request use-service lua.slow");
     let mut p = Proxy::start(
         "proxy_sigterm",
@@ -681,7 +712,7 @@ fn sigterm_finishes_requests_in_flight_and_sigusr1_stops_accepting() {
         p.pid().to_string()
     );
     let inflight = std::thread::spawn(move || http_get(port, "/"));
-    std::thread::sleep(Duration::from_millis(200));
+    p.wait_log("slow: serving", 20);
     p.signal("TERM");
     let r = inflight.join().expect("client thread");
     assert_eq!(
@@ -704,9 +735,12 @@ fn sigterm_finishes_requests_in_flight_and_sigusr1_stops_accepting() {
         &[port],
     );
     let inflight = std::thread::spawn(move || http_get(port, "/"));
-    std::thread::sleep(Duration::from_millis(200));
+    p.wait_log("slow: serving", 20);
     p.signal("USR1");
-    std::thread::sleep(Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "no longer accepting"
@@ -886,10 +920,110 @@ end)
     assert_eq!(out, "1024,1024,453,3\n");
 }
 
+/// Sends `len` bytes to `port` (then half-closes if `finish`) and returns
+/// the line the service answers; the writer stops if the service hangs up.
+fn tcp_reply_to_bulk(port: u16, len: usize, finish: bool) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if w.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+            left -= n;
+        }
+        if finish {
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    let mut out = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !out.contains(&b'\n') {
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&tmp[..n]),
+        }
+    }
+    drop(s);
+    let _ = writer.join();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An AppletTCP `receive()` (or `receive(n)`) that would hold more than
+/// `tune.lua.maxmem` fails with `not enough memory`, as in HAProxy 3.0
+/// (which collects it in a Lua buffer), rather than returning short data;
+/// the connection is still the applet's to answer on.
+#[test]
+fn tcp_receive_past_maxmem_is_an_error_like_haproxy3() {
+    let lua = r#"
+local function answer(applet, ok, d)
+  if ok then applet:send("ok " .. #d .. "\n") else applet:send("err " .. tostring(d) .. "\n") end
+end
+core.register_service("all", "tcp", function(applet)
+  answer(applet, pcall(applet.receive, applet))
+end)
+core.register_service("sized", "tcp", function(applet)
+  answer(applet, pcall(applet.receive, applet, 4000000))
+end)
+"#;
+    let (all, sized) = (free_port(), free_port());
+    let config = format!(
+        "global\n  lua-load svc.lua\n  tune.lua.maxmem 2\n\
+         defaults\n  mode tcp\n  timeout client 10s\n  timeout connect 1s\n  timeout server 1s\n\
+         listen all\n  bind 127.0.0.1:{all}\n  tcp-request content use-service lua.all\n\
+         listen sized\n  bind 127.0.0.1:{sized}\n  tcp-request content use-service lua.sized\n"
+    );
+    let p = Proxy::start(
+        "proxy_tcp_receive_maxmem",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[all, sized],
+    );
+    let expected = "err not enough memory\n";
+    assert_eq!(
+        tcp_reply_to_bulk(all, 4_000_000, false),
+        expected,
+        "{}",
+        p.log()
+    );
+    assert_eq!(
+        tcp_reply_to_bulk(sized, 4_000_000, false),
+        expected,
+        "{}",
+        p.log()
+    );
+    // Within the cap, every byte, up to the end of the stream. (HAProxy
+    // 3.0.11 does not end a receive at the client's half-close: not
+    // compared.)
+    assert_eq!(tcp_reply_to_bulk(all, 1_000_000, true), "ok 1000000\n");
+    assert_eq!(tcp_reply_to_bulk(sized, 1_000_000, true), "ok 1000000\n");
+    let dir = p.dir.clone();
+    drop(p);
+    if let Some(h) = luahost_suite::require_haproxy_30("AppletTCP receive is compared") {
+        let _h = h.start(&dir, "p.cfg", &[all, sized]);
+        assert_eq!(
+            tcp_reply_to_bulk(all, 4_000_000, false),
+            expected,
+            "haproxy 3.0"
+        );
+        assert_eq!(
+            tcp_reply_to_bulk(sized, 4_000_000, false),
+            expected,
+            "haproxy 3.0"
+        );
+    }
+}
+
 #[test]
 fn soft_stop_keeps_the_shared_state_for_other_workers_requests() {
     let port = free_port();
-    let lua = "core.register_service('slow', 'http', function(applet)\n  core.msleep(600)\n  applet:add_header('content-length', 4)\n  applet:send('done')\nend)\n";
+    let lua = "core.register_service('slow', 'http', function(applet)\n  core.Alert('slow: serving')\n  core.msleep(600)\n  applet:add_header('content-length', 4)\n  applet:send('done')\nend)\n";
     let config = format!(
         "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.slow\n"
@@ -906,7 +1040,10 @@ fn soft_stop_keeps_the_shared_state_for_other_workers_requests() {
     let clients: Vec<_> = (0..6)
         .map(|_| std::thread::spawn(move || http_get(port, "/")))
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Every request in the service before the stop: a connection still in
+    // the listener's queue when the listener closes would be reset.
+    let log = p.wait_log_count("slow: serving", 6, 20);
+    assert_eq!(log.matches("slow: serving").count(), 6, "{log}");
     p.signal("USR1");
     for c in clients {
         let r = c.join().expect("client");

@@ -13,6 +13,18 @@ fn cfg(port: u16, global: &str, frontend: &str) -> String {
     )
 }
 
+/// Starts luahost on `config` (written as `p.cfg`) with `lua` as `svc.lua`
+/// in scratch dir `name`, once `port` accepts.
+fn start_service(name: &str, lua: &str, config: &str, port: u16) -> Proxy {
+    Proxy::start(
+        name,
+        &[("svc.lua", lua), ("p.cfg", config)],
+        "p.cfg",
+        &[],
+        &[port],
+    )
+}
+
 const SERVICES: &str = r#"
 core.register_service("hello", "http", function(applet)
   local body = "hello " .. applet.path .. " " .. applet.qs
@@ -28,13 +40,7 @@ end)
 fn http_service_answers_with_keepalive_and_pipelining() {
     let port = free_port();
     let config = cfg(port, "  nbthread 1", "  http-request use-service lua.hello");
-    let _p = Proxy::start(
-        "proxy_keepalive",
-        &[("svc.lua", SERVICES), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_keepalive", SERVICES, &config, port);
 
     let r = http_get(port, "/abc?x=1");
     assert_eq!(r.status, 200);
@@ -144,13 +150,7 @@ fn oversized_and_malformed_requests_get_431_and_400() {
         "  nbthread 1\n  tune.bufsize 16384",
         "  http-request use-service lua.hello",
     );
-    let _p = Proxy::start(
-        "proxy_limits",
-        &[("svc.lua", SERVICES), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_limits", SERVICES, &config, port);
     let mut c = HttpReader::connect(port);
     let big = "a".repeat(40_000);
     c.send(format!("GET / HTTP/1.1\r\nhost: t\r\nx-big: {big}\r\n\r\n").as_bytes());
@@ -268,13 +268,7 @@ fn runtime_error_gives_500_and_a_log_line_then_serving_continues() {
     let port = free_port();
     let lua = "core.register_service('oops', 'http', function(applet)\n  if applet.path == '/ok' then\n    applet:send('fine')\n    return\n  end\n  local x = nil\n  return x.field\nend)\n";
     let config = cfg(port, "  nbthread 1", "  http-request use-service lua.oops");
-    let p = Proxy::start(
-        "proxy_error",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let p = start_service("proxy_error", lua, &config, port);
     assert_eq!(http_get(port, "/bad").status, 500);
     let log = p.wait_log("attempt to index", 5);
     assert!(
@@ -308,13 +302,7 @@ end)
         "  nbthread 1\n  tune.lua.forced-yield 10",
         "  http-request use-service lua.gen",
     );
-    let _p = Proxy::start(
-        "proxy_gen",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_gen", lua, &config, port);
     for _ in 0..3 {
         assert_eq!(http_get(port, "/").text(), "2001000 10 12");
     }
@@ -351,13 +339,7 @@ fn shared_state_sees_one_global_across_workers() {
         "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.count\n"
     );
-    let _p = Proxy::start(
-        "proxy_shared",
-        &[("svc.lua", COUNTER), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_shared", COUNTER, &config, port);
     let results = thread_counts(port, 40);
     // One state: core.thread is 0 and the counter takes every value once.
     assert!(results.iter().all(|(t, _)| *t == 0), "{results:?}");
@@ -373,13 +355,7 @@ fn per_thread_states_do_not_share_globals() {
         "global\n  lua-load-per-thread svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.count\n"
     );
-    let _p = Proxy::start(
-        "proxy_per_thread",
-        &[("svc.lua", COUNTER), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_per_thread", COUNTER, &config, port);
     let mut all = Vec::new();
     for _ in 0..5 {
         all.extend(thread_counts(port, 40));
@@ -427,13 +403,7 @@ end)
         "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode tcp\n  timeout client 10s\n\
          listen echo\n  bind 127.0.0.1:{port}\n  tcp-request content use-service lua.echo\n"
     );
-    let _p = Proxy::start(
-        "proxy_tcp",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_tcp", lua, &config, port);
     for _ in 0..3 {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -496,13 +466,7 @@ end)
         "global\n  lua-load svc.lua argument-one\n  nbthread 1\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.api\n"
     );
-    let p = Proxy::start(
-        "proxy_core_api",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let p = start_service("proxy_core_api", lua, &config, port);
     let mut c = HttpReader::connect(port);
     c.send(b"GET / HTTP/1.1\r\nhost: t\r\nx-multi: one\r\nx-multi: two\r\n\r\n");
     let r = c.read_response(false).expect("response");
@@ -678,13 +642,7 @@ fn a_stop_signal_during_start_up_waits_for_the_proxy_to_serve() {
         let port = free_port();
         let config = cfg(port, "  nbthread 1", "  http-request use-service lua.hello");
         // The port accepts from the bind on, before the body has run.
-        let mut p = Proxy::start(
-            "proxy_signal_at_start",
-            &[("svc.lua", &lua), ("p.cfg", &config)],
-            "p.cfg",
-            &[],
-            &[port],
-        );
+        let mut p = start_service("proxy_signal_at_start", &lua, &config, port);
         assert!(!p.log().contains("started"), "{sig}: {}", p.log());
         p.signal(sig);
         std::fs::write(p.dir.join("go"), "").expect("write go");
@@ -727,13 +685,7 @@ fn sigterm_finishes_requests_in_flight_and_sigusr1_stops_accepting() {
     // process exits once idle.
     let port = free_port();
     let config = cfg(port, "  nbthread 1", "  http-request use-service lua.slow");
-    let mut p = Proxy::start(
-        "proxy_sigusr1",
-        &[("svc.lua", &lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let mut p = start_service("proxy_sigusr1", &lua, &config, port);
     let inflight = std::thread::spawn(move || http_get(port, "/"));
     p.wait_log("slow: serving", 20);
     p.signal("USR1");
@@ -900,13 +852,7 @@ end)
         "global\n  lua-load svc.lua\n  nbthread 1\n  tune.bufsize 1024\ndefaults\n  mode tcp\n  timeout client 10s\n\
          listen lines\n  bind 127.0.0.1:{port}\n  tcp-request content use-service lua.lines\n"
     );
-    let _p = Proxy::start(
-        "proxy_getline",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_getline", lua, &config, port);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -1028,13 +974,7 @@ fn soft_stop_keeps_the_shared_state_for_other_workers_requests() {
         "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.slow\n"
     );
-    let mut p = Proxy::start(
-        "proxy_soft_shared",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let mut p = start_service("proxy_soft_shared", lua, &config, port);
     // Several connections, so that both workers hold some; all of them run
     // their Lua in the shared state on worker 0.
     let clients: Vec<_> = (0..6)
@@ -1087,13 +1027,7 @@ end)
         "  nbthread 1",
         "  http-request lua.keep\n  http-request use-service lua.probe",
     );
-    let p = Proxy::start(
-        "proxy_handles",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let p = start_service("proxy_handles", lua, &config, port);
     let gone = "the transaction this object belongs to is over";
     for path in ["/first", "/second"] {
         let r = http_get(port, path);

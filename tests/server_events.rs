@@ -393,6 +393,9 @@ end)
             "{}: {added}",
             run.label
         );
+        // The handler looks the reference up when it runs: let it run
+        // before the server goes.
+        run.wait_events(5, |e| !e.is_empty());
         let deleted = run.admin("del server be/s9");
         assert!(
             deleted.contains("Server deleted."),

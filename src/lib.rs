@@ -178,6 +178,79 @@ pub fn haproxy_30() -> Option<HaproxyPeer> {
     HaproxyPeer::probe(launcher)
 }
 
+/// HAProxy 3.0 for a test that compares with it: the program `HAPROXY3`
+/// names, else [`haproxy_30`]. Missing: the comparison is skipped locally
+/// (saying so) and fails under CI.
+pub fn require_haproxy_30(what_for: &str) -> Option<HaproxyPeer> {
+    if let Some(p) = std::env::var_os("HAPROXY3") {
+        return HaproxyPeer::probe(PathBuf::from(p));
+    }
+    haproxy_30().or_else(|| {
+        missing(&format!(
+            "HAProxy 3.0 is not installed (../shared/anchors/haproxy3 installs it; {what_for})"
+        ))
+    })
+}
+
+impl HaproxyPeer {
+    /// Whether this HAProxy's `-c` accepts `cfg` (in `dir`): 0 is valid, 2
+    /// "valid but will not start" (no listener), 1 an error. With its stderr.
+    pub fn accepts(&self, dir: &Path, cfg: &str) -> (bool, String) {
+        let out = check_config(&self.program, dir, cfg);
+        (out.status != Some(1), out.stderr)
+    }
+}
+
+/// A running HAProxy, killed when dropped.
+pub struct HaproxyProcess(std::process::Child);
+
+impl HaproxyPeer {
+    /// Starts this HAProxy in the foreground (`-db`) on `cfg` in `dir`, its
+    /// output discarded, and waits (up to 20 s) until every port in `ports`
+    /// accepts connections.
+    pub fn start(&self, dir: &Path, cfg: &str, ports: &[u16]) -> HaproxyProcess {
+        let child = Command::new(&self.program)
+            .args(["-db", "-f", cfg])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.label));
+        let mut h = HaproxyProcess(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        for port in ports {
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                if let Ok(Some(st)) = h.0.try_wait() {
+                    panic!("{} exited ({st}) before listening on {port}", self.label);
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} did not listen on {port}",
+                    self.label
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        h
+    }
+}
+
+impl Drop for HaproxyProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `PROGRAM -c -f CFG` run in `dir`: a configuration check by luahost
+/// (`artifacts().luahost()`) or by HAProxy, bounded to 30 s.
+pub fn check_config(program: &Path, dir: &Path, cfg: &str) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(["-c", "-f", cfg]).current_dir(dir);
+    run_with_timeout(&mut cmd, 30)
+}
+
 /// The HAProxy releases installed here, 3.0 first (the reference where the
 /// two differ). Under CI both must be there.
 pub fn haproxy_peers() -> Vec<HaproxyPeer> {
@@ -375,10 +448,16 @@ impl Proxy {
 
     /// Waits until the log contains `needle` (up to `secs`), returning the log.
     pub fn wait_log(&self, needle: &str, secs: u64) -> String {
+        self.wait_log_count(needle, 1, secs)
+    }
+
+    /// Waits until the log contains `needle` at least `count` times (up to
+    /// `secs`), returning the log.
+    pub fn wait_log_count(&self, needle: &str, count: usize, secs: u64) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
             let log = self.log();
-            if log.contains(needle) || std::time::Instant::now() > deadline {
+            if log.matches(needle).count() >= count || std::time::Instant::now() > deadline {
                 return log;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -569,80 +648,10 @@ pub fn http_get(port: u16, path: &str) -> HttpResponse {
     c.read_response(false).expect("a response")
 }
 
-/// Seeded, bounded fuzzing for the integration tests: the same scheme as
-/// the host crate's unit-test fuzzers (host/src/fuzz.rs).
-///
-/// - `FUZZ_CASES=N` runs N generated cases instead of a test's default;
-/// - `FUZZ_SEED=S` runs only the case with seed S (the number a failure
-///   prints).
-///
-/// Seeds that once found a bug are kept in the test as regression cases and
-/// run first, every time.
-pub mod fuzz {
-    /// splitmix64: tiny, fast, and every seed gives a good stream.
-    pub struct Rng(u64);
-
-    impl Rng {
-        pub fn new(seed: u64) -> Rng {
-            Rng(seed)
-        }
-
-        pub fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// A number in 0..n (0 when n is 0).
-        pub fn below(&mut self, n: usize) -> usize {
-            if n == 0 {
-                0
-            } else {
-                (self.next_u64() % n as u64) as usize
-            }
-        }
-
-        /// True with probability 1/n.
-        pub fn one_in(&mut self, n: usize) -> bool {
-            self.below(n) == 0
-        }
-
-        /// One of `items` (which must not be empty).
-        pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-            &items[self.below(items.len())]
-        }
-    }
-
-    /// The seed of case `i` of the test called `name`: fixed, so CI runs
-    /// the same cases every time, and different between tests.
-    pub fn case_seed(name: &str, i: u64) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        Rng::new(h ^ i).next_u64()
-    }
-
-    fn env_u64(name: &str) -> Option<u64> {
-        std::env::var(name).ok()?.trim().parse().ok()
-    }
-
-    /// The seeds to run: `FUZZ_SEED` alone, or the regression seeds then
-    /// `FUZZ_CASES` (default `default_cases`) generated ones.
-    pub fn seeds(name: &str, default_cases: u64, regressions: &[u64]) -> Vec<u64> {
-        if let Some(s) = env_u64("FUZZ_SEED") {
-            return vec![s];
-        }
-        let n = env_u64("FUZZ_CASES").unwrap_or(default_cases);
-        regressions
-            .iter()
-            .copied()
-            .chain((0..n).map(|i| case_seed(name, i)))
-            .collect()
-    }
-}
+/// Seeded, bounded fuzzing for the integration tests: the PRNG and case
+/// seeds of the host crate's unit-test fuzzers (`FUZZ_CASES=N`,
+/// `FUZZ_SEED=S`; see the `luahost-fuzzing` crate).
+pub use luahost_fuzzing as fuzz;
 
 /// Syslog receivers and the masking of log lines, for the tests that
 /// compare luahost's log lines with HAProxy's (`tests/logging.rs`,

@@ -3,34 +3,21 @@
 //! keywords of HAProxy 2.9-3.4, checked with real luahost processes and,
 //! for `-c`, against HAProxy 3.0's own `-c` when it is installed.
 
-use luahost_suite::{artifacts, free_port, http_get, run_with_timeout, Output, Proxy};
-use std::path::{Path, PathBuf};
+use luahost_suite::{
+    artifacts, check_config, free_port, http_get, require_haproxy_30, run_with_timeout,
+    HaproxyPeer, Output, Proxy,
+};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const HAPROXY3: &str = "/work/shared/anchors/haproxy3";
-
-fn haproxy3() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("HAPROXY3") {
-        return Some(PathBuf::from(p));
-    }
-    luahost_suite::require_file(HAPROXY3, "HAProxy 3.0, the reference for `-c`")
-}
-
 /// `luahost -c -f cfg` in `dir`.
 fn check(dir: &Path, cfg: &str) -> Output {
-    let mut cmd = Command::new(artifacts().luahost());
-    cmd.args(["-c", "-f", cfg]).current_dir(dir);
-    run_with_timeout(&mut cmd, 30)
+    check_config(&artifacts().luahost(), dir, cfg)
 }
 
-/// Whether HAProxy's `-c` accepts the file: 0 is valid, 2 "valid but will
-/// not start" (no listener); 1 is an error.
-fn haproxy_accepts(haproxy: &Path, dir: &Path, cfg: &str) -> (bool, String) {
-    let mut cmd = Command::new(haproxy);
-    cmd.args(["-c", "-f", cfg]).current_dir(dir);
-    let out = run_with_timeout(&mut cmd, 30);
-    (out.status != Some(1), out.stderr)
+fn haproxy3() -> Option<HaproxyPeer> {
+    require_haproxy_30("the reference for `-c` and for the keywords' effects")
 }
 
 fn running_as_root() -> bool {
@@ -122,7 +109,7 @@ fn global_keywords_pass_and_fail_check_like_haproxy3() {
             );
         }
         if let Some(h) = &reference {
-            let (ok, stderr) = haproxy_accepts(h, &dir, &name);
+            let (ok, stderr) = h.accepts(&dir, &name);
             assert_eq!(ok, *accepted, "haproxy3 -c on {lines:?}: {stderr}");
         }
     }
@@ -161,7 +148,7 @@ fn conditional_blocks_pass_and_fail_check_like_haproxy3() {
         assert_eq!(out.status == Some(0), *accepted, "{body:?}: {out:?}");
         assert!(out.stderr.contains(expected), "{body:?}: {}", out.stderr);
         if let Some(h) = &reference {
-            let (ok, stderr) = haproxy_accepts(h, &dir, "c.cfg");
+            let (ok, stderr) = h.accepts(&dir, "c.cfg");
             assert_eq!(ok, *accepted, "haproxy3 -c on {body:?}: {stderr}");
             // HAProxy writes "parsing [f:l]: msg"; luahost "parsing [f:l] : msg".
             let theirs = stderr.replace("]: ", "] : ");
@@ -218,18 +205,8 @@ fn setenv_reaches_lua_and_if_chooses_the_configuration() {
         );
         // HAProxy 3.0 on the same files answers the same.
         if let Some(h) = haproxy3() {
-            let hport = free_port();
-            let hcfg = config
-                .replace(&port.to_string(), &hport.to_string())
-                .replace(
-                    "timeout client 10s",
-                    "timeout client 10s\n  timeout connect 5s\n  timeout server 10s",
-                );
-            std::fs::write(p.dir.join("h.cfg"), hcfg).expect("write");
-            let _haproxy = Haproxy::start(&h, &p.dir, "h.cfg", hport);
-            let r = http_get(hport, "/");
             assert_eq!(
-                (r.status, r.text()),
+                haproxy3_get(&h, &p.dir, &config, port),
                 (200, expected.to_string()),
                 "haproxy3"
             );
@@ -237,37 +214,21 @@ fn setenv_reaches_lua_and_if_chooses_the_configuration() {
     }
 }
 
-/// A running HAProxy, killed when dropped.
-struct Haproxy(std::process::Child);
-
-impl Haproxy {
-    fn start(bin: &Path, dir: &Path, cfg: &str, port: u16) -> Haproxy {
-        let child = Command::new(bin)
-            .args(["-f", cfg])
-            .current_dir(dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start haproxy3");
-        let h = Haproxy(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "haproxy3 did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        h
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// HAProxy 3.0's answer to `GET /` on luahost's `config` (written in
+/// `dir`), moved from `port` to a port of its own and given the connect and
+/// server timeouts HAProxy wants.
+fn haproxy3_get(h: &HaproxyPeer, dir: &Path, config: &str, port: u16) -> (u16, String) {
+    let hport = free_port();
+    let hcfg = config
+        .replace(&port.to_string(), &hport.to_string())
+        .replace(
+            "timeout client 10s",
+            "timeout client 10s\n  timeout connect 5s\n  timeout server 10s",
+        );
+    std::fs::write(dir.join("h.cfg"), hcfg).expect("write");
+    let _haproxy = h.start(dir, "h.cfg", &[hport]);
+    let r = http_get(hport, "/");
+    (r.status, r.text())
 }
 
 #[test]
@@ -634,18 +595,8 @@ fn bool_sample_conversion_chooses_booleans_or_integers() {
         // HAProxy 3.0 has no such keyword and gives integers.
         if before.is_empty() && after.is_empty() {
             if let Some(h) = haproxy3() {
-                let hport = free_port();
-                let hcfg = config
-                    .replace(&port.to_string(), &hport.to_string())
-                    .replace(
-                        "timeout client 10s",
-                        "timeout client 10s\n  timeout connect 5s\n  timeout server 10s",
-                    );
-                std::fs::write(p.dir.join("h.cfg"), hcfg).expect("write");
-                let _haproxy = Haproxy::start(&h, &p.dir, "h.cfg", hport);
-                let r = http_get(hport, "/");
                 assert_eq!(
-                    (r.status, r.text()),
+                    haproxy3_get(&h, &p.dir, &config, port),
                     (200, expected.to_string()),
                     "haproxy3"
                 );
@@ -874,7 +825,7 @@ fn proxy_keywords_pass_and_fail_check_like_haproxy3() {
             );
         }
         if let Some(h) = &reference {
-            let (ok, stderr) = haproxy_accepts(h, &dir, &name);
+            let (ok, stderr) = h.accepts(&dir, &name);
             assert_eq!(ok, *accepted, "haproxy3 -c on {section:?}: {stderr}");
         }
     }

@@ -3,32 +3,7 @@
 //! against real sockets (DOWN/UP, `track`, `observe`) are compared with
 //! HAProxy 3.0 in server_events.rs.
 
-use luahost_suite::{artifacts, run_with_timeout, Output};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const HAPROXY3: &str = "/work/shared/anchors/haproxy3";
-
-fn haproxy3() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("HAPROXY3") {
-        return Some(PathBuf::from(p));
-    }
-    luahost_suite::require_file(HAPROXY3, "HAProxy 3.0, the reference for `-c`")
-}
-
-fn check(dir: &Path, cfg: &str) -> Output {
-    let mut cmd = Command::new(artifacts().luahost());
-    cmd.args(["-c", "-f", cfg]).current_dir(dir);
-    run_with_timeout(&mut cmd, 30)
-}
-
-/// HAProxy's `-c`: exit 1 is an error; 0 and 2 (no listener) accept.
-fn haproxy_accepts(haproxy: &Path, dir: &Path, cfg: &str) -> (bool, String) {
-    let mut cmd = Command::new(haproxy);
-    cmd.args(["-c", "-f", cfg]).current_dir(dir);
-    let out = run_with_timeout(&mut cmd, 30);
-    (out.status != Some(1), out.stderr)
-}
+use luahost_suite::{artifacts, check_config, require_haproxy_30};
 
 /// Lines placed in `backend be` (line 7 of the file; `server s0` follows
 /// with `check`), accepted (true) or refused by luahost and HAProxy 3.0,
@@ -87,14 +62,14 @@ const CASES: &[(&str, bool, &str)] = &[
 #[test]
 fn check_keywords_pass_and_fail_check_like_haproxy3() {
     let dir = luahost_suite::scratch_dir("health_keywords");
-    let reference = haproxy3();
+    let reference = require_haproxy_30("the reference for `-c`");
     for (i, (lines, accepted, expected)) in CASES.iter().enumerate() {
         let name = format!("h{i}.cfg");
         let body = format!(
             "defaults\n mode http\n timeout connect 1s\n timeout client 1s\n timeout server 1s\nbackend be\n {lines}\n server s0 127.0.0.1:2 check\n"
         );
         std::fs::write(dir.join(&name), body).expect("write");
-        let out = check(&dir, &name);
+        let out = check_config(&artifacts().luahost(), &dir, &name);
         assert_eq!(
             out.status == Some(0),
             *accepted,
@@ -111,7 +86,7 @@ fn check_keywords_pass_and_fail_check_like_haproxy3() {
             );
         }
         if let Some(h) = &reference {
-            let (ok, stderr) = haproxy_accepts(h, &dir, &name);
+            let (ok, stderr) = h.accepts(&dir, &name);
             assert_eq!(ok, *accepted, "haproxy3 -c on {lines:?}: {stderr}");
         }
     }
@@ -124,7 +99,7 @@ fn http_check_rules_without_the_option_are_ignored_with_a_warning() {
     let dir = luahost_suite::scratch_dir("health_unused_rules");
     let body = "defaults\n mode http\n timeout connect 1s\n timeout client 1s\n timeout server 1s\nbackend be\n http-check expect status 200\n server s0 127.0.0.1:2 check\n";
     std::fs::write(dir.join("w.cfg"), body).expect("write");
-    let out = check(&dir, "w.cfg");
+    let out = check_config(&artifacts().luahost(), &dir, "w.cfg");
     assert_eq!(out.status, Some(0), "{out:?}");
     assert!(
         out.stderr.contains(

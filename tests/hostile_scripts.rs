@@ -162,6 +162,7 @@ fn sigterm_ends_the_process_when_a_worker_is_stuck_in_lua() {
     // script's own hook is out of every budget's reach.
     let lua = r#"
 core.register_service("wedge", "http", function(applet)
+  core.Alert("wedging")
   debug.sethook(function() while true do end end, "l")
   local x = 1
 end)
@@ -176,7 +177,9 @@ end)
     );
     let mut c = HttpReader::connect(port);
     c.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(300));
+    // The request has reached the service (the next Lua line wedges it).
+    let log = p.wait_log("wedging", 20);
+    assert!(log.contains("wedging"), "{log}");
     let t = Instant::now();
     p.signal("TERM");
     // Grace period (10 s) plus the watchdog's margin (2 s), and slack.

@@ -13,6 +13,18 @@ fn cfg(port: u16, global: &str, frontend: &str) -> String {
     )
 }
 
+/// Starts luahost on `config` (written as `p.cfg`) with `lua` as `svc.lua`
+/// in scratch dir `name`, once `port` accepts.
+fn start_service(name: &str, lua: &str, config: &str, port: u16) -> Proxy {
+    Proxy::start(
+        name,
+        &[("svc.lua", lua), ("p.cfg", config)],
+        "p.cfg",
+        &[],
+        &[port],
+    )
+}
+
 const SERVICES: &str = r#"
 core.register_service("hello", "http", function(applet)
   local body = "hello " .. applet.path .. " " .. applet.qs
@@ -28,13 +40,7 @@ end)
 fn http_service_answers_with_keepalive_and_pipelining() {
     let port = free_port();
     let config = cfg(port, "  nbthread 1", "  http-request use-service lua.hello");
-    let _p = Proxy::start(
-        "proxy_keepalive",
-        &[("svc.lua", SERVICES), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_keepalive", SERVICES, &config, port);
 
     let r = http_get(port, "/abc?x=1");
     assert_eq!(r.status, 200);
@@ -144,13 +150,7 @@ fn oversized_and_malformed_requests_get_431_and_400() {
         "  nbthread 1\n  tune.bufsize 16384",
         "  http-request use-service lua.hello",
     );
-    let _p = Proxy::start(
-        "proxy_limits",
-        &[("svc.lua", SERVICES), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_limits", SERVICES, &config, port);
     let mut c = HttpReader::connect(port);
     let big = "a".repeat(40_000);
     c.send(format!("GET / HTTP/1.1\r\nhost: t\r\nx-big: {big}\r\n\r\n").as_bytes());
@@ -268,13 +268,7 @@ fn runtime_error_gives_500_and_a_log_line_then_serving_continues() {
     let port = free_port();
     let lua = "core.register_service('oops', 'http', function(applet)\n  if applet.path == '/ok' then\n    applet:send('fine')\n    return\n  end\n  local x = nil\n  return x.field\nend)\n";
     let config = cfg(port, "  nbthread 1", "  http-request use-service lua.oops");
-    let p = Proxy::start(
-        "proxy_error",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let p = start_service("proxy_error", lua, &config, port);
     assert_eq!(http_get(port, "/bad").status, 500);
     let log = p.wait_log("attempt to index", 5);
     assert!(
@@ -308,13 +302,7 @@ end)
         "  nbthread 1\n  tune.lua.forced-yield 10",
         "  http-request use-service lua.gen",
     );
-    let _p = Proxy::start(
-        "proxy_gen",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_gen", lua, &config, port);
     for _ in 0..3 {
         assert_eq!(http_get(port, "/").text(), "2001000 10 12");
     }
@@ -351,13 +339,7 @@ fn shared_state_sees_one_global_across_workers() {
         "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.count\n"
     );
-    let _p = Proxy::start(
-        "proxy_shared",
-        &[("svc.lua", COUNTER), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_shared", COUNTER, &config, port);
     let results = thread_counts(port, 40);
     // One state: core.thread is 0 and the counter takes every value once.
     assert!(results.iter().all(|(t, _)| *t == 0), "{results:?}");
@@ -373,13 +355,7 @@ fn per_thread_states_do_not_share_globals() {
         "global\n  lua-load-per-thread svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.count\n"
     );
-    let _p = Proxy::start(
-        "proxy_per_thread",
-        &[("svc.lua", COUNTER), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_per_thread", COUNTER, &config, port);
     let mut all = Vec::new();
     for _ in 0..5 {
         all.extend(thread_counts(port, 40));
@@ -427,13 +403,7 @@ end)
         "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode tcp\n  timeout client 10s\n\
          listen echo\n  bind 127.0.0.1:{port}\n  tcp-request content use-service lua.echo\n"
     );
-    let _p = Proxy::start(
-        "proxy_tcp",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_tcp", lua, &config, port);
     for _ in 0..3 {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -496,13 +466,7 @@ end)
         "global\n  lua-load svc.lua argument-one\n  nbthread 1\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.api\n"
     );
-    let p = Proxy::start(
-        "proxy_core_api",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let p = start_service("proxy_core_api", lua, &config, port);
     let mut c = HttpReader::connect(port);
     c.send(b"GET / HTTP/1.1\r\nhost: t\r\nx-multi: one\r\nx-multi: two\r\n\r\n");
     let r = c.read_response(false).expect("response");
@@ -663,10 +627,35 @@ fn config_errors_name_file_and_line_and_exit_1() {
     assert_eq!(out.status, Some(0), "{out:?}");
 }
 
+/// A stop signal that arrives while luahost is still starting (here: while
+/// a Lua body runs, after the listeners are bound) is kept and acted on once
+/// it serves, as in HAProxy, whose handlers are registered before it binds;
+/// it does not kill the process with the signal's default action.
+#[test]
+fn a_stop_signal_during_start_up_waits_for_the_proxy_to_serve() {
+    // The body waits (bounded) for the test to create `go`.
+    let lua = format!(
+        "local t = os.time()\n\
+         while not io.open('go') and os.time() - t < 20 do os.execute('sleep 0.02') end\n{SERVICES}"
+    );
+    for sig in ["USR1", "TERM"] {
+        let port = free_port();
+        let config = cfg(port, "  nbthread 1", "  http-request use-service lua.hello");
+        // The port accepts from the bind on, before the body has run.
+        let mut p = start_service("proxy_signal_at_start", &lua, &config, port);
+        assert!(!p.log().contains("started"), "{sig}: {}", p.log());
+        p.signal(sig);
+        std::fs::write(p.dir.join("go"), "").expect("write go");
+        assert_eq!(p.wait_exit(20), Some(0), "{sig}: {}", p.log());
+        let log = p.log();
+        assert!(log.contains("started"), "{sig}: {log}");
+    }
+}
+
 #[test]
 fn sigterm_finishes_requests_in_flight_and_sigusr1_stops_accepting() {
     let port = free_port();
-    let lua = format!("{SERVICES}\ncore.register_service('slow', 'http', function(applet)\n  core.msleep(700)\n  applet:add_header('content-length', 4)\n  applet:send('done')\nend)\n");
+    let lua = format!("{SERVICES}\ncore.register_service('slow', 'http', function(applet)\n  core.Alert('slow: serving')\n  core.msleep(700)\n  applet:add_header('content-length', 4)\n  applet:send('done')\nend)\n");
     let config = cfg(port, "  nbthread 1", "  http-request use-service lua.slow");
     let mut p = Proxy::start(
         "proxy_sigterm",
@@ -681,7 +670,7 @@ fn sigterm_finishes_requests_in_flight_and_sigusr1_stops_accepting() {
         p.pid().to_string()
     );
     let inflight = std::thread::spawn(move || http_get(port, "/"));
-    std::thread::sleep(Duration::from_millis(200));
+    p.wait_log("slow: serving", 20);
     p.signal("TERM");
     let r = inflight.join().expect("client thread");
     assert_eq!(
@@ -696,17 +685,14 @@ fn sigterm_finishes_requests_in_flight_and_sigusr1_stops_accepting() {
     // process exits once idle.
     let port = free_port();
     let config = cfg(port, "  nbthread 1", "  http-request use-service lua.slow");
-    let mut p = Proxy::start(
-        "proxy_sigusr1",
-        &[("svc.lua", &lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let mut p = start_service("proxy_sigusr1", &lua, &config, port);
     let inflight = std::thread::spawn(move || http_get(port, "/"));
-    std::thread::sleep(Duration::from_millis(200));
+    p.wait_log("slow: serving", 20);
     p.signal("USR1");
-    std::thread::sleep(Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "no longer accepting"
@@ -866,13 +852,7 @@ end)
         "global\n  lua-load svc.lua\n  nbthread 1\n  tune.bufsize 1024\ndefaults\n  mode tcp\n  timeout client 10s\n\
          listen lines\n  bind 127.0.0.1:{port}\n  tcp-request content use-service lua.lines\n"
     );
-    let _p = Proxy::start(
-        "proxy_getline",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let _p = start_service("proxy_getline", lua, &config, port);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -886,27 +866,124 @@ end)
     assert_eq!(out, "1024,1024,453,3\n");
 }
 
+/// Sends `len` bytes to `port` (then half-closes if `finish`) and returns
+/// the line the service answers; the writer stops if the service hangs up.
+fn tcp_reply_to_bulk(port: u16, len: usize, finish: bool) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if w.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+            left -= n;
+        }
+        if finish {
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    let mut out = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !out.contains(&b'\n') {
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&tmp[..n]),
+        }
+    }
+    drop(s);
+    let _ = writer.join();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An AppletTCP `receive()` (or `receive(n)`) that would hold more than
+/// `tune.lua.maxmem` fails with `not enough memory`, as in HAProxy 3.0
+/// (which collects it in a Lua buffer), rather than returning short data;
+/// the connection is still the applet's to answer on.
+#[test]
+fn tcp_receive_past_maxmem_is_an_error_like_haproxy3() {
+    let lua = r#"
+local function answer(applet, ok, d)
+  if ok then applet:send("ok " .. #d .. "\n") else applet:send("err " .. tostring(d) .. "\n") end
+end
+core.register_service("all", "tcp", function(applet)
+  answer(applet, pcall(applet.receive, applet))
+end)
+core.register_service("sized", "tcp", function(applet)
+  answer(applet, pcall(applet.receive, applet, 4000000))
+end)
+"#;
+    let (all, sized) = (free_port(), free_port());
+    let config = format!(
+        "global\n  lua-load svc.lua\n  tune.lua.maxmem 2\n\
+         defaults\n  mode tcp\n  timeout client 10s\n  timeout connect 1s\n  timeout server 1s\n\
+         listen all\n  bind 127.0.0.1:{all}\n  tcp-request content use-service lua.all\n\
+         listen sized\n  bind 127.0.0.1:{sized}\n  tcp-request content use-service lua.sized\n"
+    );
+    let p = Proxy::start(
+        "proxy_tcp_receive_maxmem",
+        &[("svc.lua", lua), ("p.cfg", &config)],
+        "p.cfg",
+        &[],
+        &[all, sized],
+    );
+    let expected = "err not enough memory\n";
+    assert_eq!(
+        tcp_reply_to_bulk(all, 4_000_000, false),
+        expected,
+        "{}",
+        p.log()
+    );
+    assert_eq!(
+        tcp_reply_to_bulk(sized, 4_000_000, false),
+        expected,
+        "{}",
+        p.log()
+    );
+    // Within the cap, every byte, up to the end of the stream. (HAProxy
+    // 3.0.11 does not end a receive at the client's half-close: not
+    // compared.)
+    assert_eq!(tcp_reply_to_bulk(all, 1_000_000, true), "ok 1000000\n");
+    assert_eq!(tcp_reply_to_bulk(sized, 1_000_000, true), "ok 1000000\n");
+    let dir = p.dir.clone();
+    drop(p);
+    if let Some(h) = luahost_suite::require_haproxy_30("AppletTCP receive is compared") {
+        let _h = h.start(&dir, "p.cfg", &[all, sized]);
+        assert_eq!(
+            tcp_reply_to_bulk(all, 4_000_000, false),
+            expected,
+            "haproxy 3.0"
+        );
+        assert_eq!(
+            tcp_reply_to_bulk(sized, 4_000_000, false),
+            expected,
+            "haproxy 3.0"
+        );
+    }
+}
+
 #[test]
 fn soft_stop_keeps_the_shared_state_for_other_workers_requests() {
     let port = free_port();
-    let lua = "core.register_service('slow', 'http', function(applet)\n  core.msleep(600)\n  applet:add_header('content-length', 4)\n  applet:send('done')\nend)\n";
+    let lua = "core.register_service('slow', 'http', function(applet)\n  core.Alert('slow: serving')\n  core.msleep(600)\n  applet:add_header('content-length', 4)\n  applet:send('done')\nend)\n";
     let config = format!(
         "global\n  lua-load svc.lua\n  nbthread 2\ndefaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  http-request use-service lua.slow\n"
     );
-    let mut p = Proxy::start(
-        "proxy_soft_shared",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let mut p = start_service("proxy_soft_shared", lua, &config, port);
     // Several connections, so that both workers hold some; all of them run
     // their Lua in the shared state on worker 0.
     let clients: Vec<_> = (0..6)
         .map(|_| std::thread::spawn(move || http_get(port, "/")))
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Every request in the service before the stop: a connection still in
+    // the listener's queue when the listener closes would be reset.
+    let log = p.wait_log_count("slow: serving", 6, 20);
+    assert_eq!(log.matches("slow: serving").count(), 6, "{log}");
     p.signal("USR1");
     for c in clients {
         let r = c.join().expect("client");
@@ -950,13 +1027,7 @@ end)
         "  nbthread 1",
         "  http-request lua.keep\n  http-request use-service lua.probe",
     );
-    let p = Proxy::start(
-        "proxy_handles",
-        &[("svc.lua", lua), ("p.cfg", &config)],
-        "p.cfg",
-        &[],
-        &[port],
-    );
+    let p = start_service("proxy_handles", lua, &config, port);
     let gone = "the transaction this object belongs to is over";
     for path in ["/first", "/second"] {
         let r = http_get(port, path);

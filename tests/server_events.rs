@@ -8,7 +8,7 @@
 //! reopens; state changes, `add server` and `del server` go over the stats
 //! socket.
 
-use luahost_suite::{artifacts, free_port, haproxy_30, scratch_dir};
+use luahost_suite::{artifacts, free_port, require_haproxy_30, scratch_dir};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -39,15 +39,11 @@ fn peers() -> Vec<Peer> {
         label: "luahost".into(),
         program: artifacts().luahost(),
     }];
-    match haproxy_30() {
-        Some(h) => v.push(Peer {
+    if let Some(h) = require_haproxy_30("server events are compared with HAProxy 3.0") {
+        v.push(Peer {
             label: h.label,
             program: h.program,
-        }),
-        None => assert!(
-            !luahost_suite::under_ci(),
-            "HAProxy 3.0 is required under CI"
-        ),
+        });
     }
     v
 }
@@ -281,8 +277,31 @@ fn answer(mut c: TcpStream, status: &str, body: &str) {
     }
 }
 
-/// Runs `scenario` on every peer and checks that they recorded the same
-/// events, equal to `expected`.
+/// Runs `scenario` on every peer, each with a fresh origin answering
+/// `200 OK` with `body` behind the servers s1 and s2 of backend `be`, and
+/// `subscriber` loaded; gives each peer's label and the events the
+/// scenario returns.
+fn on_two_servers(
+    test: &str,
+    body: &'static str,
+    subscriber: &str,
+    scenario: impl Fn(&Run, &Origin) -> Vec<String>,
+) -> Vec<(String, Vec<String>)> {
+    peers()
+        .iter()
+        .map(|peer| {
+            let origin = Origin::new("200 OK", body);
+            let be = format!(
+                "  server s1 127.0.0.1:{p}\n  server s2 127.0.0.1:{p}",
+                p = origin.port
+            );
+            let run = Run::start(peer, test, &be, subscriber);
+            (run.label.clone(), scenario(&run, &origin))
+        })
+        .collect()
+}
+
+/// Checks that every peer recorded the same events, equal to `expected`.
 fn same_events(expected: &[&str], results: Vec<(String, Vec<String>)>) {
     for (label, got) in &results {
         assert_eq!(got, expected, "{label} recorded other events");
@@ -367,29 +386,24 @@ core.event_sub({"SERVER_ADD", "SERVER_DEL"}, function(event, data)
     .. " ref=" .. tostring(data.reference ~= nil))
 end)
 "#;
-    let mut results = Vec::new();
-    for peer in peers() {
-        let b = Origin::new("200 OK", "s2");
-        let be = format!(
-            "  server s1 127.0.0.1:{p}\n  server s2 127.0.0.1:{p}",
-            p = b.port
-        );
-        let run = Run::start(&peer, "add_del", &be, subscriber);
+    let results = on_two_servers("add_del", "s2", subscriber, |run, b| {
         let added = run.admin(&format!("add server be/s9 127.0.0.1:{}", b.port));
         assert!(
             added.contains("New server registered."),
             "{}: {added}",
             run.label
         );
+        // The handler looks the reference up when it runs: let it run
+        // before the server goes.
+        run.wait_events(5, |e| !e.is_empty());
         let deleted = run.admin("del server be/s9");
         assert!(
             deleted.contains("Server deleted."),
             "{}: {deleted}",
             run.label
         );
-        let ev = run.wait_events(5, |e| e.len() >= 2);
-        results.push((run.label.clone(), ev));
-    }
+        run.wait_events(5, |e| e.len() >= 2)
+    });
     same_events(
         &[
             "SERVER_ADD be/s9 puid=3 ref=true",
@@ -420,18 +434,10 @@ core.event_sub({"SERVER_STATE", "SERVER_ADMIN"}, function(event, data)
   end
 end)
 "#;
-    let mut results = Vec::new();
-    for peer in peers() {
-        let b = Origin::new("200 OK", "ok");
-        let be = format!(
-            "  server s1 127.0.0.1:{p}\n  server s2 127.0.0.1:{p}",
-            p = b.port
-        );
-        let run = Run::start(&peer, "ordering", &be, subscriber);
+    let results = on_two_servers("ordering", "ok", subscriber, |run, _| {
         run.admin("set server be/s1 state maint; set server be/s1 state ready; set server be/s2 state maint; set server be/s2 state ready");
-        let ev = run.wait_events(10, |e| e.len() >= 8);
-        results.push((run.label.clone(), ev));
-    }
+        run.wait_events(10, |e| e.len() >= 8)
+    });
     same_events(
         &[
             "SERVER_ADMIN s1 MAINT false->true FMAINT false->true DRAIN false",
@@ -480,13 +486,7 @@ end)
             .collect::<Vec<_>>()
             .join("; ")
     };
-    for peer in peers() {
-        let b = Origin::new("200 OK", "ok");
-        let be = format!(
-            "  server s1 127.0.0.1:{p}\n  server s2 127.0.0.1:{p}",
-            p = b.port
-        );
-        let run = Run::start(&peer, "pause", &be, subscriber);
+    on_two_servers("pause", "ok", subscriber, |run, _| {
         run.admin(&changes(110));
         std::thread::sleep(Duration::from_millis(100));
         run.admin(&changes(10));
@@ -512,7 +512,8 @@ end)
         run.admin("set server be/s2 state maint");
         let ev = run.wait_events(5, |e| e.last().map(String::as_str) == Some("s2"));
         assert_eq!(ev.last().map(String::as_str), Some("s2"), "{}", run.label);
-    }
+        ev
+    });
 }
 
 /// `sub:unsub()` inside the callback: no later call. `Server:event_sub`
@@ -532,14 +533,7 @@ core.register_init(function()
   end)
 end)
 "#;
-    let mut results = Vec::new();
-    for peer in peers() {
-        let b = Origin::new("200 OK", "ok");
-        let be = format!(
-            "  server s1 127.0.0.1:{p}\n  server s2 127.0.0.1:{p}",
-            p = b.port
-        );
-        let run = Run::start(&peer, "unsub", &be, subscriber);
+    let results = on_two_servers("unsub", "ok", subscriber, |run, _| {
         // One change at a time: HAProxy still delivers the events already
         // queued when `unsub()` runs, so a burst would make the count racy.
         for cmd in [
@@ -554,8 +548,8 @@ end)
         let ev = run.wait_events(5, |e| e.len() >= 3);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(ev, run.events(), "{}", run.label);
-        results.push((run.label.clone(), ev));
-    }
+        ev
+    });
     same_events(
         &["all s1", "s2-only s2 STOPPED", "s2-only s2 RUNNING"],
         results,

@@ -7,11 +7,11 @@
 //! listed as 0, as HAProxy shows them on an idle proxy.
 
 use super::registry::ProxyEntry;
-use super::server::{unix_now, CheckFlags, Server};
+use super::server::{unix_now, CheckFlags, Server, ServerCounters};
 use super::state::OperState;
 use super::Backend;
 use crate::config::{Balance, Mode};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One field's value.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,12 +23,128 @@ pub enum StatValue {
 /// A statistics line: (HAProxy field name, value), in `show stat` order.
 pub type StatLine = Vec<(&'static str, StatValue)>;
 
-fn int(v: impl TryInto<i64>) -> StatValue {
-    StatValue::Int(v.try_into().unwrap_or(i64::MAX))
+/// Responses by status class, which luahost does not count yet.
+const HRSP: &[&str] = &[
+    "hrsp_1xx",
+    "hrsp_2xx",
+    "hrsp_3xx",
+    "hrsp_4xx",
+    "hrsp_5xx",
+    "hrsp_other",
+];
+/// Average times (and rewrites), which luahost does not measure yet.
+const TIMES: &[&str] = &["qtime", "ctime", "rtime", "ttime", "wrew"];
+/// Connection pool gauges of servers and backends.
+const CONN_POOL: &[&str] = &[
+    "idle_conn_cur",
+    "safe_conn_cur",
+    "used_conn_cur",
+    "need_conn_est",
+];
+/// Idle connections and the highest times of servers and backends.
+const MAX_TIMES: &[&str] = &[
+    "srv_icur",
+    "qtime_max",
+    "ctime_max",
+    "rtime_max",
+    "ttime_max",
+];
+/// Compression counters of frontends and backends.
+const COMP: &[&str] = &["comp_in", "comp_out", "comp_byp", "comp_rsp"];
+
+/// A line being built, field by field in `show stat` order.
+struct Line(StatLine);
+
+impl Line {
+    /// A line starting with its identity (`pxname`, `svname`).
+    fn new(pxname: &str, svname: &str) -> Line {
+        let mut l = Line(Vec::with_capacity(64));
+        l.text("pxname", pxname).text("svname", svname);
+        l
+    }
+
+    fn int(&mut self, name: &'static str, v: impl TryInto<i64>) -> &mut Line {
+        self.0
+            .push((name, StatValue::Int(v.try_into().unwrap_or(i64::MAX))));
+        self
+    }
+
+    fn text(&mut self, name: &'static str, s: impl Into<String>) -> &mut Line {
+        self.0.push((name, StatValue::Str(s.into())));
+        self
+    }
+
+    /// Fields listed as 0: what luahost does not measure.
+    fn zeros(&mut self, names: &[&'static str]) -> &mut Line {
+        for n in names {
+            self.int(n, 0);
+        }
+        self
+    }
+
+    /// `pid` (always 1: one process), `iid`, `sid`.
+    fn ids(&mut self, iid: impl TryInto<i64>, sid: impl TryInto<i64>) -> &mut Line {
+        self.int("pid", 1).int("iid", iid).int("sid", sid)
+    }
+
+    /// The times and connection gauges of a server or backend line, from
+    /// `lastsess` (-1: never) to `need_conn_est`; `cache` adds a backend's
+    /// cache counters.
+    fn times(&mut self, cache: bool) -> &mut Line {
+        self.int("lastsess", -1).zeros(TIMES);
+        if cache {
+            self.zeros(&["cache_lookups", "cache_hits"]);
+        }
+        self.zeros(&["eint"]).zeros(CONN_POOL)
+    }
 }
 
-fn text(s: impl Into<String>) -> StatValue {
-    StatValue::Str(s.into())
+/// The counters a server keeps, of one server or summed over a backend's
+/// servers.
+#[derive(Default)]
+struct Counts {
+    total: u64,
+    max_cur: u64,
+    lb_picks: u64,
+    connect_errors: u64,
+    response_errors: u64,
+    retries: u64,
+    redispatches: u64,
+}
+
+impl Counts {
+    fn of(c: &ServerCounters) -> Counts {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            total: get(&c.total),
+            max_cur: get(&c.max_cur),
+            lb_picks: get(&c.lb_picks),
+            connect_errors: get(&c.connect_errors),
+            response_errors: get(&c.response_errors),
+            retries: get(&c.retries),
+            redispatches: get(&c.redispatches),
+        }
+    }
+
+    fn add(self, o: Counts) -> Counts {
+        Counts {
+            total: self.total.saturating_add(o.total),
+            max_cur: self.max_cur.saturating_add(o.max_cur),
+            lb_picks: self.lb_picks.saturating_add(o.lb_picks),
+            connect_errors: self.connect_errors.saturating_add(o.connect_errors),
+            response_errors: self.response_errors.saturating_add(o.response_errors),
+            retries: self.retries.saturating_add(o.retries),
+            redispatches: self.redispatches.saturating_add(o.redispatches),
+        }
+    }
+
+    /// `econ`, `eresp`, `wretr`, `wredis`.
+    fn errors(&self, l: &mut Line) {
+        l.int("econ", self.connect_errors)
+            .int("eresp", self.response_errors)
+            .int("wretr", self.retries)
+            .int("wredis", self.redispatches);
+    }
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -44,14 +160,6 @@ fn algo_name(b: Balance) -> &'static str {
         Balance::LeastConn => "leastconn",
         Balance::First => "first",
         Balance::Source => "source",
-    }
-}
-
-/// The fields every kind of line shares once the identity is set; zeros for
-/// what luahost does not measure.
-fn zero_fields(line: &mut StatLine, names: &[&'static str]) {
-    for n in names {
-        line.push((n, int(0)));
     }
 }
 
@@ -81,242 +189,113 @@ pub fn server_status(s: &Server) -> String {
 /// A server's line (`show stat` type 2, Lua `Server:get_stats()`).
 pub fn server_line(be: &Backend, s: &Server) -> StatLine {
     let c = &s.counters;
-    let mut l: StatLine = Vec::with_capacity(64);
-    l.push(("pxname", text(be.name())));
-    l.push(("svname", text(&*s.name)));
-    l.push(("qcur", int(s.pending())));
-    l.push(("qmax", int(c.max_queue.load(Ordering::Relaxed))));
-    l.push(("scur", int(s.current())));
-    l.push(("smax", int(c.max_cur.load(Ordering::Relaxed))));
+    let counts = Counts::of(c);
+    let mut l = Line::new(be.name(), &s.name);
+    l.int("qcur", s.pending())
+        .int("qmax", c.max_queue.load(Ordering::Relaxed))
+        .int("scur", s.current())
+        .int("smax", counts.max_cur);
     if s.maxconn() > 0 {
-        l.push(("slim", int(s.maxconn())));
+        l.int("slim", s.maxconn());
     }
-    l.push(("stot", int(c.total.load(Ordering::Relaxed))));
-    zero_fields(&mut l, &["bin", "bout", "dresp"]);
-    l.push(("econ", int(c.connect_errors.load(Ordering::Relaxed))));
-    l.push(("eresp", int(c.response_errors.load(Ordering::Relaxed))));
-    l.push(("wretr", int(c.retries.load(Ordering::Relaxed))));
-    l.push(("wredis", int(c.redispatches.load(Ordering::Relaxed))));
-    l.push(("status", text(server_status(s))));
-    l.push(("weight", int(s.weight())));
-    l.push(("act", int(u8::from(!s.backup))));
-    l.push(("bck", int(u8::from(s.backup))));
+    l.int("stot", counts.total).zeros(&["bin", "bout", "dresp"]);
+    counts.errors(&mut l);
+    l.text("status", server_status(s))
+        .int("weight", s.weight())
+        .int("act", u8::from(!s.backup))
+        .int("bck", u8::from(s.backup));
     if s.check_flags() & CheckFlags::ENABLED != 0 {
-        l.push(("chkfail", int(c.failed_checks.load(Ordering::Relaxed))));
-        l.push(("chkdown", int(c.down_transitions.load(Ordering::Relaxed))));
+        l.int("chkfail", c.failed_checks.load(Ordering::Relaxed))
+            .int("chkdown", c.down_transitions.load(Ordering::Relaxed));
     }
     let since = unix_now().saturating_sub(c.last_change.load(Ordering::Relaxed));
-    l.push(("lastchg", int(since)));
-    l.push(("pid", int(1)));
-    l.push(("iid", int(be.uuid())));
-    l.push(("sid", int(s.puid)));
-    l.push(("lbtot", int(c.lb_picks.load(Ordering::Relaxed))));
-    l.push(("type", int(2)));
-    zero_fields(&mut l, &["rate", "rate_max"]);
-    zero_fields(
-        &mut l,
-        &[
-            "hrsp_1xx",
-            "hrsp_2xx",
-            "hrsp_3xx",
-            "hrsp_4xx",
-            "hrsp_5xx",
-            "hrsp_other",
-            "cli_abrt",
-            "srv_abrt",
-        ],
-    );
-    l.push(("lastsess", int(-1)));
-    zero_fields(
-        &mut l,
-        &[
-            "qtime",
-            "ctime",
-            "rtime",
-            "ttime",
-            "wrew",
-            "eint",
-            "idle_conn_cur",
-            "safe_conn_cur",
-            "used_conn_cur",
-            "need_conn_est",
-        ],
-    );
-    l.push(("uweight", int(s.weight())));
-    zero_fields(
-        &mut l,
-        &[
-            "srv_icur",
-            "qtime_max",
-            "ctime_max",
-            "rtime_max",
-            "ttime_max",
-        ],
-    );
-    l.push(("mode", text(mode_name(be.mode()))));
-    zero_fields(&mut l, &["reuse", "connect", "req_tot"]);
-    l.push(("srid", int(s.rid)));
-    l.push(("addr", text(s.addr().to_string())));
-    l
+    l.int("lastchg", since)
+        .ids(be.uuid(), s.puid)
+        .int("lbtot", counts.lb_picks)
+        .int("type", 2)
+        .zeros(&["rate", "rate_max"])
+        .zeros(HRSP)
+        .zeros(&["cli_abrt", "srv_abrt"])
+        .times(false)
+        .int("uweight", s.weight())
+        .zeros(MAX_TIMES)
+        .text("mode", mode_name(be.mode()))
+        .zeros(&["reuse", "connect", "req_tot"])
+        .int("srid", s.rid)
+        .text("addr", s.addr().to_string());
+    l.0
 }
 
 /// A backend's line (`show stat` type 1, Lua `Proxy:get_stats()` for a
 /// backend or listen section).
 pub fn backend_line(be: &Backend) -> StatLine {
     let farm = be.servers();
-    let sum = |f: &dyn Fn(&Server) -> u64| farm.servers.iter().map(|s| f(s)).sum::<u64>();
+    let counts = farm
+        .servers
+        .iter()
+        .map(|s| Counts::of(&s.counters))
+        .fold(Counts::default(), Counts::add);
+    let current: usize = farm.servers.iter().map(|s| s.current()).sum();
     let (act, bck) = be.up_servers();
-    let mut l: StatLine = Vec::with_capacity(64);
-    l.push(("pxname", text(be.name())));
-    l.push(("svname", text("BACKEND")));
-    l.push(("qcur", int(be.pending())));
-    l.push(("qmax", int(0)));
-    l.push(("scur", int(sum(&|s| s.current() as u64))));
-    l.push((
-        "smax",
-        int(sum(&|s| s.counters.max_cur.load(Ordering::Relaxed))),
-    ));
-    l.push((
-        "stot",
-        int(sum(&|s| s.counters.total.load(Ordering::Relaxed))),
-    ));
-    zero_fields(&mut l, &["bin", "bout", "dreq", "dresp"]);
-    l.push((
-        "econ",
-        int(sum(&|s| s.counters.connect_errors.load(Ordering::Relaxed))),
-    ));
-    l.push((
-        "eresp",
-        int(sum(&|s| s.counters.response_errors.load(Ordering::Relaxed))),
-    ));
-    l.push((
-        "wretr",
-        int(sum(&|s| s.counters.retries.load(Ordering::Relaxed))),
-    ));
-    l.push((
-        "wredis",
-        int(sum(&|s| s.counters.redispatches.load(Ordering::Relaxed))),
-    ));
-    let up = act + bck > 0;
-    l.push(("status", text(if up { "UP" } else { "DOWN" })));
     let weight = be.total_weight();
-    l.push(("weight", int(weight)));
-    l.push(("act", int(act)));
-    l.push(("bck", int(bck)));
-    l.push(("chkdown", int(0)));
-    l.push(("lastchg", int(0)));
-    l.push(("downtime", int(0)));
-    l.push(("pid", int(1)));
-    l.push(("iid", int(be.uuid())));
-    l.push(("sid", int(0)));
-    l.push((
-        "lbtot",
-        int(sum(&|s| s.counters.lb_picks.load(Ordering::Relaxed))),
-    ));
-    l.push(("type", int(1)));
-    zero_fields(
-        &mut l,
-        &[
-            "rate",
-            "rate_max",
-            "hrsp_1xx",
-            "hrsp_2xx",
-            "hrsp_3xx",
-            "hrsp_4xx",
-            "hrsp_5xx",
-            "hrsp_other",
-            "req_tot",
-            "cli_abrt",
-            "srv_abrt",
-            "comp_in",
-            "comp_out",
-            "comp_byp",
-            "comp_rsp",
-        ],
-    );
-    l.push(("lastsess", int(-1)));
-    zero_fields(
-        &mut l,
-        &[
-            "qtime",
-            "ctime",
-            "rtime",
-            "ttime",
-            "wrew",
-            "cache_lookups",
-            "cache_hits",
-            "eint",
-            "idle_conn_cur",
-            "safe_conn_cur",
-            "used_conn_cur",
-            "need_conn_est",
-        ],
-    );
-    l.push(("uweight", int(weight)));
-    zero_fields(
-        &mut l,
-        &[
+    let mut l = Line::new(be.name(), "BACKEND");
+    l.int("qcur", be.pending())
+        .int("qmax", 0)
+        .int("scur", current)
+        .int("smax", counts.max_cur)
+        .int("stot", counts.total)
+        .zeros(&["bin", "bout", "dreq", "dresp"]);
+    counts.errors(&mut l);
+    l.text("status", if act + bck > 0 { "UP" } else { "DOWN" })
+        .int("weight", weight)
+        .int("act", act)
+        .int("bck", bck)
+        .zeros(&["chkdown", "lastchg", "downtime"])
+        .ids(be.uuid(), 0)
+        .int("lbtot", counts.lb_picks)
+        .int("type", 1)
+        .zeros(&["rate", "rate_max"])
+        .zeros(HRSP)
+        .zeros(&["req_tot", "cli_abrt", "srv_abrt"])
+        .zeros(COMP)
+        .times(true)
+        .int("uweight", weight)
+        .zeros(&[
             "agg_server_status",
             "agg_server_check_status",
             "agg_check_status",
-            "srv_icur",
-            "qtime_max",
-            "ctime_max",
-            "rtime_max",
-            "ttime_max",
-        ],
-    );
-    l.push(("algo", text(algo_name(be.balance()))));
-    l.push(("mode", text(mode_name(be.mode()))));
-    zero_fields(&mut l, &["reuse", "connect"]);
-    l.push(("srid", int(0)));
-    l
+        ])
+        .zeros(MAX_TIMES)
+        .text("algo", algo_name(be.balance()))
+        .text("mode", mode_name(be.mode()))
+        .zeros(&["reuse", "connect", "srid"]);
+    l.0
 }
 
 /// A frontend's line (`show stat` type 0), or a listener's (type 3) when
 /// `listener` names it.
 pub fn frontend_line(p: &ProxyEntry, listener: Option<&str>) -> StatLine {
-    let mut l: StatLine = Vec::with_capacity(48);
-    l.push(("pxname", text(&*p.name)));
-    l.push(("svname", text(listener.unwrap_or("FRONTEND"))));
-    zero_fields(&mut l, &["scur", "smax"]);
-    l.push(("stot", int(0)));
-    zero_fields(&mut l, &["bin", "bout", "dreq", "dresp", "ereq"]);
-    l.push(("status", text("OPEN")));
-    l.push(("pid", int(1)));
-    l.push(("iid", int(p.uuid)));
-    l.push(("sid", int(0)));
-    l.push(("type", int(if listener.is_some() { 3 } else { 0 })));
+    let mut l = Line::new(&p.name, listener.unwrap_or("FRONTEND"));
+    l.zeros(&[
+        "scur", "smax", "stot", "bin", "bout", "dreq", "dresp", "ereq",
+    ])
+    .text("status", "OPEN")
+    .ids(p.uuid, 0)
+    .int("type", if listener.is_some() { 3 } else { 0 });
     if listener.is_none() {
-        zero_fields(
-            &mut l,
-            &[
-                "rate",
-                "rate_lim",
-                "rate_max",
-                "hrsp_1xx",
-                "hrsp_2xx",
-                "hrsp_3xx",
-                "hrsp_4xx",
-                "hrsp_5xx",
-                "hrsp_other",
-                "req_rate",
-                "req_rate_max",
-                "req_tot",
-                "comp_in",
-                "comp_out",
-                "comp_byp",
-                "comp_rsp",
+        l.zeros(&["rate", "rate_lim", "rate_max"])
+            .zeros(HRSP)
+            .zeros(&["req_rate", "req_rate_max", "req_tot"])
+            .zeros(COMP)
+            .zeros(&[
                 "conn_rate",
                 "conn_rate_max",
                 "conn_tot",
                 "intercepted",
                 "dcon",
                 "dses",
-            ],
-        );
+            ]);
     }
-    zero_fields(&mut l, &["wrew", "eint"]);
-    l.push(("mode", text(mode_name(p.mode))));
-    l
+    l.zeros(&["wrew", "eint"]).text("mode", mode_name(p.mode));
+    l.0
 }

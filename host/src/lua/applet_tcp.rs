@@ -5,10 +5,12 @@
 //! on the worker owning its Lua state; the socket arrives as a std socket and
 //! is registered with that worker's event loop.
 
+use crate::lua::applet_tcp_conn::{Conn, Filled};
 use crate::lua::class::Class;
 use crate::lua::errors::done_error;
 use crate::lua::exec::{self, ExecCtx, ExecError};
 use crate::lua::handles::{Kind, Native, Registration};
+use crate::lua::memory::not_enough_memory;
 use crate::lua::state::HostState;
 use crate::lua::txn_access::TxnCell;
 use bytes::BytesMut;
@@ -18,7 +20,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// The client socket of an applet: a TCP connection of a frontend, or a
@@ -30,7 +32,7 @@ pub enum AppletStream {
 }
 
 impl AppletStream {
-    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+    pub(crate) fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             AppletStream::Tcp(s) => s.try_read(buf),
             AppletStream::Unix(s) => s.try_read(buf),
@@ -78,30 +80,6 @@ impl AsyncWrite for AppletStream {
     }
 }
 
-/// Read side state: the socket and what was read but not yet returned.
-struct Conn {
-    stream: AppletStream,
-    buf: BytesMut,
-    eof: bool,
-}
-
-impl Conn {
-    /// Reads more into `buf`; false at end of stream (or on error).
-    async fn fill(&mut self) -> bool {
-        if self.eof {
-            return false;
-        }
-        self.buf.reserve(16 * 1024);
-        match self.stream.read_buf(&mut self.buf).await {
-            Ok(0) | Err(_) => {
-                self.eof = true;
-                false
-            }
-            Ok(_) => true,
-        }
-    }
-}
-
 pub struct TcpApplet {
     conn: RefCell<Option<Conn>>,
     /// The connection's transaction: variables and samples.
@@ -130,6 +108,19 @@ impl TcpApplet {
     }
 }
 
+/// Reads more for Lua. Past the memory cap it first collects the state's
+/// garbage (as Lua does before it fails an allocation: earlier receives'
+/// strings may be dead already) and tries once more.
+async fn fill_for(lua: &Lua, conn: &mut Conn) -> Filled {
+    match conn.fill().await {
+        Filled::OverCap => {
+            let _ = lua.gc_collect();
+            conn.fill().await
+        }
+        other => other,
+    }
+}
+
 /// The AppletTCP class.
 pub fn class(lua: &Lua, samples: &crate::lua::fetches_class::SampleClasses) -> mlua::Result<Class> {
     let c = Class::new(lua, "AppletTCP")?;
@@ -141,21 +132,24 @@ pub fn class(lua: &Lua, samples: &crate::lua::fetches_class::SampleClasses) -> m
             // As HAProxy: a line longer than the buffer comes back in pieces.
             let limit = crate::proxy::bufsize();
             let line = loop {
-                if let Some(pos) = conn.buf[..conn.buf.len().min(limit)]
+                let waiting = conn.buffered();
+                if let Some(pos) = waiting[..waiting.len().min(limit)]
                     .iter()
                     .position(|&b| b == b'\n')
                 {
-                    break conn.buf.split_to(pos + 1);
+                    break Ok(conn.take(pos + 1));
                 }
-                if conn.buf.len() >= limit {
-                    break conn.buf.split_to(limit);
+                if waiting.len() >= limit {
+                    break Ok(conn.take(limit));
                 }
-                if !conn.fill().await {
-                    break conn.buf.split();
+                match fill_for(&lua, &mut conn).await {
+                    Filled::More => {}
+                    Filled::End => break Ok(conn.take(usize::MAX)),
+                    Filled::OverCap => break Err(not_enough_memory()),
                 }
             };
             a.put(conn);
-            lua.create_string(&line)
+            lua.create_string(&line?)
         })?,
     )?;
     c.method(
@@ -165,35 +159,39 @@ pub fn class(lua: &Lua, samples: &crate::lua::fetches_class::SampleClasses) -> m
                 let a = this(&s, "receive")?;
                 let mut conn = a.take()?;
                 let want = size.filter(|n| *n >= 0).map(|n| n as usize);
+                // Everything until the end, or `n` bytes: either way what
+                // is buffered counts against the Lua memory cap, since it
+                // all becomes one Lua string.
                 let read = async {
-                    match want {
-                        Some(n) => while conn.buf.len() < n && conn.fill().await {},
-                        // Everything until the end: bounded by the Lua memory
-                        // cap, since it all becomes one Lua string.
-                        None => {
-                            while !crate::lua::memory::would_exceed(conn.buf.len())
-                                && conn.fill().await
-                            {}
+                    loop {
+                        if want.is_some_and(|n| conn.buffered().len() >= n) {
+                            break Filled::More;
+                        }
+                        match fill_for(&lua, &mut conn).await {
+                            Filled::More => {}
+                            other => break other,
                         }
                     }
                 };
-                let timed_out = match timeout.filter(|t| *t >= 0) {
+                let filled = match timeout.filter(|t| *t >= 0) {
                     Some(ms) => tokio::time::timeout(Duration::from_millis(ms as u64), read)
                         .await
-                        .is_err(),
-                    None => {
-                        read.await;
-                        false
+                        .ok(),
+                    None => Some(read.await),
+                };
+                let result = match filled {
+                    // Nothing is returned short: the script gets the error
+                    // (as from HAProxy 3.0) and the bytes stay buffered for
+                    // a `receive(n)` that fits.
+                    Some(Filled::OverCap) => Err(not_enough_memory()),
+                    None if conn.buffered().is_empty() && !conn.eof => Ok(Value::Nil),
+                    _ => {
+                        let bytes = conn.take(want.unwrap_or(usize::MAX));
+                        lua.create_string(bytes).map(Value::String)
                     }
                 };
-                let result = if timed_out && conn.buf.is_empty() && !conn.eof {
-                    Value::Nil
-                } else {
-                    let take = want.unwrap_or(usize::MAX).min(conn.buf.len());
-                    Value::String(lua.create_string(conn.buf.split_to(take))?)
-                };
                 a.put(conn);
-                Ok(result)
+                result
             },
         )?,
     )?;
@@ -202,22 +200,20 @@ pub fn class(lua: &Lua, samples: &crate::lua::fetches_class::SampleClasses) -> m
         lua.create_function(|lua, s: Value| {
             let a = this(&s, "try_receive")?;
             let mut conn = a.take()?;
-            if !conn.eof {
-                let mut tmp = [0u8; 16 * 1024];
-                match conn.stream.try_read(&mut tmp) {
-                    Ok(0) => conn.eof = true,
-                    Ok(n) => conn.buf.extend_from_slice(&tmp[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => conn.eof = true,
+            let filled = match conn.fill_now() {
+                Filled::OverCap => {
+                    let _ = lua.gc_collect();
+                    conn.fill_now()
                 }
-            }
-            let result = if conn.buf.is_empty() && !conn.eof {
-                Value::Nil
-            } else {
-                Value::String(lua.create_string(conn.buf.split())?)
+                other => other,
+            };
+            let result = match filled {
+                Filled::OverCap => Err(not_enough_memory()),
+                _ if conn.buffered().is_empty() && !conn.eof => Ok(Value::Nil),
+                _ => lua.create_string(conn.take(usize::MAX)).map(Value::String),
             };
             a.put(conn);
-            Ok(result)
+            result
         })?,
     )?;
     c.method(
@@ -267,11 +263,7 @@ pub async fn run(
         }
     };
     let what = format!("Lua applet tcp '{name}'");
-    let conn = Conn {
-        stream: AppletStream::Tcp(stream),
-        buf: BytesMut::from(&initial[..]),
-        eof: false,
-    };
+    let conn = Conn::new(AppletStream::Tcp(stream), BytesMut::from(&initial[..]));
     // Flush and close: the applet is the end of this connection.
     if let Some(mut conn) = run_applet(&state, &what, func, conn, txn, Vec::new()).await {
         let _ = conn.stream.shutdown().await;
@@ -352,11 +344,7 @@ pub async fn run_cli(
     txn: Box<crate::txn::Txn>,
     args: Vec<String>,
 ) -> Option<(AppletStream, BytesMut, bool)> {
-    let conn = Conn {
-        stream,
-        buf: pending,
-        eof: false,
-    };
+    let conn = Conn::new(stream, pending);
     let conn = run_applet(&state, &what, func, conn, txn, args).await?;
-    Some((conn.stream, conn.buf, conn.eof))
+    Some(conn.into_parts())
 }

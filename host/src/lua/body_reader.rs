@@ -16,17 +16,11 @@
 //! The data a read returns carries its charge until it is dropped, i.e.
 //! until Lua has made its string of it (charged by Lua's allocator).
 
-use crate::lua::memory::Charge;
+use crate::lua::memory::{not_enough_memory, Charge};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use std::collections::VecDeque;
-
-/// The error of a read that would pass `tune.lua.maxmem`: Lua's own
-/// message for a failed allocation, as HAProxy's `luaL_Buffer` raises it.
-fn not_enough_memory() -> mlua::Error {
-    mlua::Error::MemoryError("not enough memory".to_string())
-}
 
 /// Bytes read from the body, still charged to the memory count.
 pub struct Taken {

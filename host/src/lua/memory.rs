@@ -47,6 +47,12 @@ pub fn try_charge(bytes: usize) -> bool {
     true
 }
 
+/// The error of a read that would pass the cap: Lua's own message for a
+/// failed allocation, as HAProxy's `luaL_Buffer` raises it.
+pub fn not_enough_memory() -> mlua::Error {
+    mlua::Error::MemoryError("not enough memory".to_string())
+}
+
 /// Gives back bytes charged with [`try_charge`].
 pub fn uncharge(bytes: usize) {
     USED.fetch_sub(bytes, Ordering::Relaxed);
@@ -161,7 +167,6 @@ pub struct Charge {
 
 impl Charge {
     /// Bytes charged.
-    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }

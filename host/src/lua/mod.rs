@@ -4,6 +4,7 @@
 pub mod action;
 pub mod applet_http;
 pub mod applet_tcp;
+mod applet_tcp_conn;
 pub mod blocking;
 pub mod body_reader;
 pub mod bytecode;

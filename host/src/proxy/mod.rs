@@ -20,6 +20,7 @@ pub mod plan;
 mod process;
 pub mod rules;
 mod stdio;
+mod stop_signals;
 pub mod tcp_front;
 pub(crate) mod traffic_log;
 mod wake_gate;
@@ -195,6 +196,15 @@ pub fn run(opts: Options) -> ExitCode {
         PidFile::none()
     } else {
         PidFile::write(opts.pidfile.clone().or(plan.pidfile.clone()))
+    };
+    // Signals before listeners: a stop that comes while starting waits for
+    // the proxy to serve rather than killing it (stop_signals.rs).
+    let signals = match stop_signals::StopSignals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("[ALERT] cannot install the signal handlers: {e}");
+            return ExitCode::from(1);
+        }
     };
     // Bind before loading Lua so a busy port is reported like any other error.
     let mut listeners = Vec::new();
@@ -437,7 +447,7 @@ pub fn run(opts: Options) -> ExitCode {
         grace: plan.grace,
         pidfile: _pidfile.path().map(Path::to_path_buf),
     };
-    wait_for_signals(shutdown_tx, proc_cfg.grace, watchdog);
+    wait_for_signals(signals, shutdown_tx, proc_cfg.grace, watchdog);
     for h in handles {
         let _ = h.join();
     }
@@ -666,35 +676,23 @@ impl StopWatchdog {
     }
 }
 
-/// Waits for SIGTERM/SIGINT (hard stop) or SIGUSR1 (soft stop) and tells the
-/// workers; returns when they may be joined. With `grace`, a soft stop
+/// Waits for SIGTERM/SIGINT (hard stop) or SIGUSR1 (soft stop), registered
+/// since start-up, and tells the workers; returns when they may be joined. With `grace`, a soft stop
 /// keeps accepting for that long first (HAProxy's `grace`). A hard stop arms
 /// the watchdog.
 fn wait_for_signals(
+    signals: stop_signals::StopSignals,
     tx: watch::Sender<Shutdown>,
     grace: Option<std::time::Duration>,
     watchdog: StopWatchdog,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            crate::log::alert(&format!("cannot watch signals: {e}"));
-            return;
-        }
-    };
+    let stop_signals::StopSignals {
+        rt,
+        mut term,
+        mut int,
+        mut usr1,
+    } = signals;
     rt.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::user_defined1()),
-        ) else {
-            crate::log::alert("cannot install signal handlers");
-            return;
-        };
         let mut mode = tokio::select! {
             _ = term.recv() => Shutdown::Hard,
             _ = int.recv() => Shutdown::Hard,

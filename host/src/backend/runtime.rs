@@ -96,6 +96,7 @@ impl Registry {
             gid: next_gid(),
             proxy_name: be.name_arc().clone(),
             proxy_uuid: be.uuid(),
+            since: unix_now(),
         }));
         let mut servers = farm.servers.to_vec();
         servers.push(srv.clone());

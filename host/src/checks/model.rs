@@ -153,10 +153,19 @@ pub(crate) struct Prepared {
 }
 
 /// Resolves the check settings of every server with `check`.
+///
+/// Only backends with check settings of their own (`option httpchk` and
+/// the like, `timeout check`) get an entry for servers added later: the
+/// others share one default, derived from the backend when a server is
+/// added, so that many backends cost nothing here.
 pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
     let mut per_backend: HashMap<String, BackendChecks> = HashMap::new();
     let mut servers = Vec::new();
     for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
+        let own_settings = p.health.is_some() || p.timeouts.check.is_some();
+        if !own_settings && !p.servers.iter().any(|s| s.check) {
+            continue;
+        }
         let connect = p
             .timeouts
             .connect
@@ -173,14 +182,16 @@ pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
                 servers.push((be.clone(), srv, spec));
             }
         }
-        per_backend.insert(
-            p.name.clone(),
-            BackendChecks {
-                plan,
-                connect_timeout: connect,
-                check_timeout: p.timeouts.check,
-            },
-        );
+        if own_settings {
+            per_backend.insert(
+                p.name.clone(),
+                BackendChecks {
+                    plan,
+                    connect_timeout: connect,
+                    check_timeout: p.timeouts.check,
+                },
+            );
+        }
     }
     Prepared {
         servers,
@@ -225,6 +236,8 @@ fn watch_added_servers(
 ) {
     let handle = runner.handle.clone();
     let weak_registry = Arc::downgrade(registry);
+    // The plan of backends without check settings of their own: a connect.
+    let default_plan = Arc::new(Plan::of(None));
     let sink = Arc::new(move |ev: &crate::backend::ServerEvent| {
         let Some(srv) = ev.reference() else { return };
         if srv.check_flags() & CheckFlags::CONFIGURED == 0 {
@@ -233,12 +246,15 @@ fn watch_added_servers(
         let Some(reg) = weak_registry.upgrade() else {
             return;
         };
-        let (Some(be), Some(bc)) = (reg.get(&ev.proxy_name), per_backend.get(&*ev.proxy_name))
-        else {
+        let Some(be) = reg.get(&ev.proxy_name) else {
             return;
         };
+        let (plan, connect_timeout, check_timeout) = match per_backend.get(&*ev.proxy_name) {
+            Some(bc) => (bc.plan.clone(), bc.connect_timeout, bc.check_timeout),
+            None => (default_plan.clone(), be.connect_timeout(), None),
+        };
         let spec = Spec {
-            plan: bc.plan.clone(),
+            plan,
             intervals: Intervals {
                 inter: DEFAULT_INTER,
                 fastinter: DEFAULT_INTER,
@@ -248,8 +264,8 @@ fn watch_added_servers(
             fall: DEFAULT_FALL,
             port: None,
             addr: None,
-            connect_timeout: bc.connect_timeout,
-            check_timeout: bc.check_timeout,
+            connect_timeout,
+            check_timeout,
         };
         let target = Arc::new(ModelServer {
             backend: Arc::downgrade(be),

@@ -68,7 +68,7 @@ impl SettingsKey {
     fn matches(&self, p: &config::Proxy) -> bool {
         self.mode == p.mode
             && self.balance == p.balance
-            && self.timeouts == p.timeouts
+            && self.timeouts == *p.timeouts
             && self.retries == p.retries
             && self.httpclose == p.options.httpclose
             && self.forwardfor == p.options.forwardfor
@@ -89,7 +89,7 @@ impl SettingsCache {
         let record = Arc::new(BackendSettings {
             mode: p.mode,
             balance: p.balance,
-            timeouts: p.timeouts,
+            timeouts: *p.timeouts,
             retries: p.retries,
             httpclose: p.options.httpclose,
             forwardfor,
@@ -97,7 +97,7 @@ impl SettingsCache {
         let key = SettingsKey {
             mode: p.mode,
             balance: p.balance,
-            timeouts: p.timeouts,
+            timeouts: *p.timeouts,
             retries: p.retries,
             httpclose: p.options.httpclose,
             forwardfor: p.options.forwardfor.clone(),

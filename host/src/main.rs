@@ -99,7 +99,7 @@ fn version_line() -> String {
 /// them on its arenas (`madvise(MADV_HUGEPAGE)`), and every first touch of a
 /// 2 MB region then zeroes it whole in the page fault: with 300,000 backends
 /// that was 5 s of system time out of 6.5 s of start-up (docs/benchmarks.md,
-/// "Start-up"), against 0.6 s with ordinary pages. The kernel checks the
+/// `startup`), against 0.2-0.6 s with ordinary pages. The kernel checks the
 /// flag at fault time, so arenas mapped before `main` are covered too.
 fn disable_transparent_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 /// When tracing is on: the moment the trace started (the process's start,
-/// near enough: `main` calls [`start`] first thing).
+/// near enough: `proxy::run` calls [`start`] first thing).
 static STARTED: OnceLock<Option<Instant>> = OnceLock::new();
 
 /// Starts the trace if `LUAHOST_STARTUP_TRACE` is set.

@@ -8,7 +8,12 @@
 //! - init: from the process start to the init function's output line;
 //! - first answer: from the process start to the first HTTP response on the
 //!   frontend (a 503: the frontend has no backend);
-//! - peak RSS: VmHWM of the process once it answered.
+//! - peak RSS: VmHWM of the process once it answered;
+//! - CPU: the process's user + system time once it answered (what a loaded
+//!   machine does not inflate, unlike the wall times).
+//!
+//! luahost runs with `LUAHOST_STARTUP_TRACE` set: its start-up phases
+//! (wall, CPU and RSS at the end of each) are printed after the table.
 //!
 //!     cargo bench --bench startup
 //!
@@ -40,7 +45,28 @@ struct Measure {
     init: Duration,
     first_answer: Duration,
     peak_kb: u64,
+    cpu: Duration,
     init_line: String,
+    /// luahost's `[startup]` trace lines.
+    trace: Vec<String>,
+}
+
+/// User + system CPU time of process `pid` so far (/proc/PID/stat fields
+/// 14 and 15, in clock ticks).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count from its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 fn vm_hwm_kb(pid: u32) -> u64 {
@@ -70,6 +96,7 @@ fn answered(port: u16) -> bool {
 fn measure(program: &Path, cfg: &Path, port: u16) -> Result<Measure, String> {
     let start = Instant::now();
     let child = Command::new(program)
+        .env("LUAHOST_STARTUP_TRACE", "1")
         .arg("-f")
         .arg(cfg)
         .stdin(Stdio::null())
@@ -81,10 +108,13 @@ fn measure(program: &Path, cfg: &Path, port: u16) -> Result<Measure, String> {
     let pid = child.0.id();
     let stderr = child.0.stderr.take().ok_or("no stderr")?;
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    let (trace_tx, trace_rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("backends: ") {
                 let _ = tx.send((Instant::now(), line));
+            } else if line.starts_with("[startup]") {
+                let _ = trace_tx.send(line);
             }
         }
     });
@@ -106,12 +136,16 @@ fn measure(program: &Path, cfg: &Path, port: u16) -> Result<Measure, String> {
     }
     let first_answer = start.elapsed();
     let peak_kb = vm_hwm_kb(pid);
+    let cpu = cpu_time(pid);
+    let trace = trace_rx.try_iter().collect();
     let init_line = line.split(" : ").last().unwrap_or(&line).trim().to_string();
     Ok(Measure {
         init,
         first_answer,
         peak_kb,
+        cpu,
         init_line,
+        trace,
     })
 }
 
@@ -158,23 +192,39 @@ fn main() {
     let dir = scratch_dir("startup-bench");
     println!("start-up with {n} backends (gen_backends.py + count_backends.lua)\n");
     println!(
-        "| {:<12} | {:>9} | {:>16} | {:>13} | init output |",
-        "peer", "init (s)", "first answer (s)", "peak RSS (MB)"
+        "| {:<12} | {:>9} | {:>16} | {:>13} | {:>7} | init output |",
+        "peer", "init (s)", "first answer (s)", "peak RSS (MB)", "CPU (s)"
     );
-    println!("|{:-<14}|{:->11}|{:->18}|{:->15}|---|", "", "", "", "");
+    println!(
+        "|{:-<14}|{:->11}|{:->18}|{:->15}|{:->9}|---|",
+        "", "", "", "", ""
+    );
+    let mut traces = Vec::new();
     for (label, program) in peers {
         let port = free_port();
         let cfg = write_config(&dir, n, port);
         match measure(&program, &cfg, port) {
-            Ok(m) => println!(
-                "| {:<12} | {:>9.2} | {:>16.2} | {:>13.0} | {} |",
-                label,
-                m.init.as_secs_f64(),
-                m.first_answer.as_secs_f64(),
-                m.peak_kb as f64 / 1024.0,
-                m.init_line
-            ),
+            Ok(m) => {
+                println!(
+                    "| {:<12} | {:>9.2} | {:>16.2} | {:>13.0} | {:>7.2} | {} |",
+                    label,
+                    m.init.as_secs_f64(),
+                    m.first_answer.as_secs_f64(),
+                    m.peak_kb as f64 / 1024.0,
+                    m.cpu.as_secs_f64(),
+                    m.init_line
+                );
+                if !m.trace.is_empty() {
+                    traces.push((label, m.trace));
+                }
+            }
             Err(e) => println!("| {label:<12} | failed: {e} |"),
+        }
+    }
+    for (label, trace) in traces {
+        println!("\n{label} start-up phases (at the end of each):");
+        for line in trace {
+            println!("  {line}");
         }
     }
 }

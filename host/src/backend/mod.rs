@@ -8,6 +8,8 @@
 //! - this file: a [`Backend`] built from the configuration, and the errors;
 //! - `registry`: the [`Registry`] of every proxy (by name, with HAProxy's
 //!   ids), the model's root, passed down to the workers and Lua states;
+//! - `spec`: what a backend is built from, kept compact until the backend
+//!   is first used (the registry builds backends lazily);
 //! - `server`: a [`Server`]'s live state (atomics) and its queue;
 //! - `state`: HAProxy's administrative flags and operational states;
 //! - `runtime`: the changes the CLI, checks and Lua make (add/del server,
@@ -42,6 +44,7 @@ mod registry;
 mod runtime;
 mod server;
 mod slot;
+mod spec;
 pub mod stat_fields;
 pub mod state;
 pub mod stream_kill;
@@ -77,10 +80,11 @@ pub use slot::ConnSlot;
 #[allow(unused_imports)]
 pub use state::{AdminFlags, AdminState, OperCause, OperState};
 
-use crate::config::{self, Balance, Mode, ServerAddr};
+use crate::config::{self, Balance, Mode};
 use arc_swap::ArcSwap;
 use hyper::header::HeaderName;
 use server::{Queue, ServerInit};
+pub(crate) use spec::{BackendSpec, SettingsCache};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -160,44 +164,50 @@ impl fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// Builds a backend from its section. Server ids follow HAProxy
-    /// (`check_config_validity`): a server without an `id` gets the first
-    /// free id from its position (1-based) on, so ids stay stable when an
-    /// explicit id is added elsewhere.
+    /// Builds a backend from its section at once (the registry builds its
+    /// backends lazily, from a [`BackendSpec`]).
     pub(crate) fn build(
         p: &config::Proxy,
         uuid: i32,
         events: Arc<EventBus>,
     ) -> Result<Backend, Vec<String>> {
-        let mut errors = Vec::new();
+        let spec = BackendSpec::from_config(p, &mut SettingsCache::default())?;
         let name: Arc<str> = Arc::from(p.name.as_str());
-        let mut servers = Vec::with_capacity(p.servers.len());
+        Ok(Backend::from_spec(
+            name,
+            uuid,
+            &spec,
+            events,
+            server::unix_now(),
+        ))
+    }
+
+    /// Builds the live backend of `spec`. Server ids follow HAProxy
+    /// (`check_config_validity`): a server without an `id` gets the first
+    /// free id from its position (1-based) on, so ids stay stable when an
+    /// explicit id is added elsewhere. `since` is the Unix time the
+    /// servers' state dates from (the process's start).
+    pub(crate) fn from_spec(
+        name: Arc<str>,
+        uuid: i32,
+        spec: &BackendSpec,
+        events: Arc<EventBus>,
+        since: u64,
+    ) -> Backend {
+        let set = &spec.settings;
         // No `id` keyword for servers yet: position-based ids.
-        for (pos, s) in p.servers.iter().enumerate() {
-            let addr = match &s.addr {
-                ServerAddr::Ip(a) => Some(*a),
-                ServerAddr::Host { host, port } => match resolve(host, *port) {
-                    Ok(a) => Some(a),
-                    Err(why) => {
-                        errors.push(format!(
-                            "[ALERT] parsing [{}] : {} '{}', server '{}': cannot resolve '{host}': {why}",
-                            s.location,
-                            p.kind.keyword(),
-                            p.name,
-                            s.name
-                        ));
-                        None
-                    }
-                },
-            };
-            if let Some(addr) = addr {
-                servers.push(Arc::new(Server::new(ServerInit {
-                    name: Arc::from(s.name.as_str()),
-                    addr,
+        let servers = spec
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(pos, s)| {
+                Arc::new(Server::new(ServerInit {
+                    name: Arc::from(&*s.name),
+                    addr: s.addr,
                     puid: pos as u32 + 1,
                     rid: 0,
-                    weight: s.weight.unwrap_or(1),
-                    maxconn: s.maxconn.unwrap_or(0),
+                    weight: s.weight,
+                    maxconn: s.maxconn,
                     backup: s.backup,
                     dynamic: false,
                     // `disabled`: configuration and forced maintenance, down.
@@ -219,50 +229,33 @@ impl Backend {
                     gid: next_gid(),
                     proxy_name: name.clone(),
                     proxy_uuid: uuid,
-                })));
-            }
-        }
-        let forwardfor = match &p.options.forwardfor {
-            Some(ff) => match ForwardFor::from_config(ff) {
-                Ok(f) => Some(f),
-                Err(why) => {
-                    errors.push(format!(
-                        "[ALERT] parsing [{}] : {} '{}': 'option forwardfor': {why}",
-                        p.location,
-                        p.kind.keyword(),
-                        p.name
-                    ));
-                    None
-                }
-            },
-            None => None,
-        };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let connect = p.timeouts.connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+                    since,
+                }))
+            })
+            .collect();
+        let connect = set.timeouts.connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let timeouts = Timeouts {
             connect,
-            queue: p.timeouts.queue.unwrap_or(connect),
-            server: p.timeouts.server,
-            client: p.timeouts.client,
-            tunnel: p.timeouts.tunnel,
+            queue: set.timeouts.queue.unwrap_or(connect),
+            server: set.timeouts.server,
+            client: set.timeouts.client,
+            tunnel: set.timeouts.tunnel,
         };
-        Ok(Backend {
+        Backend {
             name,
             uuid,
-            mode: p.mode,
-            farm: ArcSwap::from_pointee(Farm::build(p.balance, servers)),
-            lb: balance::Lb::new(p.balance),
+            mode: set.mode,
+            farm: ArcSwap::from_pointee(Farm::build(set.balance, servers)),
+            lb: balance::Lb::new(set.balance),
             timeouts,
-            retries: p.retries.unwrap_or(DEFAULT_RETRIES),
+            retries: set.retries.unwrap_or(DEFAULT_RETRIES),
             redispatch: false,
-            httpclose: p.options.httpclose,
-            forwardfor,
+            httpclose: set.httpclose,
+            forwardfor: set.forwardfor.clone(),
             queue: Queue::default(),
             events,
             writer: Mutex::new(()),
-        })
+        }
     }
 
     /// The section name.
@@ -283,6 +276,11 @@ impl Backend {
     /// The section's `mode`.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// `timeout connect` (or its default).
+    pub fn connect_timeout(&self) -> Duration {
+        self.timeouts.connect
     }
 
     /// The `balance` algorithm.

@@ -2,7 +2,7 @@
 //! events they publish, and load balancing while servers come and go.
 
 use super::*;
-use crate::config::ServerDef;
+use crate::config::{ServerAddr, ServerDef};
 use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
@@ -530,5 +530,47 @@ fn trackers_follow_state_and_maintenance() {
     assert_eq!(
         reg.del_server("be", "s1"),
         Err("This server cannot be removed at runtime due to other configuration elements pointing to it.".into())
+    );
+}
+
+#[test]
+fn backends_are_built_on_first_use_with_shared_settings() {
+    let r = registry(
+        "defaults\n  mode http\n  timeout connect 2s\n\
+         frontend fe\n  bind 127.0.0.1:1\n  default_backend b1\n\
+         backend b1\n  server s1 127.0.0.1:1\n\
+         backend b2\n  server s1 127.0.0.1:2\n  server s2 127.0.0.1:3 backup\n\
+         backend b3\n  timeout connect 3s\n  server s1 127.0.0.1:4\n",
+    );
+    let entry = |name: &str| r.backend_entry(name).expect("entry");
+    for name in ["b1", "b2", "b3"] {
+        assert!(!entry(name).backend_built(), "{name} built at start-up");
+    }
+    // Backends configured alike share one settings record.
+    let settings = |name: &str| entry(name).settings_record().expect("settings");
+    assert!(Arc::ptr_eq(&settings("b1"), &settings("b2")));
+    assert!(!Arc::ptr_eq(&settings("b2"), &settings("b3")));
+
+    // Asking for one builds that one only, as configured.
+    let b2 = r.get("b2").expect("b2");
+    assert!(entry("b2").backend_built());
+    assert!(!entry("b1").backend_built() && !entry("b3").backend_built());
+    assert_eq!(b2.uuid(), 3);
+    assert_eq!(b2.connect_timeout(), Duration::from_secs(2));
+    let names: Vec<(String, u32, bool)> = b2
+        .servers()
+        .servers
+        .iter()
+        .map(|s| (s.name.to_string(), s.puid, s.backup))
+        .collect();
+    assert_eq!(
+        names,
+        [("s1".to_string(), 1, false), ("s2".to_string(), 2, true)]
+    );
+    // The same object every time.
+    assert!(Arc::ptr_eq(b2, r.get("b2").expect("b2 again")));
+    assert_eq!(
+        r.get("b3").expect("b3").connect_timeout(),
+        Duration::from_secs(3)
     );
 }

@@ -8,10 +8,11 @@
 
 use super::events::EventBus;
 use super::server::Server;
+use super::spec::{BackendSpec, SettingsCache};
 use super::Backend;
 use crate::config::{self, Mode, ProxyKind};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What a proxy can do (HAProxy's `get_cap()`: "frontend", "backend" or
 /// "proxy" for both).
@@ -49,17 +50,57 @@ pub struct ProxyEntry {
     pub uuid: i32,
     pub cap: ProxyCap,
     pub mode: Mode,
-    /// The backend side, for backends and listen sections.
-    pub backend: Option<Arc<Backend>>,
+    /// The backend side, for backends and listen sections: built on first
+    /// use (see `spec.rs`).
+    backend: Option<LazyBackend>,
     /// The listening addresses (bind lines), in order: listener `sock-N`
     /// is the N-th (HAProxy's default listener names).
     pub listeners: Box<[std::net::SocketAddr]>,
+}
+
+/// A backend that is built the first time it is asked for.
+struct LazyBackend {
+    spec: BackendSpec,
+    built: OnceLock<Arc<Backend>>,
+    events: Arc<EventBus>,
+    /// The Unix time of the start-up: the servers' state dates from it
+    /// whenever the backend is built.
+    since: u64,
 }
 
 impl ProxyEntry {
     /// The name of listener `i` (0-based): HAProxy's default, `sock-N`.
     pub fn listener_name(i: usize) -> String {
         format!("sock-{}", i + 1)
+    }
+
+    /// The backend side (backends and listen sections), built now if it
+    /// was not yet.
+    pub fn backend(&self) -> Option<&Arc<Backend>> {
+        let lazy = self.backend.as_ref()?;
+        Some(lazy.built.get_or_init(|| {
+            Arc::new(Backend::from_spec(
+                self.name.clone(),
+                self.uuid,
+                &lazy.spec,
+                lazy.events.clone(),
+                lazy.since,
+            ))
+        }))
+    }
+
+    /// Whether the backend side was built (tests of the laziness).
+    #[cfg(test)]
+    pub fn backend_built(&self) -> bool {
+        self.backend
+            .as_ref()
+            .is_some_and(|l| l.built.get().is_some())
+    }
+
+    /// The settings record of the backend side (tests of the sharing).
+    #[cfg(test)]
+    pub(crate) fn settings_record(&self) -> Option<Arc<super::spec::BackendSettings>> {
+        self.backend.as_ref().map(|l| l.spec.settings.clone())
     }
 }
 
@@ -89,7 +130,7 @@ impl Registry {
     }
 
     /// Builds the registry, resolving server host names now (as HAProxy does
-    /// at startup). Every problem is reported, formatted as configuration
+    /// at startup); each backend's live state is built on first use. Every problem is reported, formatted as configuration
     /// alerts.
     ///
     /// Proxy ids follow HAProxy 3.0 (`check_config_validity`): walking the
@@ -113,6 +154,8 @@ impl Registry {
         } else {
             2
         };
+        let mut settings = SettingsCache::default();
+        let since = super::server::unix_now();
         for (pos, p) in cfg.proxies.iter().enumerate() {
             let uuid = pos as i32 + first;
             let cap = match p.kind {
@@ -121,8 +164,13 @@ impl Registry {
                 ProxyKind::Listen => ProxyCap::Listen,
             };
             let backend = if p.kind.has_backend() {
-                match Backend::build(p, uuid, events.clone()) {
-                    Ok(be) => Some(Arc::new(be)),
+                match BackendSpec::from_config(p, &mut settings) {
+                    Ok(spec) => Some(LazyBackend {
+                        spec,
+                        built: OnceLock::new(),
+                        events: events.clone(),
+                        since,
+                    }),
                     Err(mut e) => {
                         errors.append(&mut e);
                         None
@@ -132,10 +180,7 @@ impl Registry {
                 None
             };
             let entry = ProxyEntry {
-                name: backend
-                    .as_ref()
-                    .map(|b| b.name_arc().clone())
-                    .unwrap_or_else(|| Arc::from(p.name.as_str())),
+                name: Arc::from(p.name.as_str()),
                 uuid,
                 cap,
                 mode: p.mode,
@@ -167,7 +212,7 @@ impl Registry {
     /// The backend (or listen section) named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
         let at = *self.backends.get(name)?;
-        self.proxies.get(at as usize)?.backend.as_ref()
+        self.proxies.get(at as usize)?.backend()
     }
 
     /// The server `server` of backend `backend`.
@@ -232,7 +277,7 @@ impl Registry {
 
     /// Every backend, in configuration order.
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> + '_ {
-        self.proxies.iter().filter_map(|p| p.backend.as_ref())
+        self.proxies.iter().filter_map(|p| p.backend())
     }
 
     /// Number of servers over all backends now.

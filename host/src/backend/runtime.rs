@@ -96,6 +96,7 @@ impl Registry {
             gid: next_gid(),
             proxy_name: be.name_arc().clone(),
             proxy_uuid: be.uuid(),
+            since: unix_now(),
         }));
         // Set before the Add event: the check engine reads it then.
         let _ = srv.added_with.set(Box::new(add.def.clone()));

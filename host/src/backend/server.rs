@@ -129,6 +129,8 @@ pub(crate) struct ServerInit {
     pub gid: usize,
     pub proxy_name: Arc<str>,
     pub proxy_uuid: i32,
+    /// Unix time of the state it starts in (`lastchg` counts from it).
+    pub since: u64,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -141,7 +143,7 @@ pub(crate) fn unix_now() -> u64 {
 impl Server {
     pub(crate) fn new(init: ServerInit) -> Server {
         let counters = ServerCounters::default();
-        counters.last_change.store(unix_now(), Ordering::Relaxed);
+        counters.last_change.store(init.since, Ordering::Relaxed);
         Server {
             name: init.name,
             puid: init.puid,

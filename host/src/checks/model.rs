@@ -155,10 +155,22 @@ pub(crate) struct Prepared {
 }
 
 /// Resolves the check settings of every server with `check`.
+///
+/// Only backends with check settings of their own (`option httpchk` and
+/// the like, `timeout check`) get an entry for servers added later: the
+/// others share one default, derived from the backend when a server is
+/// added, so that many backends cost nothing here.
 pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
     let mut per_backend: HashMap<String, BackendChecks> = HashMap::new();
     let mut servers = Vec::new();
     for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
+        let own_settings = p.health.is_some() || p.timeouts.check.is_some();
+        // Servers with `check` start checks; those with `track` follow one.
+        let tracks =
+            |s: &crate::config::ServerDef| s.health.as_deref().is_some_and(|h| h.track.is_some());
+        if !own_settings && !p.servers.iter().any(|s| s.check || tracks(s)) {
+            continue;
+        }
         let connect = p
             .timeouts
             .connect
@@ -176,14 +188,16 @@ pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
             }
         }
         link_tracks(p, be, registry);
-        per_backend.insert(
-            p.name.clone(),
-            BackendChecks {
-                plan,
-                connect_timeout: connect,
-                check_timeout: p.timeouts.check,
-            },
-        );
+        if own_settings {
+            per_backend.insert(
+                p.name.clone(),
+                BackendChecks {
+                    plan,
+                    connect_timeout: connect,
+                    check_timeout: p.timeouts.check,
+                },
+            );
+        }
     }
     Prepared {
         servers,
@@ -273,6 +287,8 @@ fn watch_added_servers(
 ) {
     let handle = runner.handle.clone();
     let weak_registry = Arc::downgrade(registry);
+    // The plan of backends without check settings of their own: a connect.
+    let default_plan = Arc::new(Plan::of(None));
     let sink = Arc::new(move |ev: &crate::backend::ServerEvent| {
         let Some(srv) = ev.reference() else { return };
         if srv.check_flags() & CheckFlags::CONFIGURED == 0 {
@@ -281,14 +297,17 @@ fn watch_added_servers(
         let Some(reg) = weak_registry.upgrade() else {
             return;
         };
-        let (Some(be), Some(bc)) = (reg.get(&ev.proxy_name), per_backend.get(&*ev.proxy_name))
-        else {
+        let Some(be) = reg.get(&ev.proxy_name) else {
             return;
         };
         let Some(def) = srv.added_with.get() else {
             return;
         };
-        let Some(spec) = super::spec_of(def, &bc.plan, bc.connect_timeout, bc.check_timeout) else {
+        let (plan, connect_timeout, check_timeout) = match per_backend.get(&*ev.proxy_name) {
+            Some(bc) => (bc.plan.clone(), bc.connect_timeout, bc.check_timeout),
+            None => (default_plan.clone(), be.connect_timeout(), None),
+        };
+        let Some(spec) = super::spec_of(def, &plan, connect_timeout, check_timeout) else {
             return;
         };
         let (target, shared) = task_parts(be, srv, &spec);

@@ -54,7 +54,8 @@ pub struct Shared {
 pub struct ConfigFacts {
     /// `maxconn` of the frontends that set one.
     pub frontend_maxconn: HashMap<String, usize>,
-    /// `rise`/`fall` of configured servers, by (backend, server).
+    /// `rise`/`fall` of configured servers that set one, by (backend,
+    /// server); the others have HAProxy's 2 and 3.
     pub rise_fall: HashMap<(String, String), (u32, u32)>,
     /// The backends' `fullconn` as HAProxy derives it (`slim` of a BACKEND
     /// row): a tenth, rounded up, of the `maxconn` of the frontends that
@@ -91,15 +92,25 @@ impl ConfigFacts {
                 *fe_total.entry(t.to_string()).or_default() += max;
             }
         }
+        // Only the backends a frontend can reach are kept: every other one
+        // has HAProxy's 1, which the reader defaults to (with many backends
+        // a map of all of them would be most of this structure's memory).
         for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
-            let total = fe_total.get(&p.name).copied().unwrap_or(0);
-            f.fullconn.insert(p.name.clone(), total.div_ceil(10).max(1));
+            if let Some(&total) = fe_total.get(&p.name) {
+                f.fullconn.insert(p.name.clone(), total.div_ceil(10).max(1));
+            }
         }
         for p in &cfg.proxies {
             if let Some(m) = p.maxconn {
                 f.frontend_maxconn.insert(p.name.clone(), m);
             }
-            for s in &p.servers {
+            // Servers with HAProxy's defaults are left out: the reader
+            // falls back to them.
+            for s in p
+                .servers
+                .iter()
+                .filter(|s| s.rise.is_some() || s.fall.is_some())
+            {
                 f.rise_fall.insert(
                     (p.name.clone(), s.name.clone()),
                     (s.rise.unwrap_or(2), s.fall.unwrap_or(3)),
@@ -123,6 +134,9 @@ impl Shared {
     /// A server's `rise` and `fall` (a dynamic server's from its `add
     /// server` line; HAProxy's defaults 2 and 3).
     pub fn rise_fall(&self, s: &Server) -> (u32, u32) {
+        if self.config.rise_fall.is_empty() {
+            return (2, 3);
+        }
         self.config
             .rise_fall
             .get(&(s.proxy_name.to_string(), s.name.to_string()))

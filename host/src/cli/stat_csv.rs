@@ -98,7 +98,7 @@ pub fn show_stat(reg: &Registry, ctx: &StatContext<'_>) -> String {
         if p.cap == ProxyCap::Frontend {
             continue;
         }
-        let Some(be) = &p.backend else { continue };
+        let Some(be) = p.backend() else { continue };
         let farm = be.servers();
         for s in farm.servers.iter() {
             let _ = writeln!(out, "{}", server_row(be, s, p.mode, now, ctx).line());

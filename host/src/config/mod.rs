@@ -500,8 +500,10 @@ pub struct Proxy {
     pub mode: Mode,
     /// `bind` addresses.
     pub binds: Vec<Bind>,
-    /// `timeout` settings.
-    pub timeouts: Timeouts,
+    /// `timeout` settings: shared by the proxies that inherit the same
+    /// ones from a `defaults` section (copy-on-write: a `timeout` line in
+    /// the proxy gives it its own; see [`SharedTimeouts`]).
+    pub timeouts: Arc<Timeouts>,
     /// `maxconn`.
     pub maxconn: Option<usize>,
     /// `backlog`: the listen queue of this frontend's binds (0 or unset:
@@ -638,6 +640,31 @@ pub struct Bind {
     pub backlog: Option<u32>,
     /// Where it was written.
     pub location: Location,
+}
+
+/// The timeout records handed out to proxies as they inherit from a
+/// `defaults` section: a proxy whose timeouts equal one already handed out
+/// shares it, so that hundreds of thousands of backends under one
+/// `defaults` hold one record (per kind of proxy) rather than a copy each.
+#[derive(Default)]
+pub(crate) struct SharedTimeouts {
+    /// The most recent records (few: one per kind of proxy per defaults).
+    recent: Vec<Arc<Timeouts>>,
+}
+
+impl SharedTimeouts {
+    /// The shared record equal to `t`.
+    pub(crate) fn get(&mut self, t: Timeouts) -> Arc<Timeouts> {
+        if let Some(r) = self.recent.iter().find(|r| ***r == t) {
+            return r.clone();
+        }
+        if self.recent.len() >= 8 {
+            self.recent.remove(0);
+        }
+        let r = Arc::new(t);
+        self.recent.push(r.clone());
+        r
+    }
 }
 
 /// The `timeout` settings of a proxy.

@@ -10,6 +10,7 @@ use super::lexer::{self, Env, LineInfo, Words};
 use super::proxy::{self, builtin_defaults, check_name, inherit, SectionKind};
 use super::{
     process, Config, ConfigError, ConfigNotice, ConfigWarning, Global, Location, Proxy, ProxyKind,
+    SharedTimeouts,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ struct Parser<'e> {
     defaults_name: Option<String>,
     /// Named defaults sections, for `from NAME`.
     named_defaults: HashMap<String, Proxy>,
+    /// The timeout records proxies share.
+    shared_timeouts: SharedTimeouts,
     section: Section,
     /// The current proxy has a `bind` line, valid or not (an invalid one is
     /// already reported; "no bind" would only repeat it).
@@ -102,6 +105,7 @@ pub(crate) fn parse<'a>(
         }),
         defaults_name: None,
         named_defaults: HashMap::new(),
+        shared_timeouts: SharedTimeouts::default(),
         section: Section::None,
         bind_written: false,
         names: Names::default(),
@@ -386,7 +390,13 @@ impl Parser<'_> {
                 "backend" => ProxyKind::Backend,
                 _ => ProxyKind::Listen,
             };
-            let proxy = inherit(template, name.unwrap_or_default(), kind, loc);
+            let proxy = inherit(
+                template,
+                name.unwrap_or_default(),
+                kind,
+                loc,
+                &mut self.shared_timeouts,
+            );
             let index = self.proxies.len();
             self.proxies.push(proxy);
             self.section = Section::Proxy(index);

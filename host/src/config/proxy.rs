@@ -9,8 +9,9 @@ use super::rules::{parse_rule, RuleSet};
 use super::units::{int_arg, time_arg};
 use super::{
     Balance, Bind, CheckKind, ErrorFileDef, ForwardFor, Location, Mode, Proxy, ProxyCheck,
-    ProxyKind, ProxyOptions, ServerDef, Timeouts, UseBackend,
+    ProxyKind, ProxyOptions, ServerDef, SharedTimeouts, Timeouts, UseBackend,
 };
+use std::sync::Arc;
 
 /// The section a proxy keyword appears in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +210,7 @@ pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
         location: loc.clone(),
         mode: Mode::default(),
         binds: Vec::new(),
-        timeouts: Timeouts::default(),
+        timeouts: Arc::new(Timeouts::default()),
         maxconn: None,
         backlog: None,
         default_backend: None,
@@ -239,7 +240,13 @@ pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
 /// A new proxy that takes from `defaults` what HAProxy copies for its kind:
 /// frontend settings only with frontend capability, backend settings only
 /// with backend capability, the rest always.
-pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Location) -> Proxy {
+pub(crate) fn inherit(
+    defaults: &Proxy,
+    name: &str,
+    kind: ProxyKind,
+    loc: &Location,
+    shared: &mut SharedTimeouts,
+) -> Proxy {
     let fe = kind.has_frontend();
     let be = kind.has_backend();
     let d = &defaults.timeouts;
@@ -249,7 +256,7 @@ pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Locat
         kind,
         location: loc.clone(),
         mode: defaults.mode,
-        timeouts: Timeouts {
+        timeouts: shared.get(Timeouts {
             client: pick(fe, d.client),
             server: pick(be, d.server),
             connect: pick(be, d.connect),
@@ -258,7 +265,7 @@ pub(crate) fn inherit(defaults: &Proxy, name: &str, kind: ProxyKind, loc: &Locat
             queue: pick(be, d.queue),
             tunnel: pick(be, d.tunnel),
             check: pick(be, d.check),
-        },
+        }),
         maxconn: if fe { defaults.maxconn } else { None },
         backlog: if fe { defaults.backlog } else { None },
         default_backend: if fe {
@@ -640,7 +647,7 @@ fn timeout(p: &mut Proxy, sect: SectionKind, words: &[&str]) -> Result<Option<St
             p.name
         )));
     }
-    let t = &mut p.timeouts;
+    let t = Arc::make_mut(&mut p.timeouts);
     let slot = match name {
         "client" => &mut t.client,
         "server" => &mut t.server,

@@ -318,7 +318,7 @@ backend app
     );
     assert_eq!(f.binds[2].location.line, 5);
     assert_eq!(
-        f.timeouts,
+        *f.timeouts,
         Timeouts {
             client: ms(30_000),
             http_request: ms(10_000),
@@ -398,7 +398,7 @@ backend app
     assert_eq!(api.balance, Balance::LeastConn);
     assert_eq!(api.retries, Some(2));
     assert_eq!(
-        api.timeouts,
+        *api.timeouts,
         Timeouts {
             server: ms(60_000),
             connect: ms(5_000),

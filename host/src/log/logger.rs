@@ -96,12 +96,15 @@ impl Loggers {
     }
 }
 
-/// Every set of loggers, built once at start-up. Only proxies whose
-/// loggers differ from the global ones have an entry: a configuration with
-/// hundreds of thousands of backends under `defaults` + `log global` costs
-/// nothing here.
+/// Every set of loggers, built once at start-up. Most proxies have either
+/// the global loggers (`log global`) or none, whichever their `defaults`
+/// gave them: the more common of the two is the fallback, and only the
+/// proxies whose loggers differ from it have an entry, so a configuration
+/// with hundreds of thousands of backends costs nothing here either way.
 struct Registry {
     global: Arc<Loggers>,
+    /// The loggers of a proxy without an entry.
+    fallback: Arc<Loggers>,
     proxies: HashMap<String, Arc<Loggers>>,
 }
 
@@ -154,14 +157,36 @@ pub fn install(cfg: &Config) -> Result<(), String> {
         tag: global_tag.clone(),
         hostname: hostname.clone(),
     });
+    fn own_tag(p: &crate::config::Proxy) -> Option<&str> {
+        p.logging.as_ref().and_then(|l| l.tag.as_deref())
+    }
+    let plain = |p: &crate::config::Proxy| p.logs.is_empty() && own_tag(p).is_none();
+    let without_loggers = cfg
+        .proxies
+        .iter()
+        .filter(|p| plain(p) && !p.log_global)
+        .count();
+    let with_global = cfg
+        .proxies
+        .iter()
+        .filter(|p| plain(p) && p.log_global)
+        .count();
+    let none_is_fallback = without_loggers > with_global;
+    let fallback = if none_is_fallback {
+        none.clone()
+    } else {
+        global.clone()
+    };
     let mut proxies = HashMap::new();
     for p in &cfg.proxies {
-        let own_tag = p.logging.as_ref().and_then(|l| l.tag.as_deref());
-        if p.logs.is_empty() && own_tag.is_none() {
-            if !p.log_global {
-                proxies.insert(p.name.clone(), none.clone());
+        let own_tag = own_tag(p);
+        if plain(p) {
+            // No loggers, or `log global` alone (the global set): an entry
+            // only when that is not the fallback.
+            if p.log_global == none_is_fallback {
+                let set = if p.log_global { &global } else { &none };
+                proxies.insert(p.name.clone(), set.clone());
             }
-            // `log global` alone: the global set, no entry.
             continue;
         }
         let mut loggers = Vec::new();
@@ -184,7 +209,11 @@ pub fn install(cfg: &Config) -> Result<(), String> {
             }),
         );
     }
-    let registry = Registry { global, proxies };
+    let registry = Registry {
+        global,
+        fallback,
+        proxies,
+    };
     if let Ok(mut r) = REGISTRY.write() {
         *r = Some(Arc::new(registry));
     }
@@ -202,7 +231,7 @@ pub fn global() -> Option<Arc<Loggers>> {
 pub fn proxy(name: &str) -> Option<Arc<Loggers>> {
     let r = REGISTRY.read().ok()?;
     let r = r.as_ref()?;
-    Some(r.proxies.get(name).unwrap_or(&r.global).clone())
+    Some(r.proxies.get(name).unwrap_or(&r.fallback).clone())
 }
 
 /// The default tag: the program's name, as HAProxy uses its own.
@@ -282,5 +311,29 @@ mod tests {
         assert_eq!(own.loggers.len(), 2);
         assert!(Arc::ptr_eq(&own.loggers[0], &g.loggers[0]));
         assert!(proxy("quiet").expect("quiet").is_empty());
+
+        // Mostly proxies without loggers (a `defaults` without `log
+        // global`): no logger is the fallback, and `log global` still
+        // gets the global set.
+        let cfg = crate::config::parse_str(
+            "t.cfg",
+            "global\n  log stderr local0\n\
+             defaults\n  mode http\n\
+             frontend fe\n  bind :1\n  log global\n  default_backend b1\n\
+             backend b1\n  server s 127.0.0.1:1\n\
+             backend b2\n  server s 127.0.0.1:1\n",
+        )
+        .expect("config");
+        install(&cfg).expect("install");
+        let g = global().expect("global");
+        assert!(Arc::ptr_eq(&proxy("fe").expect("fe"), &g));
+        assert!(proxy("b1").expect("b1").is_empty());
+        assert!(proxy("b2").expect("b2").is_empty());
+        // Only the exception has an entry.
+        let entries = REGISTRY
+            .read()
+            .ok()
+            .and_then(|r| r.as_ref().map(|r| r.proxies.len()));
+        assert_eq!(entries, Some(1));
     }
 }

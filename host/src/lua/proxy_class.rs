@@ -120,7 +120,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         lua.create_function(|_, this: Value| {
             let h = native::<ProxyHandle>(&this, "Proxy", "get_srv_act")?;
             let e = entry(&h, "get_srv_act")?;
-            Ok(e.backend.as_ref().map(|b| b.up_servers().0).unwrap_or(0))
+            Ok(e.backend().map(|b| b.up_servers().0).unwrap_or(0))
         })?,
     )?;
     class.method(
@@ -128,7 +128,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
         lua.create_function(|_, this: Value| {
             let h = native::<ProxyHandle>(&this, "Proxy", "get_srv_bck")?;
             let e = entry(&h, "get_srv_bck")?;
-            Ok(e.backend.as_ref().map(|b| b.up_servers().1).unwrap_or(0))
+            Ok(e.backend().map(|b| b.up_servers().1).unwrap_or(0))
         })?,
     )?;
     class.method(
@@ -137,7 +137,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             let h = native::<ProxyHandle>(&this, "Proxy", "get_stats")?;
             let e = entry(&h, "get_stats")?;
             // A proxy with a backend side reports its backend line.
-            let line = match &e.backend {
+            let line = match e.backend() {
                 Some(be) => stat_fields::backend_line(be),
                 None => stat_fields::frontend_line(e, None),
             };

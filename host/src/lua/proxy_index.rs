@@ -230,7 +230,7 @@ fn servers_meta(lua: &Lua) -> mlua::Result<Table> {
                 return Ok(Value::Nil);
             };
             let h = handle_of(&t)?;
-            let Some(be) = h.reg.proxy_at(h.at).and_then(|p| p.backend.clone()) else {
+            let Some(be) = h.reg.proxy_at(h.at).and_then(|p| p.backend().cloned()) else {
                 return Ok(Value::Nil);
             };
             match be.server(&name.to_str()?) {
@@ -245,7 +245,7 @@ fn servers_meta(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|lua, t: Table| {
             let h = handle_of(&t)?;
             let reg = h.reg.clone();
-            let be = reg.proxy_at(h.at).and_then(|p| p.backend.clone());
+            let be = reg.proxy_at(h.at).and_then(|p| p.backend().cloned());
             // The servers as they are now; later changes are not seen by
             // this loop, as with a snapshot.
             let farm = be.as_ref().map(|b| b.servers());

@@ -19,6 +19,7 @@ mod pidfile;
 pub mod plan;
 mod process;
 pub mod rules;
+pub mod startup_trace;
 mod stdio;
 mod stop_signals;
 pub mod tcp_front;
@@ -82,6 +83,7 @@ enum Go {
 pub fn run(opts: Options) -> ExitCode {
     // Before any Lua state exists: scripts' output appears line by line.
     stdio::line_buffer_stdout();
+    startup_trace::start();
     let mut cfg = match crate::config::parse_files(&opts.files) {
         Ok(c) => c,
         Err(errors) => {
@@ -92,6 +94,7 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    startup_trace::mark("parse");
     // setenv & co. take effect now, while the process has one thread, so
     // the Lua states see them (os.getenv).
     crate::config::apply_env(&cfg.global.process.env);
@@ -130,6 +133,7 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    startup_trace::mark("loggers + plan");
     if opts.debug {
         crate::log::set_max_level(crate::log::DEBUG);
         crate::log::set_access_log(true);
@@ -161,6 +165,7 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    startup_trace::mark("registry");
     // What the CLI and the health checks take from the configuration.
     let cli_timeout = cfg.global.stats.timeout;
     let cli_maxconn = cfg.global.stats.maxconn;
@@ -169,7 +174,9 @@ pub fn run(opts: Options) -> ExitCode {
     let checks = crate::checks::model::prepare(&cfg, &plan.registry);
     // Everything needed is in the plan and the registry now: the parsed
     // configuration (large with many sections) goes before Lua loads.
+    startup_trace::mark("cli + checks");
     drop(cfg);
+    startup_trace::mark("config dropped");
     crate::stats::init(plan.maxconn);
     crate::stats::set_identity(proc_cfg.node.clone(), proc_cfg.description.clone());
     if opts.check_only {
@@ -523,6 +530,9 @@ fn worker_main(w: WorkerStart) {
                     return;
                 }
             };
+        if w.id == 0 {
+            startup_trace::mark("lua loaded (worker 0)");
+        }
         let mut registered = Vec::new();
         for (state, kind) in [
             (&shared, StateKind::Shared),
@@ -573,6 +583,9 @@ fn worker_main(w: WorkerStart) {
             }
         }
         let failed = init.is_err();
+        if w.id == 0 {
+            startup_trace::mark("init run (worker 0)");
+        }
         let _ = w.init_tx.send(init);
         if failed {
             return;

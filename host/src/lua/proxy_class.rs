@@ -44,7 +44,7 @@ fn control(what: &'static str) -> impl Fn(&Lua, Value) -> mlua::Result<()> {
         let e = entry(&h, what)?;
         match what {
             "shut_bcksess" => {
-                if let Some(be) = &e.backend {
+                if let Some(be) = e.backend() {
                     crate::backend::stream_kill::kill_backup_streams(be);
                 }
             }
@@ -70,7 +70,7 @@ pub fn cumulated_conns(e: &ProxyEntry) -> (u64, u64) {
     let fe = crate::stats::frontend_counters(&e.name)
         .total
         .load(Ordering::Relaxed) as u64;
-    let be = e.backend.as_ref().map_or(0, |b| {
+    let be = e.backend().map_or(0, |b| {
         b.servers()
             .servers
             .iter()

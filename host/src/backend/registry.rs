@@ -56,6 +56,10 @@ pub struct ProxyEntry {
     /// The listening addresses (bind lines), in order: listener `sock-N`
     /// is the N-th (HAProxy's default listener names).
     pub listeners: Box<[std::net::SocketAddr]>,
+    /// The run-time control of a frontend's listeners (pause, resume,
+    /// stop), set once when they are bound; unset under `-c` and for
+    /// proxies without listeners.
+    control: OnceLock<Arc<crate::proxy::listen_control::FrontendControl>>,
 }
 
 /// A backend that is built the first time it is asked for.
@@ -72,6 +76,16 @@ impl ProxyEntry {
     /// The name of listener `i` (0-based): HAProxy's default, `sock-N`.
     pub fn listener_name(i: usize) -> String {
         format!("sock-{}", i + 1)
+    }
+
+    /// The control of this frontend's listeners, once they are bound.
+    pub fn control(&self) -> Option<&Arc<crate::proxy::listen_control::FrontendControl>> {
+        self.control.get()
+    }
+
+    /// Sets the control of this frontend's listeners (once, at start-up).
+    pub fn set_control(&self, control: Arc<crate::proxy::listen_control::FrontendControl>) {
+        let _ = self.control.set(control);
     }
 
     /// The backend side (backends and listen sections), built now if it
@@ -186,6 +200,7 @@ impl Registry {
                 mode: p.mode,
                 backend,
                 listeners: p.binds.iter().map(|b| b.addr).collect(),
+                control: OnceLock::new(),
             };
             let at = proxies.len() as u32;
             if cap.is_backend() {

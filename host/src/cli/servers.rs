@@ -97,10 +97,11 @@ fn frontend_control(shared: &Shared, b: Builtin, name: &str) -> Answer {
     if name.is_empty() {
         return say("A frontend name is expected.");
     }
-    let (Some(entry), Some(ctl)) = (
-        shared.registry.frontend(name),
-        crate::proxy::listen_control::get(name),
-    ) else {
+    let Some((entry, ctl)) = shared
+        .registry
+        .frontend(name)
+        .and_then(|e| Some((e, e.control()?.clone())))
+    else {
         return say("No such frontend.");
     };
     let done = match b {

@@ -49,7 +49,7 @@ fn control(what: &'static str) -> impl Fn(&Lua, Value) -> mlua::Result<()> {
                 }
             }
             _ => {
-                let Some(ctl) = crate::proxy::listen_control::get(&e.name) else {
+                let Some(ctl) = e.control() else {
                     return Ok(());
                 };
                 let _ = match what {

@@ -14,14 +14,15 @@
 //! the workers' accept loops through a watch channel, so that they stop
 //! polling a socket that does not listen (and end on a stop).
 //!
-//! The controls are process-wide (one per frontend, made at start-up), as
-//! the CLI and every Lua state (on any worker) reach them by the frontend's
-//! name.
+//! One control per frontend, made when its listeners are bound and kept on
+//! the frontend's registry entry (`ProxyEntry::control`): the CLI, the
+//! workers and every Lua state reach it through the registry they were
+//! given, not through a global.
 
-use std::collections::HashMap;
+use crate::backend::Registry;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// What a frontend's listeners do.
@@ -174,25 +175,13 @@ fn unlisten(l: &TcpListener) -> std::io::Result<()> {
     Ok(())
 }
 
-static CONTROLS: OnceLock<HashMap<Arc<str>, Arc<FrontendControl>>> = OnceLock::new();
-
-/// Sets the process's controls (once, at start-up, before the workers run).
-pub fn install(controls: HashMap<Arc<str>, Arc<FrontendControl>>) {
-    let _ = CONTROLS.set(controls);
-}
-
 /// Lets go of every control's sockets when the process stops (soft or
 /// hard): the workers' copies are then the last ones, and a socket closes
 /// when its accept loops end. The frontends count as stopped from then on.
-pub fn release_all() {
-    for ctl in CONTROLS.get().into_iter().flat_map(|m| m.values()) {
+pub fn release_all(registry: &Registry) {
+    for ctl in registry.proxies().iter().filter_map(|e| e.control()) {
         let mut socks = ctl.sockets.lock().unwrap_or_else(|p| p.into_inner());
         socks.clear();
         ctl.state.send_replace(ListenState::Stopped);
     }
-}
-
-/// The control of frontend `name`; None for a proxy without listeners.
-pub fn get(name: &str) -> Option<Arc<FrontendControl>> {
-    CONTROLS.get()?.get(name).cloned()
 }

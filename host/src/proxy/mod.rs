@@ -231,7 +231,6 @@ pub fn run(opts: Options) -> ExitCode {
     }
     // Each frontend's run-time control holds its own copy of its sockets.
     if !opts.check_only {
-        let mut controls = std::collections::HashMap::new();
         for fe in &plan.frontends {
             let socks = listeners
                 .iter()
@@ -240,9 +239,10 @@ pub fn run(opts: Options) -> ExitCode {
                 .filter_map(|((_, l), b)| Some((l.try_clone().ok()?, b.backlog)))
                 .collect();
             let ctl = listen_control::FrontendControl::new(fe.name.clone(), socks);
-            controls.insert(fe.name.clone(), std::sync::Arc::new(ctl));
+            if let Some(entry) = plan.registry.frontend(&fe.name) {
+                entry.set_control(std::sync::Arc::new(ctl));
+            }
         }
-        listen_control::install(controls);
     }
     // The stats sockets, bound with the frontends' listeners.
     let mut cli_sockets = Vec::new();
@@ -454,7 +454,13 @@ pub fn run(opts: Options) -> ExitCode {
         grace: plan.grace,
         pidfile: _pidfile.path().map(Path::to_path_buf),
     };
-    wait_for_signals(signals, shutdown_tx, proc_cfg.grace, watchdog);
+    wait_for_signals(
+        signals,
+        shutdown_tx,
+        proc_cfg.grace,
+        watchdog,
+        plan.registry.clone(),
+    );
     for h in handles {
         let _ = h.join();
     }
@@ -698,6 +704,7 @@ fn wait_for_signals(
     tx: watch::Sender<Shutdown>,
     grace: Option<std::time::Duration>,
     watchdog: StopWatchdog,
+    registry: Arc<crate::backend::Registry>,
 ) {
     let stop_signals::StopSignals {
         rt,
@@ -725,7 +732,7 @@ fn wait_for_signals(
         });
         // The run-time controls' copies of the listening sockets close too,
         // so the sockets close once the workers stop accepting.
-        listen_control::release_all();
+        listen_control::release_all(&registry);
         let _ = tx.send(mode);
         if mode == Shutdown::Soft {
             // A later SIGTERM/SIGINT turns a soft stop into a hard one.

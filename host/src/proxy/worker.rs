@@ -214,7 +214,9 @@ pub async fn serve(
             }
         };
         let fe_sem = fe.maxconn.map(|n| Arc::new(Semaphore::new(n)));
-        let control = crate::proxy::listen_control::get(&fe.name).map(|c| c.watch());
+        let control = (worker.plan.registry.frontend(&fe.name))
+            .and_then(|e| e.control())
+            .map(|c| c.watch());
         tokio::task::spawn_local(accept_loop(
             worker.clone(),
             fe,

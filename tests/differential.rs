@@ -716,6 +716,7 @@ fn placeholders(names: &[String], echo: u16, dead: u16) -> BTreeMap<String, Stri
     v.insert("@LINE@".into(), format!("127.0.0.1:{}", servers.line));
     v.insert("@SILENT@".into(), format!("127.0.0.1:{}", servers.silent));
     v.insert("@UNIX@".into(), servers.unix.display().to_string());
+    v.insert("@ABNS@".into(), servers.abns.clone());
     v.insert("@TLS@".into(), format!("127.0.0.1:{}", servers.tls));
     v.insert("@TLS_CERT@".into(), servers.tls_cert.display().to_string());
     v
@@ -2086,6 +2087,19 @@ fn lua_sockets() {
                 .contains("(string:got: unix)(string:unix)(string:unix)")
                 .contains("(string:got: plain)")
                 .contains("(string:got: v4)"),
+        );
+        cases.push(
+            Case::new(&name("abns"), front, at("abns"))
+                .status(200)
+                .body(
+                    "true (number:1)(number:10)(string:got: abns)(nil:nil, string:Can't connect)\n",
+                ),
+        );
+        cases.push(
+            Case::new(&name("event_sub"), front, at("event_sub"))
+                .status(200)
+                .body("true (number:1)(number:11)(string:got: event)(number:200)\n")
+                .not_on("haproxy 2.6", "core.event_sub is HAProxy 2.8+"),
         );
         cases.push(
             Case::new(&name("task"), front, at("task"))

@@ -57,6 +57,11 @@ local calls = {
   delete = function(hc) return hc:delete{ url = origin .. "/echo/delete" } end,
   unix = function(hc) return hc:get{ url = "http://unix.example/echo/unix", dst = "unix@@SOCK@" } end,
   dst = function(hc) return hc:get{ url = "http://name.example:8080/echo/dst", dst = "127.0.0.1:@ORIGIN@" } end,
+  -- HAProxy's address syntax: an empty host is the any address; an IPv6
+  -- address without brackets has its port after its last colon, so "::1"
+  -- is host ":" and does not parse.
+  dstany = function(hc) return hc:get{ url = "http://name.example:8080/echo/dstany", dst = ":@ORIGIN@" } end,
+  dstbare = function(hc) return hc:get{ url = "http://127.0.0.1:@ORIGIN@/echo/dstbare", dst = "::1" } end,
   silent = function(hc) return hc:get{ url = "http://127.0.0.1:@SILENT@/", timeout = 300 } end,
   refused = function(hc) return hc:get{ url = "http://127.0.0.1:@DEAD@/" } end,
   tls = function(hc) return hc:get{ url = "https://127.0.0.1:@TLS@/echo/tls" } end,
@@ -312,8 +317,8 @@ fn differential(global: &str, cases: &[&str], not_on: &[(&str, &str)], check: im
 #[test]
 fn methods_bodies_and_errors_as_haproxy() {
     let cases = [
-        "get", "head", "post", "put", "delete", "unix", "dst", "silent", "refused", "tls",
-        "badurl", "badparam",
+        "get", "head", "post", "put", "delete", "unix", "dst", "dstany", "dstbare", "silent",
+        "refused", "tls", "badurl", "badparam",
     ];
     differential("", &cases, &[], |case, a| {
         let want: &[&str] = match case {
@@ -333,6 +338,8 @@ fn methods_bodies_and_errors_as_haproxy() {
             "delete" => &["DELETE /echo/delete len=0"],
             "unix" => &["GET /echo/unix", "host: unix.example"],
             "dst" => &["GET /echo/dst", "host: name.example:8080"],
+            "dstany" => &["GET /echo/dstany", "host: name.example:8080"],
+            "dstbare" => &["error: Can't use the 'dst' argument"],
             "silent" => &[
                 "status=504",
                 "reason=Gateway Time-out",

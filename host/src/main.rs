@@ -17,6 +17,7 @@ mod proxy;
 mod run_script;
 mod sample;
 mod stats;
+mod stream_addr;
 mod tls;
 mod txn;
 

@@ -30,6 +30,9 @@ pub struct LocalServers {
     pub line: u16,
     pub silent: u16,
     pub unix: PathBuf,
+    /// The line service's name in Linux's abstract namespace (for
+    /// `abns@NAME`), unpadded.
+    pub abns: String,
     pub tls: u16,
     /// The TLS service's certificate (PEM), for `ca_file`.
     pub tls_cert: PathBuf,
@@ -81,14 +84,37 @@ fn start() -> LocalServers {
             });
         }
     });
+    let abns = format!("luahost-line-{}", std::process::id());
+    let al = abstract_listener(&abns);
+    let o = open.clone();
+    std::thread::spawn(move || {
+        for conn in al.incoming().flatten() {
+            let o = o.clone();
+            std::thread::spawn(move || serve_lines(conn, o));
+        }
+    });
     let (tls, tls_cert) = start_tls(&dir, open.clone());
     LocalServers {
         line: line_port,
         silent: silent_port,
         unix,
+        abns,
         tls,
         tls_cert,
     }
+}
+
+/// A listener in the abstract namespace for `name`. HAProxy (and luahost,
+/// as HAProxy) pads an `abns@` name with zero bytes to the whole
+/// `sun_path` (108 bytes, the first one the abstract marker), so the
+/// listener binds the padded name.
+fn abstract_listener(name: &str) -> UnixListener {
+    use std::os::linux::net::SocketAddrExt;
+    let mut padded = name.as_bytes().to_vec();
+    padded.resize(107, 0);
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&padded)
+        .expect("an abstract socket name");
+    UnixListener::bind_addr(&addr).expect("bind the abstract line service")
 }
 
 /// A stream the line service can serve.

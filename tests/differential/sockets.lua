@@ -4,6 +4,8 @@ local LINE_HOST, LINE_PORT = LINE:match("^(.*):(%d+)$")
 local SILENT = "@SILENT@"
 local DEAD = "@DEAD@"
 local UNIX = "@UNIX@"
+local ABNS = "@ABNS@"
+local ECHO = "@ECHO@"
 
 -- Every result of a call, with its type: "(number:1)(nil:nil, string:x)".
 local function show(...)
@@ -136,6 +138,16 @@ scenarios.unix = function()
   return r
 end
 
+-- A socket in Linux's abstract namespace (the line service listens there).
+scenarios.abns = function()
+  local s = core.tcp()
+  local r = show(s:connect("abns@" .. ABNS)) .. show(s:send("ECHO abns\n")) .. show(s:receive("*l"))
+  s:close()
+  local t = core.tcp()
+  r = r .. show(t:connect("abns@" .. ABNS .. "-none"))
+  return r
+end
+
 -- Sockets left open by the script: none outlives the context.
 scenarios.leave_open = function()
   local r = ""
@@ -170,6 +182,33 @@ end)
 scenarios.task = function()
   while not task_result do core.msleep(10) end
   return task_result
+end
+
+-- A server event handler (HAProxy 2.8+) that talks over a Lua socket and
+-- the HTTP client when server s1 of backend evbe enters maintenance.
+local event_result
+if core.event_sub then
+  core.event_sub({"SERVER_ADMIN"}, function(event, data)
+    if data.name ~= "s1" or not data.admin.new_admin.MAINT then return end
+    local s = core.tcp()
+    s:settimeout(2)
+    local r = show(s:connect(LINE)) .. show(s:send("ECHO event\n")) .. show(s:receive("*l"))
+    s:close()
+    local res = core.httpclient():get{ url = "http://" .. ECHO .. "/event", timeout = 2000 }
+    event_result = r .. show(res.status)
+  end)
+end
+scenarios.event_sub = function()
+  event_result = nil
+  local srv = core.backends["evbe"].servers["s1"]
+  srv:set_maint()
+  local waited = 0
+  while not event_result and waited < 5000 do
+    core.msleep(10)
+    waited = waited + 10
+  end
+  srv:set_ready()
+  return event_result or "no event"
 end
 
 core.register_action("run", { "http-req" }, function(txn)

@@ -16,7 +16,6 @@
 //! not have (a body over `tune.lua.maxmem`, TLS unavailable).
 
 mod connect;
-pub mod dst;
 mod exchange;
 mod pool;
 pub mod settings;
@@ -31,11 +30,12 @@ use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 
 use connect::{ConnectError, Target, TlsParams};
-use dst::Dst;
 use exchange::ExchangeError;
 pub use exchange::Response;
 use pool::{Key, Place};
 use url::Url;
+
+use crate::stream_addr::StreamAddr;
 
 /// The methods Lua's HTTPClient has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,9 @@ pub struct Request {
     /// The script's headers in its order, names lower-cased.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
-    pub dst: Option<Dst>,
+    /// `dst`: where to connect instead of the URL's address (HAProxy's
+    /// address syntax; without a port, the URL's port).
+    pub dst: Option<StreamAddr>,
     /// `timeout`: HAProxy's `timeout server` for this request.
     pub timeout: Option<Duration>,
 }
@@ -253,11 +255,14 @@ fn tls_name(req: &Request) -> String {
 async fn destination(req: &Request, settings: &settings::Settings) -> Option<(Place, Vec<Target>)> {
     let one = |t: Target| Some((Place::Target(t.clone()), vec![t]));
     match &req.dst {
-        Some(Dst::Inet(ip, port)) => {
-            return one(Target::Inet(Dst::socket_addr(*ip, *port, req.url.port)))
+        Some(StreamAddr::Inet(ip, port)) => {
+            return one(Target::Inet(SocketAddr::new(
+                *ip,
+                port.unwrap_or(req.url.port),
+            )))
         }
-        Some(Dst::Unix(path)) => return one(Target::Unix(path.clone())),
-        Some(Dst::Abstract(name)) => return one(Target::Abstract(name.clone())),
+        Some(StreamAddr::Unix(path)) => return one(Target::Unix(path.clone())),
+        Some(StreamAddr::Abstract(name)) => return one(Target::Abstract(name.clone())),
         None => {}
     }
     if let Ok(ip) = req.url.host.parse::<IpAddr>() {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use mlua::{Lua, MultiValue, Table, Value};
 
-use crate::httpclient::{self, dst, url, Method, Request, Response};
+use crate::httpclient::{self, url, Method, Request, Response};
 use crate::lua::class::{native, Class};
 use crate::lua::native_async::Cancel;
 use crate::lua::state::{Phase, StateInfo};
@@ -109,11 +109,9 @@ fn parse_request(method: Method, args: &MultiValue) -> mlua::Result<Request> {
         let key = lua_tostring(&k).unwrap_or_default();
         match key.as_slice() {
             b"dst" => {
-                let text = lua_tostring(&v)
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .unwrap_or_default();
+                let text = lua_tostring(&v).unwrap_or_default();
                 dst = Some(
-                    dst::parse(&text)
+                    crate::stream_addr::parse(&text)
                         .ok_or_else(|| mlua::Error::runtime("Can't use the 'dst' argument"))?,
                 );
             }

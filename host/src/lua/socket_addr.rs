@@ -1,23 +1,19 @@
 //! Destination addresses as HAProxy's Lua sockets read them
-//! (`Socket:connect(address[, port])`), also for `dst=` of the HTTP client.
+//! (`Socket:connect(address[, port])`).
 //!
-//! HAProxy hands the string to its address parser (`str2sa_range`, stream
-//! sockets, a port allowed, no name resolution), so the accepted forms are:
-//! - `ip:port`, `[ipv6]:port`, and an IPv6 address without brackets, whose
-//!   port is after its last colon (`::1:8080`);
-//! - `ipv4@` and `ipv6@` prefixes, which only accept that family;
-//! - `unix@/path` and a bare `/path`: a Unix stream socket;
-//! - `abns@name`: a socket in Linux's abstract namespace, whose name HAProxy
-//!   pads with zero bytes to the full `sun_path` (so that it reaches
-//!   HAProxy's own `abns@` listeners);
-//! - an empty host or `*`: the "any" address (0.0.0.0).
+//! HAProxy hands the string to its address parser; its grammar is in
+//! stream_addr.rs, shared with the HTTP client's `dst`. An `abns@name`
+//! socket's name is padded with zero bytes to the full `sun_path` when
+//! connecting (socket_unix.rs), so that it reaches HAProxy's own `abns@`
+//! listeners.
 //!
 //! When the script passes a port argument, HAProxy appends a colon to the
 //! string and then puts that port into the address: `connect("::1", 80)`
 //! works, and `connect("127.0.0.1:80", 81)` does not parse. Host names are
 //! not resolved: `connect("localhost", 80)` fails as in HAProxy.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use crate::stream_addr::{self, StreamAddr};
+use std::net::SocketAddr;
 
 /// Where a socket connects to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,14 +45,6 @@ impl AddrError {
     }
 }
 
-/// Which address families a prefix allows.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
-    Any,
-    V4,
-    V6,
-}
-
 /// Parses `Socket:connect`'s arguments. `port` is the optional second
 /// argument (HAProxy: only a port > 0 appends the colon; any given port is
 /// then used, truncated to 16 bits as `htons` does).
@@ -65,63 +53,18 @@ pub fn parse(address: &[u8], port: Option<i64>) -> Result<Destination, AddrError
     if port.is_some_and(|p| p > 0) {
         text.push(b':');
     }
-    let shown = || String::from_utf8_lossy(&text).into_owned();
-    let unparsable = || AddrError::Unparsable(shown());
-
-    let (family, rest): (Family, &[u8]) = if let Some(r) = text.strip_prefix(b"unix@") {
-        return Ok(Destination::Unix(r.to_vec()));
-    } else if let Some(r) = text.strip_prefix(b"abns@") {
-        return Ok(Destination::Abstract(r.to_vec()));
-    } else if let Some(r) = text.strip_prefix(b"ipv4@") {
-        (Family::V4, r)
-    } else if let Some(r) = text.strip_prefix(b"ipv6@") {
-        (Family::V6, r)
-    } else if text.starts_with(b"/") {
-        return Ok(Destination::Unix(text.clone()));
-    } else if text.contains(&b'@') {
-        // fd@, sockpair@, udp@...: not stream destinations a socket can
-        // connect to here.
-        return Err(unparsable());
-    } else {
-        (Family::Any, &text[..])
-    };
-
-    let rest = std::str::from_utf8(rest).map_err(|_| unparsable())?;
-    // The port is after the last colon, when there is one.
-    let (host, port_text) = match rest.rfind(':') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-        None => (rest, None),
-    };
-    let in_string = match port_text {
-        None | Some("") => None,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if p.bytes().all(|b| b.is_ascii_digit()) => Some(n),
-            _ => return Err(unparsable()),
-        },
-    };
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let ip: IpAddr = if host.is_empty() || host == "*" {
-        match family {
-            Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        }
-    } else {
-        host.parse().map_err(|_| unparsable())?
-    };
-    match (family, ip) {
-        (Family::V4, IpAddr::V6(_)) | (Family::V6, IpAddr::V4(_)) => return Err(unparsable()),
-        _ => {}
-    }
-    let port = match (in_string, port) {
-        (Some(p), _) => p,
+    let parsed = stream_addr::parse(&text)
+        .ok_or_else(|| AddrError::Unparsable(String::from_utf8_lossy(&text).into_owned()))?;
+    match parsed {
+        StreamAddr::Unix(path) => Ok(Destination::Unix(path)),
+        StreamAddr::Abstract(name) => Ok(Destination::Abstract(name)),
+        StreamAddr::Inet(ip, Some(p)) => Ok(Destination::Inet(SocketAddr::new(ip, p))),
         // No port in the string: the argument's, as htons() keeps it.
-        (None, Some(p)) => p as u16,
-        (None, None) => return Err(AddrError::PortMissing),
-    };
-    Ok(Destination::Inet(SocketAddr::new(ip, port)))
+        StreamAddr::Inet(ip, None) => match port {
+            Some(p) => Ok(Destination::Inet(SocketAddr::new(ip, p as u16))),
+            None => Err(AddrError::PortMissing),
+        },
+    }
 }
 
 #[cfg(test)]

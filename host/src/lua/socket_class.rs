@@ -31,6 +31,7 @@ use bytes::BytesMut;
 use mlua::{Lua, MultiValue, Table, Value};
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
@@ -90,8 +91,8 @@ pub struct SocketInner {
     read_end: Cell<ReadEnd>,
     timeout: Cell<Option<Duration>>,
     mode: Cell<TimeoutMode>,
-    peer: RefCell<Option<String>>,
-    local: RefCell<Option<String>>,
+    /// What getpeername/getsockname ask (None: not connected).
+    ends: Cell<Option<Ends>>,
     /// TLS was asked for (`connect_ssl`), with these options.
     tls: RefCell<Option<TlsOptions>>,
 }
@@ -106,8 +107,7 @@ impl SocketInner {
             read_end: Cell::new(ReadEnd::Open),
             timeout: Cell::new(None),
             mode: Cell::new(TimeoutMode::Block),
-            peer: RefCell::new(None),
-            local: RefCell::new(None),
+            ends: Cell::new(None),
             tls: RefCell::new(None),
         }
     }
@@ -118,8 +118,7 @@ impl SocketInner {
         drop(self.io.borrow_mut().take());
         *self.rbuf.borrow_mut() = BytesMut::new();
         *self.charge.borrow_mut() = memory::Charge::default();
-        *self.peer.borrow_mut() = None;
-        *self.local.borrow_mut() = None;
+        self.ends.set(None);
     }
 
     fn is_open(&self) -> bool {
@@ -233,6 +232,42 @@ impl ContextResource for SocketInner {
     }
 }
 
+/// How a connected socket names its ends (`getpeername`, `getsockname`).
+/// The addresses are asked of the kernel only when the script asks: most
+/// scripts never do, and asking at every connect cost two system calls and
+/// two strings per connection.
+#[derive(Clone, Copy)]
+enum Ends {
+    /// A TCP connection (possibly under TLS), by its descriptor, which the
+    /// socket's `io` owns.
+    Inet(RawFd),
+    /// A Unix socket: HAProxy names both ends "unix".
+    Unix,
+}
+
+impl Ends {
+    /// The text of one end; `local`: getsockname, else getpeername. Only
+    /// called while the socket is open, so that the descriptor is still the
+    /// connection's.
+    fn text(self, local: bool) -> Option<String> {
+        let fd = match self {
+            Ends::Unix => return Some("unix".into()),
+            Ends::Inet(fd) => fd,
+        };
+        // SAFETY: `fd` is the descriptor of the TCP stream that the open
+        // socket's `io` owns (the caller checked that it is open, and
+        // nothing runs between that check and this call on this thread);
+        // ManuallyDrop keeps this borrowed view from closing it.
+        let stream = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+        let addr = if local {
+            stream.local_addr()
+        } else {
+            stream.peer_addr()
+        };
+        addr.ok().map(inet_text)
+    }
+}
+
 /// A time limit on the waits of one call.
 #[derive(Clone, Copy)]
 enum Limit {
@@ -244,6 +279,15 @@ enum Limit {
 impl Limit {
     /// Runs `f` within the limit; None when it ran out.
     async fn run<T>(self, f: impl Future<Output = T>) -> Option<T> {
+        let mut f = std::pin::pin!(f);
+        // An operation that is ready at once (a write into the socket's
+        // buffer, data already received) needs no timer: one is armed only
+        // for an operation that has to wait. (tokio's timeout also polls the
+        // operation before its timer, so a ready operation succeeds even
+        // past the deadline either way.)
+        if let Poll::Ready(v) = poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await {
+            return Some(v);
+        }
         match self {
             Limit::None => Some(f.await),
             Limit::Each(d) => tokio::time::timeout(d, f).await.ok(),
@@ -339,28 +383,25 @@ fn inet_text(a: std::net::SocketAddr) -> String {
     }
 }
 
-/// Connects to `dest`: a TCP or Unix stream, with its addresses' text.
-async fn open_stream(
-    dest: &Destination,
-) -> std::io::Result<(Box<dyn Io>, Option<String>, Option<String>)> {
+/// Connects to `dest`: a TCP or Unix stream, and how to name its ends.
+async fn open_stream(dest: &Destination) -> std::io::Result<(Box<dyn Io>, Ends)> {
     match dest {
         Destination::Inet(a) => {
             let s = tokio::net::TcpStream::connect(a).await?;
             // Requests and answers are small and latency-bound.
             let _ = s.set_nodelay(true);
-            let peer = s.peer_addr().ok().map(inet_text);
-            let local = s.local_addr().ok().map(inet_text);
-            Ok((Box::new(s), peer, local))
+            let fd = s.as_raw_fd();
+            Ok((Box::new(s), Ends::Inet(fd)))
         }
         Destination::Unix(path) => {
             use std::os::unix::ffi::OsStrExt;
             let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
             let s = tokio::net::UnixStream::connect(path).await?;
-            Ok((Box::new(s), Some("unix".into()), Some("unix".into())))
+            Ok((Box::new(s), Ends::Unix))
         }
         Destination::Abstract(name) => {
             let s = crate::lua::socket_unix::connect_abstract(name)?;
-            Ok((Box::new(s), Some("unix".into()), Some("unix".into())))
+            Ok((Box::new(s), Ends::Unix))
         }
     }
 }
@@ -391,12 +432,12 @@ async fn connect(lua: Lua, args: MultiValue, func: &'static str) -> mlua::Result
     let tls = s.tls.borrow().clone();
     let opened = limit
         .run(async {
-            let (io, peer, local) = open_stream(&dest).await?;
+            let (io, ends) = open_stream(&dest).await?;
             let io = match tls {
                 Some(t) => crate::lua::socket_tls::wrap(io, &dest, &t).await?,
                 None => io,
             };
-            Ok::<_, std::io::Error>((io, peer, local))
+            Ok::<_, std::io::Error>((io, ends))
         })
         .await;
     // Closed meanwhile (close() from another coroutine, or the context
@@ -405,10 +446,9 @@ async fn connect(lua: Lua, args: MultiValue, func: &'static str) -> mlua::Result
         return (Value::Nil, "Can't connect").into_lua_multi(&lua);
     }
     match opened {
-        Some(Ok((io, peer, local))) => {
+        Some(Ok((io, ends))) => {
             *s.io.borrow_mut() = Some(io);
-            *s.peer.borrow_mut() = peer;
-            *s.local.borrow_mut() = local;
+            s.ends.set(Some(ends));
             s.phase.set(Phase::Open);
             (1,).into_lua_multi(&lua)
         }
@@ -740,9 +780,7 @@ pub fn install(lua: &Lua, core: &Table) -> mlua::Result<()> {
                 if !s.is_open() {
                     return Ok(None);
                 }
-                let text = if local { &s.local } else { &s.peer };
-                let text = text.borrow().clone();
-                Ok(text)
+                Ok(s.ends.get().and_then(|e| e.text(local)))
             })?,
         )?;
     }

@@ -31,14 +31,17 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, ExitCode};
 use std::time::Duration;
 
-/// Set in a worker's environment: `READY_FD;ADDR=FD,ADDR=FD...` — the pipe
-/// to report "serving" on, and the listening sockets it inherits.
+/// Set in a worker's environment: `READY_FD;ADDR=FD,ADDR=FD...;DETACHED` —
+/// the pipe to report "serving" on, the listening sockets it inherits, and
+/// `1` when the master is a daemon (the worker then lets go of the
+/// terminal once it serves, as a single-process daemon does).
 pub const WORKER_ENV: &str = "LUAHOST_MASTER_WORKER";
 
 /// What a worker takes from its master.
 pub struct Inherited {
     ready: Option<OwnedFd>,
     listeners: HashMap<SocketAddr, OwnedFd>,
+    detached: bool,
 }
 
 impl Inherited {
@@ -60,7 +63,10 @@ impl Inherited {
             libc::sigemptyset(&mut none);
             libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         }
-        let (ready, socks) = spec.split_once(';').unwrap_or((spec.as_str(), ""));
+        let mut parts = spec.split(';');
+        let ready = parts.next().unwrap_or_default();
+        let socks = parts.next().unwrap_or_default();
+        let detached = parts.next() == Some("1");
         let adopt = |fd: &str| -> Option<OwnedFd> {
             let fd: RawFd = fd.parse().ok()?;
             // SAFETY: fcntl(F_GETFD) only checks that the number is an open
@@ -82,7 +88,11 @@ impl Inherited {
         if let Some(r) = &ready {
             set_cloexec(r.as_raw_fd(), true);
         }
-        Some(Inherited { ready, listeners })
+        Some(Inherited {
+            ready,
+            listeners,
+            detached,
+        })
     }
 
     /// The inherited listening socket bound to `addr`, if the master passed
@@ -100,6 +110,9 @@ impl Inherited {
         if let Some(fd) = self.ready.take() {
             let mut f = std::fs::File::from(fd);
             let _ = std::io::Write::write_all(&mut f, b"1");
+        }
+        if self.detached {
+            process::to_dev_null();
         }
     }
 }
@@ -258,7 +271,7 @@ impl Sockets {
 
 /// Starts a worker: this binary, with the same arguments, inheriting the
 /// listening sockets and the write end of a report pipe.
-fn spawn(sockets: &Sockets) -> Result<WorkerProc, String> {
+fn spawn(sockets: &Sockets, detached: bool) -> Result<WorkerProc, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two new descriptors into the array.
@@ -280,7 +293,12 @@ fn spawn(sockets: &Sockets) -> Result<WorkerProc, String> {
         .args(std::env::args_os().skip(1))
         .env(
             WORKER_ENV,
-            format!("{};{}", write_end.as_raw_fd(), sockets.spec()),
+            format!(
+                "{};{};{}",
+                write_end.as_raw_fd(),
+                sockets.spec(),
+                u8::from(detached)
+            ),
         )
         .spawn();
     for l in sockets.0.values() {
@@ -373,7 +391,7 @@ pub fn run(
         }
         return ExitCode::from(1);
     }
-    let mut current = match spawn(&sockets) {
+    let mut current = match spawn(&sockets, detached.is_some()) {
         Ok(w) => w,
         Err(e) => {
             say("ALERT", &e);
@@ -381,6 +399,7 @@ pub fn run(
         }
     };
     // Start-up: wait for the first worker to serve, or fail.
+    let mut early = Early::default();
     loop {
         match current.poll_ready() {
             Some(true) => break,
@@ -395,18 +414,30 @@ pub fn run(
             }
             None => {}
         }
-        if let Some(sig) = next_signal(&set, Duration::from_millis(50)) {
-            if matches!(sig, libc::SIGTERM | libc::SIGINT | libc::SIGUSR1) {
+        match next_signal(&set, Duration::from_millis(50)) {
+            Some(sig @ (libc::SIGTERM | libc::SIGINT | libc::SIGUSR1)) => {
                 // Stopping while starting: the worker takes it once serving.
                 current.signal(sig);
+                early.stopping = true;
             }
+            // A reload asked while starting happens once the worker serves.
+            Some(libc::SIGUSR2) => early.reload = true,
+            _ => {}
         }
     }
     say("NOTICE", "Loading success.");
+    let was_detached = detached.is_some();
     if let Some(d) = detached {
         d.ready();
     }
-    supervise(files, &set, &mut sockets, current)
+    supervise(files, &set, &mut sockets, current, was_detached, early)
+}
+
+/// Signals taken while the first worker was starting.
+#[derive(Default)]
+struct Early {
+    stopping: bool,
+    reload: bool,
 }
 
 /// The master's loop once a worker serves.
@@ -415,12 +446,18 @@ fn supervise(
     set: &libc::sigset_t,
     sockets: &mut Sockets,
     mut current: WorkerProc,
+    detached: bool,
+    early: Early,
 ) -> ExitCode {
     let mut pending: Option<WorkerProc> = None;
     let mut former: Vec<WorkerProc> = Vec::new();
-    let mut stopping = false;
+    let mut stopping = early.stopping;
+    let mut asked = early.reload.then_some(libc::SIGUSR2);
     loop {
-        match next_signal(set, Duration::from_millis(50)) {
+        match asked
+            .take()
+            .or_else(|| next_signal(set, Duration::from_millis(50)))
+        {
             Some(sig @ (libc::SIGTERM | libc::SIGINT | libc::SIGUSR1)) => {
                 stopping = true;
                 for w in std::iter::once(&current).chain(&pending).chain(&former) {
@@ -434,7 +471,7 @@ fn supervise(
                         "A reload is already in progress; ignoring SIGUSR2.",
                     );
                 } else {
-                    pending = reload(files, sockets, &current);
+                    pending = reload(files, sockets, &current, detached);
                 }
             }
             _ => {}
@@ -509,6 +546,7 @@ fn reload(
     files: &[std::path::PathBuf],
     sockets: &mut Sockets,
     current: &WorkerProc,
+    detached: bool,
 ) -> Option<WorkerProc> {
     say("WARNING", "Reloading: reading the configuration again");
     let keep = |errors: Vec<String>| {
@@ -531,7 +569,7 @@ fn reload(
     if let Err(errors) = sockets.update(&cfg.binds) {
         return keep(errors);
     }
-    match spawn(sockets) {
+    match spawn(sockets, detached) {
         Ok(w) => Some(w),
         Err(e) => keep(vec![format!("[ALERT] {e}")]),
     }

@@ -68,7 +68,8 @@ impl Inherited {
         let socks = parts.next().unwrap_or_default();
         let detached = parts.next() == Some("1");
         let adopt = |fd: &str| -> Option<OwnedFd> {
-            let fd: RawFd = fd.parse().ok()?;
+            // Never the standard descriptors: the master passes new ones.
+            let fd: RawFd = fd.parse().ok().filter(|fd| *fd > 2)?;
             // SAFETY: fcntl(F_GETFD) only checks that the number is an open
             // descriptor; the master passed it to this process alone, so
             // owning it here does not alias another owner.

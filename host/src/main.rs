@@ -34,7 +34,7 @@ use std::process::ExitCode;
 #[command(
     name = "luahost",
     about = "A Lua-scriptable proxy that runs HAProxy Lua scripts, built in Rust",
-    override_usage = "luahost -f FILE [-f FILE ...] [-c] [-d] [-D] [-p PIDFILE]\n       luahost run SCRIPT [ARGS...]\n       luahost module check FILE.so",
+    override_usage = "luahost -f FILE [-f FILE ...] [-c] [-d] [-D] [-W] [-p PIDFILE]\n       luahost run SCRIPT [ARGS...]\n       luahost module check FILE.so",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -50,7 +50,8 @@ struct Cli {
     /// Detach into the background once listening (as `daemon`).
     #[arg(short = 'D')]
     daemon: bool,
-    /// Master-worker mode: not supported (refused with an explanation).
+    /// Master-worker mode: a master process supervises one worker process
+    /// and reloads it on SIGUSR2 (as `master-worker`).
     #[arg(short = 'W')]
     master_worker: bool,
     /// Write the process id to this file.
@@ -126,18 +127,13 @@ fn main() -> ExitCode {
         Some(Command::Module {
             command: ModuleCommand::Check { file },
         }) => module_check::run(&file),
-        None if cli.master_worker => {
-            eprintln!(
-                "[ALERT] -W (master-worker mode) is not supported by luahost: it runs as one process and cannot re-execute itself for seamless reloads (SIGUSR2); run it under a service manager such as systemd, or use -D."
-            );
-            ExitCode::from(1)
-        }
         None if !cli.files.is_empty() => proxy::run(proxy::Options {
             files: cli.files,
             check_only: cli.check,
             debug: cli.debug,
             pidfile: cli.pidfile,
             daemon: cli.daemon,
+            master_worker: cli.master_worker,
         }),
         None => {
             let _ = Cli::command().print_help();

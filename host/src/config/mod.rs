@@ -274,6 +274,9 @@ pub struct HttpClientConf {
 pub struct Process {
     /// `daemon` (or `-D`): detach into the background once listening.
     pub daemon: bool,
+    /// `master-worker` (or `-W`): a master process supervises one worker
+    /// process and reloads it on SIGUSR2 (proxy/master.rs).
+    pub master_worker: bool,
     /// `user`/`uid`: the user to run as once the listeners are bound.
     pub uid: Option<u32>,
     /// `group`/`gid`: the group to run as once the listeners are bound.

@@ -127,12 +127,14 @@ pub(crate) fn keyword(
     let result = match kw {
         "daemon" => no_args(words).map(|()| p.daemon = true),
         "expose-experimental-directives" => no_args(words).map(|()| p.experimental = true),
-        "master-worker" => Err(
-            "'master-worker' is not supported by luahost: it runs as one process and cannot \
-             re-execute itself for seamless reloads (SIGUSR2); run it under a service manager \
-             such as systemd, which restarts it, or use 'daemon'"
-                .to_string(),
-        ),
+        "master-worker" => match words.get(1) {
+            Some(&"no-exit-on-failure") => Err(
+                "'master-worker no-exit-on-failure' is not supported by luahost: the master \
+                 exits when its worker dies, so that a service manager restarts it"
+                    .to_string(),
+            ),
+            _ => no_args(words).map(|()| p.master_worker = true),
+        },
         "user" => one("a user name").and_then(|name| {
             user_id(name)
                 .map(|uid| p.uid = Some(uid))

@@ -15,6 +15,7 @@ pub mod h1_server;
 pub mod http_front;
 mod listen;
 pub mod listen_control;
+pub mod master;
 mod pidfile;
 pub mod plan;
 mod process;
@@ -57,6 +58,8 @@ pub struct Options {
     pub pidfile: Option<PathBuf>,
     /// `-D`: detach into the background, as `daemon` does.
     pub daemon: bool,
+    /// `-W`: run as a master supervising one worker process.
+    pub master_worker: bool,
 }
 
 /// What a worker reports after loading its Lua states.
@@ -81,6 +84,8 @@ enum Go {
 }
 
 pub fn run(opts: Options) -> ExitCode {
+    // A worker of a master-worker pair: it adopts its master's sockets.
+    let mut inherited = master::Inherited::from_env();
     // Before any Lua state exists: scripts' output appears line by line.
     stdio::line_buffer_stdout();
     startup_trace::start();
@@ -95,6 +100,13 @@ pub fn run(opts: Options) -> ExitCode {
         }
     };
     startup_trace::mark("parse");
+    if (opts.master_worker || cfg.global.process.master_worker)
+        && !opts.check_only
+        && inherited.is_none()
+    {
+        drop(cfg);
+        return master::run(&opts.files, opts.daemon, opts.debug, opts.pidfile);
+    }
     // setenv & co. take effect now, while the process has one thread, so
     // the Lua states see them (os.getenv).
     crate::config::apply_env(&cfg.global.process.env);
@@ -187,7 +199,12 @@ pub fn run(opts: Options) -> ExitCode {
     // In daemon mode everything from here on runs in the child; the parent
     // exits once the child reports that it serves (or fails).
     // As in HAProxy, -d (foreground debugging) overrides daemon mode.
-    let detached = if (opts.daemon || proc_cfg.daemon) && !opts.check_only && !opts.debug {
+    // A worker never detaches: its master does.
+    let detached = if (opts.daemon || proc_cfg.daemon)
+        && !opts.check_only
+        && !opts.debug
+        && inherited.is_none()
+    {
         match process::daemonize() {
             Ok(d) => Some(d),
             Err(e) => {
@@ -199,7 +216,7 @@ pub fn run(opts: Options) -> ExitCode {
         None
     };
     // Written before anything listens, removed on every exit path.
-    let _pidfile = if opts.check_only {
+    let _pidfile = if opts.check_only || inherited.is_some() {
         PidFile::none()
     } else {
         PidFile::write(opts.pidfile.clone().or(plan.pidfile.clone()))
@@ -219,7 +236,11 @@ pub fn run(opts: Options) -> ExitCode {
     if !opts.check_only {
         for fe in &plan.frontends {
             for b in &fe.binds {
-                match listen::bind(b.addr, b.backlog) {
+                let bound = match inherited.as_mut().and_then(|i| i.take_listener(b.addr)) {
+                    Some(adopted) => adopted,
+                    None => listen::bind(b.addr, b.backlog),
+                };
+                match bound {
                     Ok(l) => listeners.push((fe.name.clone(), l)),
                     Err(e) => errors.push(format!(
                         "[ALERT] parsing [{}] : cannot bind {}: {e}",
@@ -449,6 +470,9 @@ pub fn run(opts: Options) -> ExitCode {
     };
     if let Some(d) = detached {
         d.ready();
+    }
+    if let Some(i) = inherited.as_mut() {
+        i.ready();
     }
     let watchdog = StopWatchdog {
         grace: plan.grace,

@@ -81,6 +81,7 @@ impl BackendSwitch {
 }
 
 /// One listening socket to open.
+#[derive(Clone)]
 pub struct BindPlan {
     pub addr: SocketAddr,
     /// `file:line` of the `bind` line.

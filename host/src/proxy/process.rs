@@ -26,17 +26,23 @@ impl Detached {
     /// and stderr at /dev/null (the terminal is the parent's).
     pub fn ready(mut self) {
         let _ = self.report.write_all(b"1");
-        if let Ok(null) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-        {
-            use std::os::fd::AsRawFd;
-            for fd in 0..3 {
-                // SAFETY: dup2 onto the standard descriptors; `null` stays
-                // open for the duration of the calls.
-                unsafe { libc::dup2(null.as_raw_fd(), fd) };
-            }
+        to_dev_null();
+    }
+}
+
+/// Points stdin, stdout and stderr at /dev/null (a daemon lets go of the
+/// terminal once it serves).
+pub fn to_dev_null() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; `null` stays
+            // open for the duration of the calls.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
 }

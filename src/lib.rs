@@ -641,6 +641,34 @@ impl HttpReader {
     }
 }
 
+/// A test origin on 127.0.0.1: for each connection, reads one request head,
+/// writes `response` as it is, then closes. Returns its port.
+pub fn one_shot_origin(response: Vec<u8>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin");
+    let port = listener.local_addr().expect("origin addr").port();
+    let response = std::sync::Arc::new(response);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let response = response.clone();
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(&response);
+            });
+        }
+    });
+    port
+}
+
 /// One GET request on a fresh connection.
 pub fn http_get(port: u16, path: &str) -> HttpResponse {
     let mut c = HttpReader::connect(port);

@@ -27,11 +27,11 @@
 
 use luahost_suite::syslog::{mask_rfc3164, Receivers};
 use luahost_suite::{
-    artifacts, free_port, haproxy_26, haproxy_30, run_with_timeout, scratch_dir, HttpReader,
-    HttpResponse,
+    artifacts, free_port, haproxy_26, haproxy_30, one_shot_origin, run_with_timeout, scratch_dir,
+    HttpReader, HttpResponse,
 };
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,35 +64,6 @@ end)
 
 /// The response of the server backend: fixed bytes, compressible text.
 const ORIGIN_BODY: &str = "origin text, long enough to be worth compressing, origin text, long enough to be worth compressing\n";
-
-/// A server answering each connection's first request head with
-/// [`ORIGIN_BODY`] (as text/plain, with a content-length), then closing.
-fn start_origin() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{ORIGIN_BODY}",
-                    ORIGIN_BODY.len()
-                );
-                let _ = conn.write_all(resp.as_bytes());
-            });
-        }
-    });
-    port
-}
 
 /// Whether the tests run as root (CI does): only then `user nobody`.
 fn running_as_root() -> bool {
@@ -316,7 +287,13 @@ fn run(program: &Path, label: &str, v: &Variant, keep: impl Fn(&Step) -> bool) -
         std::fs::set_permissions(&r.unix_path, std::fs::Permissions::from_mode(0o666))
             .expect("chmod log socket");
     }
-    let origin = start_origin();
+    let origin = one_shot_origin(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{ORIGIN_BODY}",
+            ORIGIN_BODY.len()
+        )
+        .into_bytes(),
+    );
     let http = free_port();
     std::fs::write(dir.join("aio.lua"), LUA).expect("write lua");
     std::fs::write(dir.join("aio.cfg"), config(&dir, &r, http, origin, v)).expect("write cfg");

@@ -11,9 +11,9 @@
 //! Run: `cargo test --test logging`.
 
 use luahost_suite::syslog::{mask_message, mask_rfc3164, mask_rfc5424, Receivers};
-use luahost_suite::{artifacts, free_port, haproxy_peers, scratch_dir};
+use luahost_suite::{artifacts, free_port, haproxy_peers, one_shot_origin, scratch_dir};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -27,31 +27,6 @@ use std::time::{Duration, Instant};
 /// that byte counts are the same in every run.
 const BACKEND_RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\nx-srv: abc\r\ncontent-type: text/plain\r\n\r\nhello world\n";
-
-/// A backend that answers each connection's first request head with
-/// [`BACKEND_RESPONSE`], then closes.
-fn start_backend() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = conn.write_all(BACKEND_RESPONSE);
-            });
-        }
-    });
-    port
-}
 
 /// A port where nothing listens.
 fn dead_port() -> u16 {
@@ -201,7 +176,7 @@ struct Captured {
 fn run(program: &Path, name: &str) -> Captured {
     let dir = scratch_dir(name);
     let r = Receivers::start(&dir);
-    let backend = start_backend();
+    let backend = one_shot_origin(BACKEND_RESPONSE.to_vec());
     let (http, tcp, dead) = (free_port(), free_port(), dead_port());
     std::fs::write(dir.join("log.lua"), LUA).expect("write lua");
     let cfg = dir.join("log.cfg");
@@ -387,7 +362,7 @@ fn stdout_log_format_dontlognull_and_legacy_match_haproxy() {
     }
     let run_stdout = |program: &Path, name: &str| -> Vec<String> {
         let dir = scratch_dir(name);
-        let backend = start_backend();
+        let backend = one_shot_origin(BACKEND_RESPONSE.to_vec());
         let (legacy, custom, quiet) = (free_port(), free_port(), free_port());
         let cfg = dir.join("stdout.cfg");
         std::fs::write(
@@ -527,7 +502,7 @@ fn txn_messages_go_to_the_current_proxys_loggers() {
         let dir = scratch_dir(name);
         let fe_sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let be_sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let backend = start_backend();
+        let backend = one_shot_origin(BACKEND_RESPONSE.to_vec());
         let port = free_port();
         std::fs::write(
             dir.join("stages.lua"),

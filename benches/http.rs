@@ -11,7 +11,7 @@
 //! of a workload run side by side and their runs alternate. Environment: BENCH_SECS (default 5), BENCH_RUNS (5),
 //! BENCH_CONNS (50).
 
-use luahost_suite::{artifacts, find_on_path, free_port, haproxy_peers, scratch_dir};
+use luahost_suite::{artifacts, find_on_path, free_port, haproxy_peers, scratch_dir, wrk_totals};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -204,20 +204,11 @@ fn wrk_raw(port: u16, secs: u64, conns: u64, header: Option<&str>) -> (f64, f64,
         .output()
         .expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut rps = 0.0;
-    let mut requests = 0.0;
+    let (rps, requests) = wrk_totals(&text);
     let (mut p50, mut p99) = (f64::NAN, f64::NAN);
     for line in text.lines() {
-        if line.contains(" requests in ") {
-            requests = line
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0.0);
-        }
         let mut w = line.split_whitespace();
         match (w.next(), w.next()) {
-            (Some("Requests/sec:"), Some(v)) => rps = v.parse().unwrap_or(0.0),
             (Some("50%"), Some(v)) => p50 = ms(v),
             (Some("99%"), Some(v)) => p99 = ms(v),
             _ => {}

@@ -16,7 +16,7 @@
 //! Environment: BENCH_SECS (default 5), BENCH_RUNS (3), BENCH_CONNS (8).
 
 use luahost_suite::http_origin::Origin;
-use luahost_suite::{artifacts, free_port, haproxy_30, scratch_dir};
+use luahost_suite::{artifacts, free_port, haproxy_30, scratch_dir, wrk_totals};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -123,20 +123,7 @@ fn measure(server: &Server, origin: &Origin, secs: u64, conns: u64) -> Run {
         .output()
         .expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut rps = 0.0;
-    let mut requests = 0.0;
-    for line in text.lines() {
-        if line.contains(" requests in ") {
-            requests = line
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0.0);
-        }
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
-            rps = v.trim().parse().unwrap_or(0.0);
-        }
-    }
+    let (rps, requests) = wrk_totals(&text);
     let cpu_us = match (ticks, cpu_ticks(server.child.id())) {
         // USER_HZ is 100: a tick is 10 ms.
         (Some(b), Some(a)) if requests > 0.0 => (a - b) as f64 * 10_000.0 / requests,

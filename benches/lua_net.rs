@@ -20,7 +20,7 @@
 //! nothing piled up for the collector. Environment: BENCH_SECS (default 5),
 //! BENCH_RUNS (3), BENCH_CONNS (50).
 
-use luahost_suite::{artifacts, find_on_path, free_port, haproxy_30, scratch_dir};
+use luahost_suite::{artifacts, find_on_path, free_port, haproxy_30, scratch_dir, wrk_totals};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -201,20 +201,7 @@ fn wrk(port: u16, secs: u64, conns: u64) -> (f64, f64, bool) {
         .output()
         .expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut rps = 0.0;
-    let mut requests = 0.0;
-    for line in text.lines() {
-        if line.contains(" requests in ") {
-            requests = line
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0.0);
-        }
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
-            rps = v.trim().parse().unwrap_or(0.0);
-        }
-    }
+    let (rps, requests) = wrk_totals(&text);
     let errors = text.contains("Non-2xx") || text.contains("Socket errors");
     (rps, requests, errors)
 }

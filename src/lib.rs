@@ -669,6 +669,25 @@ pub fn one_shot_origin(response: Vec<u8>) -> u16 {
     port
 }
 
+/// wrk's totals, read from its report: (requests per second, requests
+/// completed); 0 for a figure the report lacks.
+pub fn wrk_totals(report: &str) -> (f64, f64) {
+    let (mut rps, mut requests) = (0.0, 0.0);
+    for line in report.lines() {
+        if line.contains(" requests in ") {
+            requests = line
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0);
+        }
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            rps = v.trim().parse().unwrap_or(0.0);
+        }
+    }
+    (rps, requests)
+}
+
 /// One GET request on a fresh connection.
 pub fn http_get(port: u16, path: &str) -> HttpResponse {
     let mut c = HttpReader::connect(port);

@@ -146,7 +146,12 @@ struct Loaded {
 fn load(files: &[std::path::PathBuf]) -> Result<Loaded, Vec<String>> {
     let cfg = crate::config::parse_files(files)
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let plan = plan::build(&cfg)?;
+    loaded(&cfg)
+}
+
+/// What the master keeps of a parsed configuration.
+fn loaded(cfg: &crate::config::Config) -> Result<Loaded, Vec<String>> {
+    let plan = plan::build(cfg)?;
     Ok(Loaded {
         binds: plan
             .frontends
@@ -354,15 +359,17 @@ fn next_signal(set: &libc::sigset_t, wait: Duration) -> Option<libc::c_int> {
     (s > 0).then_some(s)
 }
 
-/// Runs the master. `daemon` is `-D`; the configuration's `daemon` counts
-/// too. Returns the exit status.
+/// Runs the master on `parsed`, the configuration the process parsed at
+/// start (parsed again from `files` at each reload). `daemon` is `-D`; the
+/// configuration's `daemon` counts too. Returns the exit status.
 pub fn run(
+    parsed: crate::config::Config,
     files: &[std::path::PathBuf],
     daemon: bool,
     debug: bool,
     pidfile: Option<std::path::PathBuf>,
 ) -> ExitCode {
-    let cfg = match load(files) {
+    let cfg = match loaded(&parsed) {
         Ok(c) => c,
         Err(errors) => {
             for e in errors {
@@ -372,6 +379,7 @@ pub fn run(
             return ExitCode::from(1);
         }
     };
+    drop(parsed);
     let mut detached = None;
     if (daemon || cfg.daemon) && !debug {
         match process::daemonize() {

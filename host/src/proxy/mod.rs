@@ -104,8 +104,7 @@ pub fn run(opts: Options) -> ExitCode {
         && !opts.check_only
         && inherited.is_none()
     {
-        drop(cfg);
-        return master::run(&opts.files, opts.daemon, opts.debug, opts.pidfile);
+        return master::run(cfg, &opts.files, opts.daemon, opts.debug, opts.pidfile);
     }
     // setenv & co. take effect now, while the process has one thread, so
     // the Lua states see them (os.getenv).

@@ -123,8 +123,9 @@ impl TrafficLog {
     }
 
     /// The end of a transaction: its line, at `info` (at `err` for a failed
-    /// one with `option log-separate-errors`). Nothing for the legacy shape
-    /// or, with `dontlognull`, when the client sent nothing.
+    /// one with `option log-separate-errors`), or at the level a script set
+    /// with `txn:set_loglevel()` (none for `core.silent`). Nothing for the
+    /// legacy shape or, with `dontlognull`, when the client sent nothing.
     pub fn finished(&self, ctx: &SampleCtx, info: &LogInfo) {
         let Shape::Format(format) = &self.shape else {
             return;
@@ -132,10 +133,11 @@ impl TrafficLog {
         if self.dontlognull && info.bytes_in == 0 {
             return;
         }
-        let level = if self.separate_errors && self.is_error(ctx, info) {
-            super::ERR
-        } else {
-            super::INFO
+        let level = match ctx.txn.log_level {
+            Some(level) if level < 0 => return,
+            Some(level) => level,
+            None if self.separate_errors && self.is_error(ctx, info) => super::ERR,
+            None => super::INFO,
         };
         let line = format.render_log(ctx, Some(info));
         self.loggers.send(level, &line);

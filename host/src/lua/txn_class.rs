@@ -49,6 +49,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
                 .and_then(|c| c.with(|t| t.log_level))
                 .ok()
                 .flatten()
+                .filter(|l| *l >= 0)
                 .unwrap_or(crate::log::INFO);
             txn_log(&this, level, &msg.to_string_lossy());
             Ok(())
@@ -72,9 +73,10 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     c.method(
         "set_loglevel",
         lua.create_function(|_, (this, level): (Value, i64)| {
-            if !(0..=7).contains(&level) {
+            // -1 is core.silent: no traffic log line for this transaction.
+            if !(-1..=7).contains(&level) {
                 return Err(mlua::Error::runtime(
-                    "set_loglevel: the level must be between 0 and 7",
+                    "set_loglevel: the level must be core.silent (-1) or between 0 and 7",
                 ));
             }
             cell(&this, "set_loglevel")?.with_mut(|t| t.log_level = Some(level as i32))

@@ -199,7 +199,7 @@ impl Registry {
                 cap,
                 mode: p.mode,
                 backend,
-                listeners: p.binds.iter().map(|b| b.addr).collect(),
+                listeners: p.extras.binds.iter().map(|b| b.addr).collect(),
                 control: OnceLock::new(),
             };
             let at = proxies.len() as u32;

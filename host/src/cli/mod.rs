@@ -73,14 +73,14 @@ impl ConfigFacts {
             .unwrap_or(crate::stats::snapshot().maxconn);
         let mut fe_total: HashMap<String, usize> = HashMap::new();
         for p in cfg.proxies.iter().filter(|p| p.kind.has_frontend()) {
-            let max = p.maxconn.unwrap_or(global);
+            let max = p.extras.maxconn.unwrap_or(global);
             let mut targets: Vec<&str> = p
-                .use_backends
+                .extras.use_backends
                 .iter()
                 .filter(|u| !u.is_dynamic())
                 .map(|u| u.name.as_str())
                 .collect();
-            if let Some((d, _)) = &p.default_backend {
+            if let Some((d, _)) = &p.extras.default_backend {
                 targets.push(d);
             }
             if p.kind.has_backend() {
@@ -101,7 +101,7 @@ impl ConfigFacts {
             }
         }
         for p in &cfg.proxies {
-            if let Some(m) = p.maxconn {
+            if let Some(m) = p.extras.maxconn {
                 f.frontend_maxconn.insert(p.name.clone(), m);
             }
             // Servers with HAProxy's defaults are left out: the reader

@@ -115,7 +115,7 @@ pub(crate) fn check_proxy(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigWarning>,
 ) {
-    if p.kind == ProxyKind::Frontend && p.binds.is_empty() && !bind_written {
+    if p.kind == ProxyKind::Frontend && p.extras.binds.is_empty() && !bind_written {
         alert(
             errors,
             &p.location,
@@ -298,9 +298,9 @@ fn check_tracks(proxies: &[Proxy], names: &Names, errors: &mut Vec<ConfigError>)
 /// say so once per kind of setting.
 fn warn_http_in_tcp(p: &Proxy, warnings: &mut Vec<ConfigWarning>) {
     let sets = [
-        (RuleSet::HttpRequest, &p.http_request),
-        (RuleSet::HttpResponse, &p.http_response),
-        (RuleSet::HttpAfterResponse, &p.http_after_response),
+        (RuleSet::HttpRequest, &p.extras.http_request),
+        (RuleSet::HttpResponse, &p.extras.http_response),
+        (RuleSet::HttpAfterResponse, &p.extras.http_after_response),
     ];
     let o = &p.options;
     let options = [
@@ -350,11 +350,11 @@ pub(crate) fn check_references(
     check_tracks(proxies, names, errors);
     for p in frontends.iter().filter_map(|&i| proxies.get(i)) {
         let defaults = p
-            .default_backend
+            .extras.default_backend
             .iter()
             .map(|(n, l)| ("default_backend", n.as_str(), l));
         let rules = p
-            .use_backends
+            .extras.use_backends
             .iter()
             .filter(|u| !u.is_dynamic())
             .map(|u| ("use_backend", u.name.as_str(), &u.location));

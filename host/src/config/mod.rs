@@ -491,22 +491,61 @@ impl ProxyKind {
 }
 
 /// A frontend, backend or listen section, with its defaults applied.
+///
+/// What every proxy has is stored inline; what a plain backend (servers and
+/// nothing else) does not use lives behind boxes, so that such a backend costs
+/// a few pointers: with 300,000 backends, each byte here is 300 kB.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     /// The section name.
     pub name: String,
     /// The section kind.
     pub kind: ProxyKind,
-    /// The section header line.
-    pub location: Location,
     /// `mode`.
     pub mode: Mode,
-    /// `bind` addresses.
-    pub binds: Vec<Bind>,
+    /// `balance`.
+    pub balance: Balance,
+    /// `log global`: use the global log targets.
+    pub log_global: bool,
+    /// The section header line.
+    pub location: Location,
     /// `timeout` settings: shared by the proxies that inherit the same
     /// ones from a `defaults` section (copy-on-write: a `timeout` line in
     /// the proxy gives it its own; see [`SharedTimeouts`]).
     pub timeouts: Arc<Timeouts>,
+    /// `server` lines.
+    pub servers: Vec<ServerDef>,
+    /// `retries`.
+    pub retries: Option<u32>,
+    /// `option` flags.
+    pub options: ProxyOptions,
+    /// Binds, limits, backend selection, ACLs, rules, error files and
+    /// description: empty for a plain backend, so boxed (see [`Extras`]).
+    pub extras: Extras,
+    /// `log` lines, `log-tag`, `log-format` and captures (boxed: most
+    /// proxies have none; [`Proxy::logs`] reads the `log` lines).
+    pub logging: Option<Box<ProxyLogging>>,
+    /// `option httpchk`, `option tcp-check` and their `http-check` /
+    /// `tcp-check` rules (boxed: most proxies have none).
+    pub health: Option<Box<ProxyCheck>>,
+    /// `compression ...` and `filter compression` (boxed: rare).
+    pub compression: Option<Box<Compression>>,
+}
+
+impl Proxy {
+    /// The proxy's own `log` lines (not the global ones `log global` adds).
+    pub fn logs(&self) -> &[LogTarget] {
+        self.logging.as_deref().map_or(&[], |l| &l.logs)
+    }
+}
+
+/// The settings of a proxy that a backend with only servers does not use:
+/// what a frontend needs (binds, limits, backend selection), ACLs and rule
+/// lists, error files and the description.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyExtras {
+    /// `bind` addresses.
+    pub binds: Vec<Bind>,
     /// `maxconn`.
     pub maxconn: Option<usize>,
     /// `backlog`: the listen queue of this frontend's binds (0 or unset:
@@ -532,34 +571,74 @@ pub struct Proxy {
     pub tcp_response_content: Vec<Rule>,
     /// `tcp-request inspect-delay`.
     pub tcp_request_inspect_delay: Option<Duration>,
-    /// `server` lines.
-    pub servers: Vec<ServerDef>,
-    /// `balance`.
-    pub balance: Balance,
-    /// `option` flags.
-    pub options: ProxyOptions,
-    /// `retries`.
-    pub retries: Option<u32>,
-    /// `log global`: use the global log targets.
-    pub log_global: bool,
-    /// Proxy-specific `log` targets.
-    pub logs: Vec<LogTarget>,
-    /// `log-tag`, `log-format` and captures (boxed: most proxies have none).
-    pub logging: Option<Box<ProxyLogging>>,
-    /// `description`.
-    pub description: Option<String>,
-    /// `option httpchk`, `option tcp-check` and their `http-check` /
-    /// `tcp-check` rules (boxed: most proxies have none).
-    pub health: Option<Box<ProxyCheck>>,
     /// `errorfile CODE FILE` lines, the last one of a status winning.
     pub errorfiles: Vec<ErrorFileDef>,
-    /// `compression ...` and `filter compression` (boxed: rare).
-    pub compression: Option<Box<Compression>>,
+    /// `description`.
+    pub description: Option<String>,
 }
 
-/// The logging settings of a proxy besides its `log` lines.
+impl ProxyExtras {
+    /// Nothing set: what a proxy without extras reads.
+    const NONE: ProxyExtras = ProxyExtras {
+        binds: Vec::new(),
+        maxconn: None,
+        backlog: None,
+        default_backend: None,
+        use_backends: Vec::new(),
+        acls: Vec::new(),
+        http_request: Vec::new(),
+        http_response: Vec::new(),
+        http_after_response: Vec::new(),
+        tcp_request_connection: Vec::new(),
+        tcp_request_content: Vec::new(),
+        tcp_response_content: Vec::new(),
+        tcp_request_inspect_delay: None,
+        errorfiles: Vec::new(),
+        description: None,
+    };
+}
+
+/// The [`ProxyExtras`] of a proxy, allocated by the first line that sets
+/// one. Reading goes through `Deref` (an empty record when none was set),
+/// writing through [`Extras::get_mut`].
+#[derive(Debug, Clone, Default)]
+pub struct Extras(Option<Box<ProxyExtras>>);
+
+/// What [`Extras`] reads as when nothing was set.
+static NO_EXTRAS: ProxyExtras = ProxyExtras::NONE;
+
+impl Extras {
+    /// The record, created empty if the proxy had none.
+    pub fn get_mut(&mut self) -> &mut ProxyExtras {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// Whether anything was set (the record exists).
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl From<ProxyExtras> for Extras {
+    fn from(e: ProxyExtras) -> Extras {
+        Extras(Some(Box::new(e)))
+    }
+}
+
+impl std::ops::Deref for Extras {
+    type Target = ProxyExtras;
+
+    fn deref(&self) -> &ProxyExtras {
+        self.0.as_deref().unwrap_or(&NO_EXTRAS)
+    }
+}
+
+/// The logging settings of a proxy: its `log` lines, `log-tag`,
+/// `log-format` and captures.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyLogging {
+    /// Proxy-specific `log` targets.
+    pub logs: Vec<LogTarget>,
     /// `log-tag`.
     pub tag: Option<String>,
     /// `log-format`, with its line.

@@ -8,8 +8,9 @@ use super::health;
 use super::rules::{parse_rule, RuleSet};
 use super::units::{int_arg, time_arg};
 use super::{
-    Balance, Bind, CheckKind, ErrorFileDef, ForwardFor, Location, Mode, Proxy, ProxyCheck,
-    ProxyKind, ProxyOptions, ServerDef, SharedTimeouts, Timeouts, UseBackend,
+    Balance, Bind, CheckKind, ErrorFileDef, Extras, ForwardFor, Location, Mode, Proxy,
+    ProxyCheck, ProxyExtras, ProxyKind, ProxyOptions, ServerDef, SharedTimeouts, Timeouts,
+    UseBackend,
 };
 use std::sync::Arc;
 
@@ -207,39 +208,26 @@ pub(crate) fn builtin_defaults(loc: &Location) -> Proxy {
     Proxy {
         name: String::new(),
         kind: ProxyKind::Listen,
-        location: loc.clone(),
         mode: Mode::default(),
-        binds: Vec::new(),
-        timeouts: Arc::new(Timeouts::default()),
-        maxconn: None,
-        backlog: None,
-        default_backend: None,
-        use_backends: Vec::new(),
-        acls: Vec::new(),
-        http_request: Vec::new(),
-        http_response: Vec::new(),
-        http_after_response: Vec::new(),
-        tcp_request_connection: Vec::new(),
-        tcp_request_content: Vec::new(),
-        tcp_response_content: Vec::new(),
-        tcp_request_inspect_delay: None,
-        servers: Vec::new(),
         balance: Balance::default(),
-        options: ProxyOptions::default(),
-        retries: None,
         log_global: false,
-        logs: Vec::new(),
+        location: loc.clone(),
+        timeouts: Arc::new(Timeouts::default()),
+        servers: Vec::new(),
+        retries: None,
+        options: ProxyOptions::default(),
+        extras: Extras::default(),
         logging: None,
-        description: None,
         health: None,
-        errorfiles: Vec::new(),
         compression: None,
     }
 }
 
 /// A new proxy that takes from `defaults` what HAProxy copies for its kind:
 /// frontend settings only with frontend capability, backend settings only
-/// with backend capability, the rest always.
+/// with backend capability, the rest always. Nothing is allocated for what
+/// the defaults do not set, so a backend under plain defaults costs its
+/// name and its inline fields.
 pub(crate) fn inherit(
     defaults: &Proxy,
     name: &str,
@@ -254,8 +242,14 @@ pub(crate) fn inherit(
     Proxy {
         name: name.to_string(),
         kind,
-        location: loc.clone(),
         mode: defaults.mode,
+        balance: if be {
+            defaults.balance
+        } else {
+            Balance::default()
+        },
+        log_global: defaults.log_global,
+        location: loc.clone(),
         timeouts: shared.get(Timeouts {
             client: pick(fe, d.client),
             server: pick(be, d.server),
@@ -266,37 +260,47 @@ pub(crate) fn inherit(
             tunnel: pick(be, d.tunnel),
             check: pick(be, d.check),
         }),
-        maxconn: if fe { defaults.maxconn } else { None },
-        backlog: if fe { defaults.backlog } else { None },
-        default_backend: if fe {
-            defaults.default_backend.clone()
-        } else {
-            None
-        },
-        tcp_request_inspect_delay: defaults.tcp_request_inspect_delay,
-        balance: if be {
-            defaults.balance
-        } else {
-            Balance::default()
-        },
-        options: defaults.options.clone(),
+        servers: Vec::new(),
         retries: if be { defaults.retries } else { None },
-        log_global: defaults.log_global,
-        logs: defaults.logs.clone(),
-        health: if be { inherit_checks(defaults) } else { None },
-        // log-tag for every proxy, log-format only with frontend capability;
-        // captures are never in defaults.
+        options: defaults.options.clone(),
+        extras: inherit_extras(&defaults.extras, fe),
+        // `log` lines and log-tag for every proxy, log-format only with
+        // frontend capability; captures are never in defaults.
         logging: defaults.logging.as_ref().and_then(|l| {
             let inherited = super::ProxyLogging {
+                logs: l.logs.clone(),
                 tag: l.tag.clone(),
                 format: if fe { l.format.clone() } else { None },
                 ..Default::default()
             };
             (inherited != super::ProxyLogging::default()).then(|| Box::new(inherited))
         }),
-        errorfiles: defaults.errorfiles.clone(),
+        health: if be { inherit_checks(defaults) } else { None },
         compression: defaults.compression.clone(),
-        ..builtin_defaults(loc)
+    }
+}
+
+/// What a new proxy takes from the defaults' extras: `maxconn`, `backlog`
+/// and `default_backend` with frontend capability, the inspect delay and
+/// the error files always (rules and ACLs are never inherited).
+fn inherit_extras(d: &ProxyExtras, fe: bool) -> Extras {
+    let e = ProxyExtras {
+        maxconn: if fe { d.maxconn } else { None },
+        backlog: if fe { d.backlog } else { None },
+        default_backend: if fe { d.default_backend.clone() } else { None },
+        tcp_request_inspect_delay: d.tcp_request_inspect_delay,
+        errorfiles: d.errorfiles.clone(),
+        ..Default::default()
+    };
+    let empty = e.maxconn.is_none()
+        && e.backlog.is_none()
+        && e.default_backend.is_none()
+        && e.tcp_request_inspect_delay.is_none()
+        && e.errorfiles.is_empty();
+    if empty {
+        Extras::default()
+    } else {
+        Extras::from(e)
     }
 }
 
@@ -339,11 +343,11 @@ pub(crate) fn keyword(
         "bind" => bind(p, words, loc)?,
         "timeout" => return timeout(p, sect, words),
         "maxconn" => {
-            p.maxconn = Some(int_arg(kw, "a number of connections", arg, 1, u64::MAX)?);
+            p.extras.get_mut().maxconn = Some(int_arg(kw, "a number of connections", arg, 1, u64::MAX)?);
             at_most(words, 2)?;
         }
         "backlog" => {
-            p.backlog = Some(int_arg(
+            p.extras.get_mut().backlog = Some(int_arg(
                 kw,
                 "a number of pending connections",
                 arg,
@@ -356,12 +360,12 @@ pub(crate) fn keyword(
             let name = arg.ok_or("'default_backend' expects a backend name")?;
             check_name("backend", name)?;
             at_most(words, 2)?;
-            p.default_backend = Some((name.to_string(), loc.clone()));
+            p.extras.get_mut().default_backend = Some((name.to_string(), loc.clone()));
         }
         "use_backend" => use_backend(p, words, loc)?,
         "acl" => {
             let acl = parse_acl_line(words, loc)?;
-            push(&mut p.acls, acl);
+            push(&mut p.extras.get_mut().acls, acl);
         }
         "http-request" => rule(p, RuleSet::HttpRequest, &words[1..], sect, loc)?,
         "http-response" => rule(p, RuleSet::HttpResponse, &words[1..], sect, loc)?,
@@ -382,7 +386,7 @@ pub(crate) fn keyword(
                 rule(p, RuleSet::TcpRequestConnection, &words[2..], sect, loc)?;
             }
             Some("inspect-delay") => {
-                p.tcp_request_inspect_delay = Some(time_arg(
+                p.extras.get_mut().tcp_request_inspect_delay = Some(time_arg(
                     "tcp-request inspect-delay",
                     words.get(2).copied(),
                 )?);
@@ -414,7 +418,9 @@ pub(crate) fn keyword(
             Some("log") => {
                 at_most(words, 2)?;
                 p.log_global = false;
-                p.logs.clear();
+                if let Some(l) = p.logging.as_mut() {
+                    l.logs.clear();
+                }
             }
             _ => {
                 return Err(format!(
@@ -428,7 +434,7 @@ pub(crate) fn keyword(
             at_most(words, 2)?;
         }
         "log" => match parse_log(words, loc)? {
-            Some(target) => push(&mut p.logs, target),
+            Some(target) => push(&mut logging(p).logs, target),
             None => p.log_global = true,
         },
         "http-check" => health::http_check(proxy_check(p), &words[1..])?,
@@ -453,13 +459,14 @@ pub(crate) fn keyword(
             if words.len() < 2 {
                 return Err("'description' expects a text".to_string());
             }
-            p.description = Some(words[1..].join(" "));
+            p.extras.get_mut().description = Some(words[1..].join(" "));
         }
         "errorfile" => {
             let (status, reply) = super::errorfile::parse_line(words)?;
-            p.errorfiles.retain(|e| e.status != status);
+            let errorfiles = &mut p.extras.get_mut().errorfiles;
+            errorfiles.retain(|e| e.status != status);
             push(
-                &mut p.errorfiles,
+                errorfiles,
                 ErrorFileDef {
                     status,
                     reply: std::sync::Arc::new(reply),
@@ -601,10 +608,11 @@ fn bind(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
         .split(',')
         .map(|a| parse_bind(a).map_err(|e| format!("'bind': {e}")))
         .collect::<Result<Vec<_>, _>>()?;
+    let binds = &mut p.extras.get_mut().binds;
     for addr in addrs {
         let location = loc.clone();
         push(
-            &mut p.binds,
+            binds,
             Bind {
                 addr,
                 backlog,
@@ -676,7 +684,7 @@ fn use_backend(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), Stri
     }
     let cond = match words.get(2) {
         None => None,
-        Some(&("if" | "unless")) => Some(super::acl::parse_condition(&words[2..], &p.acls, loc)?),
+        Some(&("if" | "unless")) => Some(super::acl::parse_condition(&words[2..], &p.extras.acls, loc)?),
         Some(other) => {
             return Err(format!(
                 "'use_backend': unexpected argument '{other}'; expected 'if' or 'unless'"
@@ -684,7 +692,7 @@ fn use_backend(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), Stri
         }
     };
     push(
-        &mut p.use_backends,
+        &mut p.extras.get_mut().use_backends,
         UseBackend {
             name: name.to_string(),
             cond,
@@ -732,7 +740,7 @@ fn rule(
     sect: SectionKind,
     loc: &Location,
 ) -> Result<(), String> {
-    let mut rule = parse_rule(set, words, &p.acls, loc)?;
+    let mut rule = parse_rule(set, words, &p.extras.acls, loc)?;
     if let super::Action::Capture { len, slot, .. } = &mut rule.action {
         // `http-request capture ... len N` declares a new request slot.
         if sect != SectionKind::Frontend && sect != SectionKind::Listen {
@@ -748,13 +756,14 @@ fn rule(
             len: *len,
         });
     }
+    let e = p.extras.get_mut();
     let list = match set {
-        RuleSet::HttpRequest => &mut p.http_request,
-        RuleSet::HttpResponse => &mut p.http_response,
-        RuleSet::HttpAfterResponse => &mut p.http_after_response,
-        RuleSet::TcpRequestConnection => &mut p.tcp_request_connection,
-        RuleSet::TcpRequestContent => &mut p.tcp_request_content,
-        RuleSet::TcpResponseContent => &mut p.tcp_response_content,
+        RuleSet::HttpRequest => &mut e.http_request,
+        RuleSet::HttpResponse => &mut e.http_response,
+        RuleSet::HttpAfterResponse => &mut e.http_after_response,
+        RuleSet::TcpRequestConnection => &mut e.tcp_request_connection,
+        RuleSet::TcpRequestContent => &mut e.tcp_request_content,
+        RuleSet::TcpResponseContent => &mut e.tcp_response_content,
     };
     push(list, rule);
     Ok(())
@@ -912,7 +921,12 @@ fn server(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
         health: None,
         location: loc.clone(),
     };
-    let who = format!("'server {}/{name}'", p.name);
+    // For messages about the options; most server lines have none.
+    let who = if words.len() > 3 {
+        format!("'server {}/{name}'", p.name)
+    } else {
+        String::new()
+    };
     let mut i = 3;
     while let Some(&opt) = words.get(i) {
         let value = words.get(i + 1).copied();

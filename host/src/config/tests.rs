@@ -92,18 +92,18 @@ listen echo
     assert_eq!(hello.location.to_string(), "t.cfg:14");
     assert_eq!(hello.mode, Mode::Http);
     assert_eq!(hello.timeouts.client, ms(5000));
-    assert_eq!(hello.binds[0].addr, sa("127.0.0.1:8080"));
-    assert_eq!(hello.binds[0].location.to_string(), "t.cfg:15");
+    assert_eq!(hello.extras.binds[0].addr, sa("127.0.0.1:8080"));
+    assert_eq!(hello.extras.binds[0].location.to_string(), "t.cfg:15");
     assert_eq!(
-        hello.http_request[0].action,
+        hello.extras.http_request[0].action,
         Action::UseService {
             name: "hello".into()
         }
     );
-    assert_eq!(hello.http_request[0].location.line, 16);
+    assert_eq!(hello.extras.http_request[0].location.line, 16);
     let echo = &c.proxies[1];
     assert_eq!((echo.kind, echo.mode), (ProxyKind::Listen, Mode::Tcp));
-    assert_eq!(echo.tcp_request_content.len(), 1);
+    assert_eq!(echo.extras.tcp_request_content.len(), 1);
     assert!(c.warnings.is_empty());
     assert!(c.frontend("hello").is_some());
     assert!(c.backend("hello").is_none());
@@ -307,7 +307,7 @@ backend app
   server s1 127.0.0.1:9000
 "#);
     let f = &c.proxies[0];
-    let addrs: Vec<SocketAddr> = f.binds.iter().map(|b| b.addr).collect();
+    let addrs: Vec<SocketAddr> = f.extras.binds.iter().map(|b| b.addr).collect();
     assert_eq!(
         addrs,
         [
@@ -317,7 +317,7 @@ backend app
             sa("[::]:81")
         ]
     );
-    assert_eq!(f.binds[2].location.line, 5);
+    assert_eq!(f.extras.binds[2].location.line, 5);
     assert_eq!(
         *f.timeouts,
         Timeouts {
@@ -327,8 +327,8 @@ backend app
             ..Timeouts::default()
         }
     );
-    assert_eq!(f.maxconn, Some(500));
-    assert_eq!(f.description.as_deref(), Some("main web entry"));
+    assert_eq!(f.extras.maxconn, Some(500));
+    assert_eq!(f.extras.description.as_deref(), Some("main web entry"));
     assert_eq!(
         f.options,
         ProxyOptions {
@@ -348,24 +348,24 @@ backend app
         }
     );
     assert!(f.log_global);
-    assert_eq!(f.logs.len(), 1);
-    assert_eq!(f.logs[0].level, Some(LogLevel::Err));
-    assert_eq!(f.acls.len(), 3);
-    assert_eq!(f.acls[0].flags, vec![AclFlag::IgnoreCase]);
-    assert_eq!(f.acls[2].criterion, "req.hdr(host),lower");
-    assert_eq!(f.acls[2].location.line, 20);
-    assert_eq!(f.http_request.len(), 3);
+    assert_eq!(f.logs().len(), 1);
+    assert_eq!(f.logs()[0].level, Some(LogLevel::Err));
+    assert_eq!(f.extras.acls.len(), 3);
+    assert_eq!(f.extras.acls[0].flags, vec![AclFlag::IgnoreCase]);
+    assert_eq!(f.extras.acls[2].criterion, "req.hdr(host),lower");
+    assert_eq!(f.extras.acls[2].location.line, 20);
+    assert_eq!(f.extras.http_request.len(), 3);
     assert_eq!(
-        f.http_request[1].action,
+        f.extras.http_request[1].action,
         Action::Deny {
             status: Some(403),
             reply: None
         }
     );
-    let cond = f.http_request[1].cond.as_ref().unwrap();
+    let cond = f.extras.http_request[1].cond.as_ref().unwrap();
     assert_eq!(cond.kind, CondKind::Unless);
     assert_eq!(cond.expr, CondExpr::Acl("host_ok".into()));
-    let lua = &f.http_request[2];
+    let lua = &f.extras.http_request[2];
     assert_eq!(
         lua.action,
         Action::Lua {
@@ -379,17 +379,17 @@ backend app
     };
     assert_eq!(terms[0], CondExpr::Acl("is_api".into()));
     assert!(matches!(&terms[1], CondExpr::Not(inner) if matches!(**inner, CondExpr::Anonymous(_))));
-    assert_eq!(f.http_response.len(), 1);
-    assert_eq!(f.http_after_response.len(), 1);
-    assert_eq!(f.tcp_request_inspect_delay, ms(5000));
-    assert_eq!(f.tcp_request_content[0].action, Action::Accept);
-    assert_eq!(f.use_backends.len(), 2);
-    assert_eq!(f.use_backends[0].name, "api");
-    assert!(!f.use_backends[0].is_dynamic());
-    assert!(f.use_backends[1].is_dynamic());
-    assert!(f.use_backends[1].cond.is_none());
+    assert_eq!(f.extras.http_response.len(), 1);
+    assert_eq!(f.extras.http_after_response.len(), 1);
+    assert_eq!(f.extras.tcp_request_inspect_delay, ms(5000));
+    assert_eq!(f.extras.tcp_request_content[0].action, Action::Accept);
+    assert_eq!(f.extras.use_backends.len(), 2);
+    assert_eq!(f.extras.use_backends[0].name, "api");
+    assert!(!f.extras.use_backends[0].is_dynamic());
+    assert!(f.extras.use_backends[1].is_dynamic());
+    assert!(f.extras.use_backends[1].cond.is_none());
     assert_eq!(
-        f.default_backend
+        f.extras.default_backend
             .as_ref()
             .map(|(n, l)| (n.as_str(), l.line)),
         Some(("app", 30))
@@ -409,7 +409,7 @@ backend app
         }
     );
     assert!(api.options.httpclose);
-    assert_eq!(api.tcp_response_content[0].action, Action::Reject);
+    assert_eq!(api.extras.tcp_response_content[0].action, Action::Reject);
     assert_eq!(api.servers.len(), 3);
     let a1 = &api.servers[0];
     assert_eq!(a1.addr, ServerAddr::Ip(sa("10.0.0.1:8080")));
@@ -508,23 +508,23 @@ frontend f2
     // Backend settings are not copied into a frontend, and vice versa.
     assert_eq!((f1.timeouts.server, f1.timeouts.connect), (None, None));
     assert_eq!((f1.balance, f1.retries), (Balance::RoundRobin, None));
-    assert_eq!(f1.maxconn, Some(100));
+    assert_eq!(f1.extras.maxconn, Some(100));
     assert!(f1.options.httplog && f1.log_global);
-    assert_eq!(f1.tcp_request_inspect_delay, ms(1000));
-    let (name, loc) = f1.default_backend.as_ref().unwrap();
+    assert_eq!(f1.extras.tcp_request_inspect_delay, ms(1000));
+    let (name, loc) = f1.extras.default_backend.as_ref().unwrap();
     assert_eq!((name.as_str(), loc.line), ("app", 13));
 
     let app = &c.proxies[1];
     assert_eq!(app.timeouts.client, None);
     assert_eq!(app.timeouts.server, ms(20_000));
     assert_eq!((app.balance, app.retries), (Balance::First, Some(5)));
-    assert_eq!((app.maxconn, app.default_backend.as_ref()), (None, None));
+    assert_eq!((app.extras.maxconn, app.extras.default_backend.as_ref()), (None, None));
 
     let l1 = &c.proxies[2];
     assert_eq!(l1.timeouts.client, ms(1_000));
     assert_eq!(l1.timeouts.server, ms(20_000));
     assert_eq!(
-        l1.default_backend.as_ref().map(|d| d.0.as_str()),
+        l1.extras.default_backend.as_ref().map(|d| d.0.as_str()),
         Some("app")
     );
 
@@ -533,9 +533,9 @@ frontend f2
     assert_eq!(f2.mode, Mode::Tcp);
     assert_eq!(f2.timeouts.client, ms(7_000));
     assert_eq!(f2.timeouts.http_request, None);
-    assert_eq!(f2.maxconn, None);
+    assert_eq!(f2.extras.maxconn, None);
     assert!(!f2.options.httplog && !f2.log_global);
-    assert_eq!(f2.default_backend.as_ref().map(|d| d.1.line), Some(31));
+    assert_eq!(f2.extras.default_backend.as_ref().map(|d| d.1.line), Some(31));
 }
 
 #[test]
@@ -907,35 +907,35 @@ fn lexing_through_the_parser() {
     ));
     let f = &c.proxies[0];
     assert_eq!(
-        f.http_request[0].action,
+        f.extras.http_request[0].action,
         Action::SetHeader {
             name: "X-A".into(),
             value: "a b\"c".into()
         }
     );
-    let CondExpr::Anonymous(acl) = &f.http_request[0].cond.as_ref().unwrap().expr else {
+    let CondExpr::Anonymous(acl) = &f.extras.http_request[0].cond.as_ref().unwrap().expr else {
         panic!("expected an anonymous ACL")
     };
     assert_eq!(acl.patterns, ["q r"]);
     assert_eq!(
-        f.http_request[1].action,
+        f.extras.http_request[1].action,
         Action::SetHeader {
             name: "X-B".into(),
             value: "#not-a-comment".into()
         }
     );
     assert_eq!(
-        f.http_request[2].action,
+        f.extras.http_request[2].action,
         Action::SetHeader {
             name: "X-C".into(),
             value: String::new()
         }
     );
-    assert!(matches!(&f.http_request[3].action,
+    assert!(matches!(&f.extras.http_request[3].action,
         Action::Return { body: Some(ReturnBody::String(s)), .. } if s == "line\n"));
-    assert!(matches!(&f.http_request[4].action,
+    assert!(matches!(&f.extras.http_request[4].action,
         Action::ReplaceHeader { regex, replacement, .. } if regex == r"^(.*)\.old$" && replacement == r"\1.new"));
-    assert_eq!(f.description.as_deref(), Some("café"));
+    assert_eq!(f.extras.description.as_deref(), Some("café"));
 }
 
 #[test]
@@ -963,9 +963,9 @@ frontend "${.SECTION}"
     let f = &c.proxies[0];
     // At the header line the section is still 'global'.
     assert_eq!(f.name, "global");
-    assert_eq!(f.binds[0].addr, sa("0.0.0.0:8443"));
-    assert_eq!(f.binds[1].addr, sa("127.0.0.1:9000"));
-    assert_eq!(f.description.as_deref(), Some("env.cfg line 7 in global"));
+    assert_eq!(f.extras.binds[0].addr, sa("0.0.0.0:8443"));
+    assert_eq!(f.extras.binds[1].addr, sa("127.0.0.1:9000"));
+    assert_eq!(f.extras.description.as_deref(), Some("env.cfg line 7 in global"));
 
     // An undefined variable expands to nothing, which leaves an empty port.
     // (The frontend then has no valid bind, but saying so would only repeat
@@ -1021,8 +1021,8 @@ fn proxy_keywords_of_issue_12() {
     let (f, b) = (&c.proxies[0], &c.proxies[1]);
     // Inherited from the defaults: errorfile and compression by all,
     // timeout check and tunnel by backends only.
-    assert_eq!(f.errorfiles.len(), 1);
-    assert_eq!(b.errorfiles[0].status, 503);
+    assert_eq!(f.extras.errorfiles.len(), 1);
+    assert_eq!(b.extras.errorfiles[0].status, 503);
     assert_eq!(f.timeouts.check, None);
     assert_eq!(f.timeouts.tunnel, None);
     assert_eq!(b.timeouts.check, Some(Duration::from_secs(3)));
@@ -1033,9 +1033,9 @@ fn proxy_keywords_of_issue_12() {
     assert!(fc.offload && fc.filter);
     assert!(!b.compression.as_deref().unwrap().offload);
     assert!(f.options.http_buffer_request && b.options.http_buffer_request);
-    assert_eq!(f.tcp_request_connection.len(), 1);
-    assert_eq!(f.tcp_request_content.len(), 1);
-    assert_eq!(b.http_request.len(), 1);
+    assert_eq!(f.extras.tcp_request_connection.len(), 1);
+    assert_eq!(f.extras.tcp_request_content.len(), 1);
+    assert_eq!(b.extras.http_request.len(), 1);
     // compression offload in defaults: ignored with HAProxy's warning.
     let c = ok("defaults\n  compression offload\n");
     assert_eq!(
@@ -1145,7 +1145,7 @@ fn ten_thousand_backends() {
     }
     let c = ok(&text);
     assert_eq!(c.proxies.len(), n + 1);
-    assert_eq!(c.proxies[0].use_backends.len(), n);
+    assert_eq!(c.proxies[0].extras.use_backends.len(), n);
     let last = &c.proxies[n];
     assert_eq!(last.name, format!("b{}", n - 1));
     assert_eq!(last.mode, Mode::Http);
@@ -1405,7 +1405,7 @@ backend be
     assert_eq!(c.global.log_send_hostname.as_deref(), Some(""));
     let fe = c.frontend("fe").unwrap();
     assert!(!fe.log_global);
-    assert_eq!(fe.logs.len(), 1);
+    assert_eq!(fe.logs().len(), 1);
     assert!(fe.options.log_separate_errors);
     let l = fe.logging.as_deref().unwrap();
     assert_eq!(l.tag.as_deref(), Some("deftag"));
@@ -1418,7 +1418,7 @@ backend be
     assert_eq!(caps, [(Some("Host"), 20), (None, 5)]);
     assert_eq!(l.res_captures[0].header.as_deref(), Some("Server"));
     // The rule knows its slot.
-    match &fe.http_request[0].action {
+    match &fe.extras.http_request[0].action {
         Action::Capture { slot, len, .. } => assert_eq!((*slot, *len), (1, 5)),
         other => panic!("unexpected action {other:?}"),
     }
@@ -1430,4 +1430,18 @@ backend be
         (l.tag.as_deref(), l.format.as_ref()),
         (Some("deftag"), None)
     );
+}
+
+/// A plain backend (servers only) must stay small: with 300,000 backends
+/// each byte of `Proxy` is 300 kB of start-up memory (issue 13).
+#[test]
+fn a_plain_backend_is_small() {
+    assert!(
+        std::mem::size_of::<Proxy>() <= 160,
+        "config::Proxy grew to {} bytes; put what a plain backend does not use behind a box",
+        std::mem::size_of::<Proxy>()
+    );
+    let cfg = ok("defaults\n  mode http\n  timeout server 1s\nbackend b\n  server s1 127.0.0.1:1\n");
+    let b = &cfg.proxies[0];
+    assert!(!b.extras.is_set() && b.logging.is_none() && b.health.is_none());
 }

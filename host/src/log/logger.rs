@@ -160,7 +160,7 @@ pub fn install(cfg: &Config) -> Result<(), String> {
     fn own_tag(p: &crate::config::Proxy) -> Option<&str> {
         p.logging.as_ref().and_then(|l| l.tag.as_deref())
     }
-    let plain = |p: &crate::config::Proxy| p.logs.is_empty() && own_tag(p).is_none();
+    let plain = |p: &crate::config::Proxy| p.logs().is_empty() && own_tag(p).is_none();
     let without_loggers = cfg
         .proxies
         .iter()
@@ -193,7 +193,7 @@ pub fn install(cfg: &Config) -> Result<(), String> {
         if p.log_global {
             loggers.extend(global_loggers.iter().cloned());
         }
-        for t in &p.logs {
+        for t in p.logs() {
             loggers.push(open(t)?);
         }
         let tag = match own_tag {

@@ -99,8 +99,8 @@ fn listen_backlog(b: &config::Bind, p: &config::Proxy, g: &config::Global) -> u3
     const MAX: usize = i32::MAX as usize;
     let candidates = [
         b.backlog.map(|n| n as usize),
-        p.backlog.map(|n| n as usize),
-        p.maxconn,
+        p.extras.backlog.map(|n| n as usize),
+        p.extras.maxconn,
         Some(g.maxconn.unwrap_or(DEFAULT_MAXCONN)),
     ];
     let n = candidates
@@ -173,7 +173,7 @@ impl HttpSettings {
 
     fn of(p: &config::Proxy) -> HttpSettings {
         HttpSettings {
-            errors: crate::proxy::error_pages::ErrorFiles::from_config(&p.errorfiles),
+            errors: crate::proxy::error_pages::ErrorFiles::from_config(&p.extras.errorfiles),
             compression: p
                 .compression
                 .as_deref()
@@ -283,7 +283,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
     let mut backends = HashMap::new();
     for p in &cfg.proxies {
         // Rule sets that parse but are not run yet: refused, not ignored.
-        for r in &p.tcp_response_content {
+        for r in &p.extras.tcp_response_content {
             errors.push(format!(
                 "[ALERT] parsing [{}] : 'tcp-response content' rules are not supported yet",
                 r.location
@@ -317,7 +317,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             }
             continue;
         }
-        let default_backend = match (&p.default_backend, p.kind) {
+        let default_backend = match (&p.extras.default_backend, p.kind) {
             (Some((name, _)), _) => Some(Arc::from(name.as_str())),
             // A listen section is its own backend when it has servers.
             (None, ProxyKind::Listen) if !p.servers.is_empty() => Some(Arc::from(p.name.as_str())),
@@ -347,7 +347,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             backends.insert(p.name.clone(), Arc::new(plan));
         }
         let use_backends = p
-            .use_backends
+            .extras.use_backends
             .iter()
             .filter_map(|u| {
                 let backend = if u.is_dynamic() {
@@ -395,7 +395,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             name: Arc::from(p.name.as_str()),
             mode,
             binds: p
-                .binds
+                .extras.binds
                 .iter()
                 .map(|b| BindPlan {
                     addr: b.addr,
@@ -413,8 +413,8 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
                 .http_keep_alive
                 .or(p.timeouts.http_request)
                 .or(p.timeouts.client),
-            maxconn: p.maxconn,
-            inspect_delay: p.tcp_request_inspect_delay,
+            maxconn: p.extras.maxconn,
+            inspect_delay: p.extras.tcp_request_inspect_delay,
             forwardfor: p
                 .options
                 .forwardfor
@@ -455,7 +455,7 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
 
 /// Compiles a proxy's ACLs and rule sets.
 fn compile_rules(p: &config::Proxy) -> Result<ProxyRules, Vec<String>> {
-    let acls = AclSet::compile(&p.acls).map_err(|errs| {
+    let acls = AclSet::compile(&p.extras.acls).map_err(|errs| {
         errs.into_iter()
             .map(|(loc, e)| format!("[ALERT] parsing [{loc}] : {e}"))
             .collect::<Vec<_>>()
@@ -473,13 +473,13 @@ fn compile_rules(p: &config::Proxy) -> Result<ProxyRules, Vec<String>> {
             })
             .collect()
     };
-    let tcp_connection = set(&p.tcp_request_connection);
-    let http_request = set(&p.http_request);
-    let http_response = set(&p.http_response);
-    let http_after_response = set(&p.http_after_response);
-    let tcp_request = set(&p.tcp_request_content);
-    let tcp_response = set(&p.tcp_response_content);
-    for u in &p.use_backends {
+    let tcp_connection = set(&p.extras.tcp_request_connection);
+    let http_request = set(&p.extras.http_request);
+    let http_response = set(&p.extras.http_response);
+    let http_after_response = set(&p.extras.http_after_response);
+    let tcp_request = set(&p.extras.tcp_request_content);
+    let tcp_response = set(&p.extras.tcp_response_content);
+    for u in &p.extras.use_backends {
         if let Some(c) = &u.cond {
             if let Err(e) = acls.check_condition(c) {
                 errors.push(format!("[ALERT] parsing [{}] : {e}", u.location));

@@ -30,9 +30,6 @@ fn dynamic(name: &str, addr: &str, enabled: bool) -> AddServer {
             disabled: false,
             backup: false,
             check: false,
-            inter: None,
-            rise: None,
-            fall: None,
             health: None,
             location: crate::config::Location {
                 file: Arc::from("cli"),

@@ -208,7 +208,7 @@ pub(crate) fn spec_of(
         return None;
     }
     let h = s.health.as_deref();
-    let inter = s.inter.unwrap_or(DEFAULT_INTER);
+    let inter = s.inter().unwrap_or(DEFAULT_INTER);
     Some(Spec {
         plan: plan.clone(),
         intervals: Intervals {
@@ -216,8 +216,8 @@ pub(crate) fn spec_of(
             fastinter: h.and_then(|h| h.fastinter).unwrap_or(inter),
             downinter: h.and_then(|h| h.downinter).unwrap_or(inter),
         },
-        rise: s.rise.unwrap_or(DEFAULT_RISE),
-        fall: s.fall.unwrap_or(DEFAULT_FALL),
+        rise: s.rise().unwrap_or(DEFAULT_RISE),
+        fall: s.fall().unwrap_or(DEFAULT_FALL),
         port: h.and_then(|h| h.port),
         addr: h.and_then(|h| h.addr),
         connect_timeout,

@@ -75,7 +75,8 @@ impl ConfigFacts {
         for p in cfg.proxies.iter().filter(|p| p.kind.has_frontend()) {
             let max = p.extras.maxconn.unwrap_or(global);
             let mut targets: Vec<&str> = p
-                .extras.use_backends
+                .extras
+                .use_backends
                 .iter()
                 .filter(|u| !u.is_dynamic())
                 .map(|u| u.name.as_str())
@@ -109,11 +110,11 @@ impl ConfigFacts {
             for s in p
                 .servers
                 .iter()
-                .filter(|s| s.rise.is_some() || s.fall.is_some())
+                .filter(|s| s.rise().is_some() || s.fall().is_some())
             {
                 f.rise_fall.insert(
                     (p.name.clone(), s.name.clone()),
-                    (s.rise.unwrap_or(2), s.fall.unwrap_or(3)),
+                    (s.rise().unwrap_or(2), s.fall().unwrap_or(3)),
                 );
             }
         }
@@ -144,7 +145,7 @@ impl Shared {
             .filter(|_| !s.dynamic)
             .or_else(|| {
                 let d = s.added_with.get()?;
-                Some((d.rise.unwrap_or(2), d.fall.unwrap_or(3)))
+                Some((d.rise().unwrap_or(2), d.fall().unwrap_or(3)))
             })
             .unwrap_or((2, 3))
     }

@@ -350,11 +350,13 @@ pub(crate) fn check_references(
     check_tracks(proxies, names, errors);
     for p in frontends.iter().filter_map(|&i| proxies.get(i)) {
         let defaults = p
-            .extras.default_backend
+            .extras
+            .default_backend
             .iter()
             .map(|(n, l)| ("default_backend", n.as_str(), l));
         let rules = p
-            .extras.use_backends
+            .extras
+            .use_backends
             .iter()
             .filter(|u| !u.is_dynamic())
             .map(|u| ("use_backend", u.name.as_str(), &u.location));

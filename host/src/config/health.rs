@@ -8,10 +8,16 @@ use regex::bytes::Regex;
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// A server's check options beyond `check`, `inter`, `rise` and `fall`
-/// (boxed in [`super::ServerDef`]: most servers have none).
+/// A server's check options beyond `check` (boxed in [`super::ServerDef`]:
+/// most servers have none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerCheck {
+    /// `inter`: time between checks.
+    pub inter: Option<Duration>,
+    /// `rise`: successes to consider the server up.
+    pub rise: Option<u32>,
+    /// `fall`: failures to consider the server down.
+    pub fall: Option<u32>,
     /// `fastinter`: the interval while the server is going up or down.
     pub fastinter: Option<Duration>,
     /// `downinter`: the interval while the server is down.
@@ -465,6 +471,19 @@ pub(crate) fn server_option(
     opt: &str,
     value: Option<&str>,
 ) -> Result<bool, String> {
+    const OPTIONS: &[&str] = &[
+        "fastinter",
+        "downinter",
+        "port",
+        "addr",
+        "track",
+        "observe",
+        "error-limit",
+        "on-error",
+    ];
+    if !OPTIONS.contains(&opt) {
+        return Ok(false);
+    }
     let s = sc.get_or_insert_with(Box::default);
     let delay = |kw: &str| -> Result<Duration, String> {
         let Some(v) = value else {

@@ -1094,14 +1094,9 @@ pub struct ServerDef {
     pub backup: bool,
     /// `check`: health checks enabled.
     pub check: bool,
-    /// `inter`: time between checks.
-    pub inter: Option<Duration>,
-    /// `rise`: successes to consider the server up.
-    pub rise: Option<u32>,
-    /// `fall`: failures to consider the server down.
-    pub fall: Option<u32>,
-    /// The other check options (`fastinter`, `port`, `track`, `observe`...);
-    /// boxed, most servers have none.
+    /// The check options (`inter`, `rise`, `fall`, `fastinter`, `port`,
+    /// `track`, `observe`...); boxed: most servers have none, and a server
+    /// line pays only for what it sets.
     pub health: Option<Box<ServerCheck>>,
     /// Where it was written.
     pub location: Location,
@@ -1119,6 +1114,23 @@ pub enum ServerAddr {
         /// The port.
         port: u16,
     },
+}
+
+impl ServerDef {
+    /// `inter`: time between checks.
+    pub fn inter(&self) -> Option<Duration> {
+        self.health.as_deref().and_then(|h| h.inter)
+    }
+
+    /// `rise`: successes to consider the server up.
+    pub fn rise(&self) -> Option<u32> {
+        self.health.as_deref().and_then(|h| h.rise)
+    }
+
+    /// `fall`: failures to consider the server down.
+    pub fn fall(&self) -> Option<u32> {
+        self.health.as_deref().and_then(|h| h.fall)
+    }
 }
 
 impl fmt::Display for ServerAddr {

@@ -8,9 +8,8 @@ use super::health;
 use super::rules::{parse_rule, RuleSet};
 use super::units::{int_arg, time_arg};
 use super::{
-    Balance, Bind, CheckKind, ErrorFileDef, Extras, ForwardFor, Location, Mode, Proxy,
-    ProxyCheck, ProxyExtras, ProxyKind, ProxyOptions, ServerDef, SharedTimeouts, Timeouts,
-    UseBackend,
+    Balance, Bind, CheckKind, ErrorFileDef, Extras, ForwardFor, Location, Mode, Proxy, ProxyCheck,
+    ProxyExtras, ProxyKind, ProxyOptions, ServerDef, SharedTimeouts, Timeouts, UseBackend,
 };
 use std::sync::Arc;
 
@@ -343,7 +342,8 @@ pub(crate) fn keyword(
         "bind" => bind(p, words, loc)?,
         "timeout" => return timeout(p, sect, words),
         "maxconn" => {
-            p.extras.get_mut().maxconn = Some(int_arg(kw, "a number of connections", arg, 1, u64::MAX)?);
+            p.extras.get_mut().maxconn =
+                Some(int_arg(kw, "a number of connections", arg, 1, u64::MAX)?);
             at_most(words, 2)?;
         }
         "backlog" => {
@@ -684,7 +684,11 @@ fn use_backend(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), Stri
     }
     let cond = match words.get(2) {
         None => None,
-        Some(&("if" | "unless")) => Some(super::acl::parse_condition(&words[2..], &p.extras.acls, loc)?),
+        Some(&("if" | "unless")) => Some(super::acl::parse_condition(
+            &words[2..],
+            &p.extras.acls,
+            loc,
+        )?),
         Some(other) => {
             return Err(format!(
                 "'use_backend': unexpected argument '{other}'; expected 'if' or 'unless'"
@@ -915,9 +919,6 @@ fn server(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
         disabled: false,
         backup: false,
         check: false,
-        inter: None,
-        rise: None,
-        fall: None,
         health: None,
         location: loc.clone(),
     };
@@ -951,13 +952,17 @@ fn server(p: &mut Proxy, words: &[&str], loc: &Location) -> Result<(), String> {
                 let noun = "a number of connections";
                 s.maxconn = Some(int_arg("server maxconn", noun, value, 0, u64::MAX)?);
             }
-            "inter" => s.inter = Some(check_delay(&who, name, "inter", value)?),
+            "inter" => {
+                let inter = check_delay(&who, name, "inter", value)?;
+                s.health.get_or_insert_with(Box::default).inter = Some(inter);
+            }
             "rise" | "fall" => {
                 let n = positive(&who, opt, value)?;
+                let h = s.health.get_or_insert_with(Box::default);
                 if opt == "rise" {
-                    s.rise = Some(n)
+                    h.rise = Some(n)
                 } else {
-                    s.fall = Some(n)
+                    h.fall = Some(n)
                 }
             }
             other if health::server_option(&mut s.health, &who, name, other, value)? => {}

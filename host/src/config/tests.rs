@@ -389,7 +389,8 @@ backend app
     assert!(f.extras.use_backends[1].is_dynamic());
     assert!(f.extras.use_backends[1].cond.is_none());
     assert_eq!(
-        f.extras.default_backend
+        f.extras
+            .default_backend
             .as_ref()
             .map(|(n, l)| (n.as_str(), l.line)),
         Some(("app", 30))
@@ -414,7 +415,14 @@ backend app
     let a1 = &api.servers[0];
     assert_eq!(a1.addr, ServerAddr::Ip(sa("10.0.0.1:8080")));
     assert_eq!(
-        (a1.weight, a1.maxconn, a1.check, a1.inter, a1.rise, a1.fall),
+        (
+            a1.weight,
+            a1.maxconn,
+            a1.check,
+            a1.inter(),
+            a1.rise(),
+            a1.fall()
+        ),
         (Some(10), Some(100), true, ms(2000), Some(3), Some(2))
     );
     assert_eq!(a1.location.line, 43);
@@ -518,7 +526,10 @@ frontend f2
     assert_eq!(app.timeouts.client, None);
     assert_eq!(app.timeouts.server, ms(20_000));
     assert_eq!((app.balance, app.retries), (Balance::First, Some(5)));
-    assert_eq!((app.extras.maxconn, app.extras.default_backend.as_ref()), (None, None));
+    assert_eq!(
+        (app.extras.maxconn, app.extras.default_backend.as_ref()),
+        (None, None)
+    );
 
     let l1 = &c.proxies[2];
     assert_eq!(l1.timeouts.client, ms(1_000));
@@ -535,7 +546,10 @@ frontend f2
     assert_eq!(f2.timeouts.http_request, None);
     assert_eq!(f2.extras.maxconn, None);
     assert!(!f2.options.httplog && !f2.log_global);
-    assert_eq!(f2.extras.default_backend.as_ref().map(|d| d.1.line), Some(31));
+    assert_eq!(
+        f2.extras.default_backend.as_ref().map(|d| d.1.line),
+        Some(31)
+    );
 }
 
 #[test]
@@ -965,7 +979,10 @@ frontend "${.SECTION}"
     assert_eq!(f.name, "global");
     assert_eq!(f.extras.binds[0].addr, sa("0.0.0.0:8443"));
     assert_eq!(f.extras.binds[1].addr, sa("127.0.0.1:9000"));
-    assert_eq!(f.extras.description.as_deref(), Some("env.cfg line 7 in global"));
+    assert_eq!(
+        f.extras.description.as_deref(),
+        Some("env.cfg line 7 in global")
+    );
 
     // An undefined variable expands to nothing, which leaves an empty port.
     // (The frontend then has no valid bind, but saying so would only repeat
@@ -1441,7 +1458,14 @@ fn a_plain_backend_is_small() {
         "config::Proxy grew to {} bytes; put what a plain backend does not use behind a box",
         std::mem::size_of::<Proxy>()
     );
-    let cfg = ok("defaults\n  mode http\n  timeout server 1s\nbackend b\n  server s1 127.0.0.1:1\n");
+    assert!(
+        std::mem::size_of::<ServerDef>() <= 128,
+        "config::ServerDef grew to {} bytes; settings a server line rarely sets belong in a box",
+        std::mem::size_of::<ServerDef>()
+    );
+    let cfg =
+        ok("defaults\n  mode http\n  timeout server 1s\nbackend b\n  server s1 127.0.0.1:1\n");
     let b = &cfg.proxies[0];
     assert!(!b.extras.is_set() && b.logging.is_none() && b.health.is_none());
+    assert!(b.servers.iter().all(|s| s.health.is_none()));
 }

@@ -347,7 +347,8 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             backends.insert(p.name.clone(), Arc::new(plan));
         }
         let use_backends = p
-            .extras.use_backends
+            .extras
+            .use_backends
             .iter()
             .filter_map(|u| {
                 let backend = if u.is_dynamic() {
@@ -395,7 +396,8 @@ pub fn build(cfg: &Config) -> Result<Plan, Vec<String>> {
             name: Arc::from(p.name.as_str()),
             mode,
             binds: p
-                .extras.binds
+                .extras
+                .binds
                 .iter()
                 .map(|b| BindPlan {
                     addr: b.addr,

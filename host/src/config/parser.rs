@@ -74,10 +74,28 @@ struct Parser<'e> {
     aborted: bool,
 }
 
+/// The lines of `text` without their `\n`; a final `\n` ends the last
+/// line rather than starting an empty one. (`memchr` finds the line ends
+/// several bytes at a time: a large configuration is mostly line ends to
+/// find.)
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(text.strip_suffix(b"\n").unwrap_or(text));
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r) {
+            Some(end) => {
+                rest = r.get(end + 1..);
+                r.get(..end)
+            }
+            None => rest.take(),
+        }
+    })
+}
+
 /// An upper bound of the proxy sections in `text`: lines starting with
 /// "frontend", "backend" or "listen".
 fn count_sections(text: &[u8]) -> usize {
-    text.split(|&b| b == b'\n')
+    lines(text)
         .filter(|l| {
             let l = l.trim_ascii_start();
             l.starts_with(b"backend") || l.starts_with(b"frontend") || l.starts_with(b"listen")
@@ -172,8 +190,7 @@ impl Parser<'_> {
         // `.if` blocks do not span files.
         let mut blocks = Blocks::default();
         let mut last_line = 0;
-        let body = text.strip_suffix(b"\n").unwrap_or(text);
-        for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
+        for (index, raw) in lines(text).enumerate() {
             let line = index + 1;
             last_line = line;
             let info = LineInfo {
@@ -459,4 +476,40 @@ fn sort_by_position<T>(items: &mut [T], files: &[Arc<str>], loc: impl Fn(&T) -> 
             (file + 1, l.line)
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `lines` cuts a file as splitting at every `\n` after dropping one
+    /// final `\n` does, empty lines and a missing final `\n` included.
+    #[test]
+    fn lines_cut_like_split() {
+        for text in [
+            "",
+            "\n",
+            "\n\n",
+            "a",
+            "a\n",
+            "a\n\n",
+            "a\nb",
+            "\na\r\n\nb\n",
+            "x\n\n\ny\n",
+        ] {
+            let t = text.as_bytes();
+            let expected: Vec<&[u8]> = t
+                .strip_suffix(b"\n")
+                .unwrap_or(t)
+                .split(|&b| b == b'\n')
+                .collect();
+            assert_eq!(lines(t).collect::<Vec<_>>(), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn sections_are_counted() {
+        let text = b"global\nfrontend f\n  bind :1\n backend b\nlisten l\n#backend c\n";
+        assert_eq!(count_sections(text), 3);
+    }
 }

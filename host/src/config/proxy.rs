@@ -282,25 +282,23 @@ pub(crate) fn inherit(
 /// What a new proxy takes from the defaults' extras: `maxconn`, `backlog`
 /// and `default_backend` with frontend capability, the inspect delay and
 /// the error files always (rules and ACLs are never inherited).
-fn inherit_extras(d: &ProxyExtras, fe: bool) -> Extras {
-    let e = ProxyExtras {
+fn inherit_extras(d: &Extras, fe: bool) -> Extras {
+    // The common case, decided without building a record to throw away.
+    let inherited = (fe
+        && (d.maxconn.is_some() || d.backlog.is_some() || d.default_backend.is_some()))
+        || d.tcp_request_inspect_delay.is_some()
+        || !d.errorfiles.is_empty();
+    if !inherited {
+        return Extras::default();
+    }
+    Extras::from(ProxyExtras {
         maxconn: if fe { d.maxconn } else { None },
         backlog: if fe { d.backlog } else { None },
         default_backend: if fe { d.default_backend.clone() } else { None },
         tcp_request_inspect_delay: d.tcp_request_inspect_delay,
         errorfiles: d.errorfiles.clone(),
         ..Default::default()
-    };
-    let empty = e.maxconn.is_none()
-        && e.backlog.is_none()
-        && e.default_backend.is_none()
-        && e.tcp_request_inspect_delay.is_none()
-        && e.errorfiles.is_empty();
-    if empty {
-        Extras::default()
-    } else {
-        Extras::from(e)
-    }
+    })
 }
 
 /// Checks a proxy, server or backend name against HAProxy's character rule.

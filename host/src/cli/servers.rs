@@ -81,8 +81,8 @@ pub fn run(shared: &Shared, cmd: &Command, b: Builtin, words: &[String]) -> Answ
             }
         }),
         Builtin::SetServer => with_server(shared, arg(0), |be, s| set_server(be, s, &args[1..])),
-        Builtin::ShutdownSessionsServer => with_server(shared, arg(0), |_, s| {
-            crate::backend::stream_kill::kill_server_streams(s);
+        Builtin::ShutdownSessionsServer => with_server(shared, arg(0), |be, s| {
+            be.kill_server_streams(s);
             Answer::Text(String::new())
         }),
         Builtin::DisableFrontend | Builtin::EnableFrontend | Builtin::ShutdownFrontend => {

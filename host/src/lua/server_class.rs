@@ -211,7 +211,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     })?;
     // Kills the streams using the server now (HAProxy's SF_ERR_KILLED).
     action(lua, &class, "shut_sess", |h| {
-        crate::backend::stream_kill::kill_server_streams(&h.srv)
+        h.be.kill_server_streams(&h.srv)
     })?;
 
     let methods = class.methods.clone();

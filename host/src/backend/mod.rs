@@ -215,6 +215,7 @@ impl Backend {
                     maxconn: s.maxconn,
                     backup: s.backup,
                     dynamic: false,
+                    on_marked: s.on_marked,
                     // `disabled`: configuration and forced maintenance, down.
                     admin: AdminFlags(if s.disabled {
                         AdminFlags::CMAINT | AdminFlags::FMAINT

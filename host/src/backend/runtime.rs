@@ -86,6 +86,7 @@ impl Registry {
             maxconn: add.def.maxconn.unwrap_or(0),
             backup: add.def.backup,
             dynamic: true,
+            on_marked: super::server::OnMarked::of(&add.def),
             admin,
             oper,
             check: if add.def.check {
@@ -222,6 +223,8 @@ impl Backend {
         }
         srv.store_admin(after);
         srv.store_oper(new_oper);
+        let left_maint = before.in_maint() && !after.in_maint();
+        self.on_marked(srv, old_oper, new_oper, left_maint);
         self.publish(ServerEventKind::Admin, srv, || EventDetail::Admin {
             cause: "",
             old_admin: before,
@@ -231,6 +234,27 @@ impl Backend {
         self.after_oper_change(srv, old_oper, new_oper, true, "", None);
         self.wake_all(srv);
         true
+    }
+
+    /// HAProxy's `on-marked-down shutdown-sessions` and `on-marked-up
+    /// shutdown-backup-sessions` for a change of `srv` from `old` to `new`
+    /// (`_srv_update_status_op`/`_adm`): going down (a check, tracking,
+    /// forcing, entering maintenance) kills its streams; coming up (NOLB to
+    /// UP included), or leaving maintenance whatever the state reached,
+    /// kills the backup servers' streams when `srv` is active and weighted.
+    fn on_marked(&self, srv: &Server, old: OperState, new: OperState, left_maint: bool) {
+        let on = srv.on_marked;
+        if old != OperState::Stopped && new == OperState::Stopped {
+            if on.shutdown_sessions {
+                self.kill_server_streams(srv);
+            }
+        } else if (left_maint || (old != new && new.takes_new_traffic()))
+            && on.shutdown_backup_sessions
+            && !srv.backup
+            && srv.weight() > 0
+        {
+            self.kill_backup_streams();
+        }
     }
 
     /// Publishes UP/DOWN and STATE for an operational change, and keeps the
@@ -287,6 +311,7 @@ impl Backend {
             }
             let old = srv.oper();
             srv.store_oper(state);
+            self.on_marked(srv, old, state, false);
             self.after_oper_change(srv, old, state, false, cause.text(), check);
             self.wake_all(srv);
             old

@@ -31,6 +31,8 @@ pub struct Server {
     pub backup: bool,
     /// Added at run time (`add server`).
     pub dynamic: bool,
+    /// `on-marked-down` / `on-marked-up`.
+    pub on_marked: OnMarked,
     /// Unique in the process (never reused): keys the per-worker connection
     /// pools and identifies the server in events.
     pub gid: usize,
@@ -69,6 +71,29 @@ pub struct Server {
     /// A dynamic server's `add server` settings (its check options: `inter`,
     /// `rise`, `observe`...), for the check engine and `show servers state`.
     pub added_with: std::sync::OnceLock<Box<crate::config::ServerDef>>,
+}
+
+/// `on-marked-down shutdown-sessions` and `on-marked-up
+/// shutdown-backup-sessions` (HAProxy's `onmarkeddown`/`onmarkedup`): what
+/// a server's change of state does to the streams in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OnMarked {
+    /// Going down (or into maintenance) kills the server's own streams.
+    pub shutdown_sessions: bool,
+    /// Coming up kills the streams of the backend's backup servers.
+    pub shutdown_backup_sessions: bool,
+}
+
+impl OnMarked {
+    /// The options of a `server` line (or of `add server`).
+    pub fn of(def: &crate::config::ServerDef) -> OnMarked {
+        def.health
+            .as_deref()
+            .map_or(OnMarked::default(), |h| OnMarked {
+                shutdown_sessions: h.shutdown_on_down,
+                shutdown_backup_sessions: h.shutdown_backups_on_up,
+            })
+    }
 }
 
 /// What kind of checks a server has, and whether they run (bits of
@@ -123,6 +148,7 @@ pub(crate) struct ServerInit {
     pub maxconn: usize,
     pub backup: bool,
     pub dynamic: bool,
+    pub on_marked: OnMarked,
     pub admin: AdminFlags,
     pub oper: OperState,
     pub check: u8,
@@ -150,6 +176,7 @@ impl Server {
             rid: init.rid,
             backup: init.backup,
             dynamic: init.dynamic,
+            on_marked: init.on_marked,
             gid: init.gid,
             proxy_name: init.proxy_name,
             proxy_uuid: init.proxy_uuid,

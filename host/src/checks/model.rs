@@ -6,7 +6,7 @@
 
 use super::probe::Plan;
 use super::state::Health;
-use super::status::Outcome;
+use super::status::{Outcome, Status};
 use super::{observe, Checked, Runner, Shared, Spec};
 use crate::backend::track;
 use crate::backend::{
@@ -34,7 +34,12 @@ impl ModelServer {
                 CheckOutcome::Failed
             },
             agent: false,
-            duration_ms: outcome.duration.as_millis() as u64,
+            // A health analysis (`observe`) ran no check: HAProxy's -1.
+            duration_ms: if outcome.status == Status::Hana {
+                -1
+            } else {
+                outcome.duration.as_millis() as i64
+            },
             reason_short: outcome.status.short().to_string(),
             reason_desc: outcome.status.desc().to_string(),
             reason_code: outcome

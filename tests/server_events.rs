@@ -835,3 +835,78 @@ fn observed_5xx_answers_count_as_failed_checks() {
         results,
     );
 }
+
+/// NOLB (`set server ... health stopping`, Lua's `check_force_nolb()`)
+/// travels down tracking chains as HAProxy 3.0's `srv_set_stopping` sends
+/// it: each tracker goes STOPPING "via" the server it tracks, with its own
+/// SERVER_STATE and log line, `show stat` says NOLB for all of them and the
+/// backend is DOWN (no server takes new traffic); UP again follows the same
+/// way. A tracking server's health cannot be set.
+#[test]
+fn nolb_follows_tracking_chains() {
+    let subscriber = r#"
+core.event_sub({"SERVER_STATE"}, function(event, data)
+  local st = data.state
+  record(data.name .. " " .. st.old_state .. "->" .. st.new_state .. " cause=" .. st.cause)
+end)
+"#;
+    let mut results = Vec::new();
+    for peer in peers() {
+        let a = Origin::new("200 OK", "a");
+        let be = format!(
+            "  server s1 127.0.0.1:{p} check inter 1s\n  \
+             server t1 127.0.0.1:{p} track s1\n  server t2 127.0.0.1:{p} track t1",
+            p = a.port
+        );
+        let run = Run::start(&peer, "nolb_track", &be, subscriber);
+        let status = |run: &Run| -> Vec<String> {
+            run.admin("show stat")
+                .lines()
+                .filter(|l| l.starts_with("be,"))
+                .map(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    format!("{}={}", f[1], f[17])
+                })
+                .collect()
+        };
+        let mut seen = vec![status(&run).join(" ")];
+        seen.push(
+            run.admin("set server be/s1 health stopping")
+                .trim()
+                .to_string(),
+        );
+        seen.push(run.admin("set server be/t1 health down").trim().to_string());
+        seen.extend(run.wait_events(5, |e| e.len() >= 3));
+        seen.push(status(&run).join(" "));
+        let log = run.wait_log("Server be/t2 is stopping via be/t1", 5);
+        for line in [
+            "Server be/s1 is stopping, changed from CLI. 2 active and 0 backup servers online. 0 sessions requeued, 0 total in queue.",
+            "Server be/t1 is stopping via be/s1. 1 active and 0 backup servers online. 0 sessions requeued, 0 total in queue.",
+            "Server be/t2 is stopping via be/t1. 0 active and 0 backup servers online. 0 sessions requeued, 0 total in queue.",
+            "backend 'be' has no server available!",
+        ] {
+            assert!(log.contains(line), "{}: no {line:?} in\n{log}", run.label);
+        }
+        seen.push(run.admin("set server be/s1 health up").trim().to_string());
+        seen.extend(run.wait_events(5, |e| e.len() >= 6).into_iter().skip(3));
+        seen.push(status(&run).join(" "));
+        results.push((run.label.clone(), seen));
+    }
+    same_events(
+        &[
+            "s1=UP t1=UP t2=UP BACKEND=UP",
+            "",
+            "cannot change health on a tracking server.",
+            "s1 RUNNING->STOPPING cause=changed from CLI",
+            "t1 RUNNING->STOPPING cause=",
+            "t2 RUNNING->STOPPING cause=",
+            "s1=NOLB t1=NOLB t2=NOLB BACKEND=DOWN",
+            "",
+            "s1 STOPPING->RUNNING cause=changed from CLI",
+            "t1 STOPPING->RUNNING cause=",
+            "t2 STOPPING->RUNNING cause=",
+            "s1=UP t1=UP t2=UP BACKEND=UP",
+        ],
+        results,
+    );
+}

@@ -317,10 +317,26 @@ impl Backend {
             old
         };
         // Outside the lock: a tracker may be in this very backend.
-        if (old == OperState::Stopped) != (state == OperState::Stopped) {
+        if old != state {
             self.propagate_oper(srv, state);
         }
         true
+    }
+
+    /// A forced operational change (CLI `set server ... health`, Lua
+    /// `check_force_up/nolb/down`), as HAProxy's `srv_set_running`,
+    /// `_stopping` and `_stopped`: nothing in maintenance or when already
+    /// there (UP counting STARTING and RUNNING alike); otherwise HAProxy's
+    /// line ("Server be/s1 is DOWN, changed from CLI. ..."), the change, and
+    /// the trackers following.
+    pub fn force_oper_state(&self, srv: &Arc<Server>, state: OperState, cause: OperCause) {
+        if srv.admin().in_maint() || srv.is_deleted() || super::track::same_state(srv.oper(), state)
+        {
+            return;
+        }
+        let middle = format!(", {}", cause.text());
+        super::track::log_oper_change(self, srv, state, &middle);
+        self.set_oper_state(srv, state, cause, None);
     }
 
     /// Publishes a check's result (SERVER_CHECK) and counts failures

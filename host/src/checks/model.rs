@@ -128,20 +128,7 @@ impl Checked for ModelServer {
         };
         // HAProxy logs the change (and the backend left with no server)
         // before publishing it and passing it on to the trackers.
-        let down = new == OperState::Stopped;
-        let (act, bck) = track::counts_after(&be, &self.server, down);
-        crate::log::warning(&format!(
-            "{} {}/{} is {}{}{}",
-            track::who(&self.server),
-            be.name(),
-            self.server.name,
-            if down { "DOWN" } else { "UP" },
-            outcome.reason_text(),
-            track::change_tail(&be, &self.server, down, act, bck)
-        ));
-        if down && act == 0 && bck == 0 && !self.server.admin().in_maint() {
-            crate::log::alert(&format!("backend '{}' has no server available!", be.name()));
-        }
+        track::log_oper_change(&be, &self.server, new, &outcome.reason_text());
         be.set_oper_state(&self.server, new, OperCause::Health, Some(&result));
     }
 }

@@ -164,6 +164,9 @@ fn set_server(be: &Backend, s: &Arc<Server>, args: &[&str]) -> Answer {
             Answer::Text(String::new())
         }
         "health" => {
+            if s.track.is_tracking() {
+                return say("cannot change health on a tracking server.");
+            }
             let state = match arg(1) {
                 "up" => OperState::Running,
                 "stopping" => OperState::Stopping,
@@ -172,7 +175,7 @@ fn set_server(be: &Backend, s: &Arc<Server>, args: &[&str]) -> Answer {
                     return say("'set server <srv> health' expects 'up', 'stopping', or 'down'.")
                 }
             };
-            be.set_oper_state(s, state, OperCause::Cli, None);
+            be.force_oper_state(s, state, OperCause::Cli);
             Answer::Text(String::new())
         }
         "agent" => say("agent checks are not enabled on this server."),

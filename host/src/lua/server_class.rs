@@ -72,8 +72,12 @@ fn action(
     )
 }
 
+/// `check_force_*`: HAProxy's Lua leaves a tracking server alone (it
+/// follows the server it tracks).
 fn force_oper(h: &ServerHandle, state: OperState) {
-    h.be.set_oper_state(&h.srv, state, OperCause::Lua, None);
+    if !h.srv.track.is_tracking() {
+        h.be.force_oper_state(&h.srv, state, OperCause::Lua);
+    }
 }
 
 /// Builds the class (once per Lua state).

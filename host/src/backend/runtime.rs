@@ -224,6 +224,9 @@ impl Backend {
         srv.store_admin(after);
         srv.store_oper(new_oper);
         let left_maint = before.in_maint() && !after.in_maint();
+        if after.in_maint() && !before.in_maint() {
+            srv.lose_health();
+        }
         self.on_marked(srv, old_oper, new_oper, left_maint);
         self.publish(ServerEventKind::Admin, srv, || EventDetail::Admin {
             cause: "",
@@ -333,6 +336,9 @@ impl Backend {
         if srv.admin().in_maint() || srv.is_deleted() || super::track::same_state(srv.oper(), state)
         {
             return;
+        }
+        if state == OperState::Stopped {
+            srv.lose_health();
         }
         let middle = format!(", {}", cause.text());
         super::track::log_oper_change(self, srv, state, &middle);

@@ -114,6 +114,9 @@ impl Checked for ModelServer {
             return;
         };
         let result = Self::result(outcome, health);
+        // HAProxy's CHK_RES_PASSED (3) or CHK_RES_FAILED (2).
+        let res_code = if outcome.passed() { 3 } else { 2 };
+        self.server.set_last_check(outcome.status.code(), res_code);
         if moved {
             be.report_check(&self.server, &result);
         }

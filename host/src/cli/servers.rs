@@ -363,14 +363,27 @@ fn show_servers_state(shared: &Shared, only: &str) -> Answer {
             if admin.in_maint() && !created_in_maint {
                 chk_state |= 0x08;
             }
+            // A server without checks keeps its health at `rise` (HAProxy
+            // leaves an unchecked tracker's alone when it follows the
+            // tracked one down) until maintenance or a forced DOWN zeroes
+            // it for good (HAProxy's `_srv_update_status_adm`, the
+            // configuration's `disabled` and dynamic servers included).
             let health = match (up, configured) {
-                (false, _) => 0,
+                _ if admin.in_maint() => 0,
+                (_, false) if s.health_lost() => 0,
+                (_, false) => rise,
+                (false, true) => 0,
                 (true, true) => rise + fall - 1,
-                (true, false) => rise,
             };
+            let (check_status, check_result) = shared.check_codes(s);
+            let t = shared.check_target(s);
+            // HAProxy's `addr` and `port` set the agent's too when it has
+            // none of its own (luahost has no agent checks).
+            let check_addr = t.check_addr.map_or("-".to_string(), |a| a.to_string());
+            let check_port = t.check_port.unwrap_or(0);
             let _ = writeln!(
                 out,
-                "{} {} {} {} {} {} {} {} {} {} {} {} {} {} 0 0 0 - {} - 0 0 - - 0",
+                "{} {} {} {} {} {} {} {} {} {} {} {} {} {} 0 0 0 {} {} - 0 {check_port} {check_addr} {check_addr} {check_port}",
                 be.uuid(),
                 be.name(),
                 s.puid,
@@ -385,10 +398,11 @@ fn show_servers_state(shared: &Shared, only: &str) -> Answer {
                         .last_change
                         .load(std::sync::atomic::Ordering::Relaxed)
                 ),
-                shared.check_status(s),
-                shared.check_result(s),
+                check_status,
+                check_result,
                 health,
                 chk_state,
+                t.fqdn.as_deref().unwrap_or("-"),
                 a.port(),
             );
         }

@@ -964,6 +964,7 @@ fn dynamic_servers_take_check_options_and_track_as_in_haproxy() {
         format!("add server bc/d5 127.0.0.1:{live_port} track nope\n"),
         format!("add server bc/d6 127.0.0.1:{live_port} track zz/c1\n"),
         format!("add server bc/d7 127.0.0.1:{live_port} track c1 check\n"),
+        format!("add server bc/d8 127.0.0.1:{live_port} enabled\n"),
         "enable server bc/d1\n".to_string(),
         "enable server bc/d2\n".to_string(),
         "enable server bc/d3\n".to_string(),

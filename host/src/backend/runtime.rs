@@ -26,9 +26,10 @@ pub struct AddServer {
     /// The server line's settings (name, address, weight, maxconn, backup,
     /// check...), as the configuration parser reads them.
     pub def: ServerDef,
-    /// The `enabled` keyword was given: the server starts ready and up
-    /// instead of in forced maintenance (HAProxy's default for dynamic
-    /// servers). `disabled` in `def` is ignored.
+    /// Start ready and up instead of in forced maintenance (HAProxy's
+    /// default for dynamic servers). The CLI never asks for it: HAProxy
+    /// 3.0 refuses `enabled` on `add server`. `disabled` in `def` is
+    /// ignored.
     pub enabled: bool,
 }
 

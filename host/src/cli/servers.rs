@@ -210,6 +210,12 @@ fn add_server(shared: &Shared, args: &[&str]) -> Answer {
     let Some(addr) = args.get(1) else {
         return say("'server' expects <name> and <addr>[:<port>] as arguments.");
     };
+    // HAProxy 3.0 accepts only the keywords marked for dynamic servers;
+    // of those luahost reads, `enabled` is not one (a dynamic server
+    // starts in maintenance, `enable server` brings it in).
+    if args[2..].contains(&"enabled") {
+        return say("'enabled' option is not accepted for dynamic server");
+    }
     // `track` names a server of the running process, which the parser of a
     // lone server line cannot see: it is taken out and resolved here.
     let mut options: Vec<&str> = args[2..].to_vec();
@@ -258,9 +264,12 @@ fn add_server(shared: &Shared, args: &[&str]) -> Answer {
         },
         None => None,
     };
-    let enabled = args[2..].contains(&"enabled");
     let disabled = def.disabled;
-    match shared.registry.add_server(be, &AddServer { def, enabled }) {
+    let add = AddServer {
+        def,
+        enabled: false,
+    };
+    match shared.registry.add_server(be, &add) {
         Ok(srv) => {
             if let (Some((tbe, ts)), Some(b)) = (tracked, shared.registry.get(be)) {
                 track::link(b, &srv, &tbe, &ts);
@@ -270,7 +279,7 @@ fn add_server(shared: &Shared, args: &[&str]) -> Answer {
             }
             // `disabled`: maintenance "from the configuration" too (HAProxy
             // shows admin state 5, not 1).
-            if disabled && !enabled {
+            if disabled {
                 if let Some(b) = shared.registry.get(be) {
                     b.change_admin_flag(&srv, AdminFlags::CMAINT, true);
                 }

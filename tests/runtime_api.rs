@@ -9,7 +9,9 @@
 //! request may fail, and no server may receive a request while it is in
 //! maintenance (once its last request finished) or deleted.
 
-use luahost_suite::{artifacts, free_port, haproxy_peers, scratch_dir, HaproxyPeer};
+use luahost_suite::{
+    artifacts, free_port, haproxy_peers, require_haproxy_30, scratch_dir, HaproxyPeer,
+};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -962,6 +964,7 @@ fn dynamic_servers_take_check_options_and_track_as_in_haproxy() {
         format!("add server bc/d5 127.0.0.1:{live_port} track nope\n"),
         format!("add server bc/d6 127.0.0.1:{live_port} track zz/c1\n"),
         format!("add server bc/d7 127.0.0.1:{live_port} track c1 check\n"),
+        format!("add server bc/d8 127.0.0.1:{live_port} enabled\n"),
         "enable server bc/d1\n".to_string(),
         "enable server bc/d2\n".to_string(),
         "enable server bc/d3\n".to_string(),
@@ -1000,6 +1003,82 @@ fn dynamic_servers_take_check_options_and_track_as_in_haproxy() {
     );
     for (label, got) in answers.iter().skip(2).step_by(2) {
         assert_eq!(ours, got, "add/enable answers: luahost vs {label}");
+    }
+    drop(live);
+}
+
+/// Every column of `show servers state` (but the seconds since the last
+/// change) against HAProxy 3.0, for servers with `check`, `check port N`,
+/// `addr`, `disabled`, a host name, drained, tracked, forced down, checked
+/// and down, and a dynamic server with a check port and address: the last
+/// check's status and result codes, the check health, the check port and
+/// address (which HAProxy also gives the agent), and the fqdn.
+#[test]
+fn show_servers_state_columns_match_haproxy3() {
+    let live = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let p = live.local_addr().expect("addr").port();
+    let dead = free_port();
+    let other = free_port();
+    let extra = format!(
+        "backend bs\n    \
+         server s1 127.0.0.1:{p} check inter 100ms\n    \
+         server s2 127.0.0.1:{p} check port {other} inter 100ms\n    \
+         server s3 127.0.0.1:{p} check addr 127.0.0.2 port {p} inter 100ms\n    \
+         server s4 127.0.0.1:{p} disabled\n    \
+         server s5 127.0.0.1:{p}\n    \
+         server s6 127.0.0.1:{p} track s1\n    \
+         server s7 localhost:{p}\n    \
+         server s8 127.0.0.1:{dead} check inter 100ms\n    \
+         server s9 127.0.0.1:{p} check disabled\n"
+    );
+    let ports = dead_ports();
+    let mut runs = vec![(
+        "luahost".to_string(),
+        start_with(&artifacts().luahost(), "state_cols_luahost", &ports, &extra),
+    )];
+    if let Some(h) = require_haproxy_30("show servers state is compared with HAProxy 3.0") {
+        let tag = format!("state_cols_{}", h.label.replace(' ', "_"));
+        runs.push((
+            h.label.clone(),
+            start_with(&h.program, &tag, &ports, &extra),
+        ));
+    }
+    let mut got = Vec::new();
+    for (label, (_, setup)) in &runs {
+        // The checks settle (every 100 ms; s2, s3 and s8 fail).
+        std::thread::sleep(Duration::from_millis(800));
+        ask(
+            &setup.sock("admin"),
+            &format!(
+                "set server bs/s5 state drain; set server bs/s1 state drain; \
+                 add server bs/d1 127.0.0.1:{p} check port {other} addr 127.0.0.1\n"
+            ),
+        );
+        ask(&setup.sock("admin"), "set server bs/s1 health down\n");
+        let lines: Vec<String> = ask(&setup.sock("admin"), "show servers state bs\n")
+            .lines()
+            .filter(|l| l.split(' ').count() == 25 && !l.starts_with('#'))
+            .map(|l| {
+                let mut f: Vec<&str> = l.split(' ').collect();
+                f.remove(9);
+                f.join(" ")
+            })
+            .collect();
+        got.push((label.clone(), lines));
+    }
+    let ours = &got[0].1;
+    assert_eq!(ours.len(), 10, "{ours:?}");
+    // s1: the last check passed (L4OK 6, PASSED 3), then forced down
+    // (health 0); s2: its check port refuses (L4CON 8, FAILED 2).
+    assert!(ours[0].contains(" 6 3 0 6 "), "{}", ours[0]);
+    assert!(
+        ours[1].ends_with(&format!(" 0 {other} - - {other}")),
+        "{}",
+        ours[1]
+    );
+    assert!(ours[6].contains(" localhost "), "{}", ours[6]);
+    for (label, theirs) in got.iter().skip(1) {
+        assert_eq!(ours, theirs, "show servers state: luahost vs {label}");
     }
     drop(live);
 }

@@ -200,6 +200,8 @@ struct Origin {
     port: u16,
     status: &'static str,
     body: &'static str,
+    /// Answers keep the connection open (no `connection: close`).
+    keep_alive: bool,
     stop: Option<Arc<AtomicBool>>,
 }
 
@@ -209,6 +211,20 @@ impl Origin {
             port: free_port(),
             status,
             body,
+            keep_alive: false,
+            stop: None,
+        };
+        o.open();
+        o
+    }
+
+    /// An origin that keeps its connections open after each answer.
+    fn keep_alive(status: &'static str, body: &'static str) -> Origin {
+        let mut o = Origin {
+            port: free_port(),
+            status,
+            body,
+            keep_alive: true,
             stop: None,
         };
         o.open();
@@ -220,12 +236,12 @@ impl Origin {
         l.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let (status, body) = (self.status, self.body);
+        let (status, body, keep) = (self.status, self.body, self.keep_alive);
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((c, _)) => {
-                        std::thread::spawn(move || answer(c, status, body));
+                        std::thread::spawn(move || answer(c, status, body, keep));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -256,19 +272,29 @@ impl Drop for Origin {
     }
 }
 
-fn answer(mut c: TcpStream, status: &str, body: &str) {
+/// Answers each request head with `status` and `body`; closes after the
+/// first unless `keep_alive`.
+fn answer(mut c: TcpStream, status: &str, body: &str, keep_alive: bool) {
     let _ = c.set_nonblocking(false);
     let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
+    let close = if keep_alive {
+        ""
+    } else {
+        "connection: close\r\n"
+    };
     loop {
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let reply = format!(
-                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{close}\r\n{body}",
                 body.len()
             );
-            let _ = c.write_all(reply.as_bytes());
-            return;
+            if c.write_all(reply.as_bytes()).is_err() || !keep_alive {
+                return;
+            }
+            buf.drain(..end + 4);
+            continue;
         }
         match c.read(&mut tmp) {
             Ok(0) | Err(_) => return,
@@ -710,7 +736,7 @@ core.event_sub({"SERVER_CHECK", "SERVER_DOWN"}, function(event, data)
   elseif data.check.result == "FAILED" then
     local c = data.check
     record("CHECK " .. data.name .. " " .. c.result .. " " .. c.reason.short .. " "
-      .. c.reason.desc .. " health=" .. c.health.cur)
+      .. c.reason.desc .. " health=" .. c.health.cur .. " duration=" .. c.duration)
   end
 end)
 "#;
@@ -742,7 +768,7 @@ fn observed_connection_errors_mark_a_server_down() {
         let ev = run.wait_events(5, |e| e.len() >= 2);
         let log = run.wait_log("Server be/s1 is DOWN", 5);
         assert!(
-            log.contains("Server be/s1 is DOWN, reason: Health analyze, info: \"Detected 2 consecutive errors, last one was: L4 unsuccessful connection\". 1 active and 0 backup servers left."),
+            log.contains("Server be/s1 is DOWN, reason: Health analyze, info: \"Detected 2 consecutive errors, last one was: L4 unsuccessful connection\". 1 active and 0 backup servers left. 1 sessions active, 0 requeued, 0 remaining in queue."),
             "{}: {log}",
             run.label
         );
@@ -762,19 +788,26 @@ fn observed_connection_errors_mark_a_server_down() {
         results.push((run.label.clone(), ev));
     }
     same_events(
-        &["CHECK s1 FAILED HANA Health analyze health=0", "DOWN s1"],
+        &[
+            "CHECK s1 FAILED HANA Health analyze health=0 duration=-1",
+            "DOWN s1",
+        ],
         results,
     );
 }
 
 /// `observe layer7` with `on-error fail-check`: 5xx answers (not 501 or
 /// 505) count; each `error-limit` run is one failed check, so `fall`
-/// failures take the server DOWN; a 501 or 4xx answer clears the count.
+/// failures take the server DOWN. The origin keeps its connections open,
+/// so the stream whose answer brings the server down is still one of the
+/// server's sessions, as HAProxy counts it ("1 sessions active"; with an
+/// origin that closes at once HAProxy says 0 or 1, depending on whether it
+/// saw the close before the status).
 #[test]
 fn observed_5xx_answers_count_as_failed_checks() {
     let mut results = Vec::new();
     for peer in peers() {
-        let sick = Origin::new("503 Service Unavailable", "busy");
+        let sick = Origin::keep_alive("503 Service Unavailable", "busy");
         let be = format!(
             "  server s1 127.0.0.1:{} check inter 10s rise 2 fall 2 observe layer7 error-limit 2 on-error fail-check",
             sick.port
@@ -787,7 +820,7 @@ fn observed_5xx_answers_count_as_failed_checks() {
         let ev = run.wait_events(5, |e| e.len() >= 3);
         let log = run.wait_log("Server be/s1 is DOWN", 5);
         assert!(
-            log.contains("Server be/s1 is DOWN, reason: Health analyze, info: \"Detected 2 consecutive errors, last one was: Wrong http response\". 0 active and 0 backup servers left."),
+            log.contains("Server be/s1 is DOWN, reason: Health analyze, info: \"Detected 2 consecutive errors, last one was: Wrong http response\". 0 active and 0 backup servers left. 1 sessions active, 0 requeued, 0 remaining in queue."),
             "{}: {log}",
             run.label
         );
@@ -795,9 +828,84 @@ fn observed_5xx_answers_count_as_failed_checks() {
     }
     same_events(
         &[
-            "CHECK s1 FAILED HANA Health analyze health=2",
-            "CHECK s1 FAILED HANA Health analyze health=0",
+            "CHECK s1 FAILED HANA Health analyze health=2 duration=-1",
+            "CHECK s1 FAILED HANA Health analyze health=0 duration=-1",
             "DOWN s1",
+        ],
+        results,
+    );
+}
+
+/// NOLB (`set server ... health stopping`, Lua's `check_force_nolb()`)
+/// travels down tracking chains as HAProxy 3.0's `srv_set_stopping` sends
+/// it: each tracker goes STOPPING "via" the server it tracks, with its own
+/// SERVER_STATE and log line, `show stat` says NOLB for all of them and the
+/// backend is DOWN (no server takes new traffic); UP again follows the same
+/// way. A tracking server's health cannot be set.
+#[test]
+fn nolb_follows_tracking_chains() {
+    let subscriber = r#"
+core.event_sub({"SERVER_STATE"}, function(event, data)
+  local st = data.state
+  record(data.name .. " " .. st.old_state .. "->" .. st.new_state .. " cause=" .. st.cause)
+end)
+"#;
+    let mut results = Vec::new();
+    for peer in peers() {
+        let a = Origin::new("200 OK", "a");
+        let be = format!(
+            "  server s1 127.0.0.1:{p} check inter 1s\n  \
+             server t1 127.0.0.1:{p} track s1\n  server t2 127.0.0.1:{p} track t1",
+            p = a.port
+        );
+        let run = Run::start(&peer, "nolb_track", &be, subscriber);
+        let status = |run: &Run| -> Vec<String> {
+            run.admin("show stat")
+                .lines()
+                .filter(|l| l.starts_with("be,"))
+                .map(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    format!("{}={}", f[1], f[17])
+                })
+                .collect()
+        };
+        let mut seen = vec![status(&run).join(" ")];
+        seen.push(
+            run.admin("set server be/s1 health stopping")
+                .trim()
+                .to_string(),
+        );
+        seen.push(run.admin("set server be/t1 health down").trim().to_string());
+        seen.extend(run.wait_events(5, |e| e.len() >= 3));
+        seen.push(status(&run).join(" "));
+        let log = run.wait_log("Server be/t2 is stopping via be/t1", 5);
+        for line in [
+            "Server be/s1 is stopping, changed from CLI. 2 active and 0 backup servers online. 0 sessions requeued, 0 total in queue.",
+            "Server be/t1 is stopping via be/s1. 1 active and 0 backup servers online. 0 sessions requeued, 0 total in queue.",
+            "Server be/t2 is stopping via be/t1. 0 active and 0 backup servers online. 0 sessions requeued, 0 total in queue.",
+            "backend 'be' has no server available!",
+        ] {
+            assert!(log.contains(line), "{}: no {line:?} in\n{log}", run.label);
+        }
+        seen.push(run.admin("set server be/s1 health up").trim().to_string());
+        seen.extend(run.wait_events(5, |e| e.len() >= 6).into_iter().skip(3));
+        seen.push(status(&run).join(" "));
+        results.push((run.label.clone(), seen));
+    }
+    same_events(
+        &[
+            "s1=UP t1=UP t2=UP BACKEND=UP",
+            "",
+            "cannot change health on a tracking server.",
+            "s1 RUNNING->STOPPING cause=changed from CLI",
+            "t1 RUNNING->STOPPING cause=",
+            "t2 RUNNING->STOPPING cause=",
+            "s1=NOLB t1=NOLB t2=NOLB BACKEND=DOWN",
+            "",
+            "s1 STOPPING->RUNNING cause=changed from CLI",
+            "t1 STOPPING->RUNNING cause=",
+            "t2 STOPPING->RUNNING cause=",
+            "s1=UP t1=UP t2=UP BACKEND=UP",
         ],
         results,
     );

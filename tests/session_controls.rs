@@ -42,9 +42,11 @@ core.register_service("control", "http", function(applet)
   else
     body = what .. " returned " .. select("#", p[what](p))
   end
+  body = body .. "\n"
   applet:set_status(200)
+  applet:add_header("content-length", #body)
   applet:start_response()
-  applet:send(body .. "\n")
+  applet:send(body)
 end)
 "##;
 
@@ -112,7 +114,41 @@ impl Peer {
     }
 }
 
-const FRONTENDS: [&str; 5] = ["ctl", "fe", "fs", "fp", "fb"];
+/// The frontends, each on its own port: `ctl` runs the control service,
+/// `fe`/`fs` a Lua service; the others forward, the `t*` ones in TCP mode
+/// (see [`config`] for their backends).
+const FRONTENDS: [&str; 13] = [
+    "ctl", "fe", "fs", "fp", "fb", "fd", "fn", "fu", "tp", "tb", "td", "tn", "tu",
+];
+
+/// The forwarding frontends and their backends: HTTP ones, then their TCP
+/// twins (`t` + the backend's name). `bd`'s server has `on-marked-down
+/// shutdown-sessions`, `bu`'s active server `on-marked-up
+/// shutdown-backup-sessions`, `bn`'s neither.
+const FORWARDS: [(&str, &str); 10] = [
+    ("fp", "be"),
+    ("fb", "bb"),
+    ("fd", "bd"),
+    ("fn", "bn"),
+    ("fu", "bu"),
+    ("tp", "tbe"),
+    ("tb", "tbb"),
+    ("td", "tbd"),
+    ("tn", "tbn"),
+    ("tu", "tbu"),
+];
+
+/// The servers of each backend (the TCP twins have the same), all on the
+/// silent origin.
+fn servers(be: &str) -> &'static [&'static str] {
+    match be.trim_start_matches('t') {
+        "be" => &["s1", "s2"],
+        "bb" => &["b1 backup"],
+        "bd" => &["d1 on-marked-down shutdown-sessions"],
+        "bn" => &["n1"],
+        _ => &["u1 on-marked-up shutdown-backup-sessions", "ub backup"],
+    }
+}
 
 fn config(dir: &Path, ports: &[(&str, u16)], origin: u16) -> String {
     let port = |n: &str| ports.iter().find(|(f, _)| *f == n).map(|(_, p)| *p);
@@ -124,16 +160,29 @@ fn config(dir: &Path, ports: &[(&str, u16)], origin: u16) -> String {
          frontend ctl\n  bind 127.0.0.1:{ctl}\n  http-request use-service lua.control\n\
          frontend fe\n  bind 127.0.0.1:{fe}\n  http-request use-service lua.hello\n\
          frontend fs\n  bind 127.0.0.1:{fs}\n  http-request use-service lua.hello\n\
-         frontend fp\n  bind 127.0.0.1:{fp}\n  default_backend be\n\
-         frontend fb\n  bind 127.0.0.1:{fb}\n  default_backend bb\n\
-         backend be\n  server s1 127.0.0.1:{origin}\n  server s2 127.0.0.1:{origin}\n\
-         backend bb\n  server b1 127.0.0.1:{origin} backup\n",
+         {forwards}",
         d = dir.display(),
         ctl = p("ctl"),
         fe = p("fe"),
         fs = p("fs"),
-        fp = p("fp"),
-        fb = p("fb"),
+        forwards = FORWARDS
+            .iter()
+            .map(|(fe, be)| {
+                let mode = if be.starts_with('t') { "  mode tcp\n" } else { "" };
+                let srvs: String = servers(be)
+                    .iter()
+                    .map(|s| {
+                        let (name, opts) = s.split_once(' ').unwrap_or((s, ""));
+                        format!("  server {name} 127.0.0.1:{origin} {opts}\n")
+                    })
+                    .collect();
+                format!(
+                    "frontend {fe}\n  bind 127.0.0.1:{port}\n{mode}  default_backend {be}\n\
+                     backend {be}\n{mode}{srvs}",
+                    port = p(fe)
+                )
+            })
+            .collect::<String>(),
     )
 }
 
@@ -244,6 +293,23 @@ fn request_in_flight(peer: &Peer, fe: &str, origin: &SilentOrigin) -> TcpStream 
     c
 }
 
+/// Whether a stream is still open half a second on ("still in flight"),
+/// or how it ended.
+fn still_in_flight(c: &mut TcpStream) -> String {
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    let seen = match c.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            "still in flight".into()
+        }
+        other => format!("ended: {other:?}"),
+    };
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    seen
+}
+
 /// Runs `scenario` on luahost and HAProxy 3.0 and compares what they saw.
 fn same_as_haproxy(test: &str, scenario: impl Fn(&Peer, &SilentOrigin) -> Vec<String>) {
     let origin = silent_origin();
@@ -308,16 +374,7 @@ fn lua_shut_sess_closes_the_streams_using_the_server() {
         let mut again = request_in_flight(p, "fp", origin);
         seen.push(get(ctl, "/shut_bcksess/be"));
         // No backup server in `be`: shut_bcksess leaves it alone.
-        again
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
-        let mut buf = [0u8; 16];
-        seen.push(match again.read(&mut buf) {
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                "still in flight".into()
-            }
-            other => format!("ended: {other:?}"),
-        });
+        seen.push(still_in_flight(&mut again));
         // The backup server's streams are shut by the backend's shut_bcksess.
         let mut b = request_in_flight(p, "fb", origin);
         seen.push(get(ctl, "/shut_bcksess/bb"));
@@ -372,5 +429,92 @@ fn cli_frontend_and_session_commands_answer_as_haproxy() {
         }
         seen.push(get(p.port("fs"), "/"));
         seen
+    });
+}
+
+/// `Server:shut_sess()`, `Proxy:shut_bcksess()` and `shutdown sessions
+/// server` on TCP-mode streams (a connection forwarded to the origin).
+#[test]
+fn tcp_streams_are_killed_by_shut_sess_shut_bcksess_and_the_cli() {
+    same_as_haproxy("tcp_kills", |p, origin| {
+        let ctl = p.port("ctl");
+        let mut seen = Vec::new();
+        let mut c = request_in_flight(p, "tp", origin);
+        seen.push(get(ctl, "/shut_sess/tbe/s1"));
+        seen.push(get(ctl, "/shut_sess/tbe/s2"));
+        seen.push(read_answer(&mut c));
+        let mut again = request_in_flight(p, "tp", origin);
+        seen.push(get(ctl, "/shut_bcksess/tbe"));
+        seen.push(still_in_flight(&mut again));
+        seen.push(p.cli("shutdown sessions server tbe/s1\n"));
+        seen.push(p.cli("shutdown sessions server tbe/s2\n"));
+        seen.push(read_answer(&mut again));
+        let mut b = request_in_flight(p, "tb", origin);
+        seen.push(get(ctl, "/shut_bcksess/tbb"));
+        seen.push(read_answer(&mut b));
+        seen
+    });
+}
+
+/// `on-marked-down shutdown-sessions` and `on-marked-up
+/// shutdown-backup-sessions` through frontends `fd`/`fn`/`fu` (HTTP) or
+/// their TCP twins (`t` prefix).
+fn on_marked_scenario(p: &Peer, origin: &SilentOrigin, tcp: bool) -> Vec<String> {
+    let t = if tcp { "t" } else { "" };
+    let (fd, fnn, fu) = if tcp {
+        ("td", "tn", "tu")
+    } else {
+        ("fd", "fn", "fu")
+    };
+    let ctl = p.port("ctl");
+    let mut seen = Vec::new();
+    // Forced down from Lua: the stream on the server is killed.
+    let mut c = request_in_flight(p, fd, origin);
+    seen.push(get(ctl, &format!("/check_force_down/{t}bd/d1")));
+    seen.push(read_answer(&mut c));
+    seen.push(get(ctl, &format!("/check_force_up/{t}bd/d1")));
+    // Into maintenance: killed too.
+    let mut c = request_in_flight(p, fd, origin);
+    seen.push(p.cli(&format!("disable server {t}bd/d1\n")));
+    seen.push(read_answer(&mut c));
+    seen.push(p.cli(&format!("enable server {t}bd/d1\n")));
+    // Without the option the stream lives on.
+    let mut c = request_in_flight(p, fnn, origin);
+    seen.push(p.cli(&format!("disable server {t}bn/n1\n")));
+    seen.push(still_in_flight(&mut c));
+    seen.push(get(ctl, &format!("/check_force_down/{t}bn/n1")));
+    seen.push(p.cli(&format!("enable server {t}bn/n1\n")));
+    seen.push(still_in_flight(&mut c));
+    // The active server leaves maintenance: the backup's stream is killed.
+    seen.push(p.cli(&format!("disable server {t}bu/u1\n")));
+    let mut b = request_in_flight(p, fu, origin);
+    seen.push(p.cli(&format!("enable server {t}bu/u1\n")));
+    seen.push(read_answer(&mut b));
+    // Forced down then up from Lua: the same.
+    seen.push(get(ctl, &format!("/check_force_down/{t}bu/u1")));
+    let mut b = request_in_flight(p, fu, origin);
+    // DOWN to NOLB is not coming up: the backup's stream lives on.
+    seen.push(get(ctl, &format!("/check_force_nolb/{t}bu/u1")));
+    seen.push(still_in_flight(&mut b));
+    // NOLB takes no new traffic, so the next stream goes to the backup
+    // too; NOLB to UP counts as coming up: both backup streams are killed.
+    let mut a = request_in_flight(p, fu, origin);
+    seen.push(get(ctl, &format!("/check_force_up/{t}bu/u1")));
+    seen.push(read_answer(&mut a));
+    seen.push(read_answer(&mut b));
+    seen
+}
+
+#[test]
+fn on_marked_down_and_up_kill_http_streams_as_haproxy() {
+    same_as_haproxy("on_marked_http", |p, origin| {
+        on_marked_scenario(p, origin, false)
+    });
+}
+
+#[test]
+fn on_marked_down_and_up_kill_tcp_streams_as_haproxy() {
+    same_as_haproxy("on_marked_tcp", |p, origin| {
+        on_marked_scenario(p, origin, true)
     });
 }

@@ -109,8 +109,9 @@ pub struct CheckResult {
     pub result: CheckOutcome,
     /// An agent check rather than a health check.
     pub agent: bool,
-    /// How long the check took, in milliseconds.
-    pub duration_ms: u64,
+    /// How long the check took, in milliseconds; -1 for a result that is
+    /// no check run (HAProxy's `HANA` from `observe`).
+    pub duration_ms: i64,
     /// Status short name (e.g. "L4OK", "L4CON", "L7STS").
     pub reason_short: String,
     /// Status description (e.g. "Layer4 check passed").

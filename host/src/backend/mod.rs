@@ -148,6 +148,8 @@ pub struct Backend {
     queue: Queue,
     /// Where server changes are published.
     events: Arc<EventBus>,
+    /// The workers' reapers: killing the streams that use a server.
+    reapers: Arc<stream_kill::Reapers>,
     /// Serialises changes to this backend's servers (never taken on the
     /// request path), so that snapshots are built from a consistent state
     /// and events come out in the order of the changes.
@@ -170,6 +172,7 @@ impl Backend {
         p: &config::Proxy,
         uuid: i32,
         events: Arc<EventBus>,
+        reapers: Arc<stream_kill::Reapers>,
     ) -> Result<Backend, Vec<String>> {
         let spec = BackendSpec::from_config(p, &mut SettingsCache::default())?;
         let name: Arc<str> = Arc::from(p.name.as_str());
@@ -178,6 +181,7 @@ impl Backend {
             uuid,
             &spec,
             events,
+            reapers,
             server::unix_now(),
         ))
     }
@@ -192,6 +196,7 @@ impl Backend {
         uuid: i32,
         spec: &BackendSpec,
         events: Arc<EventBus>,
+        reapers: Arc<stream_kill::Reapers>,
         since: u64,
     ) -> Backend {
         let set = &spec.settings;
@@ -210,6 +215,7 @@ impl Backend {
                     maxconn: s.maxconn,
                     backup: s.backup,
                     dynamic: false,
+                    on_marked: s.on_marked,
                     // `disabled`: configuration and forced maintenance, down.
                     admin: AdminFlags(if s.disabled {
                         AdminFlags::CMAINT | AdminFlags::FMAINT
@@ -254,6 +260,7 @@ impl Backend {
             forwardfor: set.forwardfor.clone(),
             queue: Queue::default(),
             events,
+            reapers,
             writer: Mutex::new(()),
         }
     }
@@ -291,6 +298,21 @@ impl Backend {
     /// The servers now (a snapshot: later changes do not show in it).
     pub fn servers(&self) -> Arc<Farm> {
         self.farm.load_full()
+    }
+
+    /// Kills the streams now using `srv` (CLI `shutdown sessions server`,
+    /// Lua `Server:shut_sess()`, `on-marked-down shutdown-sessions`).
+    pub fn kill_server_streams(&self, srv: &Server) {
+        self.reapers.kill_server_streams(srv);
+    }
+
+    /// Kills the streams using this backend's backup servers (HAProxy's
+    /// `srv_shutdown_backup_streams`: Lua's `Proxy:shut_bcksess()`,
+    /// `on-marked-up shutdown-backup-sessions`).
+    pub fn kill_backup_streams(&self) {
+        for s in self.farm.load().servers.iter().filter(|s| s.backup) {
+            self.reapers.kill_server_streams(s);
+        }
     }
 
     /// The server named `name`, if it is (still) in the backend.

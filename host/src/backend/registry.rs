@@ -9,6 +9,7 @@
 use super::events::EventBus;
 use super::server::Server;
 use super::spec::{BackendSpec, SettingsCache};
+use super::stream_kill::Reapers;
 use super::Backend;
 use crate::config::{self, Mode, ProxyKind};
 use std::collections::HashMap;
@@ -67,6 +68,7 @@ struct LazyBackend {
     spec: BackendSpec,
     built: OnceLock<Arc<Backend>>,
     events: Arc<EventBus>,
+    reapers: Arc<Reapers>,
     /// The Unix time of the start-up: the servers' state dates from it
     /// whenever the backend is built.
     since: u64,
@@ -98,6 +100,7 @@ impl ProxyEntry {
                 self.uuid,
                 &lazy.spec,
                 lazy.events.clone(),
+                lazy.reapers.clone(),
                 lazy.since,
             ))
         }))
@@ -126,6 +129,8 @@ pub struct Registry {
     /// Positions of the frontends (and listen sections) by name.
     frontends: HashMap<Arc<str>, u32>,
     events: Arc<EventBus>,
+    /// The workers' reapers, which kill the streams using a server.
+    reapers: Arc<Reapers>,
     /// HAProxy's `srv_id_reuse_cnt`: the source of dynamic servers' `rid`
     /// (see `runtime.rs`); only touched by add/del server.
     rid_counter: Mutex<u64>,
@@ -139,6 +144,7 @@ impl Registry {
             backends: HashMap::new(),
             frontends: HashMap::new(),
             events: Arc::new(EventBus::default()),
+            reapers: Arc::new(Reapers::default()),
             rid_counter: Mutex::new(0),
         }
     }
@@ -153,6 +159,7 @@ impl Registry {
     /// the counter on.
     pub fn build(cfg: &config::Config) -> Result<Registry, Vec<String>> {
         let events = Arc::new(EventBus::default());
+        let reapers = Arc::new(Reapers::default());
         let mut proxies = Vec::with_capacity(cfg.proxies.len());
         let nb_backends = cfg.proxies.iter().filter(|p| p.kind.has_backend()).count();
         let mut backends = HashMap::with_capacity(nb_backends);
@@ -183,6 +190,7 @@ impl Registry {
                         spec,
                         built: OnceLock::new(),
                         events: events.clone(),
+                        reapers: reapers.clone(),
                         since,
                     }),
                     Err(mut e) => {
@@ -217,6 +225,7 @@ impl Registry {
                 backends,
                 frontends,
                 events,
+                reapers,
                 rid_counter: Mutex::new(0),
             })
         } else {
@@ -302,6 +311,12 @@ impl Registry {
 
     pub(super) fn reuse_counter(&self) -> &Mutex<u64> {
         &self.rid_counter
+    }
+
+    /// The reapers of the workers serving this registry (each worker
+    /// starts its own, see `stream_kill.rs`).
+    pub fn reapers(&self) -> &Arc<Reapers> {
+        &self.reapers
     }
 
     /// The process's server event bus.

@@ -26,9 +26,10 @@ pub struct AddServer {
     /// The server line's settings (name, address, weight, maxconn, backup,
     /// check...), as the configuration parser reads them.
     pub def: ServerDef,
-    /// The `enabled` keyword was given: the server starts ready and up
-    /// instead of in forced maintenance (HAProxy's default for dynamic
-    /// servers). `disabled` in `def` is ignored.
+    /// Start ready and up instead of in forced maintenance (HAProxy's
+    /// default for dynamic servers). The CLI never asks for it: HAProxy
+    /// 3.0 refuses `enabled` on `add server`. `disabled` in `def` is
+    /// ignored.
     pub enabled: bool,
 }
 
@@ -86,6 +87,7 @@ impl Registry {
             maxconn: add.def.maxconn.unwrap_or(0),
             backup: add.def.backup,
             dynamic: true,
+            on_marked: super::server::OnMarked::of(&add.def),
             admin,
             oper,
             check: if add.def.check {
@@ -222,6 +224,11 @@ impl Backend {
         }
         srv.store_admin(after);
         srv.store_oper(new_oper);
+        let left_maint = before.in_maint() && !after.in_maint();
+        if after.in_maint() && !before.in_maint() {
+            srv.lose_health();
+        }
+        self.on_marked(srv, old_oper, new_oper, left_maint);
         self.publish(ServerEventKind::Admin, srv, || EventDetail::Admin {
             cause: "",
             old_admin: before,
@@ -231,6 +238,27 @@ impl Backend {
         self.after_oper_change(srv, old_oper, new_oper, true, "", None);
         self.wake_all(srv);
         true
+    }
+
+    /// HAProxy's `on-marked-down shutdown-sessions` and `on-marked-up
+    /// shutdown-backup-sessions` for a change of `srv` from `old` to `new`
+    /// (`_srv_update_status_op`/`_adm`): going down (a check, tracking,
+    /// forcing, entering maintenance) kills its streams; coming up (NOLB to
+    /// UP included), or leaving maintenance whatever the state reached,
+    /// kills the backup servers' streams when `srv` is active and weighted.
+    fn on_marked(&self, srv: &Server, old: OperState, new: OperState, left_maint: bool) {
+        let on = srv.on_marked;
+        if old != OperState::Stopped && new == OperState::Stopped {
+            if on.shutdown_sessions {
+                self.kill_server_streams(srv);
+            }
+        } else if (left_maint || (old != new && new.takes_new_traffic()))
+            && on.shutdown_backup_sessions
+            && !srv.backup
+            && srv.weight() > 0
+        {
+            self.kill_backup_streams();
+        }
     }
 
     /// Publishes UP/DOWN and STATE for an operational change, and keeps the
@@ -287,15 +315,35 @@ impl Backend {
             }
             let old = srv.oper();
             srv.store_oper(state);
+            self.on_marked(srv, old, state, false);
             self.after_oper_change(srv, old, state, false, cause.text(), check);
             self.wake_all(srv);
             old
         };
         // Outside the lock: a tracker may be in this very backend.
-        if (old == OperState::Stopped) != (state == OperState::Stopped) {
+        if old != state {
             self.propagate_oper(srv, state);
         }
         true
+    }
+
+    /// A forced operational change (CLI `set server ... health`, Lua
+    /// `check_force_up/nolb/down`), as HAProxy's `srv_set_running`,
+    /// `_stopping` and `_stopped`: nothing in maintenance or when already
+    /// there (UP counting STARTING and RUNNING alike); otherwise HAProxy's
+    /// line ("Server be/s1 is DOWN, changed from CLI. ..."), the change, and
+    /// the trackers following.
+    pub fn force_oper_state(&self, srv: &Arc<Server>, state: OperState, cause: OperCause) {
+        if srv.admin().in_maint() || srv.is_deleted() || super::track::same_state(srv.oper(), state)
+        {
+            return;
+        }
+        if state == OperState::Stopped {
+            srv.lose_health();
+        }
+        let middle = format!(", {}", cause.text());
+        super::track::log_oper_change(self, srv, state, &middle);
+        self.set_oper_state(srv, state, cause, None);
     }
 
     /// Publishes a check's result (SERVER_CHECK) and counts failures

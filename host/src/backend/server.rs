@@ -8,7 +8,9 @@
 use super::state::{AdminFlags, OperState};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -31,6 +33,8 @@ pub struct Server {
     pub backup: bool,
     /// Added at run time (`add server`).
     pub dynamic: bool,
+    /// `on-marked-down` / `on-marked-up`.
+    pub on_marked: OnMarked,
     /// Unique in the process (never reused): keys the per-worker connection
     /// pools and identifies the server in events.
     pub gid: usize,
@@ -59,6 +63,14 @@ pub struct Server {
     pub(super) cur: AtomicUsize,
     /// Bumped to kill the streams using the server (see `stream_kill`).
     kill_generation: AtomicU64,
+    /// HAProxy zeroed the health of the server's (maybe unused) check:
+    /// it entered (or started in) maintenance, or was forced down. A server
+    /// without checks keeps its health at `rise` otherwise, and nothing
+    /// but a check brings it back (`show servers state`).
+    health_lost: AtomicBool,
+    /// The last health check's HAProxy status and result codes
+    /// (`status << 8 | result`); 0 before any check reported.
+    last_check: AtomicU16,
     /// Requests waiting for this very server (source hashing).
     pub queue: Queue,
     pub counters: ServerCounters,
@@ -69,6 +81,29 @@ pub struct Server {
     /// A dynamic server's `add server` settings (its check options: `inter`,
     /// `rise`, `observe`...), for the check engine and `show servers state`.
     pub added_with: std::sync::OnceLock<Box<crate::config::ServerDef>>,
+}
+
+/// `on-marked-down shutdown-sessions` and `on-marked-up
+/// shutdown-backup-sessions` (HAProxy's `onmarkeddown`/`onmarkedup`): what
+/// a server's change of state does to the streams in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OnMarked {
+    /// Going down (or into maintenance) kills the server's own streams.
+    pub shutdown_sessions: bool,
+    /// Coming up kills the streams of the backend's backup servers.
+    pub shutdown_backup_sessions: bool,
+}
+
+impl OnMarked {
+    /// The options of a `server` line (or of `add server`).
+    pub fn of(def: &crate::config::ServerDef) -> OnMarked {
+        def.health
+            .as_deref()
+            .map_or(OnMarked::default(), |h| OnMarked {
+                shutdown_sessions: h.shutdown_on_down,
+                shutdown_backup_sessions: h.shutdown_backups_on_up,
+            })
+    }
 }
 
 /// What kind of checks a server has, and whether they run (bits of
@@ -123,6 +158,7 @@ pub(crate) struct ServerInit {
     pub maxconn: usize,
     pub backup: bool,
     pub dynamic: bool,
+    pub on_marked: OnMarked,
     pub admin: AdminFlags,
     pub oper: OperState,
     pub check: u8,
@@ -150,6 +186,7 @@ impl Server {
             rid: init.rid,
             backup: init.backup,
             dynamic: init.dynamic,
+            on_marked: init.on_marked,
             gid: init.gid,
             proxy_name: init.proxy_name,
             proxy_uuid: init.proxy_uuid,
@@ -163,6 +200,8 @@ impl Server {
             deleted: AtomicBool::new(false),
             cur: AtomicUsize::new(0),
             kill_generation: AtomicU64::new(0),
+            last_check: AtomicU16::new(0),
+            health_lost: AtomicBool::new(init.admin.in_maint()),
             queue: Queue::default(),
             counters,
             track: Default::default(),
@@ -260,6 +299,31 @@ impl Server {
             && self.oper().takes_new_traffic()
             && self.weight() > 0
             && !self.is_deleted()
+    }
+
+    /// Notes that HAProxy would have zeroed the check's health.
+    pub fn lose_health(&self) {
+        self.health_lost.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Server::lose_health`] happened.
+    pub fn health_lost(&self) -> bool {
+        self.health_lost.load(Ordering::Relaxed)
+    }
+
+    /// Records the last check's HAProxy status code (`HCHK_STATUS_*`) and
+    /// result (`CHK_RES_*`), for `show servers state`.
+    pub fn set_last_check(&self, status: u8, result: u8) {
+        self.last_check.store(
+            u16::from(status) << 8 | u16::from(result),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The last check's (status, result) codes; None before any check.
+    pub fn last_check(&self) -> Option<(u8, u8)> {
+        let v = self.last_check.load(Ordering::Relaxed);
+        (v != 0).then_some(((v >> 8) as u8, v as u8))
     }
 
     /// Current load.

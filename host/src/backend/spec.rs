@@ -36,6 +36,8 @@ pub(crate) struct ServerSpec {
     pub backup: bool,
     pub disabled: bool,
     pub check: bool,
+    /// `on-marked-down` / `on-marked-up`.
+    pub on_marked: super::server::OnMarked,
 }
 
 /// A backend as configured, ready to be built.
@@ -142,6 +144,7 @@ impl BackendSpec {
                 backup: s.backup,
                 disabled: s.disabled,
                 check: s.check,
+                on_marked: super::server::OnMarked::of(s),
             });
         }
         let settings = cache.settings(p).map_err(|why| {

@@ -163,27 +163,46 @@ fn algo_name(b: Balance) -> &'static str {
     }
 }
 
-/// HAProxy's `status` of a server (`srv_hlt_st`), without the transitional
-/// "UP 1/3"-style states, which need the check engine's health counter.
-pub fn server_status(s: &Server) -> String {
+/// HAProxy's `status` of a server (`stats_fill_sv_line`), without the
+/// transitional "UP 1/3"-style states, which need the check engine's
+/// health counter. Whether the server is checked is asked of the end of
+/// its tracking chain (HAProxy's `ref`): a tracker of a checked server
+/// says UP, not "no check".
+pub fn server_status(s: &Server) -> &'static str {
     let admin = s.admin();
     if admin.in_maint() {
-        return "MAINT".into();
+        return "MAINT";
     }
-    let checked = s.check_flags() & CheckFlags::ENABLED != 0;
     match s.oper() {
         OperState::Running | OperState::Starting => {
             if admin.draining() {
-                "DRAIN".into()
-            } else if checked {
-                "UP".into()
+                "DRAIN"
+            } else if ref_checked(s) {
+                "UP"
             } else {
-                "no check".into()
+                "no check"
             }
         }
-        OperState::Stopping => "NOLB".into(),
-        OperState::Stopped => "DOWN".into(),
+        OperState::Stopping => "NOLB",
+        OperState::Stopped => "DOWN",
     }
+}
+
+/// Whether the server at the end of `s`'s tracking chain (`s` itself when
+/// it tracks none) runs health checks. Loops are refused at load; the walk
+/// is bounded anyway.
+fn ref_checked(s: &Server) -> bool {
+    let checked = |s: &Server| s.check_flags() & CheckFlags::ENABLED != 0;
+    let Some((_, mut end)) = s.track.tracked() else {
+        return checked(s);
+    };
+    for _ in 0..64 {
+        match end.track.tracked() {
+            Some((_, next)) => end = next,
+            None => break,
+        }
+    }
+    checked(&end)
 }
 
 /// A server's line (`show stat` type 2, Lua `Server:get_stats()`).
@@ -200,7 +219,7 @@ pub fn server_line(be: &Backend, s: &Server) -> StatLine {
     }
     l.int("stot", counts.total).zeros(&["bin", "bout", "dresp"]);
     counts.errors(&mut l);
-    l.text("status", server_status(s))
+    l.text("status", server_status(s).to_string())
         .int("weight", s.weight())
         .int("act", u8::from(!s.backup))
         .int("bck", u8::from(s.backup));

@@ -10,12 +10,16 @@
 //! releasing it removes the row.
 //!
 //! Killing bumps the server's generation (an atomic) and wakes every
-//! worker's reaper task ([`start_reaper`]); each reaper trips the switches
+//! worker's reaper task ([`Reapers::start`]); each reaper trips the switches
 //! of its own rows whose server moved past their generation. A tripped
 //! switch makes [`guard`] drop the connection's future: the client and
 //! server sockets close, as HAProxy's `SF_ERR_KILLED` closes both sides.
 //! Only streams holding a slot at that moment are killed: a keep-alive
 //! connection between requests uses no server and stays open.
+//!
+//! The reapers are listed in a [`Reapers`] that the registry owns and hands
+//! to its backends and workers (no process-wide list): a kill reaches the
+//! workers serving the registry the killed server belongs to.
 
 use super::server::Server;
 use std::cell::{Cell, RefCell};
@@ -80,9 +84,6 @@ thread_local! {
 /// thread than the one that took it; its key then matches nothing there).
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
-/// The reapers of the running workers, woken by a kill.
-static REAPERS: Mutex<Vec<Arc<Notify>>> = Mutex::new(Vec::new());
-
 /// A stream's row in the live table, removed when dropped (with the slot).
 #[derive(Debug)]
 pub(crate) struct Registration(u64);
@@ -124,37 +125,40 @@ pub async fn guard<F: Future>(fut: F) -> Option<F::Output> {
         .await
 }
 
-/// Kills the streams now using `server` (on every worker).
-pub fn kill_server_streams(server: &Server) {
-    server.bump_kill_generation();
-    let reapers = REAPERS.lock().unwrap_or_else(|p| p.into_inner());
-    for r in reapers.iter() {
-        r.notify_one();
-    }
+/// The reapers of the workers serving one registry, woken by a kill.
+#[derive(Default)]
+pub struct Reapers {
+    wakers: Mutex<Vec<Arc<Notify>>>,
 }
 
-/// Kills the streams using the backup servers of `be` (HAProxy's
-/// `srv_shutdown_backup_streams`, Lua's `Proxy:shut_bcksess()`).
-pub fn kill_backup_streams(be: &super::Backend) {
-    for s in be.servers().servers.iter().filter(|s| s.backup) {
-        kill_server_streams(s);
+impl Reapers {
+    fn wakers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Notify>>> {
+        // A push or an iteration cannot leave the list half-changed, so a
+        // poisoned lock is still usable.
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-/// Starts this worker's reaper (once per worker thread, inside its
-/// LocalSet): it trips the switches of the streams whose server was killed.
-pub fn start_reaper() {
-    let wake = Arc::new(Notify::new());
-    REAPERS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(wake.clone());
-    tokio::task::spawn_local(async move {
-        loop {
-            wake.notified().await;
-            reap();
+    /// Kills the streams now using `server` (on every worker).
+    pub fn kill_server_streams(&self, server: &Server) {
+        server.bump_kill_generation();
+        for r in self.wakers().iter() {
+            r.notify_one();
         }
-    });
+    }
+
+    /// Starts this worker's reaper (once per worker thread, inside its
+    /// LocalSet): it trips the switches of the streams whose server was
+    /// killed.
+    pub fn start(&self) {
+        let wake = Arc::new(Notify::new());
+        self.wakers().push(wake.clone());
+        tokio::task::spawn_local(async move {
+            loop {
+                wake.notified().await;
+                reap();
+            }
+        });
+    }
 }
 
 /// Trips the switches of this thread's streams whose server moved on.

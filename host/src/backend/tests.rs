@@ -584,7 +584,8 @@ fn retries_stay_on_the_server_unless_redispatch() {
         // With it, the last retry moves to another server.
         let parsed = crate::config::parse_str("t.cfg", &cfg).expect("config");
         let section = parsed.proxies.iter().find(|p| p.name == "be").expect("be");
-        let mut be = Backend::build(section, 1, Arc::new(EventBus::default())).expect("build");
+        let mut be = Backend::build(section, 1, Arc::new(EventBus::default()), Arc::default())
+            .expect("build");
         be.redispatch = true;
         let be = Arc::new(be);
         let mut t = txn("10.0.0.1:1000");

@@ -104,38 +104,44 @@ pub fn link(
     true
 }
 
-/// The end of HAProxy's line for a server going UP or DOWN: the servers
-/// left or online and the sessions. `act`/`bck` count the usable servers
-/// after the change.
+/// The end of HAProxy's line for a server's change (`srv_append_more`):
+/// the servers left (after going DOWN) or online (UP, stopping) and the
+/// sessions. `act`/`bck` count the usable servers after the change.
 pub fn change_tail(be: &Backend, srv: &Server, down: bool, act: usize, bck: usize) -> String {
+    let on_backup = if act == 0 && bck > 0 {
+        " Running on backup."
+    } else {
+        ""
+    };
     if down {
-        let mut s = format!(". {act} active and {bck} backup servers left.");
-        if act == 0 && bck > 0 {
-            s.push_str(" Running on backup.");
-        }
-        s.push_str(&format!(
-            " {} sessions active, 0 requeued, {} remaining in queue.",
+        format!(
+            ". {act} active and {bck} backup servers left.{on_backup} {} sessions active, 0 requeued, {} remaining in queue.",
             srv.current(),
             be.pending()
-        ));
-        s
+        )
     } else {
         format!(
-            ". {act} active and {bck} backup servers online. 0 sessions requeued, {} total in queue.",
+            ". {act} active and {bck} backup servers online.{on_backup} 0 sessions requeued, {} total in queue.",
             be.pending()
         )
     }
 }
 
-/// The usable servers of `be` once `srv` has gone `down` (or up).
-pub fn counts_after(be: &Backend, srv: &Server, down: bool) -> (usize, usize) {
-    let (act, bck) = be.up_servers();
-    match (down, srv.backup) {
-        (true, false) => (act.saturating_sub(1), bck),
-        (true, true) => (act, bck.saturating_sub(1)),
-        (false, false) => (act + 1, bck),
-        (false, true) => (act, bck + 1),
+/// The usable servers of `be` (HAProxy's `srv_act`, `srv_bck`) once `srv`
+/// is in operational state `new`: a server counts when it takes new
+/// traffic (not DOWN, not NOLB), is out of maintenance and drain, and has
+/// a weight.
+pub fn counts_after(be: &Backend, srv: &Server, new: OperState) -> (usize, usize) {
+    let (mut act, mut bck) = be.up_servers();
+    let slot = if srv.backup { &mut bck } else { &mut act };
+    if srv.usable() {
+        *slot = slot.saturating_sub(1);
     }
+    let admin = srv.admin();
+    if new.takes_new_traffic() && !admin.in_maint() && !admin.draining() && srv.weight() > 0 {
+        *slot += 1;
+    }
+    (act, bck)
 }
 
 /// "Server" or "Backup Server", as HAProxy's state lines begin.
@@ -147,39 +153,49 @@ pub fn who(srv: &Server) -> &'static str {
     }
 }
 
+/// How HAProxy's line names the state reached.
+fn state_word(state: OperState) -> &'static str {
+    match state {
+        OperState::Stopped => "DOWN",
+        OperState::Stopping => "stopping",
+        OperState::Starting | OperState::Running => "UP",
+    }
+}
+
+/// Logs HAProxy's line for `srv` (of `be`) going to `new`
+/// (`_srv_update_status_op`): "Server be/s1 is DOWN{middle}. 1 active and
+/// 0 backup servers left. ..." as a warning, then the backend's alert when
+/// the change leaves it without a usable server. `middle` is the cause:
+/// a check's reason, ", changed from Lua script", " via be/s0"...
+pub fn log_oper_change(be: &Backend, srv: &Server, new: OperState, middle: &str) {
+    let (act_before, bck_before) = be.up_servers();
+    let (act, bck) = counts_after(be, srv, new);
+    crate::log::warning(&format!(
+        "{} {}/{} is {}{middle}{}",
+        who(srv),
+        be.name(),
+        srv.name,
+        state_word(new),
+        change_tail(be, srv, new == OperState::Stopped, act, bck)
+    ));
+    if act_before + bck_before > 0 && act + bck == 0 {
+        crate::log::alert(&format!("backend '{}' has no server available!", be.name()));
+    }
+}
+
 impl Backend {
     /// Passes an operational change of `srv` (of this backend) on to its
-    /// trackers: each one that is not in maintenance goes DOWN (or UP) "via"
+    /// trackers, as HAProxy's `srv_set_stopped`/`_running`/`_stopping` do:
+    /// each one that is not in maintenance and not already in that state
+    /// (UP counting STARTING and RUNNING alike) goes DOWN, UP or NOLB "via"
     /// `srv`, with HAProxy's log line, then passes it on in turn.
     pub(super) fn propagate_oper(&self, srv: &Arc<Server>, state: OperState) {
-        let down = state == OperState::Stopped;
         for (tbe, t) in srv.track.trackers() {
-            if t.admin().in_maint() || t.is_deleted() {
+            if t.admin().in_maint() || t.is_deleted() || same_state(t.oper(), state) {
                 continue;
             }
-            let was_down = t.oper() == OperState::Stopped;
-            if was_down == down {
-                continue;
-            }
-            let (act, bck) = counts_after(&tbe, &t, down);
-            crate::log::warning(&format!(
-                "{} {}/{} is {} via {}/{}{}",
-                who(&t),
-                tbe.name(),
-                t.name,
-                if down { "DOWN" } else { "UP" },
-                self.name(),
-                srv.name,
-                change_tail(&tbe, &t, down, act, bck)
-            ));
-            // HAProxy says the backend has no server left before going on
-            // down the chain.
-            if down && act == 0 && bck == 0 {
-                crate::log::alert(&format!(
-                    "backend '{}' has no server available!",
-                    tbe.name()
-                ));
-            }
+            let via = format!(" via {}/{}", self.name(), srv.name);
+            log_oper_change(&tbe, &t, state, &via);
             // This recurses down the chain (loops are refused at load).
             tbe.set_oper_state(&t, state, OperCause::None, None);
         }
@@ -195,4 +211,10 @@ impl Backend {
             tbe.change_admin_flag(&t, AdminFlags::IDRAIN, admin.draining());
         }
     }
+}
+
+/// Whether a tracker in state `now` already is where `target` would take
+/// it (HAProxy stops going down a chain there).
+pub(super) fn same_state(now: OperState, target: OperState) -> bool {
+    now == target || (now.takes_new_traffic() && target.takes_new_traffic())
 }

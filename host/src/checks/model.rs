@@ -6,7 +6,7 @@
 
 use super::probe::Plan;
 use super::state::Health;
-use super::status::Outcome;
+use super::status::{Outcome, Status};
 use super::{observe, Checked, Runner, Shared, Spec};
 use crate::backend::track;
 use crate::backend::{
@@ -34,7 +34,12 @@ impl ModelServer {
                 CheckOutcome::Failed
             },
             agent: false,
-            duration_ms: outcome.duration.as_millis() as u64,
+            // A health analysis (`observe`) ran no check: HAProxy's -1.
+            duration_ms: if outcome.status == Status::Hana {
+                -1
+            } else {
+                outcome.duration.as_millis() as i64
+            },
             reason_short: outcome.status.short().to_string(),
             reason_desc: outcome.status.desc().to_string(),
             reason_code: outcome
@@ -109,6 +114,9 @@ impl Checked for ModelServer {
             return;
         };
         let result = Self::result(outcome, health);
+        // HAProxy's CHK_RES_PASSED (3) or CHK_RES_FAILED (2).
+        let res_code = if outcome.passed() { 3 } else { 2 };
+        self.server.set_last_check(outcome.status.code(), res_code);
         if moved {
             be.report_check(&self.server, &result);
         }
@@ -123,20 +131,7 @@ impl Checked for ModelServer {
         };
         // HAProxy logs the change (and the backend left with no server)
         // before publishing it and passing it on to the trackers.
-        let down = new == OperState::Stopped;
-        let (act, bck) = track::counts_after(&be, &self.server, down);
-        crate::log::warning(&format!(
-            "{} {}/{} is {}{}{}",
-            track::who(&self.server),
-            be.name(),
-            self.server.name,
-            if down { "DOWN" } else { "UP" },
-            outcome.reason_text(),
-            track::change_tail(&be, &self.server, down, act, bck)
-        ));
-        if down && act == 0 && bck == 0 && !self.server.admin().in_maint() {
-            crate::log::alert(&format!("backend '{}' has no server available!", be.name()));
-        }
+        track::log_oper_change(&be, &self.server, new, &outcome.reason_text());
         be.set_oper_state(&self.server, new, OperCause::Health, Some(&result));
     }
 }

@@ -72,6 +72,22 @@ impl Status {
         }
     }
 
+    /// HAProxy's number for the status (`enum healthcheck_status`), as
+    /// `show servers state` prints it (`srv_check_status`).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Status::Hana => 4,
+            Status::SockErr => 5,
+            Status::L4Ok => 6,
+            Status::L4Tout => 7,
+            Status::L4Con => 8,
+            Status::L7Tout => 12,
+            Status::L7Rsp => 13,
+            Status::L7Ok => 15,
+            Status::L7Sts => 17,
+        }
+    }
+
     /// Whether the status comes from looking at the answer (layer 5 and
     /// up): only those carry an HTTP code in logs and events.
     pub(crate) fn is_layer7(self) -> bool {

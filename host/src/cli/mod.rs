@@ -62,6 +62,17 @@ pub struct ConfigFacts {
     /// can use it (`default_backend`, static `use_backend`, a `listen`
     /// section itself); 1 when none can.
     pub fullconn: HashMap<String, usize>,
+    /// Check `port`/`addr` and host names of the configured servers that
+    /// have any, by (backend, server).
+    pub targets: HashMap<(String, String), ServerTarget>,
+}
+
+/// Where a server's checks go, and its configured host name.
+#[derive(Clone, Debug, Default)]
+pub struct ServerTarget {
+    pub check_port: Option<u16>,
+    pub check_addr: Option<std::net::IpAddr>,
+    pub fqdn: Option<String>,
 }
 
 impl ConfigFacts {
@@ -107,6 +118,20 @@ impl ConfigFacts {
             }
             // Servers with HAProxy's defaults are left out: the reader
             // falls back to them.
+            for s in &p.servers {
+                let h = s.health.as_deref();
+                let t = ServerTarget {
+                    check_port: h.and_then(|h| h.port),
+                    check_addr: h.and_then(|h| h.addr),
+                    fqdn: match &s.addr {
+                        crate::config::ServerAddr::Host { host, .. } => Some(host.clone()),
+                        crate::config::ServerAddr::Ip(_) => None,
+                    },
+                };
+                if t.check_port.is_some() || t.check_addr.is_some() || t.fqdn.is_some() {
+                    f.targets.insert((p.name.clone(), s.name.clone()), t);
+                }
+            }
             for s in p
                 .servers
                 .iter()
@@ -150,16 +175,29 @@ impl Shared {
             .unwrap_or((2, 3))
     }
 
-    /// `srv_check_status` of `show servers state`: HAProxy's
-    /// HCHK_STATUS_INI (1) until a check reports (the model does not keep
-    /// check results).
-    pub fn check_status(&self, _s: &Server) -> u8 {
-        1
+    /// `srv_check_status` and `srv_check_result` of `show servers
+    /// state`: the last check's HAProxy codes, HCHK_STATUS_INI (1) and
+    /// CHK_RES_UNKNOWN (0) until a check reports.
+    pub fn check_codes(&self, s: &Server) -> (u8, u8) {
+        s.last_check().unwrap_or((1, 0))
     }
 
-    /// `srv_check_result`: CHK_RES_UNKNOWN (0) without a check result.
-    pub fn check_result(&self, _s: &Server) -> u8 {
-        0
+    /// A server's check `port` and `addr` and its host name (the `fqdn`
+    /// column), as configured (`add server` settings for a dynamic one).
+    pub fn check_target(&self, s: &Server) -> ServerTarget {
+        if s.dynamic {
+            let h = s.added_with.get().and_then(|d| d.health.as_deref());
+            return ServerTarget {
+                check_port: h.and_then(|h| h.port),
+                check_addr: h.and_then(|h| h.addr),
+                fqdn: None,
+            };
+        }
+        self.config
+            .targets
+            .get(&(s.proxy_name.to_string(), s.name.to_string()))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -81,8 +81,8 @@ pub fn run(shared: &Shared, cmd: &Command, b: Builtin, words: &[String]) -> Answ
             }
         }),
         Builtin::SetServer => with_server(shared, arg(0), |be, s| set_server(be, s, &args[1..])),
-        Builtin::ShutdownSessionsServer => with_server(shared, arg(0), |_, s| {
-            crate::backend::stream_kill::kill_server_streams(s);
+        Builtin::ShutdownSessionsServer => with_server(shared, arg(0), |be, s| {
+            be.kill_server_streams(s);
             Answer::Text(String::new())
         }),
         Builtin::DisableFrontend | Builtin::EnableFrontend | Builtin::ShutdownFrontend => {
@@ -164,6 +164,9 @@ fn set_server(be: &Backend, s: &Arc<Server>, args: &[&str]) -> Answer {
             Answer::Text(String::new())
         }
         "health" => {
+            if s.track.is_tracking() {
+                return say("cannot change health on a tracking server.");
+            }
             let state = match arg(1) {
                 "up" => OperState::Running,
                 "stopping" => OperState::Stopping,
@@ -172,7 +175,7 @@ fn set_server(be: &Backend, s: &Arc<Server>, args: &[&str]) -> Answer {
                     return say("'set server <srv> health' expects 'up', 'stopping', or 'down'.")
                 }
             };
-            be.set_oper_state(s, state, OperCause::Cli, None);
+            be.force_oper_state(s, state, OperCause::Cli);
             Answer::Text(String::new())
         }
         "agent" => say("agent checks are not enabled on this server."),
@@ -207,6 +210,12 @@ fn add_server(shared: &Shared, args: &[&str]) -> Answer {
     let Some(addr) = args.get(1) else {
         return say("'server' expects <name> and <addr>[:<port>] as arguments.");
     };
+    // HAProxy 3.0 accepts only the keywords marked for dynamic servers;
+    // of those luahost reads, `enabled` is not one (a dynamic server
+    // starts in maintenance, `enable server` brings it in).
+    if args[2..].contains(&"enabled") {
+        return say("'enabled' option is not accepted for dynamic server");
+    }
     // `track` names a server of the running process, which the parser of a
     // lone server line cannot see: it is taken out and resolved here.
     let mut options: Vec<&str> = args[2..].to_vec();
@@ -255,9 +264,12 @@ fn add_server(shared: &Shared, args: &[&str]) -> Answer {
         },
         None => None,
     };
-    let enabled = args[2..].contains(&"enabled");
     let disabled = def.disabled;
-    match shared.registry.add_server(be, &AddServer { def, enabled }) {
+    let add = AddServer {
+        def,
+        enabled: false,
+    };
+    match shared.registry.add_server(be, &add) {
         Ok(srv) => {
             if let (Some((tbe, ts)), Some(b)) = (tracked, shared.registry.get(be)) {
                 track::link(b, &srv, &tbe, &ts);
@@ -267,7 +279,7 @@ fn add_server(shared: &Shared, args: &[&str]) -> Answer {
             }
             // `disabled`: maintenance "from the configuration" too (HAProxy
             // shows admin state 5, not 1).
-            if disabled && !enabled {
+            if disabled {
                 if let Some(b) = shared.registry.get(be) {
                     b.change_admin_flag(&srv, AdminFlags::CMAINT, true);
                 }
@@ -360,14 +372,27 @@ fn show_servers_state(shared: &Shared, only: &str) -> Answer {
             if admin.in_maint() && !created_in_maint {
                 chk_state |= 0x08;
             }
+            // A server without checks keeps its health at `rise` (HAProxy
+            // leaves an unchecked tracker's alone when it follows the
+            // tracked one down) until maintenance or a forced DOWN zeroes
+            // it for good (HAProxy's `_srv_update_status_adm`, the
+            // configuration's `disabled` and dynamic servers included).
             let health = match (up, configured) {
-                (false, _) => 0,
+                _ if admin.in_maint() => 0,
+                (_, false) if s.health_lost() => 0,
+                (_, false) => rise,
+                (false, true) => 0,
                 (true, true) => rise + fall - 1,
-                (true, false) => rise,
             };
+            let (check_status, check_result) = shared.check_codes(s);
+            let t = shared.check_target(s);
+            // HAProxy's `addr` and `port` set the agent's too when it has
+            // none of its own (luahost has no agent checks).
+            let check_addr = t.check_addr.map_or("-".to_string(), |a| a.to_string());
+            let check_port = t.check_port.unwrap_or(0);
             let _ = writeln!(
                 out,
-                "{} {} {} {} {} {} {} {} {} {} {} {} {} {} 0 0 0 - {} - 0 0 - - 0",
+                "{} {} {} {} {} {} {} {} {} {} {} {} {} {} 0 0 0 {} {} - 0 {check_port} {check_addr} {check_addr} {check_port}",
                 be.uuid(),
                 be.name(),
                 s.puid,
@@ -382,10 +407,11 @@ fn show_servers_state(shared: &Shared, only: &str) -> Answer {
                         .last_change
                         .load(std::sync::atomic::Ordering::Relaxed)
                 ),
-                shared.check_status(s),
-                shared.check_result(s),
+                check_status,
+                check_result,
                 health,
                 chk_state,
+                t.fqdn.as_deref().unwrap_or("-"),
                 a.port(),
             );
         }

@@ -11,7 +11,7 @@
 //! SSL/QUIC/H2/H1 module counters stay at HAProxy's idle values: luahost
 //! does not count them.
 
-use crate::backend::{AdminFlags, Backend, CheckFlags, OperState, ProxyCap, Registry, Server};
+use crate::backend::{Backend, CheckFlags, OperState, ProxyCap, Registry, Server};
 use crate::config::Mode;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -108,29 +108,6 @@ pub fn show_stat(reg: &Registry, ctx: &StatContext<'_>) -> String {
     out
 }
 
-/// The `status` column of a server.
-fn server_status(s: &Server) -> &'static str {
-    let admin = s.admin();
-    if admin.in_maint() {
-        return "MAINT";
-    }
-    if admin.0 & AdminFlags::DRAIN != 0 {
-        return "DRAIN";
-    }
-    if s.check_flags() & CheckFlags::ENABLED == 0 {
-        return if s.oper() == OperState::Stopped {
-            "DOWN"
-        } else {
-            "no check"
-        };
-    }
-    match s.oper() {
-        OperState::Stopped => "DOWN",
-        OperState::Stopping => "NOLB",
-        OperState::Starting | OperState::Running => "UP",
-    }
-}
-
 fn server_row(be: &Backend, s: &Server, mode: Mode, now: u64, ctx: &StatContext<'_>) -> Row {
     let c = &s.counters;
     let mut r = Row::from(if mode == Mode::Http {
@@ -153,7 +130,7 @@ fn server_row(be: &Backend, s: &Server, mode: Mode, now: u64, ctx: &StatContext<
     r.set("eresp", load(&c.response_errors));
     r.set("wretr", load(&c.retries));
     r.set("wredis", load(&c.redispatches));
-    r.set("status", server_status(s));
+    r.set("status", crate::backend::stat_fields::server_status(s));
     r.set("weight", s.weight());
     r.set("uweight", s.weight());
     r.set("act", u8::from(!s.backup));

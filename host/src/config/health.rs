@@ -34,6 +34,12 @@ pub struct ServerCheck {
     pub error_limit: Option<u32>,
     /// `on-error`: what observed errors do.
     pub on_error: OnError,
+    /// `on-marked-down shutdown-sessions`: kill the server's streams when
+    /// it goes down (or into maintenance).
+    pub shutdown_on_down: bool,
+    /// `on-marked-up shutdown-backup-sessions`: kill the backup servers'
+    /// streams when this (active, weighted) server comes up.
+    pub shutdown_backups_on_up: bool,
 }
 
 /// The server a `track` option names; `proxy` is None for the same proxy.
@@ -564,6 +570,20 @@ pub(crate) fn server_option(
                     ))
                 }
             }
+        }
+        "on-marked-down" | "on-marked-up" => {
+            let (want, field) = if opt == "on-marked-down" {
+                ("shutdown-sessions", &mut s.shutdown_on_down)
+            } else {
+                ("shutdown-backup-sessions", &mut s.shutdown_backups_on_up)
+            };
+            if value != Some(want) {
+                return Err(format!(
+                    "{who} : '{opt}' expects '{want}' but got '{}'.",
+                    value.unwrap_or_default()
+                ));
+            }
+            *field = true;
         }
         _ => return Ok(false),
     }

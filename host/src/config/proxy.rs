@@ -871,7 +871,8 @@ fn forwardfor(args: &[&str]) -> Result<ForwardFor, String> {
 
 /// The server options luahost supports, listed in messages.
 const SERVER_OPTIONS: &str = "weight, maxconn, disabled, enabled, backup, check, inter, \
-fastinter, downinter, rise, fall, port, addr, track, observe, error-limit, on-error";
+fastinter, downinter, rise, fall, port, addr, track, observe, error-limit, on-error, \
+on-marked-down, on-marked-up";
 
 /// `inter`: a non-zero delay, with HAProxy's messages.
 fn check_delay(

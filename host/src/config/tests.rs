@@ -686,7 +686,7 @@ fn proxy_keyword_errors() {
         ("backend", "server s1 1.2.3.4:80 fall x", "'server x/s1' : 'fall' has to be > 0."),
         ("backend", "server s1 1.2.3.4:80 inter 1.5s", "'server x/s1' : 'inter' expects a time value like 5s, 100ms or 30000 (ms), got '1.5s' (fractional values are not accepted; use a smaller unit, e.g. 1500ms)"),
         ("backend", "server s1 1.2.3.4:80 maxconn many", "'server maxconn' expects a number of connections (an integer >= 0), got 'many'"),
-        ("backend", "server s1 1.2.3.4:80 ssl verify none", "server 's1': option 'ssl' is not supported yet; supported: weight, maxconn, disabled, enabled, backup, check, inter, fastinter, downinter, rise, fall, port, addr, track, observe, error-limit, on-error"),
+        ("backend", "server s1 1.2.3.4:80 ssl verify none", "server 's1': option 'ssl' is not supported yet; supported: weight, maxconn, disabled, enabled, backup, check, inter, fastinter, downinter, rise, fall, port, addr, track, observe, error-limit, on-error, on-marked-down, on-marked-up"),
         ("backend", "balance static-rr", "'balance static-rr' is not supported yet; supported: roundrobin, leastconn, first, source"),
         ("backend", "balance hdr(host)", "'balance hdr(host)' is not supported yet; supported: roundrobin, leastconn, first, source"),
         ("backend", "balance", "'balance' expects roundrobin, leastconn, first or source"),

@@ -45,7 +45,7 @@ fn control(what: &'static str) -> impl Fn(&Lua, Value) -> mlua::Result<()> {
         match what {
             "shut_bcksess" => {
                 if let Some(be) = e.backend() {
-                    crate::backend::stream_kill::kill_backup_streams(be);
+                    be.kill_backup_streams();
                 }
             }
             _ => {

@@ -72,8 +72,12 @@ fn action(
     )
 }
 
+/// `check_force_*`: HAProxy's Lua leaves a tracking server alone (it
+/// follows the server it tracks).
 fn force_oper(h: &ServerHandle, state: OperState) {
-    h.be.set_oper_state(&h.srv, state, OperCause::Lua, None);
+    if !h.srv.track.is_tracking() {
+        h.be.force_oper_state(&h.srv, state, OperCause::Lua);
+    }
 }
 
 /// Builds the class (once per Lua state).
@@ -211,7 +215,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     })?;
     // Kills the streams using the server now (HAProxy's SF_ERR_KILLED).
     action(lua, &class, "shut_sess", |h| {
-        crate::backend::stream_kill::kill_server_streams(&h.srv)
+        h.be.kill_server_streams(&h.srv)
     })?;
 
     let methods = class.methods.clone();

@@ -668,7 +668,7 @@ fn worker_main(w: WorkerStart) {
                 Some((plan.frontends.iter().find(|f| f.name == name)?.clone(), l))
             })
             .collect();
-        crate::backend::stream_kill::start_reaper();
+        plan.registry.reapers().start();
         worker::serve(worker, listeners, w.shutdown_rx, w.maxconn).await;
         // Worker 0 keeps the shared state for the other workers' requests in
         // flight: the job loop ends when they have all stopped (and dropped

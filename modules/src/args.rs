@@ -28,12 +28,14 @@
 //!    `lua_touserdata`, `lua_topointer`, `lua_checkstack`, `lua_settop` to a
 //!    lower top): no longjmp can cross these Rust frames. Conversions that
 //!    allocate (a number to a string) go through mlua's protected calls.
-//! 3. Values pushed by an accessor are popped before it returns, after
-//!    `lua_checkstack` made room for them.
+//! 3. Values pushed by an accessor are popped before it returns, except the
+//!    native value `check_object` leaves on the stack as the borrow's
+//!    anchor until the call returns (mlua takes the results from the top).
+//!    Room is made first (see `FREE_ANCHORS`).
 //! 4. `raw` is the `RawLua` of the running callback (from mlua's
 //!    `from_stack_args`); it outlives the call.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
@@ -103,7 +105,14 @@ pub struct Args<'a> {
     /// Strings made from number arguments by `check_lstring`, kept alive
     /// for the slices it lent.
     converted: RefCell<Vec<LuaString>>,
+    /// How many objects `check_object` left on the stack.
+    anchors: Cell<c_int>,
 }
+
+/// How many objects `check_object` anchors before it asks Lua for stack
+/// room: a C function starts with `LUA_MINSTACK` (20) free slots, mlua's
+/// callback takes at most one, and each check needs 3 while it runs.
+const FREE_ANCHORS: c_int = 8;
 
 impl<'a> Args<'a> {
     /// # Safety
@@ -119,6 +128,7 @@ impl<'a> Args<'a> {
             nargs: frame.nargs,
             values: OnceCell::new(),
             converted: RefCell::new(Vec::new()),
+            anchors: Cell::new(0),
         }
     }
 
@@ -461,32 +471,33 @@ impl<'a> Args<'a> {
         };
         let (object_mt, native_mt) = class.metatable_pointers();
         // SAFETY: invariants 1 to 3, except for the one value deliberately
-        // left pushed: room is made for the 3 values pushed below; on
-        // failure they are popped (lua_settop to the entry top); none of
-        // these calls raises. The slot is only used as a Slot<T> once its
-        // metatable proved it is one of this class's native values.
+        // left pushed: room is made for the 3 values pushed below (Lua gives
+        // a C function LUA_MINSTACK free slots, of which mlua's callback
+        // takes at most one, so only a body that already anchored several
+        // objects needs lua_checkstack); on failure they are popped; none
+        // of these calls raises. The slot is only used as a Slot<T> once
+        // its metatable proved it is one of this class's native values.
         unsafe {
             let state = self.state;
             if ffi::lua_type(state, i) != ffi::LUA_TTABLE {
                 return Err(Error::type_error(n, class.name()));
             }
-            if ffi::lua_checkstack(state, 3) == 0 {
+            let anchors = self.anchors.get();
+            if anchors >= FREE_ANCHORS && ffi::lua_checkstack(state, 3) == 0 {
                 return Err(Error::message("stack overflow"));
             }
-            let top = ffi::lua_gettop(state);
-            let is_instance =
-                ffi::lua_getmetatable(state, i) != 0 && ffi::lua_topointer(state, -1) == object_mt;
-            ffi::lua_settop(state, top);
-            if !is_instance {
+            if ffi::lua_getmetatable(state, i) == 0 {
                 return Err(Error::type_error(n, class.name()));
             }
-            // [0], then its metatable.
-            ffi::lua_rawgeti(state, i, 0);
-            let ours = ffi::lua_type(state, -1) == ffi::LUA_TUSERDATA
-                && ffi::lua_getmetatable(state, -1) != 0
-                && ffi::lua_topointer(state, -1) == native_mt;
-            if !ours {
-                ffi::lua_settop(state, top);
+            if ffi::lua_topointer(state, -1) != object_mt {
+                ffi::lua_pop(state, 1);
+                return Err(Error::type_error(n, class.name()));
+            }
+            // The instance metatable, [0], then [0]'s metatable.
+            let has_mt = ffi::lua_rawgeti(state, i, 0) == ffi::LUA_TUSERDATA
+                && ffi::lua_getmetatable(state, -1) != 0;
+            if !has_mt || ffi::lua_topointer(state, -1) != native_mt {
+                ffi::lua_pop(state, if has_mt { 3 } else { 2 });
                 return Err(Error::arg(
                     n,
                     format!(
@@ -500,8 +511,10 @@ impl<'a> Args<'a> {
             // until the call returns: it cannot be collected while borrowed
             // (a script could replace [0] during the call). mlua and Lua
             // only work above it and restore the top, and the callback's
-            // results are taken from the top.
-            ffi::lua_settop(state, top + 1);
+            // results are taken from the top. Stack: mt, [0], its mt.
+            ffi::lua_pop(state, 1);
+            ffi::lua_replace(state, -2);
+            self.anchors.set(anchors + 1);
             ObjectMut::new(slot).map_err(|why| why.into_error())
         }
     }

@@ -114,8 +114,14 @@ const CASES: &[Case] = &[
     },
     Case {
         id: "args_check",
-        label: "toolkit Module::function f(s, i) (Args)",
+        label: "toolkit Module::function f(s, i) (Args, check_lstring)",
         setup: "local f = require('callbench_kit').check_args assert(f('abc', 4) == 7)",
+        body: CHECK_LOOP,
+    },
+    Case {
+        id: "args_check_string",
+        label: "toolkit Module::function f(s, i) (Args, check_string)",
+        setup: "local f = require('callbench_kit').check_args_string assert(f('abc', 4) == 7)",
         body: CHECK_LOOP,
     },
     Case {
@@ -138,6 +144,16 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "toolkit (Args) f(s, i) / mlua f(s, i)",
         "args_check",
         "mlua_check",
+    ),
+    (
+        "toolkit (Args, check_string) f(s, i) / mlua f(s, i)",
+        "args_check_string",
+        "mlua_check",
+    ),
+    (
+        "toolkit (Args) method / mlua method",
+        "args_method",
+        "mlua_method",
     ),
     (
         "toolkit (Args) method / C method",

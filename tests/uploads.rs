@@ -59,6 +59,43 @@ core.register_service("retry", "http", function(applet)
   end
   applet:send(tostring(ok) .. " " .. tostring(err) .. " " .. n)
 end)
+core.register_service("chunks", "http", function(applet)
+  local n = 0
+  while true do
+    local d = applet:receive(4096)
+    if #d == 0 then break end
+    n = n + #d
+  end
+  applet:send(tostring(n))
+end)
+core.register_service("chunks_ballast", "http", function(applet)
+  -- Data the service keeps while it reads: with it, the garbage the
+  -- chunks leave can reach the cap before Lua's collector runs.
+  local ballast = {}
+  for i = 1, 5120 do ballast[i] = string.rep("x", 4090) .. string.format("%06d", i) end
+  local n = 0
+  while true do
+    local d = applet:receive(4096)
+    if #d == 0 then break end
+    n = n + #d
+  end
+  applet:send(tostring(n + #ballast[1] - #ballast[#ballast]))
+end)
+core.register_service("keep", "http", function(applet)
+  local kept = {}
+  local ok, err = pcall(function()
+    while true do
+      local d = applet:receive(4096)
+      if #d == 0 then break end
+      kept[#kept + 1] = d
+    end
+  end)
+  local n = #kept * 4096
+  kept = nil
+  collectgarbage()
+  applet:set_status(ok and 200 or 500)
+  applet:send(tostring(err) .. " after " .. n)
+end)
 core.register_service("whole_unprotected", "http", function(applet)
   applet:send(tostring(#applet:receive()))
 end)
@@ -68,7 +105,7 @@ fn lua_config(load: &str, port: u16, global: &str) -> String {
     format!(
         "global\n  {load} svc.lua\n  nbthread 2\n{global}defaults\n  mode http\n  timeout client 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n{}",
-        ["sink", "lines", "whole", "pieces", "retry", "whole_unprotected"]
+        ["sink", "lines", "whole", "pieces", "retry", "whole_unprotected", "chunks", "chunks_ballast", "keep"]
             .map(|s| format!("  http-request use-service lua.{s} if {{ path /{s} }}\n"))
             .concat()
     )
@@ -199,6 +236,46 @@ fn maxmem_refuses_a_whole_body_receive_while_buffering() {
     let r = upload(port, "/sink", SIZE, Framing::Chunked, IDLE).expect("upload");
     assert_eq!((r.status, r.body), (200, SIZE.to_string()));
     assert_eq!(http_get(port, "/sink").text(), "0");
+}
+
+#[test]
+fn maxmem_counts_what_a_service_keeps_not_the_chunks_it_dropped() {
+    // 32 MB cap, bodies of 4 times that read 4 KiB at a time: strings the
+    // script dropped are garbage, not memory in use. Keeping them all must
+    // fail with Lua's memory error.
+    let (p, port) = start_lua(
+        "upload_chunks_maxmem",
+        "lua-load",
+        "  tune.lua.maxmem 32
+",
+    );
+    const BODY: u64 = 128 << 20;
+    for (path, framing) in [
+        ("/chunks", Framing::ContentLength),
+        ("/chunks", Framing::Chunked),
+        ("/chunks_ballast", Framing::ContentLength),
+    ] {
+        let r = upload(port, path, BODY, framing, IDLE)
+            .unwrap_or_else(|e| panic!("{path} {framing:?} upload: {e}\n{}", p.log()));
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, BODY.to_string().as_str()),
+            "{path} {framing:?}\n{}",
+            p.log()
+        );
+    }
+    let r = upload(port, "/keep", BODY, Framing::ContentLength, IDLE).expect("an answer");
+    assert_eq!(r.status, 500, "{r:?}");
+    let (err, kept) = r.body.split_once(" after ").expect("error and count");
+    assert_eq!(err, "not enough memory");
+    let kept: u64 = kept.parse().expect("a count");
+    assert!(
+        kept > 16 << 20 && kept <= 32 << 20,
+        "kept {kept} bytes under a 32 MB cap"
+    );
+    // Everything kept was released: the next body streams again.
+    let r = upload(port, "/chunks", BODY, Framing::Chunked, IDLE).expect("upload");
+    assert_eq!((r.status, r.body), (200, BODY.to_string()));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 static CURR_CONNS: AtomicUsize = AtomicUsize::new(0);
@@ -27,7 +27,9 @@ pub fn init(maxconn: usize) {
 pub struct ConnGuard(u64, Arc<FrontendCounters>);
 
 impl ConnGuard {
-    pub fn new(src: SocketAddr, frontend: &Arc<str>) -> ConnGuard {
+    /// Counts a connection accepted by `frontend` in the process's and in
+    /// the frontend's counters (held by its registry entry).
+    pub fn new(src: SocketAddr, frontend: &Arc<str>, fe: Arc<FrontendCounters>) -> ConnGuard {
         CURR_CONNS.fetch_add(1, Ordering::Relaxed);
         let id = CUM_CONNS.fetch_add(1, Ordering::Relaxed) as u64;
         let info = SessInfo {
@@ -38,7 +40,6 @@ impl ConnGuard {
         if let Ok(mut shard) = shard(id).lock() {
             shard.insert(id, info);
         }
-        let fe = frontend_counters(frontend);
         let cur = fe.cur.fetch_add(1, Ordering::Relaxed) + 1;
         fe.total.fetch_add(1, Ordering::Relaxed);
         fe.max.fetch_max(cur, Ordering::Relaxed);
@@ -52,20 +53,6 @@ pub struct FrontendCounters {
     pub cur: AtomicUsize,
     pub max: AtomicUsize,
     pub total: AtomicUsize,
-}
-
-/// The counters of `frontend`, created on its first connection. The map
-/// is read-locked per accepted connection (written once per frontend).
-pub fn frontend_counters(frontend: &Arc<str>) -> Arc<FrontendCounters> {
-    static ALL: OnceLock<RwLock<HashMap<Arc<str>, Arc<FrontendCounters>>>> = OnceLock::new();
-    let all = ALL.get_or_init(Default::default);
-    if let Some(c) = all.read().ok().and_then(|m| m.get(frontend).cloned()) {
-        return c;
-    }
-    match all.write() {
-        Ok(mut m) => m.entry(frontend.clone()).or_default().clone(),
-        Err(_) => Arc::new(FrontendCounters::default()),
-    }
 }
 
 impl Drop for ConnGuard {

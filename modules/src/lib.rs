@@ -46,12 +46,16 @@
 //! * **Panics** in a body become Lua errors instead of aborting the host.
 //!
 //! General functions ([`Module::function`]) still get `&Lua` and all of
-//! mlua's conversions, at about twice a typed mlua function's cost (the
-//! trampoline, a generic argument list); native functions get their typed
-//! arguments only. See docs/modules.md for measurements.
+//! mlua's conversions, and read their arguments where Lua put them: less
+//! than a typed mlua function costs when strings are read as borrowed bytes
+//! ([`Args::check_lstring`]); native functions get their typed arguments
+//! only. See docs/modules.md for measurements.
 //!
-//! Only mlua's public API is used (the entry point included: see `raw.rs`),
-//! tested with mlua 0.12.0 to 0.12.2.
+//! mlua's public API is used, plus the argument and result fast path that
+//! mlua's own typed functions run on (`FromLuaMulti::from_stack_args`,
+//! `FromLua::from_stack`, `IntoLuaMulti::push_into_stack_multi`,
+//! `RawLua::state`: hidden from mlua's documentation, see `args.rs` and
+//! docs/modules.md), tested with mlua 0.12.0 to 0.12.2.
 //!
 //! * **Functions that wait without blocking** (feature `async`,
 //!   [`Module::async_function`]): a future run on the module's own thread;

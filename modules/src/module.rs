@@ -1,17 +1,18 @@
 //! Functions, module tables and HAProxy-style classes.
 
 use std::cell::Cell;
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
+use mlua::state::RawLua;
 use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Value};
 
-use crate::args::Args;
+use crate::args::{Args, CallFrame};
 use crate::error::{Error, Result};
 use crate::native::{NativeFunction, NativeMethod};
-use crate::object::{self, ObjectMut};
+use crate::object;
 use crate::raw::{self, Status};
 
 /// Makes a Lua function from a Rust body. Errors the body returns, and
@@ -23,7 +24,7 @@ use crate::raw::{self, Status};
 /// functions with mlua directly.
 pub fn function<F, R>(lua: &Lua, body: F) -> Result<Function>
 where
-    F: Fn(&Lua, Args) -> Result<R> + 'static,
+    F: Fn(&Lua, Args<'_>) -> Result<R> + 'static,
     R: IntoLuaMulti,
 {
     let inner = inner_function(lua, body)?;
@@ -34,42 +35,119 @@ where
 /// an error record that `raw::finish` raises. It never returns an mlua error
 /// for the body's own failures, so mlua never raises its error userdata for
 /// them; by the time it returns, every Rust value of the call is dropped.
+///
+/// Its arguments stay on the stack where mlua's callback found them
+/// ([`CallFrame`]); [`Args`] reads them there.
 pub(crate) fn inner_function<F, R>(lua: &Lua, body: F) -> mlua::Result<Function>
 where
-    F: Fn(&Lua, Args) -> Result<R> + 'static,
+    F: Fn(&Lua, Args<'_>) -> Result<R> + 'static,
     R: IntoLuaMulti,
 {
-    lua.create_function(move |lua, args: MultiValue| {
+    lua.create_function(move |lua, frame: CallFrame| {
         // No panic may cross into Lua (the trampoline is a C frame): turn it
         // into an error message here.
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let results = body(lua, Args::new(lua, args))?;
-            results.into_lua_multi(lua).map_err(Error::from)
+            // SAFETY: `frame` is this callback's, and the Args is dropped
+            // before the callback returns.
+            body(lua, unsafe { Args::new(lua, &frame) })
         }));
-        let err = match outcome {
-            Ok(Ok(values)) => return Ok(values),
-            Ok(Err(err)) => err,
-            Err(panic) => Error::from_panic(&*panic),
+        Ok(match outcome {
+            Ok(Ok(values)) => Outcome::Values(values),
+            Ok(Err(err)) => Outcome::Failed(err),
+            Err(panic) => Outcome::Failed(Error::from_panic(&*panic)),
+        })
+    })
+}
+
+/// What the inner function returns: the body's results, or the error
+/// record that describes its failure (see `raw::Status`).
+enum Outcome<R> {
+    Values(R),
+    Failed(Error),
+}
+
+/// The three parts of an error record after its marker.
+fn record_parts(err: Error) -> (Status, i64, String) {
+    let (status, arg, text) = match err {
+        Error::Type { arg, expected } => (Status::Type, arg, expected),
+        Error::Arg { arg, message } => (Status::Arg, arg, message),
+        Error::Runtime(m) => (Status::Runtime, 0, m),
+        Error::Message(m) => (Status::Message, 0, m),
+    };
+    // An absurd argument number becomes 0 rather than wrapping.
+    let arg = i64::try_from(arg)
+        .ok()
+        .filter(|a| *a <= i64::from(c_int::MAX))
+        .unwrap_or(0);
+    (status, arg, text)
+}
+
+/// Pushes the error record of `err` (four values); returns 4.
+///
+/// # Safety
+/// `lua` is the RawLua of the running callback.
+unsafe fn push_record(lua: &RawLua, err: Error) -> mlua::Result<c_int> {
+    let (status, arg, text) = record_parts(err);
+    // SAFETY: room is made first (lua_checkstack cannot raise); mlua's
+    // pushes are its own (the string one protected against memory errors).
+    unsafe {
+        if mlua::ffi::lua_checkstack(lua.state(), 4) == 0 {
+            return Err(mlua::Error::StackError);
+        }
+        lua.push(Value::LightUserData(mlua::LightUserData(
+            raw::error_marker(),
+        )))?;
+        lua.push(status as i64)?;
+        lua.push(arg)?;
+        lua.push(text)?;
+    }
+    Ok(4)
+}
+
+impl<R: IntoLuaMulti> IntoLuaMulti for Outcome<R> {
+    fn into_lua_multi(self, lua: &Lua) -> mlua::Result<MultiValue> {
+        let err = match self {
+            Outcome::Values(values) => {
+                match catch_unwind(AssertUnwindSafe(|| values.into_lua_multi(lua))) {
+                    Ok(Ok(values)) => return Ok(values),
+                    Ok(Err(e)) => Error::from(e),
+                    Err(panic) => Error::from_panic(&*panic),
+                }
+            }
+            Outcome::Failed(err) => err,
         };
-        let (status, arg, text) = match err {
-            Error::Type { arg, expected } => (Status::Type, arg, expected),
-            Error::Arg { arg, message } => (Status::Arg, arg, message),
-            Error::Runtime(m) => (Status::Runtime, 0, m),
-            Error::Message(m) => (Status::Message, 0, m),
-        };
+        let (status, arg, text) = record_parts(err);
         Ok(MultiValue::from_vec(vec![
             Value::LightUserData(mlua::LightUserData(raw::error_marker())),
             Value::Integer(status as i64),
-            // An absurd argument number becomes 0 rather than wrapping.
-            Value::Integer(
-                i64::try_from(arg)
-                    .ok()
-                    .filter(|a| *a <= i64::from(c_int::MAX))
-                    .unwrap_or(0),
-            ),
+            Value::Integer(arg),
             Value::String(lua.create_string(text)?),
         ]))
-    })
+    }
+
+    // mlua's own path for a callback's results: pushes them without making
+    // a MultiValue first (what a typed mlua function does).
+    unsafe fn push_into_stack_multi(self, lua: &RawLua) -> mlua::Result<c_int> {
+        let err = match self {
+            Outcome::Values(values) => {
+                // SAFETY: forwarded from mlua's contract for this method (the
+                // running callback's RawLua).
+                let pushed = catch_unwind(AssertUnwindSafe(|| unsafe {
+                    values.push_into_stack_multi(lua)
+                }));
+                match pushed {
+                    Ok(Ok(n)) => return Ok(n),
+                    Ok(Err(e)) => Error::from(e),
+                    Err(panic) => Error::from_panic(&*panic),
+                }
+            }
+            Outcome::Failed(err) => err,
+        };
+        // Lua takes the top values as the results: the record goes above
+        // anything a failed conversion left.
+        // SAFETY: as above.
+        unsafe { push_record(lua, err) }
+    }
 }
 
 #[cfg(feature = "async")]
@@ -111,7 +189,7 @@ impl<'lua> Module<'lua> {
     /// Adds a function (see [`function`]) to the module table.
     pub fn function<F, R>(&self, name: &str, body: F) -> Result<()>
     where
-        F: Fn(&Lua, Args) -> Result<R> + 'static,
+        F: Fn(&Lua, Args<'_>) -> Result<R> + 'static,
         R: IntoLuaMulti,
     {
         let f = function(self.lua, body)?;
@@ -150,6 +228,8 @@ impl<'lua> Module<'lua> {
             class: Class {
                 shared: Rc::new(ClassShared {
                     name: name.to_owned(),
+                    metatable_ptr: metatable.to_pointer(),
+                    native_metatable_ptr: native_metatable.to_pointer(),
                     metatable,
                     native_metatable,
                     methods,
@@ -216,6 +296,11 @@ struct ClassShared {
     /// The metatable of the userdata at `[0]`: identifies a `T` (object.rs).
     native_metatable: Table,
     methods: Table,
+    /// `metatable.to_pointer()` and `native_metatable.to_pointer()`: the
+    /// tables live as long as the class (it holds them), and Lua objects do
+    /// not move, so these identify them.
+    metatable_ptr: *const c_void,
+    native_metatable_ptr: *const c_void,
 }
 
 impl<T> Clone for Class<T> {
@@ -259,40 +344,11 @@ impl<T: 'static> Class<T> {
             .is_some_and(|mt| mt.to_pointer() == self.shared.metatable.to_pointer())
     }
 
-    /// Borrows the native value of an instance: the table must have this
-    /// class's metatable and a `T` at `[0]`.
-    pub(crate) fn borrow_mut(
-        &self,
-        lua: &Lua,
-        object: &Table,
-    ) -> std::result::Result<ObjectMut<T>, NotBorrowed> {
-        if !self.is_instance(object) {
-            return Err(NotBorrowed::NotInstance);
-        }
-        let native = match object.raw_get::<Value>(0) {
-            Ok(Value::UserData(native)) => native,
-            Ok(_) => return Err(NotBorrowed::NoNativeValue),
-            Err(e) => return Err(NotBorrowed::Failed(Error::from(e))),
-        };
-        match object::slot_of::<T>(lua, &native, &self.shared.native_metatable) {
-            Ok(Some(slot)) => {
-                ObjectMut::new(slot, native).map_err(|why| NotBorrowed::Failed(why.into_error()))
-            }
-            Ok(None) => Err(NotBorrowed::NoNativeValue),
-            Err(e) => Err(NotBorrowed::Failed(Error::from(e))),
-        }
+    /// The identities of the instances' metatable and of the native
+    /// values' metatable, for comparing with `lua_topointer`.
+    pub(crate) fn metatable_pointers(&self) -> (*const c_void, *const c_void) {
+        (self.shared.metatable_ptr, self.shared.native_metatable_ptr)
     }
-}
-
-/// Why [`Class::borrow_mut`] gave no value.
-pub(crate) enum NotBorrowed {
-    /// Not a table of this class.
-    NotInstance,
-    /// The class's metatable, but `[0]` is missing or of another type (a
-    /// script replaced it, or built the table by hand).
-    NoNativeValue,
-    /// An instance that cannot be borrowed now (already borrowed, destroyed).
-    Failed(Error),
 }
 
 /// Adds methods to a [`Class`]; from [`Module::class`].
@@ -307,7 +363,7 @@ impl<'lua, T: 'static> ClassBuilder<'lua, T> {
     /// object as #1 (so the first parameter is `args.check_*(2)`).
     pub fn method<F, R>(self, name: &str, body: F) -> Result<Self>
     where
-        F: Fn(&Lua, &mut T, Args) -> Result<R> + 'static,
+        F: Fn(&Lua, &mut T, Args<'_>) -> Result<R> + 'static,
         R: IntoLuaMulti,
     {
         let f = self.bound_function(body)?;
@@ -320,7 +376,7 @@ impl<'lua, T: 'static> ClassBuilder<'lua, T> {
     /// `__name` belong to the class machinery and are refused.
     pub fn metamethod<F, R>(self, name: &str, body: F) -> Result<Self>
     where
-        F: Fn(&Lua, &mut T, Args) -> Result<R> + 'static,
+        F: Fn(&Lua, &mut T, Args<'_>) -> Result<R> + 'static,
         R: IntoLuaMulti,
     {
         self.check_metamethod_name(name)?;
@@ -376,7 +432,7 @@ impl<'lua, T: 'static> ClassBuilder<'lua, T> {
 
     fn bound_function<F, R>(&self, body: F) -> Result<Function>
     where
-        F: Fn(&Lua, &mut T, Args) -> Result<R> + 'static,
+        F: Fn(&Lua, &mut T, Args<'_>) -> Result<R> + 'static,
         R: IntoLuaMulti,
     {
         let class = self.class.clone();

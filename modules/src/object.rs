@@ -20,6 +20,7 @@
 use std::any::TypeId;
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
+use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
 use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -268,48 +269,33 @@ pub(crate) fn new_native<T: 'static>(
     Ok(ud)
 }
 
-/// The slot of `ud` if it is a native value of the class whose native
-/// metatable is `native_mt`.
-pub(crate) fn slot_of<T: 'static>(
-    lua: &Lua,
-    ud: &AnyUserData,
-    native_mt: &Table,
-) -> mlua::Result<Option<*mut Slot<T>>> {
-    // SAFETY: the closure compares the metatable of argument 1 with argument
-    // 2 (no allocation, cannot raise) and returns one boolean.
-    let ours = unsafe {
-        lua.exec_raw::<bool>((ud, native_mt), |state| {
-            let same = ffi::lua_getmetatable(state, 1) != 0 && ffi::lua_rawequal(state, -1, 2) != 0;
-            ffi::lua_settop(state, 0);
-            ffi::lua_pushboolean(state, c_int::from(same));
-        })?
-    };
-    Ok(ours.then(|| ud.to_pointer().cast_mut().cast::<Slot<T>>()))
-}
-
 /// The native value of an instance, borrowed for an mlua-based method (see
 /// [`crate::Args::check_object`]); the borrow ends when this is dropped.
-pub struct ObjectMut<T: 'static> {
+/// It lives no longer than the call (`'a`): its userdata is kept alive by a
+/// copy on the call's Lua stack, since a script could replace `[0]` from a
+/// callback while the value is borrowed.
+pub struct ObjectMut<'a, T: 'static> {
     slot: *mut Slot<T>,
     value: *mut T,
-    /// Keeps the userdata alive while borrowed (a script could replace
-    /// `[0]` from a callback).
-    _anchor: AnyUserData,
+    _call: PhantomData<&'a ()>,
 }
 
-impl<T: 'static> ObjectMut<T> {
-    pub(crate) fn new(slot: *mut Slot<T>, anchor: AnyUserData) -> Result<Self, BorrowError> {
-        // SAFETY: `slot` belongs to `anchor`'s block, alive while `anchor` is.
+impl<T: 'static> ObjectMut<'_, T> {
+    /// # Safety
+    /// `slot` is a live `Slot<T>` whose userdata stays on the running
+    /// call's stack for at least `'a`.
+    pub(crate) unsafe fn new(slot: *mut Slot<T>) -> Result<Self, BorrowError> {
+        // SAFETY: forwarded from the caller.
         let value = unsafe { borrow(slot)? };
         Ok(ObjectMut {
             slot,
             value,
-            _anchor: anchor,
+            _call: PhantomData,
         })
     }
 }
 
-impl<T: 'static> Deref for ObjectMut<T> {
+impl<T: 'static> Deref for ObjectMut<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: borrowed exclusively (state BORROWED) for self's lifetime.
@@ -317,14 +303,14 @@ impl<T: 'static> Deref for ObjectMut<T> {
     }
 }
 
-impl<T: 'static> DerefMut for ObjectMut<T> {
+impl<T: 'static> DerefMut for ObjectMut<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in deref.
         unsafe { &mut *self.value }
     }
 }
 
-impl<T: 'static> Drop for ObjectMut<T> {
+impl<T: 'static> Drop for ObjectMut<'_, T> {
     fn drop(&mut self) {
         // SAFETY: the borrow taken in `new`; the block is anchored.
         unsafe { release(self.slot) }

@@ -19,12 +19,20 @@
 //!   panic, and *returns* the outcome as plain values: the body's results,
 //!   or an error record (see [`Status`]). mlua drops every Rust value before
 //!   that function returns.
-//! * the *trampoline*, a raw C closure holding the inner function as upvalue 1.
-//!   This is the function Lua code sees and calls. It calls the inner function
-//!   and then, with no Rust value alive in its frame, raises the error with
-//!   lauxlib's own functions (`luaL_typeerror`, `luaL_argerror`, `luaL_where`)
-//!   so the wording, the function name ('greet', "calling 'x' on bad self")
-//!   and the caller's position are exactly what stock Lua produces.
+//! * the *trampoline*, a raw C closure: the function Lua code sees and
+//!   calls. It runs the inner function and then, with no Rust value alive
+//!   in its frame, raises the error with lauxlib's own functions
+//!   (`luaL_typeerror`, `luaL_argerror`, `luaL_where`) so the wording, the
+//!   function name ('greet', "calling 'x' on bad self") and the caller's
+//!   position are exactly what stock Lua produces.
+//!
+//! The usual trampoline, [`direct_trampoline`], holds the inner function's
+//! own upvalue (mlua's record of the Rust closure) and runs mlua's C
+//! function for it as a plain Rust call in the trampoline's own frame: one
+//! Lua call instead of two, and the arguments are read where Lua put them.
+//! [`wrap_inner`] checks at creation that the inner function has the shape
+//! this needs; otherwise [`trampoline`] holds the inner function and calls
+//! it with `lua_call` on copies of the arguments.
 //!
 //! Why not run the body in the trampoline itself: mlua may only be used
 //! inside its own callbacks, where it knows which thread (coroutine) is
@@ -46,17 +54,25 @@
 //! 3. Every `const char *` handed to Lua points into a Lua string that stays on
 //!    the stack until Lua has copied it (strings from `lua_tolstring` are
 //!    NUL-terminated), or into a `'static` C string literal.
-//! 4. The inner function may have been swapped by `debug.setupvalue`; the
-//!    trampoline checks the shape of an error record and never trusts it.
-//!    Its marker (a light userdata holding the address of a private static)
-//!    is not something Lua code can make, so what a replacement returns is
-//!    passed on as results; and a record forged anyway (by C code, or by
-//!    reading a C function's temporaries with the debug library) can only
-//!    raise an error.
+//! 4. A trampoline's upvalues may have been swapped by `debug.setupvalue`.
+//!    [`trampoline`] only calls its upvalue and checks the shape of an
+//!    error record, never trusting it; [`direct_trampoline`] runs mlua's C
+//!    function only when upvalue 1 is the full userdata whose address
+//!    upvalue 2 holds as a light userdata, which Lua code cannot make (a
+//!    pair copied from another toolkit function runs that function). The
+//!    record's marker (a light userdata holding the address of a private
+//!    static) is not something Lua code can make, so what a replacement
+//!    returns is passed on as results; and a record forged anyway (by C
+//!    code, or by reading a C function's temporaries with the debug
+//!    library) can only raise an error.
+//! 5. mlua's C function, run by [`direct_trampoline`], leaves the
+//!    arguments at `1..=nargs` and its results on top, and raises its own
+//!    errors (panics included) as Lua errors: as when Lua calls it.
 
 use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::OnceLock;
 
 use crate::error::Error;
 use crate::stack::{push_message, PushError};
@@ -135,9 +151,17 @@ pub(crate) unsafe extern "C-unwind" fn trampoline(state: *mut lua_State) -> c_in
 /// `state` is the running state; the values above `nargs` are what the inner
 /// function returned. May longjmp (invariant 1 holds: only Copy locals).
 pub(crate) unsafe fn finish(state: *mut lua_State, nargs: c_int) -> c_int {
+    unsafe { finish_top(state, nargs, ffi::lua_gettop(state) - nargs) }
+}
+
+/// Like [`finish`] for results that are the top `nresults` values, with
+/// the C function's `nargs` arguments still at `1..=nargs` below them.
+///
+/// # Safety
+/// As for [`finish`].
+pub(crate) unsafe fn finish_top(state: *mut lua_State, nargs: c_int, nresults: c_int) -> c_int {
     unsafe {
-        let first = nargs + 1;
-        let nresults = ffi::lua_gettop(state) - nargs;
+        let first = ffi::lua_gettop(state) - nresults + 1;
         let is_error = nresults == 4
             && ffi::lua_type(state, first) == ffi::LUA_TLIGHTUSERDATA
             && ffi::lua_touserdata(state, first) == error_marker();
@@ -225,17 +249,85 @@ unsafe fn protocol_error(state: *mut lua_State) -> ! {
     }
 }
 
-/// Wraps the inner function that is on top of mlua's current stack into a
-/// trampoline closure and returns it.
+/// The C function mlua's `create_function` closures run, when they have the
+/// shape [`direct_trampoline`] relies on (see [`wrap_inner`]): set by the
+/// first inner function of this copy of the toolkit.
+static MLUA_CALLBACK: OnceLock<ffi::lua_CFunction> = OnceLock::new();
+
+/// The C function Lua code calls when the inner function's C function can
+/// be run in this frame (see [`wrap_inner`]): upvalue 1 is the inner
+/// function's own upvalue (mlua's callback record), upvalue 2 a light
+/// userdata with its address.
+///
+/// The inner function's C function is called directly, as a Rust call, in
+/// this C function's frame: it finds its upvalue at `lua_upvalueindex(1)`
+/// and its arguments at `1..=nargs`, as when Lua calls it, and returns how
+/// many results it left on top. That saves a second Lua call and a copy of
+/// every argument, and the arguments stay where `finish_top` needs them.
+pub(crate) unsafe extern "C-unwind" fn direct_trampoline(state: *mut lua_State) -> c_int {
+    // SAFETY: made by wrap_inner with these two upvalues. Only Copy values
+    // live in this frame (invariant 1). `debug.setupvalue` could replace
+    // upvalue 1 with a userdata that is not mlua's record: the address in
+    // upvalue 2 must match (Lua code cannot make light userdata; copying
+    // another trampoline's pair only calls that function). mlua's C
+    // function raises its own errors (and turns panics into Lua errors)
+    // with only Copy values in this frame.
+    unsafe {
+        let nargs = ffi::lua_gettop(state);
+        let record = ffi::lua_touserdata(state, ffi::lua_upvalueindex(1));
+        if record.is_null() || record != ffi::lua_touserdata(state, ffi::lua_upvalueindex(2)) {
+            ffi::lua_pushstring(
+                state,
+                c"luahost_modules: function upvalues replaced".as_ptr(),
+            );
+            ffi::lua_error(state);
+        }
+        let Some(callback) = MLUA_CALLBACK.get() else {
+            ffi::lua_pushstring(state, c"luahost_modules: no mlua callback".as_ptr());
+            ffi::lua_error(state)
+        };
+        let nresults = callback(state);
+        finish_top(state, nargs, nresults)
+    }
+}
+
+/// Wraps an inner function into the closure Lua code calls.
+///
+/// When the inner function is what mlua's `create_function` makes for Lua
+/// 5.4 (a C closure with exactly one upvalue, a full userdata, running the
+/// same C function as every other such closure), the result is a
+/// [`direct_trampoline`] holding that upvalue; otherwise a [`trampoline`]
+/// that calls the inner function with `lua_call`.
 pub(crate) fn wrap_inner(lua: &mlua::Lua, inner: mlua::Function) -> mlua::Result<mlua::Function> {
-    // SAFETY: exec_raw pushes `inner` (one value) on the stack of the running
-    // state and runs the closure in protected mode; lua_pushcclosure pops that
-    // value as upvalue 1 and pushes the closure, which exec_raw converts back.
-    // lua_pushcclosure can only fail by raising out-of-memory, which the
-    // protected call turns into an mlua error.
+    // SAFETY: exec_raw pushes `inner` (one value, index 1) on the stack of
+    // the running state and runs the closure in protected mode. The
+    // closure reads the inner function's C function and upvalues
+    // (lua_getupvalue pushes the value when it returns a name), builds the
+    // closure with lua_pushcclosure (pops its upvalues, may raise
+    // out-of-memory: protected) and leaves it alone at index 1, which
+    // exec_raw converts back.
     unsafe {
         lua.exec_raw::<mlua::Function>(inner, |state| {
-            ffi::lua_pushcclosure(state, trampoline, 1);
+            let callback = ffi::lua_tocfunction(state, 1);
+            let direct = match callback {
+                Some(f) => {
+                    let same = *MLUA_CALLBACK.get_or_init(|| f) as usize == f as usize;
+                    same && ffi::lua_getupvalue(state, 1, 2).is_null()
+                        && !ffi::lua_getupvalue(state, 1, 1).is_null()
+                }
+                None => false,
+            };
+            if direct && ffi::lua_type(state, -1) == ffi::LUA_TUSERDATA {
+                let record = ffi::lua_touserdata(state, -1);
+                ffi::lua_pushlightuserdata(state, record);
+                ffi::lua_pushcclosure(state, direct_trampoline, 2);
+            } else {
+                ffi::lua_settop(state, 1);
+                ffi::lua_pushvalue(state, 1);
+                ffi::lua_pushcclosure(state, trampoline, 1);
+            }
+            ffi::lua_replace(state, 1);
+            ffi::lua_settop(state, 1);
         })
     }
 }

@@ -163,6 +163,11 @@ module!(toolkit_test, |m| {
     m.set("loaded_as", m.name().unwrap_or("?"))?;
     m.function("check_string", |_, a| a.check_string(1))?;
     m.function("check_str", |_, a| a.check_str(1))?;
+    m.function("check_lstring", |lua, a| {
+        // Two borrowed strings at once, one of them possibly converted.
+        let (x, y) = (a.check_lstring(1)?, a.opt_integer(2, 0)?);
+        Ok(lua.create_string([x, y.to_string().as_bytes()].concat())?)
+    })?;
     m.function("check_integer", |_, a| a.check_integer(1))?;
     m.function("check_number", |_, a| a.check_number(1))?;
     m.function("check_table", |_, a| a.check_table(1).map(|_| true))?;
@@ -635,6 +640,50 @@ fn conversions_and_results_follow_the_c_api() {
 }
 
 #[test]
+fn check_lstring_borrows_strings_and_converts_numbers_like_the_c_api() {
+    let s = RawState::new();
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         return table.concat({ t.check_lstring('ab', 5), t.check_lstring(12, 1),
+           t.check_lstring(1.5), t.check_lstring(''), #t.check_lstring('a\\0b') }, ' ')",
+    );
+    assert_eq!(out.as_deref(), Ok("ab5 121 1.50 0 4"));
+    for (call, expected) in [
+        ("t.check_lstring()", "string expected, got no value"),
+        ("t.check_lstring({})", "string expected, got table"),
+        ("t.check_lstring(nil, 1)", "string expected, got nil"),
+    ] {
+        let msg = error_of(&s, call);
+        assert!(
+            msg.ends_with(&format!("bad argument #1 to 'check_lstring' ({expected})")),
+            "{call}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn a_method_keeps_its_object_alive_when_a_callback_drops_it() {
+    // The script removes the object's native value and collects garbage
+    // while an mlua-based method holds it: the value must stay alive until
+    // the method returns, then be dropped exactly once.
+    let s = RawState::new();
+    let before = tracked_drops();
+    let out = s.run(
+        "local t = require 'toolkit_test'
+         local o = t.tracked(41)
+         local r = o:with(function(n)
+           rawset(o, 0, nil)
+           collectgarbage(); collectgarbage()
+           return n + 1
+         end)
+         collectgarbage(); collectgarbage()
+         return r",
+    );
+    assert_eq!(out.as_deref(), Ok("42"));
+    assert_eq!(tracked_drops() - before, 1);
+}
+
+#[test]
 fn failing_module_init_makes_require_fail_with_a_string() {
     let s = RawState::new();
     let out = s.run("local ok, e = pcall(require, 'toolkit_failing'); return type(e) .. ': ' .. e");
@@ -696,20 +745,34 @@ fn works_in_coroutines_including_the_first_require() {
 }
 
 #[test]
-fn a_replaced_inner_function_cannot_forge_errors() {
-    // debug.setupvalue can swap a function's inner implementation. Its
-    // results are passed on as results: Lua code cannot make the marker of
-    // an error record, so nothing it returns is taken for one.
+fn replaced_upvalues_cannot_forge_errors_or_calls() {
+    // debug.setupvalue can change a general function's upvalues (mlua's
+    // record of the body, and its address). Anything but a matching pair is
+    // refused with an error; a pair copied from another general function
+    // of the module runs that function; nothing a replacement returns can
+    // pass for an error record.
     let s = RawState::new();
     let out = s.run(
         "local t = require 'toolkit_test'
+         local results = {}
          debug.setupvalue(t.count, 1, function() return io.stdout, 1, 1, 'fake' end)
-         local n = select('#', t.count())
-         debug.setupvalue(t.count, 1, 42)
-         local ok, e = pcall(t.count)
-         return n .. '|' .. tostring(ok) .. '|' .. e",
+         results[#results + 1] = select(2, pcall(t.count))
+         debug.setupvalue(t.to_boolean, 1, io.stdout)
+         results[#results + 1] = select(2, pcall(t.to_boolean, 1))
+         local _, record = debug.getupvalue(t.opt_integer, 1)
+         local _, address = debug.getupvalue(t.opt_integer, 2)
+         debug.setupvalue(t.check_integer, 1, record)
+         results[#results + 1] = select(2, pcall(t.check_integer, 5))
+         debug.setupvalue(t.check_integer, 2, address)
+         results[#results + 1] = t.check_integer(5) .. ',' .. t.check_integer()
+         return table.concat(results, '|')",
     );
-    assert_eq!(out.as_deref(), Ok("4|false|attempt to call a number value"));
+    assert_eq!(
+        out.as_deref(),
+        Ok("luahost_modules: function upvalues replaced|\
+            luahost_modules: function upvalues replaced|\
+            luahost_modules: function upvalues replaced|5,7")
+    );
 }
 
 #[test]

@@ -73,6 +73,11 @@ module!(callbench_kit, |m| {
     // The same through the mlua-based API, for comparison.
     m.function("bare_args", |_, _| Ok(()))?;
     m.function("check_args", |_, a| {
+        Ok((a.check_lstring(1)?.len() as i64).wrapping_add(a.check_integer(2)?))
+    })?;
+    // The same with the string as an mlua `LuaString` (a reference), as
+    // the typed mlua function gets it.
+    m.function("check_args_string", |_, a| {
         Ok((a.check_string(1)?.as_bytes().len() as i64).wrapping_add(a.check_integer(2)?))
     })?;
     let counter = m

@@ -61,6 +61,9 @@ pub struct ProxyEntry {
     /// stop), set once when they are bound; unset under `-c` and for
     /// proxies without listeners.
     control: OnceLock<Arc<crate::proxy::listen_control::FrontendControl>>,
+    /// A frontend's connection counters (`scur`, `smax`, `stot`), counted
+    /// by the workers that accept its connections.
+    frontend_counters: Arc<crate::stats::FrontendCounters>,
 }
 
 /// A backend that is built the first time it is asked for.
@@ -83,6 +86,11 @@ impl ProxyEntry {
     /// The control of this frontend's listeners, once they are bound.
     pub fn control(&self) -> Option<&Arc<crate::proxy::listen_control::FrontendControl>> {
         self.control.get()
+    }
+
+    /// The frontend's connection counters (zero for a backend).
+    pub fn frontend_counters(&self) -> &Arc<crate::stats::FrontendCounters> {
+        &self.frontend_counters
     }
 
     /// Sets the control of this frontend's listeners (once, at start-up).
@@ -209,6 +217,7 @@ impl Registry {
                 backend,
                 listeners: p.extras.binds.iter().map(|b| b.addr).collect(),
                 control: OnceLock::new(),
+                frontend_counters: Default::default(),
             };
             let at = proxies.len() as u32;
             if cap.is_backend() {

@@ -84,7 +84,7 @@ pub fn show_stat(reg: &Registry, ctx: &StatContext<'_>) -> String {
             });
             r.set("pxname", &p.name);
             r.set("svname", "FRONTEND");
-            let c = crate::stats::frontend_counters(&p.name);
+            let c = p.frontend_counters();
             r.set("scur", c.cur.load(Ordering::Relaxed));
             r.set("smax", c.max.load(Ordering::Relaxed));
             r.set("stot", c.total.load(Ordering::Relaxed));

@@ -210,6 +210,16 @@ fn applet_cell(v: &Value, method: &str) -> mlua::Result<Rc<TxnCell>> {
 
 /// The applet of an object. Methods hold the Rc, never a borrow, across
 /// an await.
+/// What the body reader runs when a frame cannot be charged to
+/// `tune.lua.maxmem`: a full collection of this state, so that the chunks a
+/// script read and dropped are freed rather than counted (Lua's allocator
+/// does the same before it fails an allocation).
+fn collect(lua: &Lua) -> impl Fn() + '_ {
+    move || {
+        let _ = lua.gc_collect();
+    }
+}
+
 fn this(v: &Value, method: &str) -> mlua::Result<Rc<HttpApplet>> {
     crate::lua::handles::applet_http(v, method)
 }
@@ -250,9 +260,9 @@ end
             let Some(mut r) = a.take_reader() else {
                 return lua.create_string("");
             };
-            let line = r.getline(crate::proxy::bufsize()).await;
+            let line = r.getline(crate::proxy::bufsize(), &collect(&lua)).await;
             a.put_reader(r);
-            lua.create_string(&line?.data)
+            lua.create_string(line?.into_data())
         })?,
     )?;
     c.method(
@@ -262,13 +272,17 @@ end
             let Some(mut r) = a.take_reader() else {
                 return lua.create_string("");
             };
+            let collect = collect(&lua);
             let out = match n {
-                Some(n) if n >= 0 => r.receive(usize::try_from(n).unwrap_or(usize::MAX)).await,
+                Some(n) if n >= 0 => {
+                    r.receive(usize::try_from(n).unwrap_or(usize::MAX), &collect)
+                        .await
+                }
                 // The whole body (HAProxy: any negative size too).
-                _ => r.receive_all().await,
+                _ => r.receive_all(&collect).await,
             };
             a.put_reader(r);
-            lua.create_string(&out?.data)
+            lua.create_string(out?.into_data())
         })?,
     )?;
     // f/sf/c/sc and headers are built when first read (see Class::lazy_fields).

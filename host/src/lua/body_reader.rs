@@ -13,8 +13,16 @@
 //! Every byte held is charged to the process-wide Lua memory count
 //! ([`Charge`]), so `tune.lua.maxmem` bounds a whole-body `receive()` while
 //! the body is being collected, not only once it has become a Lua string.
-//! The data a read returns carries its charge until it is dropped, i.e.
-//! until Lua has made its string of it (charged by Lua's allocator).
+//! The data a read returns carries its charge until it is handed to Lua
+//! ([`Taken::into_data`]), whose allocator charges the string made of it:
+//! the bytes are counted once, by the reader or by Lua, so a body read on
+//! in pieces after a refused whole-body read still fits under the cap.
+//!
+//! The strings a script read and dropped still count until Lua's collector
+//! frees them. So when a frame cannot be charged, the reader asks for a
+//! full collection (the `collect` argument of each read) and tries once
+//! more, as Lua's allocator does before it fails an allocation: a script
+//! that keeps nothing is never refused because of its own garbage.
 
 use crate::lua::memory::{not_enough_memory, Charge};
 use bytes::{Bytes, BytesMut};
@@ -26,6 +34,14 @@ use std::collections::VecDeque;
 pub struct Taken {
     pub data: Bytes,
     _charge: Charge,
+}
+
+impl Taken {
+    /// The bytes, their charge released: for the copy Lua makes of them,
+    /// which Lua's allocator charges.
+    pub fn into_data(self) -> Bytes {
+        self.data
+    }
 }
 
 impl std::ops::Deref for Taken {
@@ -63,8 +79,9 @@ where
     }
 
     /// Pulls the next data frame in; false at the end of the body (or when
-    /// the client went away).
-    async fn fill(&mut self) -> mlua::Result<bool> {
+    /// the client went away). `collect` frees the Lua garbage when the frame
+    /// cannot be charged.
+    async fn fill(&mut self, collect: &dyn Fn()) -> mlua::Result<bool> {
         let data = match self.refused.take() {
             Some(d) => d,
             None => loop {
@@ -85,8 +102,11 @@ where
             },
         };
         if !self.charge.try_grow(data.len()) {
-            self.refused = Some(data);
-            return Err(not_enough_memory());
+            collect();
+            if !self.charge.try_grow(data.len()) {
+                self.refused = Some(data);
+                return Err(not_enough_memory());
+            }
         }
         self.buffered += data.len();
         self.frames.push_back(data);
@@ -130,21 +150,21 @@ where
 
     /// `receive(n)`: exactly `n` bytes, fewer only at the end of the body
     /// (HAProxy waits for the whole size).
-    pub async fn receive(&mut self, n: usize) -> mlua::Result<Taken> {
-        while self.buffered < n && self.fill().await? {}
+    pub async fn receive(&mut self, n: usize, collect: &dyn Fn()) -> mlua::Result<Taken> {
+        while self.buffered < n && self.fill(collect).await? {}
         Ok(self.take(n))
     }
 
     /// `receive()`: the rest of the body.
-    pub async fn receive_all(&mut self) -> mlua::Result<Taken> {
-        while self.fill().await? {}
+    pub async fn receive_all(&mut self, collect: &dyn Fn()) -> mlua::Result<Taken> {
+        while self.fill(collect).await? {}
         Ok(self.take(self.buffered))
     }
 
     /// `getline()`: up to and including the next `\n`; a line longer than
     /// `limit` (`tune.bufsize`) comes back in pieces of `limit` bytes, as in
     /// HAProxy; the rest (possibly empty) at the end of the body.
-    pub async fn getline(&mut self, limit: usize) -> mlua::Result<Taken> {
+    pub async fn getline(&mut self, limit: usize, collect: &dyn Fn()) -> mlua::Result<Taken> {
         let limit = limit.max(1);
         loop {
             if let Some(end) = self.line_end(limit) {
@@ -153,7 +173,7 @@ where
             if self.buffered >= limit {
                 return Ok(self.take(limit));
             }
-            if !self.fill().await? {
+            if !self.fill(collect).await? {
                 return Ok(self.take(self.buffered));
             }
         }
@@ -219,10 +239,10 @@ mod tests {
     fn receive_n_waits_for_n_bytes_across_frames() {
         run(async {
             let mut r = reader(&["ab", "cd", "efg"]);
-            assert_eq!(&r.receive(3).await.expect("read")[..], b"abc");
-            assert_eq!(&r.receive(0).await.expect("read")[..], b"");
-            assert_eq!(&r.receive(10).await.expect("read")[..], b"defg");
-            assert_eq!(&r.receive(10).await.expect("read")[..], b"");
+            assert_eq!(&r.receive(3, &|| ()).await.expect("read")[..], b"abc");
+            assert_eq!(&r.receive(0, &|| ()).await.expect("read")[..], b"");
+            assert_eq!(&r.receive(10, &|| ()).await.expect("read")[..], b"defg");
+            assert_eq!(&r.receive(10, &|| ()).await.expect("read")[..], b"");
         });
     }
 
@@ -230,14 +250,17 @@ mod tests {
     fn buffer_holds_at_most_one_frame_beyond_the_request() {
         run(async {
             let mut r = reader(&["abcdef", "ghijkl"]);
-            assert_eq!(&r.receive(2).await.expect("read")[..], b"ab");
+            assert_eq!(&r.receive(2, &|| ()).await.expect("read")[..], b"ab");
             assert_eq!(r.buffered, 4, "the second frame is not read ahead");
             assert_eq!(
                 r.charge.bytes(),
                 4,
                 "exactly the buffered bytes are charged"
             );
-            assert_eq!(&r.receive_all().await.expect("read")[..], b"cdefghijkl");
+            assert_eq!(
+                &r.receive_all(&|| ()).await.expect("read")[..],
+                b"cdefghijkl"
+            );
             assert_eq!(r.charge.bytes(), 0, "handed over: released");
         });
     }
@@ -246,12 +269,12 @@ mod tests {
     fn getline_splits_lines_and_long_lines() {
         run(async {
             let mut r = reader(&["one\ntw", "o\nthreefour", "five\nlast"]);
-            assert_eq!(&r.getline(8).await.expect("read")[..], b"one\n");
-            assert_eq!(&r.getline(8).await.expect("read")[..], b"two\n");
-            assert_eq!(&r.getline(8).await.expect("read")[..], b"threefou");
-            assert_eq!(&r.getline(8).await.expect("read")[..], b"rfive\n");
-            assert_eq!(&r.getline(8).await.expect("read")[..], b"last");
-            assert_eq!(&r.getline(8).await.expect("read")[..], b"");
+            assert_eq!(&r.getline(8, &|| ()).await.expect("read")[..], b"one\n");
+            assert_eq!(&r.getline(8, &|| ()).await.expect("read")[..], b"two\n");
+            assert_eq!(&r.getline(8, &|| ()).await.expect("read")[..], b"threefou");
+            assert_eq!(&r.getline(8, &|| ()).await.expect("read")[..], b"rfive\n");
+            assert_eq!(&r.getline(8, &|| ()).await.expect("read")[..], b"last");
+            assert_eq!(&r.getline(8, &|| ()).await.expect("read")[..], b"");
         });
     }
 }

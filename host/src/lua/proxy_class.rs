@@ -67,9 +67,7 @@ fn control(what: &'static str) -> impl Fn(&Lua, Value) -> mlua::Result<()> {
 /// the log line of a stop.
 pub fn cumulated_conns(e: &ProxyEntry) -> (u64, u64) {
     use std::sync::atomic::Ordering;
-    let fe = crate::stats::frontend_counters(&e.name)
-        .total
-        .load(Ordering::Relaxed) as u64;
+    let fe = (e.frontend_counters().total).load(Ordering::Relaxed) as u64;
     let be = e.backend().map_or(0, |b| {
         b.servers()
             .servers

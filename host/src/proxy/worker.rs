@@ -214,14 +214,17 @@ pub async fn serve(
             }
         };
         let fe_sem = fe.maxconn.map(|n| Arc::new(Semaphore::new(n)));
-        let control = (worker.plan.registry.frontend(&fe.name))
-            .and_then(|e| e.control())
-            .map(|c| c.watch());
+        let entry = worker.plan.registry.frontend(&fe.name);
+        let control = entry.and_then(|e| e.control()).map(|c| c.watch());
+        // Every frontend has its registry entry; counters of its own would
+        // only be invisible to `show stat`.
+        let counters = entry.map_or_else(Default::default, |e| e.frontend_counters().clone());
         tokio::task::spawn_local(accept_loop(
             worker.clone(),
             fe,
             listener,
             control,
+            counters,
             shutdown.clone(),
             maxconn.clone(),
             fe_sem,
@@ -287,6 +290,7 @@ async fn accept_loop(
     fe: Arc<FrontendPlan>,
     mut listener: tokio::net::TcpListener,
     mut control: Option<watch::Receiver<ListenState>>,
+    counters: Arc<crate::stats::FrontendCounters>,
     mut shutdown: watch::Receiver<Shutdown>,
     maxconn: Arc<Semaphore>,
     fe_sem: Option<Arc<Semaphore>>,
@@ -371,15 +375,16 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         active.set(active.get() + 1);
-        let (w, f, a, i, sd) = (
+        let (w, f, a, i, sd, fc) = (
             worker.clone(),
             fe.clone(),
             active.clone(),
             idle.clone(),
             shutdown.clone(),
+            counters.clone(),
         );
         tokio::task::spawn_local(async move {
-            let _conn = crate::stats::ConnGuard::new(peer, &f.name);
+            let _conn = crate::stats::ConnGuard::new(peer, &f.name, fc);
             let _active = ActiveGuard { active: a, idle: i };
             let _permits = (global_permit, fe_permit);
             // Under a kill switch: `shutdown sessions server` and

@@ -741,7 +741,20 @@ impl ReceiveCall {
 /// `Socket:receive([pattern[, prefix]])` without waiting: the answer when
 /// the buffered bytes and what the kernel has now decide it, else None
 /// (nothing is lost: what was read stays buffered for [`receive`]).
+///
+/// With nothing buffered it leaves the call to [`receive`] at once: a
+/// receive right after a request usually finds no answer yet, and asking
+/// the kernel here and again there would cost two polls (and a second
+/// parse of the arguments) for nothing. Arguments in error go there too,
+/// which raises the same error.
 fn receive_now(lua: &Lua, args: &MultiValue) -> mlua::Result<Option<MultiValue>> {
+    let nothing_buffered = match args.front().map(|this| socket(this, "receive")) {
+        Some(Ok(s)) => s.is_open() && s.buffered() == 0 && s.read_end.get() == ReadEnd::Open,
+        _ => true,
+    };
+    if nothing_buffered {
+        return Ok(None);
+    }
     let call = ReceiveCall::parse(args)?;
     if !call.s.is_open() {
         return call.closed(lua, &[]).map(Some);

@@ -1,6 +1,7 @@
 //! HTTP client benchmark: requests/s of a Lua action that makes one
 //! `core.httpclient():get` to a local origin per request, luahost against
-//! HAProxy 3.0 (`../shared/anchors/haproxy3`) in one run, with the number of
+//! HAProxy 3.0 (`../shared/anchors/haproxy3`) and 2.6 (Debian's `haproxy`)
+//! in one run, with the number of
 //! connections the origin accepted per request and the server's CPU time per
 //! request.
 //!
@@ -10,13 +11,14 @@
 //! origin (threads of this program, keep-alive, HTTP/1.1) share CPU 1. Each
 //! server is measured twice: as is, and with the Lua garbage collector
 //! stopped by the script (`collectgarbage("stop")`), so the difference
-//! between the two rows is the throughput the collector costs (HAProxy's
-//! forced full collections after socket use included, if any). Runs
+//! between the two rows is the throughput and the CPU time per request the
+//! collector costs (HAProxy's forced full collections after socket use
+//! included, if any: a stopped collector does not stop them). Runs
 //! alternate between the servers; the table shows medians with min-max.
 //! Environment: BENCH_SECS (default 5), BENCH_RUNS (3), BENCH_CONNS (8).
 
 use luahost_suite::http_origin::Origin;
-use luahost_suite::{artifacts, free_port, haproxy_30, scratch_dir, wrk_totals};
+use luahost_suite::{artifacts, free_port, haproxy_26, haproxy_30, scratch_dir, wrk_totals};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -164,9 +166,11 @@ fn main() {
     let origin = Origin::start(64);
     let mut peers: Vec<(String, std::path::PathBuf)> =
         vec![("luahost".into(), artifacts().luahost())];
-    match haproxy_30() {
-        Some(p) => peers.push((p.label.clone(), p.program.clone())),
-        None => eprintln!("HAProxy 3.0 is not installed: luahost alone"),
+    for (peer, name) in [(haproxy_30(), "HAProxy 3.0"), (haproxy_26(), "HAProxy 2.6")] {
+        match peer {
+            Some(p) => peers.push((p.label.clone(), p.program.clone())),
+            None => eprintln!("{name} is not installed: not measured"),
+        }
     }
     let mut rows = Vec::new();
     for gc in [true, false] {
@@ -213,20 +217,25 @@ fn main() {
         );
     }
     println!();
-    for (name, ..) in peers.iter().map(|p| (p.0.clone(),)) {
-        let on = rows.iter().find(|r| r.0 == name && r.1).map(|r| r.2);
-        let off = rows.iter().find(|r| r.0 == name && !r.1).map(|r| r.2);
+    for (name, _) in &peers {
+        let on = rows.iter().find(|r| &r.0 == name && r.1);
+        let off = rows.iter().find(|r| &r.0 == name && !r.1);
         if let (Some(on), Some(off)) = (on, off) {
             println!(
-                "{name}: throughput lost to Lua GC: {:.1}%",
-                (off - on) / off * 100.0
+                "{name}: throughput lost to Lua GC: {:.1}%; collector's CPU time (on - stopped): {:.1} us/req",
+                (off.2 - on.2) / off.2 * 100.0,
+                on.6 - off.6
             );
         }
     }
-    if let (Some(l), Some(h)) = (
-        rows.iter().find(|r| r.0 == "luahost" && r.1),
-        rows.iter().find(|r| r.0 != "luahost" && r.1),
-    ) {
-        println!("luahost / {}: {:.2}x requests/s", h.0, l.2 / h.2);
+    if let Some(l) = rows.iter().find(|r| r.0 == "luahost" && r.1) {
+        for h in rows.iter().filter(|r| r.0 != "luahost" && r.1) {
+            println!(
+                "luahost / {}: {:.2}x requests/s, {:.2}x CPU per request",
+                h.0,
+                l.2 / h.2,
+                l.6 / h.6
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Lua sockets benchmark: requests/s of a Lua action that makes one
 //! `core.tcp()` request/response to a local origin per request, luahost
-//! against HAProxy 3.0 (`../shared/anchors/haproxy3`), in one run.
+//! against HAProxy 3.0 (`../shared/anchors/haproxy3`) and 2.6 (Debian's
+//! `haproxy`), in one run.
 //!
 //!     cargo bench --bench lua_net
 //!
@@ -17,10 +18,19 @@
 //! connections still open at the origin one second after the run (none
 //! should linger). After the runs, each server's Lua heap
 //! (`collectgarbage("count")`, asked through a Lua service) shows that
-//! nothing piled up for the collector. Environment: BENCH_SECS (default 5),
-//! BENCH_RUNS (3), BENCH_CONNS (50).
+//! nothing piled up for the collector.
+//!
+//! The collector's share: each server and script is measured twice, with
+//! Lua's collector as configured and with it stopped by the script
+//! (`collectgarbage("stop")` in the file body); the difference of CPU time
+//! per request is what the collector costs (HAProxy's forced full
+//! collections after an action that left a socket open still run: a
+//! stopped collector does not stop an explicit full collection).
+//! Environment: BENCH_SECS (default 5), BENCH_RUNS (3), BENCH_CONNS (50).
 
-use luahost_suite::{artifacts, find_on_path, free_port, haproxy_30, scratch_dir, wrk_totals};
+use luahost_suite::{
+    artifacts, find_on_path, free_port, haproxy_26, haproxy_30, scratch_dir, wrk_totals,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SCRIPT: &str = r#"
+@GC@
 local ORIGIN = "@ORIGIN@"
 
 local function ask(txn, close)
@@ -152,10 +163,14 @@ impl Drop for Server {
     }
 }
 
-fn start(program: &str, tag: &str, action: &str, origin: &str) -> Server {
-    let dir = scratch_dir(&format!("bench_lua_net_{tag}_{action}"));
+fn start(program: &str, tag: &str, action: &str, gc: bool, origin: &str) -> Server {
+    let gc_tag = if gc { "gc" } else { "nogc" };
+    let dir = scratch_dir(&format!("bench_lua_net_{tag}_{action}_{gc_tag}"));
     let (port, heap_port) = (free_port(), free_port());
-    std::fs::write(dir.join("net.lua"), SCRIPT.replace("@ORIGIN@", origin)).expect("write lua");
+    let script = SCRIPT
+        .replace("@ORIGIN@", origin)
+        .replace("@GC@", if gc { "" } else { "collectgarbage('stop')" });
+    std::fs::write(dir.join("net.lua"), script).expect("write lua");
     let cfg = config(action)
         .replace("@PORT@", &port.to_string())
         .replace("@HEAP@", &heap_port.to_string());
@@ -256,6 +271,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// One table row: a server running one script, collector on or stopped.
+struct Row {
+    label: &'static str,
+    server: String,
+    gc: bool,
+    rps: f64,
+    cpu_us: f64,
+}
+
 fn main() {
     let secs = env_num("BENCH_SECS", 5);
     let runs = env_num("BENCH_RUNS", 3).max(1);
@@ -267,80 +291,106 @@ fn main() {
     eprintln!("building luahost (release)...");
     let luahost = artifacts().luahost().to_string_lossy().into_owned();
     let mut peers = vec![("luahost".to_string(), luahost)];
-    match haproxy_30() {
-        Some(p) => peers.push((p.label.clone(), p.program.to_string_lossy().into_owned())),
-        None => eprintln!("HAProxy 3.0 not installed: luahost alone"),
+    for (peer, name) in [(haproxy_30(), "HAProxy 3.0"), (haproxy_26(), "HAProxy 2.6")] {
+        match peer {
+            Some(p) => peers.push((p.label.clone(), p.program.to_string_lossy().into_owned())),
+            None => eprintln!("{name} not installed: not measured"),
+        }
     }
     let origin = start_origin();
 
     println!(
         "Lua action with one core.tcp() request/response per request; wrk -t1 -c{conns} -d{secs}s, \
-         median of {runs} runs; servers nbthread 1 on CPU 0, wrk and origin on CPU 1"
+         median of {runs} runs; servers nbthread 1 on CPU 0, wrk and origin on CPU 1; \
+         Lua GC: as configured (on) or stopped by the script"
     );
     println!();
     println!(
-        "| script | server | req/s (min-max) | CPU us/req | origin conns/req | open 1 s after | Lua heap after (KiB) |"
+        "| script | server | Lua GC | req/s (min-max) | CPU us/req | origin conns/req | open 1 s after | Lua heap after (KiB) |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    let mut medians: Vec<(&str, String, f64)> = Vec::new();
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut rows: Vec<Row> = Vec::new();
     for (action, label) in [
         ("ask_close", "closes its socket"),
         ("ask_leave", "leaves it open"),
     ] {
-        eprintln!("{label}:");
-        let servers: Vec<(String, Server)> = peers
-            .iter()
-            .map(|(name, program)| {
-                let tag = name.replace(' ', "_");
-                let s = start(program, &tag, action, &origin.addr);
-                // Warm-up.
-                let _ = wrk(s.port, 1, conns);
-                (name.clone(), s)
-            })
-            .collect();
-        let mut results: Vec<Vec<Run>> = servers.iter().map(|_| Vec::new()).collect();
-        for round in 0..runs as usize {
-            // Alternate the order so a drifting machine favours no one.
-            for k in 0..servers.len() {
-                let i = (k + round) % servers.len();
-                let (name, server) = &servers[i];
-                let r = measure(server, &origin, secs, conns);
-                eprintln!(
-                    "  {name}: {:.0} req/s, {:.1} us CPU/req, {:.3} origin conns/req, {} open after{}",
-                    r.rps,
-                    r.cpu_us,
-                    r.conns_per_req,
-                    r.lingering,
-                    if r.errors { " (wrk reported errors)" } else { "" }
-                );
-                results[i].push(r);
+        for gc in [true, false] {
+            eprintln!("{label}, Lua GC {}:", if gc { "on" } else { "stopped" });
+            let servers: Vec<(String, Server)> = peers
+                .iter()
+                .map(|(name, program)| {
+                    let tag = name.replace(' ', "_");
+                    let s = start(program, &tag, action, gc, &origin.addr);
+                    // Warm-up.
+                    let _ = wrk(s.port, 1, conns);
+                    (name.clone(), s)
+                })
+                .collect();
+            let mut results: Vec<Vec<Run>> = servers.iter().map(|_| Vec::new()).collect();
+            for round in 0..runs as usize {
+                // Alternate the order so a drifting machine favours no one.
+                for k in 0..servers.len() {
+                    let i = (k + round) % servers.len();
+                    let (name, server) = &servers[i];
+                    let r = measure(server, &origin, secs, conns);
+                    eprintln!(
+                        "  {name}: {:.0} req/s, {:.1} us CPU/req, {:.3} origin conns/req, {} open after{}",
+                        r.rps,
+                        r.cpu_us,
+                        r.conns_per_req,
+                        r.lingering,
+                        if r.errors { " (wrk reported errors)" } else { "" }
+                    );
+                    results[i].push(r);
+                }
             }
-        }
-        for ((name, server), rs) in servers.iter().zip(results) {
-            let rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
-            let min = rps.iter().cloned().fold(f64::INFINITY, f64::min);
-            let max = rps.iter().cloned().fold(0.0, f64::max);
-            let m = median(rps);
-            medians.push((label, name.clone(), m));
-            println!(
-                "| {label} | {name} | {m:.0} ({min:.0}-{max:.0}) | {:.1} | {:.3} | {} | {} |",
-                median(rs.iter().map(|r| r.cpu_us).collect()),
-                median(rs.iter().map(|r| r.conns_per_req).collect()),
-                rs.iter().map(|r| r.lingering).max().unwrap_or(0),
-                heap_kib(server.heap_port),
-            );
+            for ((name, server), rs) in servers.iter().zip(results) {
+                let rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
+                let min = rps.iter().cloned().fold(f64::INFINITY, f64::min);
+                let max = rps.iter().cloned().fold(0.0, f64::max);
+                let m = median(rps);
+                let cpu_us = median(rs.iter().map(|r| r.cpu_us).collect());
+                println!(
+                    "| {label} | {name} | {} | {m:.0} ({min:.0}-{max:.0}) | {cpu_us:.1} | {:.3} | {} | {} |",
+                    if gc { "on" } else { "stopped" },
+                    median(rs.iter().map(|r| r.conns_per_req).collect()),
+                    rs.iter().map(|r| r.lingering).max().unwrap_or(0),
+                    heap_kib(server.heap_port),
+                );
+                rows.push(Row {
+                    label,
+                    server: name.clone(),
+                    gc,
+                    rps: m,
+                    cpu_us,
+                });
+            }
         }
     }
     println!();
-    for (label, name, m) in &medians {
-        if name == "luahost" {
-            continue;
+    let find = |label: &str, server: &str, gc: bool| {
+        rows.iter()
+            .find(|r| r.label == label && r.server == server && r.gc == gc)
+    };
+    for r in rows.iter().filter(|r| r.gc) {
+        if let Some(off) = find(r.label, &r.server, false) {
+            println!(
+                "{}: {}: collector's CPU time (on - stopped) = {:.1} us/req",
+                r.label,
+                r.server,
+                r.cpu_us - off.cpu_us
+            );
         }
-        if let Some((_, _, l)) = medians
-            .iter()
-            .find(|(lb, n, _)| lb == label && n == "luahost")
-        {
-            println!("{label}: luahost / {name} = {:.2}x", l / m);
+    }
+    for r in rows.iter().filter(|r| r.gc && r.server != "luahost") {
+        if let Some(l) = find(r.label, "luahost", true) {
+            println!(
+                "{}: luahost / {} = {:.2}x requests/s, {:.2}x CPU per request",
+                r.label,
+                r.server,
+                l.rps / r.rps,
+                l.cpu_us / r.cpu_us
+            );
         }
     }
 }

@@ -2050,6 +2050,13 @@ fn lua_sockets() {
                 .contains("()(number:-1)(nil:nil, string:connection closed.)(nil:nil)()"),
         );
         cases.push(
+            Case::new(&name("big_send"), front, at("big_send"))
+                .status(200)
+                .body(
+                    "true (number:1)(number:14)(number:16777216)(string:sank: 16777216 intact)\n",
+                ),
+        );
+        cases.push(
             Case::new(&name("peer_close"), front, at("peer_close"))
                 .status(200)
                 .contains("(string:partial)(nil:nil, string:connection closed.)")

@@ -254,6 +254,23 @@ fn serve_lines<S: Stream>(conn: S, open: Arc<AtomicUsize>) {
                 }
                 format!("open: {}\n", open.load(Ordering::SeqCst) - 1).into_bytes()
             }
+            // SINK n: n bytes follow (read after a pause, so that a large
+            // write fills the sender's socket buffer first); they must be
+            // 8-byte blocks naming the MiB they are in ("0000000\n" for the
+            // first MiB, "0000001\n" for the second, ...).
+            "SINK" => {
+                let n: usize = arg.parse().unwrap_or(0).min(16 << 20);
+                std::thread::sleep(Duration::from_millis(200));
+                let mut body = vec![0u8; n];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let intact = body
+                    .chunks(8)
+                    .enumerate()
+                    .all(|(i, block)| block == format!("{:07}\n", (i * 8) >> 20).as_bytes());
+                format!("sank: {n} {}\n", if intact { "intact" } else { "garbled" }).into_bytes()
+            }
             "PARTIAL" => {
                 let _ = out.write_all(b"partial");
                 return;

@@ -59,6 +59,20 @@ scenarios.talk = function()
   return r
 end
 
+-- A send larger than the socket's buffers: the bytes that went out at once
+-- and the rest, sent after waiting, arrive once each and in order.
+scenarios.big_send = function()
+  local s = core.tcp()
+  s:settimeout(5)
+  local mib = {}
+  for i = 0, 15 do mib[#mib + 1] = string.rep(string.format("%07d\n", i), 1024 * 1024 / 8) end
+  local data = table.concat(mib)
+  local r = show(s:connect(LINE)) .. show(s:send("SINK " .. #data .. "\n"))
+  r = r .. show(s:send(data)) .. show(s:receive("*l"))
+  s:close()
+  return r
+end
+
 -- The peer closes: what was read is returned, then "connection closed.".
 scenarios.peer_close = function()
   local s = core.tcp()

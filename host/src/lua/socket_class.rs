@@ -34,9 +34,13 @@ use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How much a read asks of the kernel at most (charged to `tune.lua.maxmem`
+/// before it is made).
+const READ_CHUNK: usize = 16 * 1024;
 
 /// A connected byte stream: TCP, Unix, or TLS over TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin {}
@@ -95,6 +99,9 @@ pub struct SocketInner {
     ends: Cell<Option<Ends>>,
     /// TLS was asked for (`connect_ssl`), with these options.
     tls: RefCell<Option<TlsOptions>>,
+    /// Bytes of the current `send` that its non-waiting attempt wrote before
+    /// the socket's buffer filled (see [`SocketInner::write_now`]).
+    sent_early: Cell<usize>,
 }
 
 impl SocketInner {
@@ -109,6 +116,7 @@ impl SocketInner {
             mode: Cell::new(TimeoutMode::Block),
             ends: Cell::new(None),
             tls: RefCell::new(None),
+            sent_early: Cell::new(0),
         }
     }
 
@@ -134,37 +142,46 @@ impl SocketInner {
         }
     }
 
-    /// Reads more bytes into the buffer.
-    async fn fill(&self, limit: Limit) -> mlua::Result<Filled> {
-        if self.read_end.get() == ReadEnd::Eof {
-            return Ok(Filled::End);
-        }
-        const CHUNK: usize = 16 * 1024;
-        if memory::would_exceed(CHUNK) {
-            return Err(mlua::Error::runtime("not enough memory"));
-        }
-        let read = poll_fn(|cx| {
-            let mut slot = self.io.borrow_mut();
-            let Some(io) = slot.as_mut() else {
-                return Poll::Ready(Ok(0));
-            };
-            let mut buf = self.rbuf.borrow_mut();
-            buf.reserve(CHUNK);
-            tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut *buf)
-        });
-        match limit.run(read).await {
-            Some(Ok(n)) if n > 0 => {
-                // Charged after the fact: the check above keeps a read from
-                // passing the cap by more than one chunk.
+    /// Polls one read into the buffer (reserving a chunk first).
+    fn poll_fill(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let mut slot = self.io.borrow_mut();
+        let Some(io) = slot.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        let mut buf = self.rbuf.borrow_mut();
+        buf.reserve(READ_CHUNK);
+        tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut *buf)
+    }
+
+    /// Books the result of a finished read: the bytes' charge, or the end
+    /// of the stream.
+    fn filled(&self, read: std::io::Result<usize>) -> mlua::Result<Filled> {
+        match read {
+            Ok(n) if n > 0 => {
+                // Charged after the fact: the check before the read keeps it
+                // from passing the cap by more than one chunk.
                 if !self.charge.borrow_mut().try_grow(n) {
                     return Err(mlua::Error::runtime("not enough memory"));
                 }
                 Ok(Filled::Data)
             }
-            Some(_) => {
+            _ => {
                 self.read_end.set(ReadEnd::Eof);
                 Ok(Filled::End)
             }
+        }
+    }
+
+    /// Reads more bytes into the buffer.
+    async fn fill(&self, limit: Limit) -> mlua::Result<Filled> {
+        if self.read_end.get() == ReadEnd::Eof {
+            return Ok(Filled::End);
+        }
+        if memory::would_exceed(READ_CHUNK) {
+            return Err(mlua::Error::runtime("not enough memory"));
+        }
+        match limit.run(poll_fn(|cx| self.poll_fill(cx))).await {
+            Some(read) => self.filled(read),
             None => {
                 // As HAProxy's expired stream: the connection is gone, what
                 // was read stays for the caller.
@@ -173,6 +190,24 @@ impl SocketInner {
                 drop(self.io.borrow_mut().take());
                 Ok(Filled::TimedOut)
             }
+        }
+    }
+
+    /// Reads more bytes if the kernel has them now; None when the read
+    /// would have to wait.
+    fn fill_now(&self) -> Option<mlua::Result<Filled>> {
+        if self.read_end.get() == ReadEnd::Eof {
+            return Some(Ok(Filled::End));
+        }
+        if memory::would_exceed(READ_CHUNK) {
+            return Some(Err(mlua::Error::runtime("not enough memory")));
+        }
+        // A waker that does nothing: a pending read leaves it registered
+        // until the waiting path polls again with the task's own waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_fill(&mut cx) {
+            Poll::Ready(read) => Some(self.filled(read)),
+            Poll::Pending => None,
         }
     }
 
@@ -188,11 +223,63 @@ impl SocketInner {
         self.rbuf.borrow().len()
     }
 
-    /// Writes all of `data`; false when the connection failed or timed out
-    /// (then it is closed).
+    /// Writes what the kernel takes of `data` now, without waiting:
+    /// Ready(true) when all of it went out (and was flushed), Ready(false)
+    /// when the connection failed (then it is closed), Pending when the
+    /// rest has to wait; the bytes already written are then in
+    /// `sent_early`, for the waiting path to skip.
+    fn write_now(&self, data: &[u8]) -> Poll<bool> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut done = 0;
+        let flushed = {
+            let mut slot = self.io.borrow_mut();
+            let Some(io) = slot.as_mut() else {
+                drop(slot);
+                self.close();
+                return Poll::Ready(false);
+            };
+            let mut failed = false;
+            while done < data.len() {
+                match Pin::new(&mut *io).poll_write(&mut cx, &data[done..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => done += n,
+                    Poll::Pending => break,
+                    Poll::Ready(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                None
+            } else if done < data.len() {
+                Some(Poll::Pending)
+            } else {
+                match Pin::new(&mut *io).poll_flush(&mut cx) {
+                    Poll::Ready(Ok(())) => Some(Poll::Ready(true)),
+                    Poll::Ready(Err(_)) => None,
+                    Poll::Pending => Some(Poll::Pending),
+                }
+            }
+        };
+        match flushed {
+            None => {
+                self.close();
+                Poll::Ready(false)
+            }
+            Some(Poll::Pending) => {
+                self.sent_early.set(done);
+                Poll::Pending
+            }
+            Some(ready) => ready,
+        }
+    }
+
+    /// Writes all of `data` (but the `sent_early` bytes a non-waiting
+    /// attempt already wrote); false when the connection failed or timed
+    /// out (then it is closed).
     async fn write_all(&self, data: &[u8]) -> bool {
         let limit = self.deadline();
-        let mut done = 0;
+        let mut done = self.sent_early.replace(0).min(data.len());
         while done < data.len() {
             let write = poll_fn(|cx| {
                 let mut slot = self.io.borrow_mut();
@@ -331,11 +418,16 @@ fn check_args(args: &MultiValue, n: usize, name: &str) -> mlua::Result<()> {
 }
 
 /// `luaL_checklstring`: a string, or a number as its text.
-fn check_bytes(lua: &Lua, v: Option<&Value>, pos: usize, func: &str) -> mlua::Result<Vec<u8>> {
+fn check_bytes(
+    lua: &Lua,
+    v: Option<&Value>,
+    pos: usize,
+    func: &str,
+) -> mlua::Result<mlua::LuaString> {
     match v {
-        Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
+        Some(Value::String(s)) => Ok(s.clone()),
         Some(n @ (Value::Integer(_) | Value::Number(_))) => match lua.coerce_string(n.clone())? {
-            Some(s) => Ok(s.as_bytes().to_vec()),
+            Some(s) => Ok(s),
             None => Err(bad_arg(pos, func, "string", v)),
         },
         other => Err(bad_arg(pos, func, "string", other)),
@@ -413,7 +505,7 @@ async fn connect(lua: Lua, args: MultiValue, func: &'static str) -> mlua::Result
     }
     let s = socket(&args[0], func)?;
     must_wait_here(func)?;
-    let address = check_bytes(&lua, args.get(1), 2, func)?;
+    let address = check_bytes(&lua, args.get(1), 2, func)?.as_bytes();
     let port = match args.get(2) {
         Some(v) if args.len() >= 3 => Some(check_int(Some(v), 3, func)?),
         _ => None,
@@ -543,120 +635,238 @@ fn pattern(v: Option<&Value>) -> mlua::Result<Pattern> {
     }
 }
 
-/// `Socket:receive([pattern[, prefix]])`.
-async fn receive(lua: Lua, args: MultiValue) -> mlua::Result<MultiValue> {
-    if args.is_empty() || args.len() > 3 {
-        return Err(mlua::Error::runtime(
-            "The 'receive' function requires between 1 and 3 arguments.",
-        ));
+/// A `receive` call's arguments, checked.
+struct ReceiveCall {
+    s: Rc<SocketInner>,
+    want: Pattern,
+    prefix: Vec<u8>,
+}
+
+impl ReceiveCall {
+    fn parse(args: &MultiValue) -> mlua::Result<ReceiveCall> {
+        if args.is_empty() || args.len() > 3 {
+            return Err(mlua::Error::runtime(
+                "The 'receive' function requires between 1 and 3 arguments.",
+            ));
+        }
+        let s = socket(&args[0], "receive")?;
+        let want = pattern(args.get(1))?;
+        let prefix = match args.get(2) {
+            None => Vec::new(),
+            Some(Value::String(p)) => p.as_bytes().to_vec(),
+            Some(_) => return Err(mlua::Error::runtime("Expect a 'string' for the prefix")),
+        };
+        Ok(ReceiveCall { s, want, prefix })
     }
-    let s = socket(&args[0], "receive")?;
-    let want = pattern(args.get(1))?;
-    let prefix: Vec<u8> = match args.get(2) {
-        None => Vec::new(),
-        Some(Value::String(p)) => p.as_bytes().to_vec(),
-        Some(_) => return Err(mlua::Error::runtime("Expect a 'string' for the prefix")),
-    };
-    let closed = |lua: &Lua, prefix: &[u8], data: &[u8]| -> mlua::Result<MultiValue> {
-        if prefix.is_empty() && data.is_empty() {
+
+    /// The prefix and `data` as one Lua string: a successful receive.
+    fn success(&self, lua: &Lua, data: &[u8]) -> mlua::Result<MultiValue> {
+        let text = if self.prefix.is_empty() {
+            lua.create_string(data)?
+        } else {
+            let mut out = Vec::with_capacity(self.prefix.len() + data.len());
+            out.extend_from_slice(&self.prefix);
+            out.extend_from_slice(data);
+            lua.create_string(&out)?
+        };
+        (text,).into_lua_multi(lua)
+    }
+
+    /// What the connection gave before it ended: the prefix and `data`, or
+    /// `nil, "connection closed."` when that is nothing.
+    fn closed(&self, lua: &Lua, data: &[u8]) -> mlua::Result<MultiValue> {
+        if self.prefix.is_empty() && data.is_empty() {
             return (Value::Nil, "connection closed.").into_lua_multi(lua);
         }
-        let mut out = Vec::with_capacity(prefix.len() + data.len());
-        out.extend_from_slice(prefix);
-        out.extend_from_slice(data);
-        (lua.create_string(&out)?,).into_lua_multi(lua)
-    };
-    if !s.is_open() {
-        return closed(&lua, &prefix, &[]);
+        self.success(lua, data)
     }
-    must_wait_here("receive")?;
-    let limit = s.deadline();
-    let done = |lua: &Lua, data: &[u8]| -> mlua::Result<MultiValue> {
-        let mut out = Vec::with_capacity(prefix.len() + data.len());
-        out.extend_from_slice(&prefix);
-        out.extend_from_slice(data);
-        (lua.create_string(&out)?,).into_lua_multi(lua)
-    };
-    match want {
-        Pattern::Line => {
-            let mut searched = 0;
-            loop {
-                let found = s.rbuf.borrow()[searched..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map(|p| p + searched);
-                if let Some(nl) = found {
-                    let line = s.take(nl + 1);
-                    let mut end = nl;
-                    if end > 0 && line[end - 1] == b'\r' {
-                        end -= 1;
+
+    /// The answer if the buffer (and how the last read ended, `last`)
+    /// decides it; None when more bytes are needed. `searched`: how much of
+    /// the buffer is known to hold no line end.
+    fn answer(
+        &self,
+        lua: &Lua,
+        last: Option<Filled>,
+        searched: &mut usize,
+    ) -> mlua::Result<Option<MultiValue>> {
+        let s = &self.s;
+        let ended = matches!(last, Some(Filled::End | Filled::TimedOut));
+        let answer = match self.want {
+            Pattern::Line => {
+                let found = {
+                    let buf = s.rbuf.borrow();
+                    let from = (*searched).min(buf.len());
+                    let found = buf[from..].iter().position(|&b| b == b'\n');
+                    *searched = buf.len();
+                    found.map(|p| p + from)
+                };
+                match (found, last) {
+                    (Some(nl), _) => {
+                        let line = s.take(nl + 1);
+                        let mut end = nl;
+                        if end > 0 && line[end - 1] == b'\r' {
+                            end -= 1;
+                        }
+                        self.success(lua, &line[..end])?
                     }
-                    return done(&lua, &line[..end]);
-                }
-                searched = s.buffered();
-                match s.fill(limit).await? {
-                    Filled::Data => {}
                     // HAProxy returns an unfinished line at the end of the
                     // stream, but loses it with the stream on a timeout.
-                    Filled::End => {
-                        let rest = s.take(usize::MAX);
-                        return closed(&lua, &prefix, &rest);
-                    }
-                    Filled::TimedOut => {
+                    (None, Some(Filled::End)) => self.closed(lua, &s.take(usize::MAX))?,
+                    (None, Some(Filled::TimedOut)) => {
                         drop(s.take(usize::MAX));
-                        return closed(&lua, &prefix, &[]);
+                        self.closed(lua, &[])?
                     }
+                    _ => return Ok(None),
                 }
             }
-        }
-        Pattern::All => {
-            while s.fill(limit).await? == Filled::Data {}
-            let rest = s.take(usize::MAX);
-            closed(&lua, &prefix, &rest)
-        }
-        Pattern::Bytes(n) => {
-            // HAProxy counts the prefix in the size.
-            let need = n.saturating_sub(prefix.len());
-            while s.buffered() < need {
-                if s.fill(limit).await? != Filled::Data {
-                    let rest = s.take(usize::MAX);
-                    return closed(&lua, &prefix, &rest);
+            Pattern::All if ended => self.closed(lua, &s.take(usize::MAX))?,
+            Pattern::All => return Ok(None),
+            Pattern::Bytes(n) => {
+                // HAProxy counts the prefix in the size.
+                let need = n.saturating_sub(self.prefix.len());
+                if s.buffered() >= need {
+                    self.success(lua, &s.take(need))?
+                } else if ended {
+                    self.closed(lua, &s.take(usize::MAX))?
+                } else {
+                    return Ok(None);
                 }
             }
-            let data = s.take(need);
-            done(&lua, &data)
+        };
+        Ok(Some(answer))
+    }
+}
+
+/// `Socket:receive([pattern[, prefix]])` without waiting: the answer when
+/// the buffered bytes and what the kernel has now decide it, else None
+/// (nothing is lost: what was read stays buffered for [`receive`]).
+///
+/// With nothing buffered it leaves the call to [`receive`] at once: a
+/// receive right after a request usually finds no answer yet, and asking
+/// the kernel here and again there would cost two polls (and a second
+/// parse of the arguments) for nothing. Arguments in error go there too,
+/// which raises the same error.
+fn receive_now(lua: &Lua, args: &MultiValue) -> mlua::Result<Option<MultiValue>> {
+    let nothing_buffered = match args.front().map(|this| socket(this, "receive")) {
+        Some(Ok(s)) => s.is_open() && s.buffered() == 0 && s.read_end.get() == ReadEnd::Open,
+        _ => true,
+    };
+    if nothing_buffered {
+        return Ok(None);
+    }
+    let call = ReceiveCall::parse(args)?;
+    if !call.s.is_open() {
+        return call.closed(lua, &[]).map(Some);
+    }
+    must_wait_here("receive")?;
+    let (mut last, mut searched) = (None, 0);
+    loop {
+        if let Some(answer) = call.answer(lua, last, &mut searched)? {
+            return Ok(Some(answer));
+        }
+        match call.s.fill_now() {
+            Some(filled) => last = Some(filled?),
+            None => return Ok(None),
         }
     }
 }
 
-/// `Socket:send(data[, i[, j]])`.
-async fn send(lua: Lua, args: MultiValue) -> mlua::Result<MultiValue> {
-    if args.len() < 2 || args.len() > 4 {
-        return Err(mlua::Error::runtime(
-            "'send' needs between 2 and 4 arguments",
-        ));
+/// `Socket:receive([pattern[, prefix]])`, waiting for the bytes it needs.
+async fn receive(lua: Lua, args: MultiValue) -> mlua::Result<MultiValue> {
+    let call = ReceiveCall::parse(&args)?;
+    if !call.s.is_open() {
+        return call.closed(&lua, &[]);
     }
-    let s = socket(&args[0], "send")?;
-    let data = check_bytes(&lua, args.get(1), 2, "send")?;
-    let j = match args.get(3) {
-        Some(v) => Some(check_int(Some(v), 4, "send")?),
-        None => None,
-    };
-    let i = match args.get(2) {
-        Some(v) => Some(check_int(Some(v), 3, "send")?),
-        None => None,
-    };
-    let Some((start, end)) = send_range(data.len(), i, j) else {
-        return (0,).into_lua_multi(&lua);
-    };
-    if !s.is_open() {
-        return (-1,).into_lua_multi(&lua);
+    must_wait_here("receive")?;
+    let limit = call.s.deadline();
+    let (mut last, mut searched) = (None, 0);
+    loop {
+        if let Some(answer) = call.answer(&lua, last, &mut searched)? {
+            return Ok(answer);
+        }
+        last = Some(call.s.fill(limit).await?);
     }
-    must_wait_here("send")?;
-    if s.write_all(&data[start..end]).await {
-        ((end - start) as i64,).into_lua_multi(&lua)
-    } else {
-        (-1,).into_lua_multi(&lua)
+}
+
+/// A `send` call: the socket and the bytes to send, or its result already
+/// (arguments that send nothing, a socket that is not open).
+enum SendCall {
+    Write {
+        s: Rc<SocketInner>,
+        data: mlua::BorrowedBytes,
+        start: usize,
+        end: usize,
+    },
+    Done(i64),
+}
+
+impl SendCall {
+    fn parse(lua: &Lua, args: &MultiValue) -> mlua::Result<SendCall> {
+        if args.len() < 2 || args.len() > 4 {
+            return Err(mlua::Error::runtime(
+                "'send' needs between 2 and 4 arguments",
+            ));
+        }
+        let s = socket(&args[0], "send")?;
+        let data = check_bytes(lua, args.get(1), 2, "send")?.as_bytes();
+        let j = match args.get(3) {
+            Some(v) => Some(check_int(Some(v), 4, "send")?),
+            None => None,
+        };
+        let i = match args.get(2) {
+            Some(v) => Some(check_int(Some(v), 3, "send")?),
+            None => None,
+        };
+        let Some((start, end)) = send_range(data.len(), i, j) else {
+            return Ok(SendCall::Done(0));
+        };
+        if !s.is_open() {
+            return Ok(SendCall::Done(-1));
+        }
+        must_wait_here("send")?;
+        Ok(SendCall::Write {
+            s,
+            data,
+            start,
+            end,
+        })
+    }
+}
+
+/// `Socket:send(data[, i[, j]])` without waiting: the result when the
+/// kernel took all the bytes at once (the usual case: a request fits the
+/// socket's buffer), else None, with what it took noted for [`send`].
+fn send_now(lua: &Lua, args: &MultiValue) -> mlua::Result<Option<i64>> {
+    match SendCall::parse(lua, args)? {
+        SendCall::Done(n) => Ok(Some(n)),
+        SendCall::Write {
+            s,
+            data,
+            start,
+            end,
+        } => Ok(match s.write_now(&data[start..end]) {
+            Poll::Ready(true) => Some((end - start) as i64),
+            Poll::Ready(false) => Some(-1),
+            Poll::Pending => None,
+        }),
+    }
+}
+
+/// `Socket:send(data[, i[, j]])`, waiting for room in the socket's buffer.
+async fn send(lua: Lua, args: MultiValue) -> mlua::Result<i64> {
+    match SendCall::parse(&lua, &args)? {
+        SendCall::Done(n) => Ok(n),
+        SendCall::Write {
+            s,
+            data,
+            start,
+            end,
+        } => Ok(if s.write_all(&data[start..end]).await {
+            (end - start) as i64
+        } else {
+            -1
+        }),
     }
 }
 
@@ -722,6 +932,29 @@ fn new_socket(lua: &Lua, class: &Class) -> mlua::Result<Value> {
     Ok(Value::Table(class.instantiate(lua, SocketObj { inner })?))
 }
 
+/// A method that calls `now` and, when it answers nothing (the socket is
+/// not ready), `wait` with the same arguments. `now` answers the number of
+/// results (at most two) followed by them, so that the method returns as
+/// many values as `wait` would.
+fn ready_first(
+    lua: &Lua,
+    now: mlua::Function,
+    wait: mlua::Function,
+) -> mlua::Result<mlua::Function> {
+    lua.load(
+        r#"
+        local now, wait = ...
+        return function(...)
+          local n, a, b = now(...)
+          if n == 1 then return a elseif n == 2 then return a, b elseif n == 0 then return end
+          return wait(...)
+        end
+        "#,
+    )
+    .set_name("=socket")
+    .call((now, wait))
+}
+
 /// Adds `core.tcp` and the Socket class.
 pub fn install(lua: &Lua, core: &Table) -> mlua::Result<()> {
     let class = Class::new(lua, "Socket")?;
@@ -754,14 +987,28 @@ pub fn install(lua: &Lua, core: &Table) -> mlua::Result<()> {
             connect(lua, MultiValue::from_vec(args), "connect_ssl").await
         })?,
     )?;
-    class.method(
-        "receive",
-        lua.create_async_function(|lua, args: MultiValue| receive(lua, args))?,
-    )?;
-    class.method(
-        "send",
-        lua.create_async_function(|lua, args: MultiValue| send(lua, args))?,
-    )?;
+    // receive and send try first without waiting (a plain function call)
+    // and only take the waiting path (an async function: a future, a
+    // yield and a resume) when the socket is not ready.
+    let receive_now = lua.create_function(|lua, args: MultiValue| {
+        Ok(match receive_now(lua, &args)? {
+            Some(answer) => {
+                let mut out = answer;
+                let n = out.len() as i64;
+                out.push_front(Value::Integer(n));
+                out
+            }
+            None => MultiValue::new(),
+        })
+    })?;
+    let receive_wait = lua.create_async_function(|lua, args: MultiValue| receive(lua, args))?;
+    class.method("receive", ready_first(lua, receive_now, receive_wait)?)?;
+    let send_now = lua.create_function(|lua, args: MultiValue| match send_now(lua, &args)? {
+        Some(n) => (1, n).into_lua_multi(lua),
+        None => Ok(MultiValue::new()),
+    })?;
+    let send_wait = lua.create_async_function(|lua, args: MultiValue| send(lua, args))?;
+    class.method("send", ready_first(lua, send_now, send_wait)?)?;
     class.method(
         "settimeout",
         lua.create_function(|_, args: MultiValue| settimeout(&args))?,

@@ -236,6 +236,29 @@ impl HaproxyPeer {
     }
 }
 
+impl HaproxyProcess {
+    /// Sends `sig` ("USR1", "TERM", ...) to this HAProxy (the anchors'
+    /// launcher execs it, so its pid is HAProxy's).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.0.id().to_string())
+            .status();
+    }
+
+    /// Waits up to `secs` for this HAProxy to exit; its exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for HaproxyProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();

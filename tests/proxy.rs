@@ -992,6 +992,50 @@ fn soft_stop_keeps_the_shared_state_for_other_workers_requests() {
     assert_eq!(p.wait_exit(15), Some(0));
 }
 
+/// Opens a connection, waits until the server has surely accepted it, asks
+/// `stop` to soft-stop the server, then sends a request on the connection:
+/// the answer's status line (empty when the server closed instead).
+fn request_after_soft_stop(port: u16, stop: impl FnOnce()) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    std::thread::sleep(Duration::from_millis(300));
+    stop();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn a_connection_accepted_before_a_soft_stop_gets_its_first_request_answered() {
+    // A soft stop (and so a master-worker reload) closes connections idle
+    // between requests, but one accepted before it and not yet sent its
+    // request is answered, as HAProxy's h1 mux does.
+    let port = free_port();
+    let config = format!(
+        "global\n  lua-load svc.lua\ndefaults\n  mode http\n  timeout client 10s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  http-request return status 200 content-type text/plain string ok\n"
+    );
+    let mut p = start_service("proxy_soft_first_request", "", &config, port);
+    let status = request_after_soft_stop(port, || p.signal("USR1"));
+    assert_eq!(status, "HTTP/1.1 200 OK", "{}", p.log());
+    assert_eq!(p.wait_exit(15), Some(0), "{}", p.log());
+    let dir = p.dir.clone();
+    drop(p);
+    if let Some(h) = luahost_suite::require_haproxy_30("the soft stop is compared") {
+        let mut h = h.start(&dir, "p.cfg", &[port]);
+        let status = request_after_soft_stop(port, || h.signal("USR1"));
+        assert_eq!(status, "HTTP/1.1 200 OK", "haproxy 3.0");
+        assert_eq!(h.wait_exit(15), Some(0), "haproxy 3.0");
+    }
+}
+
 #[test]
 fn kept_objects_go_stale_and_methods_check_their_class() {
     // Objects built for a request hold handles to that request's data:

@@ -262,7 +262,17 @@ async fn read_head(
             }
         }
         let idle = conn.buffered() == 0;
-        if idle && *shutdown.borrow() != Shutdown::Running {
+        // A stop closes connections idle between requests; one accepted
+        // before it still gets its first request answered, as HAProxy does
+        // (its h1 mux closes only connections waiting for a next request).
+        // A soft stop or a reload must not turn an accepted client away.
+        let between_requests = idle && !first;
+        let stop_now = match *shutdown.borrow() {
+            Shutdown::Running => false,
+            Shutdown::Hard => idle,
+            _ => between_requests,
+        };
+        if stop_now {
             return HeadRead::Closed;
         }
         tokio::select! {
@@ -277,7 +287,7 @@ async fn read_head(
                     HeadRead::Refused(Refusal { status: 408, reason: "request head timeout" })
                 };
             }
-            _ = &mut *stop, if idle => return HeadRead::Closed,
+            _ = &mut *stop, if between_requests => return HeadRead::Closed,
         }
         let buf = conn.buf.get_or_insert_with(buffers::take);
         buffers::reserve(buf);

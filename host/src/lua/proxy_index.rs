@@ -312,7 +312,7 @@ fn listeners_meta(lua: &Lua) -> mlua::Result<Table> {
             let Some(p) = h.reg.proxy_at(h.at) else {
                 return Ok(Value::Nil);
             };
-            let idx = (0..p.listeners.len())
+            let idx = (0..p.listeners().len())
                 .find(|&i| crate::backend::ProxyEntry::listener_name(i) == *name);
             match idx {
                 Some(i) => Ok(Value::Table(new_listener(lua, &h.reg, h.at, i)?)),
@@ -327,7 +327,7 @@ fn listeners_meta(lua: &Lua) -> mlua::Result<Table> {
             let h = handle_of(&t)?;
             let reg = h.reg.clone();
             let at = h.at;
-            let count = reg.proxy_at(at).map(|p| p.listeners.len()).unwrap_or(0);
+            let count = reg.proxy_at(at).map(|p| p.listeners().len()).unwrap_or(0);
             let pos = Cell::new(0usize);
             let next = lua.create_function(move |lua, _: mlua::MultiValue| {
                 let i = pos.get();

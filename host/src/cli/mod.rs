@@ -71,8 +71,29 @@ impl ConfigFacts {
             .global
             .maxconn
             .unwrap_or(crate::stats::snapshot().maxconn);
+        // One pass over the sections, and a second over the backends only
+        // when a frontend reaches some (with 300,000 sections, each pass
+        // over them counts).
         let mut fe_total: HashMap<String, usize> = HashMap::new();
-        for p in cfg.proxies.iter().filter(|p| p.kind.has_frontend()) {
+        for p in &cfg.proxies {
+            if let Some(m) = p.maxconn {
+                f.frontend_maxconn.insert(p.name.clone(), m);
+            }
+            // Servers with HAProxy's defaults are left out: the reader
+            // falls back to them.
+            for s in p
+                .servers
+                .iter()
+                .filter(|s| s.rise.is_some() || s.fall.is_some())
+            {
+                f.rise_fall.insert(
+                    (p.name.clone(), s.name.clone()),
+                    (s.rise.unwrap_or(2), s.fall.unwrap_or(3)),
+                );
+            }
+            if !p.kind.has_frontend() {
+                continue;
+            }
             let max = p.maxconn.unwrap_or(global);
             let mut targets: Vec<&str> = p
                 .use_backends
@@ -95,26 +116,11 @@ impl ConfigFacts {
         // Only the backends a frontend can reach are kept: every other one
         // has HAProxy's 1, which the reader defaults to (with many backends
         // a map of all of them would be most of this structure's memory).
-        for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
-            if let Some(&total) = fe_total.get(&p.name) {
-                f.fullconn.insert(p.name.clone(), total.div_ceil(10).max(1));
-            }
-        }
-        for p in &cfg.proxies {
-            if let Some(m) = p.maxconn {
-                f.frontend_maxconn.insert(p.name.clone(), m);
-            }
-            // Servers with HAProxy's defaults are left out: the reader
-            // falls back to them.
-            for s in p
-                .servers
-                .iter()
-                .filter(|s| s.rise.is_some() || s.fall.is_some())
-            {
-                f.rise_fall.insert(
-                    (p.name.clone(), s.name.clone()),
-                    (s.rise.unwrap_or(2), s.fall.unwrap_or(3)),
-                );
+        if !fe_total.is_empty() {
+            for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
+                if let Some(&total) = fe_total.get(&p.name) {
+                    f.fullconn.insert(p.name.clone(), total.div_ceil(10).max(1));
+                }
             }
         }
         f

@@ -180,9 +180,25 @@ impl Registry {
     /// settings) takes it before.
     pub fn take_from(cfg: &mut config::Config) -> Result<Registry, Vec<String>> {
         let mut b = Builder::new(cfg);
-        for p in std::mem::take(&mut cfg.proxies) {
-            b.add(&p);
+        let mut proxies = std::mem::take(&mut cfg.proxies);
+        let len = proxies.len();
+        let base = proxies.as_mut_ptr();
+        // SAFETY: the length is set to 0 first, so the vector owns no
+        // element any more and drops none: each element is read in place
+        // and dropped exactly once below, then the vector frees its buffer.
+        // Should `add` panic, the elements not yet reached leak (no double
+        // drop). Why not `for p in proxies`: that moves each 456-byte
+        // section out of the buffer before dropping it, a copy of the whole
+        // 137 MB array with 300,000 sections.
+        unsafe {
+            proxies.set_len(0);
+            for i in 0..len {
+                let p = base.add(i);
+                b.add(&*p);
+                std::ptr::drop_in_place(p);
+            }
         }
+        drop(proxies);
         b.finish()
     }
 

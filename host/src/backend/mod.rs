@@ -39,6 +39,7 @@ mod connect;
 pub mod events;
 pub(crate) mod h1;
 mod http;
+mod name_index;
 pub mod observe;
 mod registry;
 mod runtime;

@@ -571,3 +571,60 @@ fn backends_are_built_on_first_use_with_shared_settings() {
         Duration::from_secs(3)
     );
 }
+
+#[test]
+fn the_registry_takes_the_sections_out_of_the_configuration() {
+    // The peak of a start-up with many backends is not the parsed
+    // configuration plus the registry: the registry consumes the sections.
+    let text = "defaults\n  mode http\n\
+                frontend fe\n  bind 127.0.0.1:1\n  default_backend b1\n\
+                backend b1\n  server s1 127.0.0.1:1\n\
+                listen both\n  bind 127.0.0.1:2\n  server s1 127.0.0.1:2\n\
+                backend fe\n  server s9 127.0.0.1:9\n";
+    let mut cfg = match crate::config::parse_str("t.cfg", text) {
+        Ok(c) => c,
+        Err(e) => panic!("config errors: {e:?}"),
+    };
+    let r = match Registry::take_from(&mut cfg) {
+        Ok(r) => r,
+        Err(e) => panic!("build errors: {e:?}"),
+    };
+    assert!(cfg.proxies.is_empty(), "the sections were taken");
+    // It answers as the registry built from borrowed sections does.
+    let same = registry(text);
+    let ids = |r: &Registry| -> Vec<(String, i32, &'static str, Vec<std::net::SocketAddr>)> {
+        r.proxies()
+            .iter()
+            .map(|p| {
+                (
+                    p.name.to_string(),
+                    p.uuid,
+                    p.cap.name(),
+                    p.listeners().to_vec(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(ids(&r), ids(&same));
+    assert_eq!(r.backend_position("b1"), Some(1));
+    assert_eq!(r.frontend_position("both"), Some(2));
+    assert_eq!(r.backend_position("both"), Some(2));
+    // A frontend and a backend sharing a name: each index has its own.
+    assert_eq!(r.frontend_position("fe"), Some(0));
+    assert_eq!(r.backend_position("fe"), Some(3));
+    assert_eq!(r.proxy_position("fe"), Some(0));
+    assert_eq!(r.backend_position("nope"), None);
+    let fe = r.get("fe").expect("backend fe");
+    assert_eq!(fe.servers().servers[0].name.to_string(), "s9");
+}
+
+#[test]
+fn a_registry_entry_is_small() {
+    // 300,000 backends are one array of entries: what an entry holds
+    // inline is paid 300,000 times (see ProxyEntry's comment).
+    assert!(
+        std::mem::size_of::<ProxyEntry>() <= 40,
+        "{} bytes",
+        std::mem::size_of::<ProxyEntry>()
+    );
+}

@@ -149,18 +149,43 @@ pub(crate) struct Prepared {
     per_backend: HashMap<String, BackendChecks>,
 }
 
-/// Resolves the check settings of every server with `check`.
+/// What the checks need of one backend's configuration, taken before the
+/// sections are consumed by the registry (`Registry::take_from`).
+struct WantedBackend {
+    name: String,
+    checks: BackendChecks,
+    /// Whether the backend has check settings of its own.
+    own_settings: bool,
+    /// The servers with `check`, their settings resolved.
+    checked: Vec<(String, Spec)>,
+    /// The servers with `track`: tracker, then the tracked `PROXY/SERVER`.
+    tracks: Vec<(String, Option<String>, String)>,
+}
+
+/// The check settings of a configuration: the first half of
+/// [`prepare`], which reads only the configuration (see [`wanted`]).
+pub(crate) struct Wanted {
+    backends: Vec<WantedBackend>,
+}
+
+/// Resolves the check settings of every server with `check` and the
+/// `track` links, from the configuration alone (before the registry takes
+/// its sections).
 ///
 /// Only backends with check settings of their own (`option httpchk` and
 /// the like, `timeout check`) get an entry for servers added later: the
 /// others share one default, derived from the backend when a server is
 /// added, so that many backends cost nothing here.
-pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
-    let mut per_backend: HashMap<String, BackendChecks> = HashMap::new();
-    let mut servers = Vec::new();
+pub(crate) fn wanted(cfg: &Config) -> Wanted {
+    let mut backends = Vec::new();
     for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
         let own_settings = p.health.is_some() || p.timeouts.check.is_some();
         // Servers with `check` start checks; those with `track` follow one.
+        // The tracked `PROXY/SERVER` of a server with `track`.
+        let track_of = |s: &crate::config::ServerDef| {
+            let t = s.health.as_deref()?.track.as_ref()?;
+            Some((t.proxy.clone(), t.server.clone()))
+        };
         let tracks =
             |s: &crate::config::ServerDef| s.health.as_deref().is_some_and(|h| h.track.is_some());
         if !own_settings && !p.servers.iter().any(|s| s.check || tracks(s)) {
@@ -171,27 +196,55 @@ pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
             .connect
             .unwrap_or(crate::backend::DEFAULT_CONNECT_TIMEOUT);
         let plan = Arc::new(Plan::of(p.health.as_deref()));
-        let Some(be) = registry.get(&p.name) else {
+        let checked = p
+            .servers
+            .iter()
+            .filter(|s| s.check)
+            .filter_map(|s| {
+                let spec = super::spec_of(s, &plan, connect, p.timeouts.check)?;
+                Some((s.name.clone(), spec))
+            })
+            .collect();
+        let tracks = p
+            .servers
+            .iter()
+            .filter_map(|s| {
+                let (proxy, server) = track_of(s)?;
+                Some((s.name.clone(), proxy, server))
+            })
+            .collect();
+        backends.push(WantedBackend {
+            name: p.name.clone(),
+            checks: BackendChecks {
+                plan,
+                connect_timeout: connect,
+                check_timeout: p.timeouts.check,
+            },
+            own_settings,
+            checked,
+            tracks,
+        });
+    }
+    Wanted { backends }
+}
+
+/// Finds the servers of [`wanted`]'s settings in the live model (building
+/// the backends that have checks) and links the trackers.
+pub(crate) fn prepare(wanted: Wanted, registry: &Arc<Registry>) -> Prepared {
+    let mut per_backend: HashMap<String, BackendChecks> = HashMap::new();
+    let mut servers = Vec::new();
+    for w in wanted.backends {
+        let Some(be) = registry.get(&w.name) else {
             continue;
         };
-        for s in p.servers.iter().filter(|s| s.check) {
-            let Some(spec) = super::spec_of(s, &plan, connect, p.timeouts.check) else {
-                continue;
-            };
-            if let Some(srv) = be.server(&s.name) {
+        for (name, spec) in w.checked {
+            if let Some(srv) = be.server(&name) {
                 servers.push((be.clone(), srv, spec));
             }
         }
-        link_tracks(p, be, registry);
-        if own_settings {
-            per_backend.insert(
-                p.name.clone(),
-                BackendChecks {
-                    plan,
-                    connect_timeout: connect,
-                    check_timeout: p.timeouts.check,
-                },
-            );
+        link_tracks(&w.tracks, be, registry);
+        if w.own_settings {
+            per_backend.insert(w.name, w.checks);
         }
     }
     Prepared {
@@ -200,23 +253,24 @@ pub(crate) fn prepare(cfg: &Config, registry: &Arc<Registry>) -> Prepared {
     }
 }
 
-/// Links the servers of `p` (live in `be`) that `track` another one; the
-/// configuration checks made sure the tracked servers exist and form no
+/// Links the servers of a backend (live in `be`) that `track` another one;
+/// the configuration checks made sure the tracked servers exist and form no
 /// loop. A tracker of a server in maintenance starts in maintenance too
 /// (IMAINT).
-fn link_tracks(p: &crate::config::Proxy, be: &Arc<Backend>, registry: &Registry) {
-    for s in &p.servers {
-        let Some(t) = s.health.as_deref().and_then(|h| h.track.as_ref()) else {
-            continue;
-        };
-        let tracked_be = match &t.proxy {
+fn link_tracks(
+    tracks: &[(String, Option<String>, String)],
+    be: &Arc<Backend>,
+    registry: &Registry,
+) {
+    for (tracker, proxy, server) in tracks {
+        let tracked_be = match proxy {
             Some(name) => registry.get(name),
             None => Some(be),
         };
-        let (Some(tbe), Some(tracker)) = (tracked_be, be.server(&s.name)) else {
+        let (Some(tbe), Some(tracker)) = (tracked_be, be.server(tracker)) else {
             continue;
         };
-        let Some(tracked) = tbe.server(&t.server) else {
+        let Some(tracked) = tbe.server(server) else {
             continue;
         };
         if track::link(be, &tracker, tbe, &tracked) && tracked.admin().in_maint() {

@@ -82,8 +82,39 @@ impl ConfigFacts {
             .global
             .maxconn
             .unwrap_or(crate::stats::snapshot().maxconn);
+        // One pass over the sections, and a second over the backends only
+        // when a frontend reaches some (with 300,000 sections, each pass
+        // over them counts).
         let mut fe_total: HashMap<String, usize> = HashMap::new();
-        for p in cfg.proxies.iter().filter(|p| p.kind.has_frontend()) {
+        for p in &cfg.proxies {
+            if let Some(m) = p.extras.maxconn {
+                f.frontend_maxconn.insert(p.name.clone(), m);
+            }
+            // Servers with HAProxy's defaults are left out: the reader
+            // falls back to them.
+            for s in &p.servers {
+                let h = s.health.as_deref();
+                let t = ServerTarget {
+                    check_port: h.and_then(|h| h.port),
+                    check_addr: h.and_then(|h| h.addr),
+                    fqdn: match &s.addr {
+                        crate::config::ServerAddr::Host { host, .. } => Some(host.clone()),
+                        crate::config::ServerAddr::Ip(_) => None,
+                    },
+                };
+                if t.check_port.is_some() || t.check_addr.is_some() || t.fqdn.is_some() {
+                    f.targets.insert((p.name.clone(), s.name.clone()), t);
+                }
+                if s.rise().is_some() || s.fall().is_some() {
+                    f.rise_fall.insert(
+                        (p.name.clone(), s.name.clone()),
+                        (s.rise().unwrap_or(2), s.fall().unwrap_or(3)),
+                    );
+                }
+            }
+            if !p.kind.has_frontend() {
+                continue;
+            }
             let max = p.extras.maxconn.unwrap_or(global);
             let mut targets: Vec<&str> = p
                 .extras
@@ -107,40 +138,11 @@ impl ConfigFacts {
         // Only the backends a frontend can reach are kept: every other one
         // has HAProxy's 1, which the reader defaults to (with many backends
         // a map of all of them would be most of this structure's memory).
-        for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
-            if let Some(&total) = fe_total.get(&p.name) {
-                f.fullconn.insert(p.name.clone(), total.div_ceil(10).max(1));
-            }
-        }
-        for p in &cfg.proxies {
-            if let Some(m) = p.extras.maxconn {
-                f.frontend_maxconn.insert(p.name.clone(), m);
-            }
-            // Servers with HAProxy's defaults are left out: the reader
-            // falls back to them.
-            for s in &p.servers {
-                let h = s.health.as_deref();
-                let t = ServerTarget {
-                    check_port: h.and_then(|h| h.port),
-                    check_addr: h.and_then(|h| h.addr),
-                    fqdn: match &s.addr {
-                        crate::config::ServerAddr::Host { host, .. } => Some(host.clone()),
-                        crate::config::ServerAddr::Ip(_) => None,
-                    },
-                };
-                if t.check_port.is_some() || t.check_addr.is_some() || t.fqdn.is_some() {
-                    f.targets.insert((p.name.clone(), s.name.clone()), t);
+        if !fe_total.is_empty() {
+            for p in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
+                if let Some(&total) = fe_total.get(&p.name) {
+                    f.fullconn.insert(p.name.clone(), total.div_ceil(10).max(1));
                 }
-            }
-            for s in p
-                .servers
-                .iter()
-                .filter(|s| s.rise().is_some() || s.fall().is_some())
-            {
-                f.rise_fall.insert(
-                    (p.name.clone(), s.name.clone()),
-                    (s.rise().unwrap_or(2), s.fall().unwrap_or(3)),
-                );
             }
         }
         f

@@ -84,10 +84,12 @@ pub fn show_stat(reg: &Registry, ctx: &StatContext<'_>) -> String {
             });
             r.set("pxname", &p.name);
             r.set("svname", "FRONTEND");
-            let c = p.frontend_counters();
-            r.set("scur", c.cur.load(Ordering::Relaxed));
-            r.set("smax", c.max.load(Ordering::Relaxed));
-            r.set("stot", c.total.load(Ordering::Relaxed));
+            let count = |read: fn(&crate::stats::FrontendCounters) -> usize| {
+                p.frontend_counters().map_or(0, |c| read(c))
+            };
+            r.set("scur", count(|c| c.cur.load(Ordering::Relaxed)));
+            r.set("smax", count(|c| c.max.load(Ordering::Relaxed)));
+            r.set("stot", count(|c| c.total.load(Ordering::Relaxed)));
             r.set("slim", (ctx.frontend_maxconn)(&p.name));
             r.set("status", "OPEN");
             r.set("iid", p.uuid);

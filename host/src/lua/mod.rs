@@ -28,6 +28,7 @@ pub mod memory;
 pub mod native_async;
 pub mod proxy_class;
 pub mod proxy_index;
+pub mod proxy_walk;
 pub mod queue_class;
 pub mod raw;
 pub mod regex_class;

@@ -2,15 +2,16 @@
 //! section, reached through `core.proxies`, `core.frontends`,
 //! `core.backends` or `Server:get_proxy()`.
 //!
-//! An object is a table holding a [`ProxyHandle`] at [0]. Its `servers` and
+//! An object is a table holding at [0] a light userdata naming the proxy
+//! (`proxy_index::proxy_ref`). Its `servers` and
 //! `listeners` fields are lazy index tables built on first access; the
 //! deprecated `name` and `uuid` fields still answer, with a warning logged
 //! once per process, as HAProxy does.
 
 use crate::backend::stat_fields::{self, StatLine, StatValue};
 use crate::backend::ProxyEntry;
-use crate::lua::class::{native, Class};
-use crate::lua::proxy_index::{self, ProxyHandle};
+use crate::lua::class::Class;
+use crate::lua::proxy_index::{self, proxy_handle, ProxyHandle};
 use mlua::{Lua, Table, Value};
 use std::sync::atomic::AtomicBool;
 
@@ -39,8 +40,8 @@ pub fn stat_table(lua: &Lua, line: StatLine) -> mlua::Result<Table> {
 /// and a change that does not apply (pausing a paused frontend, pausing a
 /// backend, which has no listeners) does nothing.
 fn control(what: &'static str) -> impl Fn(&Lua, Value) -> mlua::Result<()> {
-    move |_, this| {
-        let h = native::<ProxyHandle>(&this, "Proxy", what)?;
+    move |lua, this| {
+        let h = proxy_handle(lua, &this, what)?;
         let e = entry(&h, what)?;
         match what {
             "shut_bcksess" => {
@@ -67,7 +68,9 @@ fn control(what: &'static str) -> impl Fn(&Lua, Value) -> mlua::Result<()> {
 /// the log line of a stop.
 pub fn cumulated_conns(e: &ProxyEntry) -> (u64, u64) {
     use std::sync::atomic::Ordering;
-    let fe = (e.frontend_counters().total).load(Ordering::Relaxed) as u64;
+    let fe = e
+        .frontend_counters()
+        .map_or(0, |c| c.total.load(Ordering::Relaxed) as u64);
     let be = e.backend().map_or(0, |b| {
         b.servers()
             .servers
@@ -83,30 +86,30 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     let class = Class::new(lua, "Proxy")?;
     class.method(
         "get_name",
-        lua.create_function(|_, this: Value| {
-            let h = native::<ProxyHandle>(&this, "Proxy", "get_name")?;
+        lua.create_function(|lua, this: Value| {
+            let h = proxy_handle(lua, &this, "get_name")?;
             Ok(entry(&h, "get_name")?.name.to_string())
         })?,
     )?;
     class.method(
         "get_uuid",
-        lua.create_function(|_, this: Value| {
-            let h = native::<ProxyHandle>(&this, "Proxy", "get_uuid")?;
+        lua.create_function(|lua, this: Value| {
+            let h = proxy_handle(lua, &this, "get_uuid")?;
             // HAProxy returns the id as a string.
             Ok(entry(&h, "get_uuid")?.uuid.to_string())
         })?,
     )?;
     class.method(
         "get_cap",
-        lua.create_function(|_, this: Value| {
-            let h = native::<ProxyHandle>(&this, "Proxy", "get_cap")?;
+        lua.create_function(|lua, this: Value| {
+            let h = proxy_handle(lua, &this, "get_cap")?;
             Ok(entry(&h, "get_cap")?.cap.name())
         })?,
     )?;
     class.method(
         "get_mode",
-        lua.create_function(|_, this: Value| {
-            let h = native::<ProxyHandle>(&this, "Proxy", "get_mode")?;
+        lua.create_function(|lua, this: Value| {
+            let h = proxy_handle(lua, &this, "get_mode")?;
             Ok(match entry(&h, "get_mode")?.mode {
                 crate::config::Mode::Http => "http",
                 crate::config::Mode::Tcp => "tcp",
@@ -115,16 +118,16 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     )?;
     class.method(
         "get_srv_act",
-        lua.create_function(|_, this: Value| {
-            let h = native::<ProxyHandle>(&this, "Proxy", "get_srv_act")?;
+        lua.create_function(|lua, this: Value| {
+            let h = proxy_handle(lua, &this, "get_srv_act")?;
             let e = entry(&h, "get_srv_act")?;
             Ok(e.backend().map(|b| b.up_servers().0).unwrap_or(0))
         })?,
     )?;
     class.method(
         "get_srv_bck",
-        lua.create_function(|_, this: Value| {
-            let h = native::<ProxyHandle>(&this, "Proxy", "get_srv_bck")?;
+        lua.create_function(|lua, this: Value| {
+            let h = proxy_handle(lua, &this, "get_srv_bck")?;
             let e = entry(&h, "get_srv_bck")?;
             Ok(e.backend().map(|b| b.up_servers().1).unwrap_or(0))
         })?,
@@ -132,7 +135,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     class.method(
         "get_stats",
         lua.create_function(|lua, this: Value| {
-            let h = native::<ProxyHandle>(&this, "Proxy", "get_stats")?;
+            let h = proxy_handle(lua, &this, "get_stats")?;
             let e = entry(&h, "get_stats")?;
             // A proxy with a backend side reports its backend line.
             let line = match e.backend() {
@@ -145,8 +148,8 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     // No `mailers` section support: HAProxy returns nothing then.
     class.method(
         "get_mailers",
-        lua.create_function(|_, this: Value| {
-            native::<ProxyHandle>(&this, "Proxy", "get_mailers")?;
+        lua.create_function(|lua, this: Value| {
+            proxy_handle(lua, &this, "get_mailers")?;
             Ok(())
         })?,
     )?;
@@ -164,7 +167,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
             let Value::String(k) = &key else {
                 return Ok(Value::Nil);
             };
-            let h = native::<ProxyHandle>(&Value::Table(this.clone()), "Proxy", "index")?;
+            let h = proxy_handle(lua, &Value::Table(this.clone()), "index")?;
             let value = match &*k.to_str()? {
                 "servers" => Value::Table(proxy_index::servers_table(lua, &h.reg, h.at)?),
                 "listeners" => Value::Table(proxy_index::listeners_table(lua, &h.reg, h.at)?),

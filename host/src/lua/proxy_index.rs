@@ -13,7 +13,7 @@
 use crate::backend::{Backend, Registry, Server};
 use crate::lua::class::Class;
 use crate::lua::{listener_class, proxy_class, server_class};
-use mlua::{Function, Lua, Table, Value};
+use mlua::{Function, LightUserData, Lua, Table, Value};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -51,10 +51,63 @@ pub struct ProxyClasses {
 
 /// Which proxies a core table lists.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Proxies,
+pub(crate) enum Kind {
+    Proxies = 1,
     Frontends,
     Backends,
+}
+
+impl Kind {
+    /// The kind whose code (`kind as i64`) is `code`.
+    pub(crate) fn from_code(code: i64) -> Option<Kind> {
+        [Kind::Proxies, Kind::Frontends, Kind::Backends]
+            .into_iter()
+            .find(|k| *k as i64 == code)
+    }
+}
+
+/// The low byte of a Proxy object's [0]: tells it apart from the handles
+/// of per-transaction objects (`handles.rs`, whose kinds are 1 to 8) and
+/// from any other light userdata a script could make.
+const PROXY_TAG: usize = 0x50;
+
+/// The value at [0] of a Proxy object: a light userdata naming the proxy's
+/// position in the state's registry (tagged). The registry of a state is
+/// set once, before its files load (`HostState::set_registry`), so the
+/// position always names the same proxy; an object costs no userdata
+/// allocation and no finalizer, which matters when a script walks 300,000
+/// backends.
+pub(crate) fn proxy_ref(at: usize) -> LightUserData {
+    LightUserData(((at << 8) | PROXY_TAG) as *mut std::ffi::c_void)
+}
+
+/// The position a Proxy object's [0] names, if it is one.
+fn proxy_ref_position(p: LightUserData) -> Option<usize> {
+    let v = p.0 as usize;
+    (v & 0xff == PROXY_TAG).then_some(v >> 8)
+}
+
+/// The proxy `this` (a method's self) names; a wrong `self` raises
+/// "bad argument #1 to 'method' (Proxy expected, got ...)".
+pub fn proxy_handle(lua: &Lua, this: &Value, method: &str) -> mlua::Result<ProxyHandle> {
+    let bad = |got: &str| {
+        mlua::Error::runtime(format!(
+            "bad argument #1 to '{method}' (Proxy expected, got {got})"
+        ))
+    };
+    let Value::Table(t) = this else {
+        return Err(bad(this.type_name()));
+    };
+    match t.raw_get::<Value>(0)? {
+        Value::LightUserData(p) => match proxy_ref_position(p) {
+            Some(at) => Ok(ProxyHandle {
+                reg: registry(lua)?,
+                at,
+            }),
+            None => Err(bad("userdata")),
+        },
+        other => Err(bad(other.type_name())),
+    }
 }
 
 /// The state's live model (empty in states outside the proxy).
@@ -70,13 +123,10 @@ fn classes(lua: &Lua) -> mlua::Result<Rc<ProxyClasses>> {
         .ok_or_else(|| mlua::Error::runtime("proxy classes not installed"))
 }
 
-/// A new Proxy object for the proxy at position `at`.
-pub fn new_proxy(lua: &Lua, reg: &Arc<Registry>, at: usize) -> mlua::Result<Table> {
-    let handle = ProxyHandle {
-        reg: reg.clone(),
-        at,
-    };
-    classes(lua)?.proxy.instantiate(lua, handle)
+/// A new Proxy object for the proxy at position `at` of the state's
+/// registry.
+pub fn new_proxy(lua: &Lua, at: usize) -> mlua::Result<Table> {
+    classes(lua)?.proxy.build(lua, proxy_ref(at), &[])
 }
 
 /// A new Server object.
@@ -182,7 +232,7 @@ fn core_table(lua: &Lua, kind: Kind) -> mlua::Result<Table> {
             let reg = registry(lua)?;
             let name = name.to_str()?;
             match lookup(&reg, kind, &name) {
-                Some(at) => Ok(Value::Table(new_proxy(lua, &reg, at)?)),
+                Some(at) => Ok(Value::Table(new_proxy(lua, at)?)),
                 None => Ok(Value::Nil),
             }
         })?,
@@ -191,29 +241,8 @@ fn core_table(lua: &Lua, kind: Kind) -> mlua::Result<Table> {
     meta.raw_set(
         "__pairs",
         lua.create_function(move |lua, t: Table| {
-            let reg = registry(lua)?;
-            let pos = Cell::new(0usize);
-            let next = lua.create_function(move |lua, _: mlua::MultiValue| {
-                while let Some(p) = reg.proxy_at(pos.get()) {
-                    let at = pos.get();
-                    pos.set(at + 1);
-                    let listed = match kind {
-                        Kind::Backends => p.cap.is_backend(),
-                        Kind::Frontends => p.cap.is_frontend(),
-                        // A frontend and a backend may share a name: the
-                        // name is listed once, for the proxy it resolves to.
-                        Kind::Proxies => reg.proxy_position(&p.name) == Some(at),
-                    };
-                    if listed {
-                        let obj = new_proxy(lua, &reg, at)?;
-                        return Ok((
-                            Value::String(lua.create_string(&*p.name)?),
-                            Value::Table(obj),
-                        ));
-                    }
-                }
-                Ok((Value::Nil, Value::Nil))
-            })?;
+            let meta = classes(lua)?.proxy.meta.clone();
+            let next = crate::lua::proxy_walk::step_function(lua, registry(lua)?, kind, &meta)?;
             Ok((next, t, Value::Nil))
         })?,
     )?;
@@ -283,7 +312,7 @@ fn listeners_meta(lua: &Lua) -> mlua::Result<Table> {
             let Some(p) = h.reg.proxy_at(h.at) else {
                 return Ok(Value::Nil);
             };
-            let idx = (0..p.listeners.len())
+            let idx = (0..p.listeners().len())
                 .find(|&i| crate::backend::ProxyEntry::listener_name(i) == *name);
             match idx {
                 Some(i) => Ok(Value::Table(new_listener(lua, &h.reg, h.at, i)?)),
@@ -298,7 +327,7 @@ fn listeners_meta(lua: &Lua) -> mlua::Result<Table> {
             let h = handle_of(&t)?;
             let reg = h.reg.clone();
             let at = h.at;
-            let count = reg.proxy_at(at).map(|p| p.listeners.len()).unwrap_or(0);
+            let count = reg.proxy_at(at).map(|p| p.listeners().len()).unwrap_or(0);
             let pos = Cell::new(0usize);
             let next = lua.create_function(move |lua, _: mlua::MultiValue| {
                 let i = pos.get();

@@ -116,7 +116,7 @@ const OBJECT_HASH_SLOTS: c_int = crate::lua::class::SPARE_SLOTS as c_int;
 /// # Safety
 /// `state` is the running state; `meta` a valid index (not relative to the
 /// top) holding a table.
-unsafe fn push_object(state: *mut lua_State, at0: LightUserData, meta: c_int) {
+pub(crate) unsafe fn push_object(state: *mut lua_State, at0: LightUserData, meta: c_int) {
     // SAFETY: as documented; three stack slots are used at most.
     unsafe {
         ffi::lua_createtable(state, 0, OBJECT_HASH_SLOTS);

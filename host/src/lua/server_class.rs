@@ -104,7 +104,7 @@ pub fn class(lua: &Lua) -> mlua::Result<Class> {
     })?;
     getter(lua, &class, "get_proxy", |lua, h| {
         match h.reg.backend_position(h.be.name()) {
-            Some(at) => Ok(Value::Table(proxy_index::new_proxy(lua, &h.reg, at)?)),
+            Some(at) => Ok(Value::Table(proxy_index::new_proxy(lua, at)?)),
             None => Ok(Value::Nil),
         }
     })?;

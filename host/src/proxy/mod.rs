@@ -166,7 +166,16 @@ pub fn run(opts: Options) -> ExitCode {
             .unwrap_or(crate::config::LuaLogStderr::Auto),
     );
     BUFSIZE.store(plan.bufsize, std::sync::atomic::Ordering::Relaxed);
-    match crate::backend::Registry::build(&cfg) {
+    // What the CLI and the health checks take from the configuration,
+    // before the registry consumes its sections.
+    let cli_timeout = cfg.global.stats.timeout;
+    let cli_maxconn = cfg.global.stats.maxconn;
+    let cli_facts = crate::cli::ConfigFacts::from_config(&cfg);
+    let checks_wanted = crate::checks::model::wanted(&cfg);
+    startup_trace::mark("cli + checks");
+    // Each section is dropped as soon as its registry entry is built: the
+    // memory of the parsed configuration goes while the registry's comes.
+    match crate::backend::Registry::take_from(&mut cfg) {
         Ok(r) => plan.registry = Arc::new(r),
         Err(errors) => {
             for e in errors {
@@ -177,15 +186,10 @@ pub fn run(opts: Options) -> ExitCode {
         }
     }
     startup_trace::mark("registry");
-    // What the CLI and the health checks take from the configuration.
-    let cli_timeout = cfg.global.stats.timeout;
-    let cli_maxconn = cfg.global.stats.maxconn;
-    let cli_facts = crate::cli::ConfigFacts::from_config(&cfg);
     let cli_socket_defs = std::mem::take(&mut cfg.global.stats.sockets);
-    let checks = crate::checks::model::prepare(&cfg, &plan.registry);
-    // Everything needed is in the plan and the registry now: the parsed
-    // configuration (large with many sections) goes before Lua loads.
-    startup_trace::mark("cli + checks");
+    let checks = crate::checks::model::prepare(checks_wanted, &plan.registry);
+    // Everything needed is in the plan and the registry now: what is left
+    // of the parsed configuration goes before Lua loads.
     drop(cfg);
     startup_trace::mark("config dropped");
     crate::stats::init(plan.maxconn);

@@ -218,7 +218,9 @@ pub async fn serve(
         let control = entry.and_then(|e| e.control()).map(|c| c.watch());
         // Every frontend has its registry entry; counters of its own would
         // only be invisible to `show stat`.
-        let counters = entry.map_or_else(Default::default, |e| e.frontend_counters().clone());
+        let counters = entry
+            .and_then(|e| e.frontend_counters().cloned())
+            .unwrap_or_default();
         tokio::task::spawn_local(accept_loop(
             worker.clone(),
             fe,

@@ -43,7 +43,7 @@ impl Names {
     /// and in declaration order.
     fn sort(&mut self) {
         if !self.sorted {
-            self.entries.sort_unstable();
+            self.entries = sort_by_hash(std::mem::take(&mut self.entries));
             self.sorted = true;
         }
     }
@@ -65,11 +65,65 @@ impl Names {
     }
 }
 
+/// Sorts (hash, index) pairs by hash then index. The hashes are uniform, so
+/// a counting pass on their top bits (about one bucket per entry) leaves
+/// buckets of a few entries, each finished by insertion; with 300,000
+/// proxies that is several times faster than a comparison sort. The
+/// counting pass is stable and `register` pushes indexes in increasing
+/// order, but the insertion compares whole pairs, so any input order works.
+fn sort_by_hash(entries: Vec<(u64, usize)>) -> Vec<(u64, usize)> {
+    let n = entries.len();
+    if n < 64 {
+        let mut entries = entries;
+        entries.sort_unstable();
+        return entries;
+    }
+    // 2^bits buckets, between n/2 and n of them; bits ≤ 63 as n < 2^64.
+    let bits = usize::BITS - n.leading_zeros() - 1;
+    let shift = u64::BITS - bits;
+    let bucket = |h: u64| (h >> shift) as usize;
+    let mut starts = vec![0usize; (1usize << bits) + 1];
+    for &(h, _) in &entries {
+        starts[bucket(h) + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut sorted = vec![(0u64, 0usize); n];
+    let mut next = starts.clone();
+    for e in entries {
+        let slot = &mut next[bucket(e.0)];
+        sorted[*slot] = e;
+        *slot += 1;
+    }
+    for w in starts.windows(2) {
+        if w[1] - w[0] > 1 {
+            insertion_sort(&mut sorted[w[0]..w[1]]);
+        }
+    }
+    sorted
+}
+
+fn insertion_sort(items: &mut [(u64, usize)]) {
+    for i in 1..items.len() {
+        let mut j = i;
+        while j > 0 && items[j - 1] > items[j] {
+            items.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+}
+
 /// Reports proxies whose name is already taken by a proxy with an overlapping
 /// capability. HAProxy lets a frontend and a backend share a name, because a
 /// backend reference cannot mean a frontend.
 fn check_names(proxies: &[Proxy], names: &Names, errors: &mut Vec<ConfigError>) {
+    // A hash of its own means a name of its own: the proxy is not read at
+    // all (reading 300,000 proxies in hash order misses the cache each time).
     for group in names.entries.chunk_by(|a, b| a.0 == b.0) {
+        if group.len() < 2 {
+            continue;
+        }
         for (k, &(_, i)) in group.iter().enumerate() {
             let Some(p) = proxies.get(i) else { continue };
             let clash = group[..k]
@@ -388,6 +442,34 @@ pub(crate) fn check_references(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bucket sort orders like a comparison sort, for sizes around the
+    /// cut-over and for hashes that collide or share their top bits.
+    #[test]
+    fn names_sort_like_sort_unstable() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for n in [0, 1, 2, 63, 64, 65, 1000, 4097] {
+            let entries: Vec<(u64, usize)> = (0..n)
+                .map(|i| {
+                    let h = match next() % 4 {
+                        0 => 42,                             // the same hash again and again
+                        1 => next() & 0xff00_0000_0000_0000, // the same low bits
+                        _ => next(),
+                    };
+                    (h, (next() % 5000) as usize ^ i)
+                })
+                .collect();
+            let mut expected = entries.clone();
+            expected.sort_unstable();
+            assert_eq!(sort_by_hash(entries), expected, "n = {n}");
+        }
+    }
 
     #[test]
     fn hash_spreads_similar_names() {

@@ -35,6 +35,11 @@ const UNSUPPORTED_PREFIXES: &[&str] = &[
 
 /// Removes a family prefix, refusing the ones luahost does not support.
 fn family_prefix(text: &str) -> Result<(Family, &str), String> {
+    // Every prefix ends in '@': a plain address (nearly every server line)
+    // skips the comparisons below.
+    if !text.contains('@') && !text.starts_with('/') {
+        return Ok((Family::Any, text));
+    }
     for (prefix, family) in [
         ("ipv4@", Family::V4),
         ("ipv6@", Family::V6),

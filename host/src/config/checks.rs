@@ -43,6 +43,9 @@ impl Names {
     /// and in declaration order.
     fn sort(&mut self) {
         if !self.sorted {
+            // A radix sort on the top bits was tried and measured slower at
+            // 300,000 names (perf): its writes land at random in a 4.8 MB
+            // list, while this sort partitions it with sequential passes.
             self.entries.sort_unstable();
             self.sorted = true;
         }
@@ -69,7 +72,12 @@ impl Names {
 /// capability. HAProxy lets a frontend and a backend share a name, because a
 /// backend reference cannot mean a frontend.
 fn check_names(proxies: &[Proxy], names: &Names, errors: &mut Vec<ConfigError>) {
+    // A hash of its own means a name of its own: the proxy is not read at
+    // all (reading 300,000 proxies in hash order misses the cache each time).
     for group in names.entries.chunk_by(|a, b| a.0 == b.0) {
+        if group.len() < 2 {
+            continue;
+        }
         for (k, &(_, i)) in group.iter().enumerate() {
             let Some(p) = proxies.get(i) else { continue };
             let clash = group[..k]

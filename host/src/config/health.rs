@@ -486,6 +486,8 @@ pub(crate) fn server_option(
         "observe",
         "error-limit",
         "on-error",
+        "on-marked-down",
+        "on-marked-up",
     ];
     if !OPTIONS.contains(&opt) {
         return Ok(false);

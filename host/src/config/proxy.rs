@@ -306,6 +306,11 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err(format!("{what} name must not be empty"));
     }
+    // Names are ASCII nearly always: one byte test each, and the message
+    // (which names the offending character) only when one fails.
+    if name.bytes().all(|b| is_name_char(char::from(b))) {
+        return Ok(());
+    }
     match name.chars().find(|&c| !is_name_char(c)) {
         Some(c) => Err(format!(
             "character '{c}' is not permitted in {what} name '{name}' (letters, digits, '-', '_', '.' and ':' are)"

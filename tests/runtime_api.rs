@@ -1055,15 +1055,31 @@ fn show_servers_state_columns_match_haproxy3() {
             ),
         );
         ask(&setup.sock("admin"), "set server bs/s1 health down\n");
-        let lines: Vec<String> = ask(&setup.sock("admin"), "show servers state bs\n")
-            .lines()
-            .filter(|l| l.split(' ').count() == 25 && !l.starts_with('#'))
-            .map(|l| {
-                let mut f: Vec<&str> = l.split(' ').collect();
-                f.remove(9);
-                f.join(" ")
-            })
-            .collect();
+        // A check running at the moment of the dump shows as in progress
+        // (srv_check_state bit 1) with its result reset: a passing moment,
+        // not a state. Dump again (bounded) until no check is running.
+        let mut lines: Vec<String> = Vec::new();
+        for _ in 0..40 {
+            lines = ask(&setup.sock("admin"), "show servers state bs\n")
+                .lines()
+                .filter(|l| l.split(' ').count() == 25 && !l.starts_with('#'))
+                .map(|l| {
+                    let mut f: Vec<&str> = l.split(' ').collect();
+                    f.remove(9);
+                    f.join(" ")
+                })
+                .collect();
+            let in_progress = |l: &String| {
+                l.split(' ')
+                    .nth(12)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .is_some_and(|st| st & 1 == 1)
+            };
+            if !lines.iter().any(in_progress) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         got.push((label.clone(), lines));
     }
     let ours = &got[0].1;

@@ -13,6 +13,7 @@ mod httpclient;
 mod log;
 mod lua;
 mod module_check;
+mod name_hash;
 mod proxy;
 mod run_script;
 mod sample;

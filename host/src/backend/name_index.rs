@@ -20,18 +20,7 @@ pub(crate) struct NameIndex {
     len: usize,
 }
 
-/// FNV-1a over the name, with a final mix so that names differing only in
-/// their last characters spread over the whole table.
-fn hash(name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in name.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^ (h >> 33)
-}
+use crate::name_hash::name_hash as hash;
 
 impl NameIndex {
     /// An index with room for `n` names without growing.

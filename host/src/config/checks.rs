@@ -11,17 +11,7 @@ use super::rules::RuleSet;
 use super::{CheckKind, ConfigError, ConfigWarning, Location, Mode, Proxy, ProxyKind};
 use std::collections::HashSet;
 
-/// FNV-1a with a final mix: fast for short names, and a configuration file is
-/// not an adversarial input. Equal hashes are confirmed by comparing names.
-fn name_hash(name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in name.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^= h >> 29;
-    h.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
-}
+use crate::name_hash::name_hash;
 
 /// The proxy names, as (hash, proxy index) pairs. Sorting this once at the
 /// end is much cheaper than a hash map of owned names: no allocation per
@@ -390,21 +380,5 @@ pub(crate) fn check_references(
                 Some(_) => {}
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_spreads_similar_names() {
-        let top: HashSet<u64> = (0..1000)
-            .map(|i| name_hash(&format!("be_{i}")) >> 57)
-            .collect();
-        // All 128 values of the top 7 bits should occur for 1000 names.
-        assert!(top.len() > 100, "{}", top.len());
-        let all: HashSet<u64> = (0..100_000).map(|i| name_hash(&format!("b{i}"))).collect();
-        assert_eq!(all.len(), 100_000);
     }
 }

@@ -371,13 +371,7 @@ pub fn run(
 ) -> ExitCode {
     let cfg = match loaded(&parsed) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{e}");
-            }
-            eprintln!("[ALERT] Fatal errors found in configuration.");
-            return ExitCode::from(1);
-        }
+        Err(errors) => return super::config_refused(errors),
     };
     drop(parsed);
     let mut detached = None;

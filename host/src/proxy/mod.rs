@@ -83,6 +83,16 @@ enum Go {
     Abort,
 }
 
+/// Prints each configuration error, then HAProxy's closing alert; the exit
+/// code of a refused configuration.
+pub(crate) fn config_refused(errors: impl IntoIterator<Item = impl std::fmt::Display>) -> ExitCode {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!("[ALERT] Fatal errors found in configuration.");
+    ExitCode::from(1)
+}
+
 pub fn run(opts: Options) -> ExitCode {
     // A worker of a master-worker pair: it adopts its master's sockets.
     let mut inherited = master::Inherited::from_env();
@@ -91,13 +101,7 @@ pub fn run(opts: Options) -> ExitCode {
     startup_trace::start();
     let mut cfg = match crate::config::parse_files(&opts.files) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{e}");
-            }
-            eprintln!("[ALERT] Fatal errors found in configuration.");
-            return ExitCode::from(1);
-        }
+        Err(errors) => return config_refused(errors),
     };
     startup_trace::mark("parse");
     if (opts.master_worker || cfg.global.process.master_worker)
@@ -136,13 +140,7 @@ pub fn run(opts: Options) -> ExitCode {
     }
     let mut plan = match plan::build(&cfg) {
         Ok(p) => p,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{e}");
-            }
-            eprintln!("[ALERT] Fatal errors found in configuration.");
-            return ExitCode::from(1);
-        }
+        Err(errors) => return config_refused(errors),
     };
     startup_trace::mark("loggers + plan");
     if opts.debug {
@@ -177,13 +175,7 @@ pub fn run(opts: Options) -> ExitCode {
     // memory of the parsed configuration goes while the registry's comes.
     match crate::backend::Registry::take_from(&mut cfg) {
         Ok(r) => plan.registry = Arc::new(r),
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{e}");
-            }
-            eprintln!("[ALERT] Fatal errors found in configuration.");
-            return ExitCode::from(1);
-        }
+        Err(errors) => return config_refused(errors),
     }
     startup_trace::mark("registry");
     let cli_socket_defs = std::mem::take(&mut cfg.global.stats.sockets);

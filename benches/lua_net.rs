@@ -26,7 +26,9 @@
 //! per request is what the collector costs (HAProxy's forced full
 //! collections after an action that left a socket open still run: a
 //! stopped collector does not stop an explicit full collection).
-//! Environment: BENCH_SECS (default 5), BENCH_RUNS (3), BENCH_CONNS (50).
+//! Environment: BENCH_SECS (default 5), BENCH_RUNS (3), BENCH_CONNS (50);
+//! BENCH_SCRIPTS (`ask_close,ask_leave`) and BENCH_GC (`on,stopped`) pick
+//! a subset of the rows.
 
 use luahost_suite::{
     artifacts, find_on_path, free_port, haproxy_26, haproxy_30, scratch_dir, wrk_totals,
@@ -79,6 +81,12 @@ fn env_num(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Whether `item` is in the comma-separated list of environment variable
+/// `name` (everything is, when it is unset).
+fn selected(name: &str, item: &str) -> bool {
+    std::env::var(name).map_or(true, |v| v.split(',').any(|x| x.trim() == item))
 }
 
 /// The origin: a line service (`ASK x` -> `ok x`), counting connections.
@@ -198,12 +206,12 @@ fn start(program: &str, tag: &str, action: &str, gc: bool, origin: &str) -> Serv
     }
 }
 
-/// CPU time (user + system) a process has used so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// CPU time a process has used so far, in clock ticks: (user, system).
+fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
 }
 
 /// One wrk run: (requests/s, requests, non-2xx or socket errors seen).
@@ -235,6 +243,8 @@ fn heap_kib(port: u16) -> String {
 struct Run {
     rps: f64,
     cpu_us: f64,
+    /// The system-call (kernel) part of `cpu_us`.
+    sys_us: f64,
     conns_per_req: f64,
     lingering: u64,
     errors: bool,
@@ -249,13 +259,18 @@ fn measure(server: &Server, origin: &Origin, secs: u64, conns: u64) -> Run {
     let accepted = origin.accepted.load(Ordering::SeqCst) - before_acc;
     std::thread::sleep(Duration::from_secs(1));
     let lingering = origin.open.load(Ordering::SeqCst);
-    let cpu_us = match (before_cpu, after_cpu) {
-        (Some(b), Some(a)) if requests > 0.0 => (a - b) as f64 * 10_000.0 / requests,
-        _ => f64::NAN,
+    // Clock ticks are 10 ms (USER_HZ 100).
+    let per_request = |ticks: u64| ticks as f64 * 10_000.0 / requests;
+    let (cpu_us, sys_us) = match (before_cpu, after_cpu) {
+        (Some(b), Some(a)) if requests > 0.0 => {
+            (per_request(a.0 + a.1 - b.0 - b.1), per_request(a.1 - b.1))
+        }
+        _ => (f64::NAN, f64::NAN),
     };
     Run {
         rps,
         cpu_us,
+        sys_us,
         conns_per_req: if requests > 0.0 {
             accepted as f64 / requests
         } else {
@@ -306,15 +321,21 @@ fn main() {
     );
     println!();
     println!(
-        "| script | server | Lua GC | req/s (min-max) | CPU us/req | origin conns/req | open 1 s after | Lua heap after (KiB) |"
+        "| script | server | Lua GC | req/s (min-max) | CPU us/req | of it system | origin conns/req | open 1 s after | Lua heap after (KiB) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut rows: Vec<Row> = Vec::new();
     for (action, label) in [
         ("ask_close", "closes its socket"),
         ("ask_leave", "leaves it open"),
     ] {
+        if !selected("BENCH_SCRIPTS", action) {
+            continue;
+        }
         for gc in [true, false] {
+            if !selected("BENCH_GC", if gc { "on" } else { "stopped" }) {
+                continue;
+            }
             eprintln!("{label}, Lua GC {}:", if gc { "on" } else { "stopped" });
             let servers: Vec<(String, Server)> = peers
                 .iter()
@@ -334,9 +355,10 @@ fn main() {
                     let (name, server) = &servers[i];
                     let r = measure(server, &origin, secs, conns);
                     eprintln!(
-                        "  {name}: {:.0} req/s, {:.1} us CPU/req, {:.3} origin conns/req, {} open after{}",
+                        "  {name}: {:.0} req/s, {:.1} us CPU/req ({:.1} system), {:.3} origin conns/req, {} open after{}",
                         r.rps,
                         r.cpu_us,
+                        r.sys_us,
                         r.conns_per_req,
                         r.lingering,
                         if r.errors { " (wrk reported errors)" } else { "" }
@@ -350,8 +372,9 @@ fn main() {
                 let max = rps.iter().cloned().fold(0.0, f64::max);
                 let m = median(rps);
                 let cpu_us = median(rs.iter().map(|r| r.cpu_us).collect());
+                let sys_us = median(rs.iter().map(|r| r.sys_us).collect());
                 println!(
-                    "| {label} | {name} | {} | {m:.0} ({min:.0}-{max:.0}) | {cpu_us:.1} | {:.3} | {} | {} |",
+                    "| {label} | {name} | {} | {m:.0} ({min:.0}-{max:.0}) | {cpu_us:.1} | {sys_us:.1} | {:.3} | {} | {} |",
                     if gc { "on" } else { "stopped" },
                     median(rs.iter().map(|r| r.conns_per_req).collect()),
                     rs.iter().map(|r| r.lingering).max().unwrap_or(0),

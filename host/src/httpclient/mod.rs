@@ -134,7 +134,10 @@ pub async fn send(req: Request) -> Response {
         let target = &targets[failures as usize % targets.len()];
         let retry_left = failures < settings.retries;
         let tls_ref = tls.as_ref().map(|(c, p)| (*c, p));
-        match connect::open(target, tls_ref, settings.connect_timeout).await {
+        // Boxed: a new connection (and its TLS handshake) is the rare path
+        // with pooling, and its state would otherwise make every call's
+        // future larger.
+        match Box::pin(connect::open(target, tls_ref, settings.connect_timeout)).await {
             Ok(stream) => match attempt(stream).await {
                 Ok(r) => return r,
                 Err(ExchangeError::NoResponse { .. }) if retry_left && req.method.idempotent() => {}

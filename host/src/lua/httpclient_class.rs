@@ -300,3 +300,21 @@ async fn send_cancellable(request: Request) -> mlua::Result<Response> {
     })
     .await
 }
+#[cfg(test)]
+mod future_sizes {
+    use super::*;
+
+    /// The request's future is boxed at every call: a new connection's
+    /// state (its TLS handshake) is boxed apart so that a call on a pooled
+    /// connection does not copy and allocate it.
+    #[test]
+    fn a_request_future_stays_small() {
+        let lua = Lua::new();
+        let t = lua.create_table().expect("table");
+        t.set("url", "http://127.0.0.1:1/").expect("url");
+        let args = MultiValue::from_vec(vec![Value::Nil, Value::Table(t)]);
+        let req = parse_request(Method::Get, &args).expect("request");
+        let size = std::mem::size_of_val(&crate::httpclient::send(req));
+        assert!(size <= 1792, "httpclient::send's future is {size} bytes");
+    }
+}

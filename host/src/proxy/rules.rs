@@ -655,15 +655,17 @@ async fn apply(
             },
             _,
         ) => {
-            let (back, outcome) = worker
-                .run_lua_action(
-                    *kind,
-                    set,
-                    name.clone(),
-                    std::mem::replace(txn, placeholder(txn)),
-                    args.clone(),
-                )
-                .await;
+            // Boxed: the Lua call's state is large, and every request's
+            // future would carry it (and copy it) whether or not a Lua
+            // action runs.
+            let (back, outcome) = Box::pin(worker.run_lua_action(
+                *kind,
+                set,
+                name.clone(),
+                std::mem::replace(txn, placeholder(txn)),
+                args.clone(),
+            ))
+            .await;
             match back {
                 Some(t) => *txn = t,
                 None => return Applied::Verdict(Verdict::Abort),

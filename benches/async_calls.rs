@@ -12,7 +12,11 @@
 //!   coroutine unless the result is already there, wake, resume, convert);
 //! * `async_rs.echo("x")` in `luahost run` and in the stock `lua5.4`: the
 //!   blocking path (spawn on the module's thread, wait on a condition
-//!   variable).
+//!   variable);
+//! * the host's own calls, in the service: `Socket:getpeername()` (a plain
+//!   method) and `Socket:connect()` on a closed socket (an async function
+//!   whose future is ready at once: the cost of the host's waiting-call
+//!   mechanism, the future's size included).
 //!
 //! Service rows time one HTTP request making N calls (a request making no
 //! call is subtracted); script rows time the whole process with N calls
@@ -42,9 +46,18 @@ fn cpath_line() -> String {
 const SVC: &str = r#"
 local h = require "hello_rs"
 local a = require "async_rs"
+-- A closed socket: connect returns at once, through the host's own async
+-- path (mlua's async functions); getpeername is a plain method.
+local closed
+local function closed_socket()
+  if not closed then closed = core.tcp(); closed:close() end
+  return closed
+end
 local calls = {
   add = function() return h.add(1, 2) end,
   echo = function() return a.echo("x") end,
+  peer = function() return closed_socket():getpeername() end,
+  connect = function() return closed_socket():connect("127.0.0.1:1") end,
 }
 core.register_service("bench", "http", function(applet)
   local what, n = applet.path:match("^/(%a+)/(%d+)$")
@@ -114,6 +127,11 @@ fn main() {
     for (label, what) in [
         ("hello_rs.add(1, 2), luahost service", "add"),
         ("async_rs.echo(\"x\"), luahost service (async path)", "echo"),
+        ("Socket:getpeername(), luahost service (plain method)", "peer"),
+        (
+            "Socket:connect() on a closed socket, luahost service (host's async path, ready at once)",
+            "connect",
+        ),
     ] {
         time_request(port, &format!("/{what}/1000"));
         let mut per_call = Vec::new();

@@ -300,8 +300,9 @@ async fn send_cancellable(request: Request) -> mlua::Result<Response> {
     })
     .await
 }
+
 #[cfg(test)]
-mod future_sizes {
+mod tests {
     use super::*;
 
     /// The request's future is boxed at every call: a new connection's

@@ -43,6 +43,15 @@ core.register_service("whole", "http", function(applet)
   end
   applet:send(tostring(#body))
 end)
+-- Reads the rest of the body in reads of `size` bytes; its length.
+local function body_length(applet, size)
+  local n = 0
+  while true do
+    local d = applet:receive(size)
+    if #d == 0 then return n end
+    n = n + #d
+  end
+end
 core.register_service("pieces", "http", function(applet)
   local out = {}
   for i = 1, 4 do out[#out + 1] = #applet:receive(1500) end
@@ -51,21 +60,11 @@ core.register_service("pieces", "http", function(applet)
 end)
 core.register_service("retry", "http", function(applet)
   local ok, err = pcall(applet.receive, applet)
-  local n = 0
-  while true do
-    local d = applet:receive(65536)
-    if #d == 0 then break end
-    n = n + #d
-  end
+  local n = body_length(applet, 65536)
   applet:send(tostring(ok) .. " " .. tostring(err) .. " " .. n)
 end)
 core.register_service("chunks", "http", function(applet)
-  local n = 0
-  while true do
-    local d = applet:receive(4096)
-    if #d == 0 then break end
-    n = n + #d
-  end
+  local n = body_length(applet, 4096)
   applet:send(tostring(n))
 end)
 core.register_service("chunks_ballast", "http", function(applet)
@@ -73,12 +72,7 @@ core.register_service("chunks_ballast", "http", function(applet)
   -- chunks leave can reach the cap before Lua's collector runs.
   local ballast = {}
   for i = 1, 5120 do ballast[i] = string.rep("x", 4090) .. string.format("%06d", i) end
-  local n = 0
-  while true do
-    local d = applet:receive(4096)
-    if #d == 0 then break end
-    n = n + #d
-  end
+  local n = body_length(applet, 4096)
   applet:send(tostring(n + #ballast[1] - #ballast[#ballast]))
 end)
 core.register_service("keep", "http", function(applet)
